@@ -1,0 +1,3 @@
+"""terarec: distributed training of CTR / ranking models on PyTorch + TorchRec."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,150 @@
+"""``terarec`` console script: prepare | synth | train | eval | sweep | models | compare | launch.
+
+Heavy imports (torch, torchrec, pyarrow) happen inside the command handlers so ``--help`` is
+instant. A user mistake (bad flag, bad config key, bad input file) prints one ``terarec: error:``
+line and exits 2; it never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """A mistake in the user's input or config; printed as one line, exit code 2."""
+
+
+def _not_implemented(command: str, issue: str) -> Callable[[argparse.Namespace], int]:
+    def handler(_: argparse.Namespace) -> int:
+        print(f"terarec {command}: not yet implemented (tracked in the '{issue}' issue)", file=sys.stderr)
+        return EXIT_USAGE
+
+    return handler
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    prepare = sub.add_parser("prepare", help="raw data -> prepared parquet dataset", description="Prepare a raw dataset as parquet + schema.json.")
+    kinds = prepare.add_subparsers(dest="source", required=True, metavar="{criteo,movielens,taobao}")
+    criteo = kinds.add_parser("criteo", help="Criteo TSV (Kaggle train.txt or 1TB day_N, .gz too)")
+    criteo.add_argument("--input", nargs="+", required=True, metavar="FILE", help="raw TSV files, in time order")
+    criteo.add_argument("--output", required=True, metavar="DIR")
+    split = criteo.add_mutually_exclusive_group()
+    split.add_argument("--eval-fraction", type=float, metavar="F", help="last fraction of rows (time order) -> eval")
+    split.add_argument("--eval-files", nargs="+", metavar="FILE", help="these files -> eval")
+    criteo.add_argument("--on-error", choices=["fail", "skip"], default="fail", help="malformed rows: stop (default) or skip into DIR/rejects/")
+    criteo.add_argument("--workers", type=int, default=0, help="parallel file workers (0: one per core)")
+    criteo.set_defaults(handler=_not_implemented("prepare criteo", "Data pipeline"))
+    for name, what in (("movielens", "MovieLens-100K folder (u.data, u.item, u.user)"), ("taobao", "Taobao UserBehavior CSV")):
+        seq = kinds.add_parser(name, help=f"{what} -> BST sequence dataset")
+        seq.add_argument("--input", required=True, metavar="PATH", help=what)
+        seq.add_argument("--output", required=True, metavar="DIR")
+        seq.add_argument("--max-history", type=int, default=50, help="history items kept per row")
+        seq.add_argument("--eval-fraction", type=float, default=0.2, help="last fraction of events (time order) -> eval")
+        seq.set_defaults(handler=_not_implemented(f"prepare {name}", "Data pipeline"))
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    synth = sub.add_parser("synth", help="synthetic Criteo-shaped data", description="Write a synthetic dataset with Criteo cardinalities, Zipf ids and a planted label signal.")
+    synth.add_argument("--preset", choices=["criteo-1tb", "criteo-kaggle"], default="criteo-1tb")
+    synth.add_argument("--rows", type=int, required=True, metavar="N")
+    synth.add_argument("--output", required=True, metavar="DIR")
+    synth.add_argument("--multi-hot", action="store_true", help="MLPerf DLRMv2 multi-hot sizes")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--eval-fraction", type=float, default=0.1)
+    synth.set_defaults(handler=_not_implemented("synth", "Data pipeline"))
+
+
+def _add_train_eval(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train a model (alone or under torchrun)", description="Train from a recipe name or YAML file plus key=value overrides. Under torchrun use `python -m terarec.trainer.main` with the same arguments.")
+    train.add_argument("--config", required=True, metavar="RECIPE_OR_YAML")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.max_steps=100")
+    train.set_defaults(handler=_train)
+    evaluate = sub.add_parser("eval", help="evaluate a run's checkpoint", description="Evaluate the newest checkpoint of a run; writes RUN/eval.json.")
+    evaluate.add_argument("--run", required=True, metavar="RUN_DIR")
+    evaluate.add_argument("--data", metavar="DIR", help="prepared dataset (default: the run's)")
+    evaluate.add_argument("--nproc", type=int, default=1)
+    evaluate.set_defaults(handler=_not_implemented("eval", "Checkpoint"))
+
+
+def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
+    sweep = sub.add_parser("sweep", help="scaling-law sweep", description="Run a grid of trainings and fit a power law.")
+    sweep.add_argument("--config", required=True, metavar="SWEEP_YAML")
+    sweep.add_argument("--output", metavar="DIR")
+    sweep.add_argument("--launcher", choices=["local", "torchx"], default="local")
+    sweep.add_argument("overrides", nargs="*", metavar="key=value")
+    sweep.set_defaults(handler=_not_implemented("sweep", "Launch and scaling-law sweeps"))
+    models = sub.add_parser("models", help="list registered models and flavors", description="List every model flavor with dense/sparse params and forward FLOPs per example.")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(handler=_models)
+    compare = sub.add_parser("compare", help="same-data model comparison", description="Train several models on the same data, split and budget; write a table.")
+    compare.add_argument("--data", required=True, metavar="DIR")
+    compare.add_argument("--models", required=True, help="comma list, e.g. dlrm,dcnv2,wukong")
+    compare.add_argument("--baseline", default="", help="comma list: lightgbm,logreg")
+    compare.add_argument("--output", metavar="DIR")
+    compare.add_argument("overrides", nargs="*", metavar="key=value")
+    compare.set_defaults(handler=_not_implemented("compare", "Benchmarks"))
+    launch = sub.add_parser("launch", help="torchrun wrapper", description="Run `terarec launch -- train --config ...` under torchrun (NGPU/NNODES env).")
+    launch.add_argument("rest", nargs=argparse.REMAINDER)
+    launch.set_defaults(handler=_not_implemented("launch", "Launch and scaling-law sweeps"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="terarec", description="Distributed training of CTR/ranking models on TorchRec.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_prepare(sub)
+    _add_synth(sub)
+    _add_train_eval(sub)
+    _add_sweep_compare_launch(sub)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from terarec.configs import load_config
+
+    cfg = load_config(args.config, args.overrides)  # validates before any process group starts
+    try:
+        from terarec.trainer.main import run_training
+    except ImportError:
+        return _not_implemented("train", "Distributed trainer")(args)
+    run_training(cfg)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from terarec.models.catalog import describe_models
+
+    rows = describe_models()
+    if args.json:
+        import json
+
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no models registered yet")
+    else:
+        header = f"{'model':<10} {'flavor':<12} {'dense params':>14} {'sparse params':>15} {'FLOPs/example':>15}"
+        print(header)
+        for r in rows:
+            print(f"{r['model']:<10} {r['flavor']:<12} {r['params_dense']:>14,} {r['params_sparse']:>15,} {r['flops_per_example']:>15,}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from terarec.configs.loader import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except (UserError, ConfigError) as err:
+        print(f"terarec: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("terarec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

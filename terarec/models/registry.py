@@ -1,0 +1,61 @@
+"""The one model registry: ``name -> (hyper-parameter dataclass, flavors, builder)``.
+
+A model module registers itself with :func:`register_model`; the trainer, ``terarec models`` and
+sweeps only ever go through :func:`get_model` / :func:`list_models`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+
+class ModelConfigError(ValueError):
+    """Unknown model, flavor or hyper-parameter: the message names it."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    hparams: type  # a dataclass of the model's hyper-parameters, defaults = the base flavor
+    builder: Callable[..., nn.Module]
+    flavors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    description: str = ""
+
+    def resolve(self, flavor: str, overrides: dict[str, Any] | None = None) -> Any:
+        """Hyper-parameters of ``flavor`` with ``overrides`` applied (unknown keys rejected)."""
+        if flavor not in self.flavors:
+            raise ModelConfigError(
+                f"model '{self.name}' has no flavor '{flavor}' (flavors: {', '.join(self.flavors)})"
+            )
+        values = {**self.flavors[flavor], **(overrides or {})}
+        names = {f.name for f in dataclasses.fields(self.hparams)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ModelConfigError(
+                f"model '{self.name}' has no hyper-parameter '{unknown[0]}' (valid: {', '.join(sorted(names))})"
+            )
+        return dataclasses.replace(self.hparams(), **values)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(entry: ModelEntry) -> ModelEntry:
+    if entry.name in _REGISTRY:
+        raise ValueError(f"model '{entry.name}' registered twice")
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def get_model(name: str) -> ModelEntry:
+    if name not in _REGISTRY:
+        raise ModelConfigError(f"unknown model '{name}' (models: {', '.join(sorted(_REGISTRY)) or 'none'})")
+    return _REGISTRY[name]
+
+
+def list_models() -> list[ModelEntry]:
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
