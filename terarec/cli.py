@@ -37,7 +37,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     split.add_argument("--eval-files", nargs="+", metavar="FILE", help="these files -> eval")
     criteo.add_argument("--on-error", choices=["fail", "skip"], default="fail", help="malformed rows: stop (default) or skip into DIR/rejects/")
     criteo.add_argument("--workers", type=int, default=0, help="parallel file workers (0: one per core)")
-    criteo.set_defaults(handler=_not_implemented("prepare criteo", "Data pipeline"))
+    criteo.set_defaults(handler=_prepare_criteo)
     for name, what in (("movielens", "MovieLens-100K folder (u.data, u.item, u.user)"), ("taobao", "Taobao UserBehavior CSV")):
         seq = kinds.add_parser(name, help=f"{what} -> BST sequence dataset")
         seq.add_argument("--input", required=True, metavar="PATH", help=what)
@@ -55,7 +55,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--multi-hot", action="store_true", help="MLPerf DLRMv2 multi-hot sizes")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--eval-fraction", type=float, default=0.1)
-    synth.set_defaults(handler=_not_implemented("synth", "Data pipeline"))
+    synth.set_defaults(handler=_synth)
 
 
 def _add_train_eval(sub: argparse._SubParsersAction) -> None:
@@ -102,6 +102,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _prepare_criteo(args: argparse.Namespace) -> int:
+    from terarec.data_pipeline.criteo import prepare_criteo
+
+    schema = prepare_criteo(args.input, args.output, args.eval_fraction, args.eval_files, args.on_error,
+                            args.workers, progress=sys.stderr.isatty(), command=_command_line())
+    print(f"prepared {args.output}: rows {schema.rows}, rejects {schema.rejects}")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from terarec.data_pipeline.synth import SynthSpec, write_synthetic
+
+    spec = SynthSpec(args.preset, args.rows, args.multi_hot, args.seed, args.eval_fraction)
+    schema = write_synthetic(spec, args.output, progress=sys.stderr.isatty(), command=_command_line())
+    print(f"wrote {args.output}: rows {schema.rows}")
+    return 0
+
+
+def _command_line() -> str:
+    import shlex
+
+    return shlex.join(["terarec", *sys.argv[1:]])
+
+
 def _train(args: argparse.Namespace) -> int:
     from terarec.configs import load_config
 
@@ -133,12 +157,14 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before the heavy imports: --help stays instant
     from terarec.configs.loader import ConfigError
+    from terarec.data_pipeline.schema import DatasetError
+    from terarec.models.registry import ModelConfigError
 
-    args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
-    except (UserError, ConfigError) as err:
+    except (UserError, ConfigError, DatasetError, ModelConfigError) as err:
         print(f"terarec: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -1,0 +1,270 @@
+"""``terarec prepare criteo``: raw Criteo TSV (plain or .gz) -> parquet dataset + schema.json.
+
+Streaming with pyarrow's CSV reader in blocks, so memory is bounded by the block size whatever the
+file size. Parallel over input files (one process each); each input file becomes its own
+``part-{stem}-NNNNN.parquet`` parts plus a ``.done/{stem}.json`` marker, so a re-run skips the
+files already finished (resumable per file). Parsing is columnar: hex ids are decoded with numpy
+on the raw bytes, dense integers are validated with one regex per block.
+
+Malformed rows (wrong field count, non-integer dense, non-hex categorical) stop the run naming
+``file:line`` (``--on-error fail``), or go to ``DIR/rejects/{stem}.tsv`` as ``line<TAB>reason<TAB>row``
+and are counted in schema.json (``--on-error skip``). Missing categoricals become id 0 (as
+torchrec.datasets.criteo does); missing dense values stay null and the loader fills them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import multiprocessing as mp
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from tqdm import tqdm
+
+from terarec.data_pipeline.criteo_layout import DENSE_NAMES, LABEL, SPARSE_NAMES
+from terarec.data_pipeline.hashing import kmv_estimate, kmv_merge, kmv_update
+from terarec.data_pipeline.parquet_io import PartWriter
+from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SparseFeature
+
+RAW_COLUMNS = [LABEL, *DENSE_NAMES, *SPARSE_NAMES]
+BLOCK_BYTES = 16 << 20
+ROWS_PER_FILE = 4 << 20
+_HEX = np.full(256, 255, np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEX[_c] = _i
+for _i, _c in enumerate(b"ABCDEF"):
+    _HEX[_c] = 10 + _i
+OUTPUT_SCHEMA = pa.schema(
+    [(LABEL, pa.int8())] + [(n, pa.int64()) for n in DENSE_NAMES] + [(n, pa.uint32()) for n in SPARSE_NAMES]
+)
+
+
+@dataclass(frozen=True)
+class FileJob:
+    path: str
+    stem: str
+    train_lines: int  # physical lines [1, train_lines] -> train, the rest -> eval
+    output: str
+    on_error: str
+
+
+def _open(path: str) -> pa.NativeFile:
+    raw = pa.OSFile(path)
+    return pa.CompressedInputStream(raw, "gzip") if path.endswith(".gz") else raw
+
+
+def count_lines(path: str) -> int:
+    """Physical lines of a (possibly gzipped) text file, counted in 16 MB chunks."""
+    opener = gzip.open if path.endswith(".gz") else open
+    lines, last = 0, b"\n"
+    with opener(path, "rb") as fh:
+        while chunk := fh.read(BLOCK_BYTES):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (last != b"\n")
+
+
+def decode_hex(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """8-hex-digit strings -> (uint32 ids, bad-row mask); empty -> 0 (torchrec's convention)."""
+    column = pc.fill_null(column, "")
+    offsets = np.frombuffer(column.buffers()[1], np.int32)[column.offset : column.offset + len(column) + 1].astype(np.int64)
+    lengths = np.diff(offsets)
+    data = np.frombuffer(column.buffers()[2], np.uint8) if column.buffers()[2] is not None else np.zeros(0, np.uint8)
+    ids = np.zeros(len(column), np.uint32)
+    full = lengths == 8
+    bad = (lengths != 0) & ~full
+    if full.any():
+        starts = offsets[:-1][full]
+        digits = _HEX[data[starts[:, None] + np.arange(8)]]
+        bad[np.flatnonzero(full)[(digits == 255).any(axis=1)]] = True
+        weights = (16 ** np.arange(7, -1, -1)).astype(np.uint64)
+        ids[full] = (digits.astype(np.uint64) @ weights).astype(np.uint32)
+    ids[bad] = 0
+    return ids, bad
+
+
+def convert_block(batch: pa.RecordBatch) -> tuple[pa.Table, np.ndarray, list[str]]:
+    """All-string block -> typed table of the good rows, bad-row mask, per-row reasons."""
+    n = batch.num_rows
+    bad = np.zeros(n, bool)
+    reasons = [""] * n
+
+    def flag(mask: np.ndarray, what: str) -> None:
+        for i in np.flatnonzero(mask & ~bad):
+            reasons[i] = what
+        bad[mask] = True
+
+    label = batch.column(0)
+    flag(~np.isin(pc.fill_null(label, "").to_numpy(zero_copy_only=False), ["0", "1"]), "label is not 0 or 1")
+    dense = []
+    for i, name in enumerate(DENSE_NAMES, start=1):
+        col = batch.column(i)
+        ok = pc.fill_null(pc.match_substring_regex(col, r"^(-?[0-9]{1,18})?$"), False).to_numpy(zero_copy_only=False)
+        flag(~ok, f"{name} is not an integer")
+        dense.append(col)
+    sparse = []
+    for i, name in enumerate(SPARSE_NAMES, start=1 + len(DENSE_NAMES)):
+        ids, mask = decode_hex(batch.column(i))
+        flag(mask, f"{name} is not 8 hex digits")
+        sparse.append(ids)
+    keep = pa.array(~bad)
+    columns = [pc.cast(pc.filter(label, keep), pa.int8())]
+    for col in dense:
+        good = pc.filter(col, keep)
+        columns.append(pc.cast(pc.if_else(pc.equal(good, ""), None, good), pa.int64()))
+    columns += [pa.array(ids[~bad]) for ids in sparse]
+    return pa.Table.from_arrays(columns, schema=OUTPUT_SCHEMA), bad, reasons
+
+
+def _line_numbers(good_index: np.ndarray, skipped_lines: list[int]) -> np.ndarray:
+    """1-based physical line of the good (field-count-valid) rows ``good_index`` (0-based)."""
+    skipped = np.asarray(sorted(skipped_lines), np.int64)
+    before = skipped - 1 - np.arange(len(skipped))  # good rows before each skipped line
+    return good_index + 1 + np.searchsorted(before, good_index, side="right")
+
+
+def prepare_file(job: FileJob, report: Callable[[int], None] = lambda n: None) -> dict:
+    """Convert one raw file; returns its row counts. Raises DatasetError in fail mode."""
+    out = Path(job.output)
+    skipped: list[tuple[int, str, str]] = []  # (line, reason, text) of rows with the wrong field count
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        # an exception raised here is swallowed by pyarrow: record the row, report after the block
+        skipped.append((row.number, f"expected {row.expected_columns} tab-separated fields, got {row.actual_columns}", row.text))
+        return "skip"
+
+    reader = pacsv.open_csv(
+        _open(job.path),
+        read_options=pacsv.ReadOptions(column_names=RAW_COLUMNS, use_threads=False, block_size=BLOCK_BYTES),
+        parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False, invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in RAW_COLUMNS}, quoted_strings_can_be_null=False, strings_can_be_null=False),
+    )
+    writers = {s: PartWriter(out / s, OUTPUT_SCHEMA, ROWS_PER_FILE, prefix=f"{job.stem}-") for s in ("train", "eval")}
+    rejects: list[str] = []
+    good_rows = 0
+    sketches = [np.zeros(0, np.uint64) for _ in SPARSE_NAMES]
+    try:
+        for batch in reader:
+            table, bad, reasons = convert_block(batch)
+            lines = _line_numbers(np.arange(good_rows, good_rows + batch.num_rows), [s[0] for s in skipped])
+            if job.on_error == "fail" and (bad.any() or skipped):
+                errors = [(int(lines[i]), reasons[i]) for i in np.flatnonzero(bad)[:1]] + [s[:2] for s in skipped[:1]]
+                line, reason = min(errors)
+                raise DatasetError(f"{job.path}:{line}: {reason}")
+            if bad.any():
+                for i in np.flatnonzero(bad):
+                    text = "\t".join(str(batch.column(c)[i]) for c in range(len(RAW_COLUMNS)))
+                    rejects.append(f"{lines[i]}\t{reasons[i]}\t{text}")
+            good_lines = lines[~bad]
+            n_train = int(np.searchsorted(good_lines, job.train_lines, side="right"))
+            writers["train"].write(table.slice(0, n_train))
+            writers["eval"].write(table.slice(n_train))
+            for j, name in enumerate(SPARSE_NAMES):
+                sketches[j] = kmv_update(sketches[j], np.unique(table.column(name).to_numpy()))
+            good_rows += batch.num_rows
+            report(batch.num_rows)
+    except pa.ArrowInvalid as err:
+        raise DatasetError(f"{job.path}: {err}") from None
+    for line, _, text in skipped:
+        rejects.append(f"{line}\twrong field count\t{text}")
+    counts = {s: w.rows_total for s, w in writers.items()}
+    parts = {s: [p.name for p in w.close()] for s, w in writers.items()}
+    if rejects:
+        (out / "rejects").mkdir(exist_ok=True)
+        (out / "rejects" / f"{job.stem}.tsv").write_text("line\treason\trow\n" + "\n".join(sorted(rejects, key=lambda r: int(r.split("\t")[0]))) + "\n")
+    result = {"rows": counts, "rejects": len(rejects), "parts": parts}
+    marker = out / ".done" / f"{job.stem}.json"
+    marker.parent.mkdir(exist_ok=True)
+    np.save(out / ".done" / f"{job.stem}.kmv.npy", _pack(sketches))
+    marker.with_suffix(".tmp").write_text(json.dumps(result))
+    marker.with_suffix(".tmp").replace(marker)
+    return result
+
+
+def _pack(sketches: list[np.ndarray]) -> np.ndarray:
+    """Ragged per-feature sketches -> one (features, k) array padded with the max uint64."""
+    width = max(1, max(len(s) for s in sketches))
+    packed = np.full((len(sketches), width), np.iinfo(np.uint64).max, np.uint64)
+    for i, sketch in enumerate(sketches):
+        packed[i, : len(sketch)] = sketch
+    return packed
+
+
+def _unpack(packed: np.ndarray) -> list[np.ndarray]:
+    return [row[row != np.iinfo(np.uint64).max] for row in packed]
+
+
+def plan_jobs(inputs: list[str], output: str, eval_fraction: Optional[float], eval_files: list[str], on_error: str) -> list[FileJob]:
+    """One job per input file with the line at which its rows switch from train to eval."""
+    missing = [p for p in [*inputs, *eval_files] if not Path(p).is_file()]
+    if missing:
+        raise DatasetError(f"input file '{missing[0]}' does not exist")
+    if eval_fraction is not None and not 0.0 <= eval_fraction < 1.0:
+        raise DatasetError(f"--eval-fraction must be in [0, 1), got {eval_fraction}")
+    stems = [Path(p).name.removesuffix(".gz").replace(".", "_") for p in [*inputs, *eval_files]]
+    if len(set(stems)) != len(stems):
+        raise DatasetError("two input files share a name; output parts are named after their inputs")
+    everything = 2**62
+    train_lines = [everything] * len(inputs)
+    if eval_fraction:
+        counts = [count_lines(p) for p in inputs]
+        cut = sum(counts) - int(round(sum(counts) * eval_fraction))  # last fraction, in time order
+        before = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        train_lines = [int(min(max(cut - b, 0), n)) for b, n in zip(before, counts)]
+    lines = train_lines + [0] * len(eval_files)
+    return [FileJob(str(p), s, n, output, on_error) for p, s, n in zip([*inputs, *eval_files], stems, lines)]
+
+
+def _run_job(args: tuple[FileJob, "mp.Queue"]) -> dict:
+    job, progress = args
+    return prepare_file(job, report=progress.put)
+
+
+def prepare_criteo(inputs: list[str], output: str, eval_fraction: Optional[float] = None, eval_files: Optional[list[str]] = None,
+                   on_error: str = "fail", workers: int = 0, progress: bool = True, command: str = "") -> DatasetSchema:
+    """Prepare every input file (skipping those a previous run finished) and write schema.json."""
+    jobs = plan_jobs(inputs, output, eval_fraction, eval_files or [], on_error)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [j for j in jobs if not (out / ".done" / f"{j.stem}.json").is_file()]
+    if len(todo) < len(jobs):
+        print(f"prepare: {len(jobs) - len(todo)} of {len(jobs)} files already done, resuming")
+    total_bytes = sum(os.path.getsize(j.path) for j in todo)
+    workers = min(workers or os.cpu_count() or 1, max(len(todo), 1))
+    with tqdm(total=len(todo), unit="file", disable=not progress, desc="prepare criteo") as bar:
+        if workers <= 1:
+            for job in todo:
+                prepare_file(job)
+                bar.update(1)
+        else:
+            with mp.get_context("spawn").Manager() as manager, mp.get_context("spawn").Pool(workers) as pool:
+                queue = manager.Queue()
+                for _ in pool.imap_unordered(_run_job, [(j, queue) for j in todo]):
+                    bar.update(1)
+    return _write_schema(jobs, out, command or f"terarec prepare criteo ({total_bytes} bytes this run)")
+
+
+def _write_schema(jobs: list[FileJob], out: Path, command: str) -> DatasetSchema:
+    rows, rejects = {"train": 0, "eval": 0}, 0
+    sketches = [np.zeros(0, np.uint64) for _ in SPARSE_NAMES]
+    for job in jobs:
+        done = json.loads((out / ".done" / f"{job.stem}.json").read_text())
+        rows = {s: rows[s] + done["rows"][s] for s in rows}
+        rejects += done["rejects"]
+        for i, sketch in enumerate(_unpack(np.load(out / ".done" / f"{job.stem}.kmv.npy"))):
+            sketches[i] = kmv_merge(sketches[i], sketch)
+    schema = DatasetSchema(
+        dense=list(DENSE_NAMES),
+        sparse=[SparseFeature(n, max(kmv_estimate(s), 1)) for n, s in zip(SPARSE_NAMES, sketches)],
+        rows=rows, rejects=rejects, source="criteo tsv: " + ", ".join(j.path for j in jobs), command=command,
+        extra={"cardinality": "distinct raw ids (exact below 16384, KMV estimate above); raw ids are 32-bit"},
+    )
+    schema.save(out)
+    return schema

@@ -1,0 +1,25 @@
+"""Criteo column layout and the published cardinalities used by ``synth`` and the recipes."""
+
+from __future__ import annotations
+
+NUM_DENSE = 13
+NUM_SPARSE = 26
+LABEL = "label"
+DENSE_NAMES = [f"int_{i}" for i in range(NUM_DENSE)]
+SPARSE_NAMES = [f"cat_{i}" for i in range(NUM_SPARSE)]
+
+# Criteo 1TB Click Logs, per-feature vocabulary sizes after MLPerf DLRMv2's cap of 40M
+# (`--max-ind-range=40000000`, torchrec examples/golden_training & MLPerf reference).
+CRITEO_1TB_CARDINALITIES = [
+    40000000, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 40000000, 3067956, 405282, 10,
+    2209, 11938, 155, 4, 976, 14, 40000000, 40000000, 40000000, 590152, 12973, 108, 36,
+]
+# Criteo Kaggle Display Advertising Challenge (train.txt), per-feature distinct values.
+CRITEO_KAGGLE_CARDINALITIES = [
+    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27,
+    14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572,
+]
+# MLPerf DLRMv2 (DCNv2) multi-hot bag sizes per sparse feature (synthetic multi-hot Criteo 1TB).
+MLPERF_MULTI_HOT_SIZES = [3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1]
+
+PRESETS = {"criteo-1tb": CRITEO_1TB_CARDINALITIES, "criteo-kaggle": CRITEO_KAGGLE_CARDINALITIES}

@@ -1,0 +1,93 @@
+"""``schema.json``: what a prepared dataset holds (DESIGN.md "Dataset layout").
+
+The schema is the one description of a dataset that the loader, the embedding-table builder and
+the models read. Raw ids are stored unhashed; tables are sized from ``cardinality`` at train time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+SCHEMA_FILE = "schema.json"
+
+
+class DatasetError(ValueError):
+    """A prepared dataset or raw input is missing or malformed: the message names the file."""
+
+
+@dataclass
+class SparseFeature:
+    """One categorical feature. ``multi_hot``: stored as ``list<uint32>``, else ``uint32``."""
+
+    name: str
+    cardinality: int  # ids are in [0, cardinality): observed max + 1 or the known vocabulary size
+    multi_hot: bool = False
+
+
+@dataclass
+class SequenceFeature:
+    """A history column (``list<uint32>``, oldest first) embedded with ``table``'s embeddings.
+
+    ``table`` names the sparse feature whose table it shares (e.g. ``hist_item`` -> ``item``), so
+    history and target items live in one embedding space, as BST does.
+    """
+
+    name: str
+    table: str
+    max_length: int
+
+
+@dataclass
+class DatasetSchema:
+    dense: list[str]
+    sparse: list[SparseFeature]
+    sequence: list[SequenceFeature] = field(default_factory=list)
+    label: str = "label"
+    rows: dict[str, int] = field(default_factory=dict)  # split -> row count
+    rejects: int = 0  # malformed input rows skipped (written to DIR/rejects/)
+    source: str = ""
+    command: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def sparse_feature(self, name: str) -> SparseFeature:
+        for feature in self.sparse:
+            if feature.name == name:
+                return feature
+        raise KeyError(name)
+
+    def table_of(self, name: str) -> Optional[str]:
+        """The sparse feature whose embedding table a sequence feature uses."""
+        return next((s.table for s in self.sequence if s.name == name), None)
+
+    def save(self, directory: str | Path) -> None:
+        path = Path(directory) / SCHEMA_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "DatasetSchema":
+        path = Path(directory) / SCHEMA_FILE
+        if not path.is_file():
+            raise DatasetError(f"{path} not found: prepare the dataset first (terarec prepare / terarec synth)")
+        try:
+            raw = json.loads(path.read_text())
+            return cls(
+                dense=list(raw["dense"]),
+                sparse=[SparseFeature(**s) for s in raw["sparse"]],
+                sequence=[SequenceFeature(**s) for s in raw.get("sequence", [])],
+                **{k: raw[k] for k in ("label", "rows", "rejects", "source", "command", "extra") if k in raw},
+            )
+        except (KeyError, TypeError, json.JSONDecodeError) as err:
+            raise DatasetError(f"{path}: not a terarec schema ({err})") from None
+
+
+def dataset_files(directory: str | Path, split: str) -> list[Path]:
+    """The split's parquet files, sorted (time order where the writer named them in order)."""
+    files = sorted((Path(directory) / split).glob("part-*.parquet"))
+    if not files:
+        raise DatasetError(f"no parquet files in {Path(directory) / split}")
+    return files

@@ -1,0 +1,161 @@
+"""Synthetic Criteo-shaped data: real cardinalities, Zipf ids, heavy-tailed dense, planted labels.
+
+Labels come from a fixed logistic model with main effects, sparse x sparse crosses and a dense x
+sparse cross, so a model that learns embeddings and interactions shows it in AUC. Rows are made in
+chunks of ``CHUNK_ROWS`` from a per-chunk seeded generator: the output is the same for a seed, and
+memory is bounded whatever ``rows`` is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from terarec.data_pipeline.criteo_layout import DENSE_NAMES, LABEL, MLPERF_MULTI_HOT_SIZES, PRESETS, SPARSE_NAMES
+from terarec.data_pipeline.hashing import splitmix64
+from terarec.data_pipeline.parquet_io import PartWriter
+from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SparseFeature
+
+CHUNK_ROWS = 131072
+ROWS_PER_FILE = 1 << 20
+ZIPF_EXPONENT = 1.1
+TARGET_CTR = 0.25
+# Planted model: which features carry signal (low-cardinality pairs make crosses learnable).
+MAIN_EFFECTS = {0: 0.6, 1: 0.5, 2: 0.5, 3: 0.4, 8: 0.6, 12: 0.5, 16: 0.5, 24: 0.4, 25: 0.5}
+CROSSES = [(5, 8, 0.8), (12, 16, 0.8), (18, 25, 0.7)]
+DENSE_WEIGHTS = {0: 0.35, 2: -0.3, 5: 0.25, 10: 0.3}
+DENSE_X_SPARSE = (1, 5, 0.5)  # z_1 * effect(cat_5): a dense-sparse interaction
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    preset: str = "criteo-1tb"
+    rows: int = 100_000
+    multi_hot: bool = False
+    seed: int = 0
+    eval_fraction: float = 0.1
+
+    @property
+    def cardinalities(self) -> list[int]:
+        return PRESETS[self.preset]
+
+    @property
+    def bag_sizes(self) -> list[int]:
+        return MLPERF_MULTI_HOT_SIZES if self.multi_hot else [1] * len(SPARSE_NAMES)
+
+
+def hashed_effect(ids: np.ndarray, salt: int) -> np.ndarray:
+    """A fixed pseudo-random unit-variance effect per id (splitmix64 of ``id ^ salt``)."""
+    z = splitmix64(ids, salt)
+    uniform = (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return (uniform * 2.0 - 1.0) * np.sqrt(3.0)
+
+
+def zipf_ids(rng: np.random.Generator, cardinality: int, size: int) -> np.ndarray:
+    """Ids in [0, cardinality) with P(id = r - 1) proportional to r^-s (bounded Zipf, inverse CDF)."""
+    s = ZIPF_EXPONENT
+    u = rng.random(size)
+    top = float(cardinality) ** (1.0 - s)
+    ranks = (1.0 + u * (top - 1.0)) ** (1.0 / (1.0 - s))
+    return np.minimum(ranks.astype(np.int64) - 1, cardinality - 1).astype(np.uint32)
+
+
+def _dense(rng: np.random.Generator, rows: int) -> tuple[list[pa.Array], np.ndarray]:
+    """Heavy-tailed non-negative counts (log-normal), ~10% nulls; returns arrays and log1p values."""
+    arrays, transformed = [], np.zeros((rows, len(DENSE_NAMES)))
+    for i in range(len(DENSE_NAMES)):
+        values = np.floor(np.exp(rng.normal(1.0 + 0.25 * i, 1.2, rows))).astype(np.int64)
+        missing = rng.random(rows) < 0.1
+        transformed[:, i] = np.where(missing, 0.0, np.log1p(values))
+        arrays.append(pa.array(values, mask=missing))
+    return arrays, transformed
+
+
+def _sparse(rng: np.random.Generator, spec: SynthSpec, rows: int) -> tuple[list[pa.Array], list[np.ndarray]]:
+    arrays, first_ids = [], []
+    for cardinality, bag in zip(spec.cardinalities, spec.bag_sizes):
+        ids = zipf_ids(rng, cardinality, rows * bag)
+        first_ids.append(ids[::bag])
+        if spec.multi_hot:
+            offsets = np.arange(0, rows * bag + 1, bag, dtype=np.int32)
+            arrays.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(ids)))
+        else:
+            arrays.append(pa.array(ids))
+    return arrays, first_ids
+
+
+def planted_logit(dense_z: np.ndarray, first_ids: list[np.ndarray]) -> np.ndarray:
+    """The label model (before the bias): what a good CTR model should recover."""
+    centred = (dense_z - 2.5) / 1.5
+    logit = sum(w * centred[:, i] for i, w in DENSE_WEIGHTS.items())
+    logit = logit + sum(w * hashed_effect(first_ids[f], 100 + f) for f, w in MAIN_EFFECTS.items())
+    for a, b, w in CROSSES:
+        pair = first_ids[a].astype(np.uint64) * np.uint64(1_000_003) + first_ids[b]
+        logit = logit + w * hashed_effect(pair, 200 + a)
+    d, f, w = DENSE_X_SPARSE
+    return logit + w * centred[:, d] * hashed_effect(first_ids[f], 300 + f)
+
+
+def make_chunk(spec: SynthSpec, chunk: int, rows: int, bias: float) -> tuple[pa.Table, np.ndarray]:
+    rng = np.random.default_rng([spec.seed, chunk])
+    dense_arrays, dense_z = _dense(rng, rows)
+    sparse_arrays, first_ids = _sparse(rng, spec, rows)
+    logit = planted_logit(dense_z, first_ids) + bias
+    labels = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int8)
+    columns = [pa.array(labels), *dense_arrays, *sparse_arrays]
+    return pa.table(columns, names=[LABEL, *DENSE_NAMES, *SPARSE_NAMES]), first_ids
+
+
+def calibrate_bias(spec: SynthSpec) -> float:
+    """Bias that puts the mean predicted CTR at TARGET_CTR, solved on a fixed pilot chunk."""
+    rng = np.random.default_rng([spec.seed, 2**31])
+    _, dense_z = _dense(rng, 65536)
+    _, first_ids = _sparse(rng, spec, 65536)
+    logit = planted_logit(dense_z, first_ids)
+    lo, hi = -20.0, 20.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if np.mean(1 / (1 + np.exp(-(logit + mid)))) < TARGET_CTR else (lo, mid)
+    return (lo + hi) / 2
+
+
+def write_synthetic(spec: SynthSpec, output: str | Path, progress: bool = True, command: str = "") -> DatasetSchema:
+    """Stream ``spec.rows`` rows to ``output/{train,eval}/part-*.parquet`` and write schema.json."""
+    if spec.rows <= 0:
+        raise DatasetError(f"--rows must be positive, got {spec.rows}")
+    if not 0.0 <= spec.eval_fraction < 1.0:
+        raise DatasetError(f"--eval-fraction must be in [0, 1), got {spec.eval_fraction}")
+    out = Path(output)
+    bias = calibrate_bias(spec)
+    eval_rows = int(round(spec.rows * spec.eval_fraction))
+    train_rows = spec.rows - eval_rows
+    table_schema = make_chunk(spec, 0, 1, bias)[0].schema
+    writers = {s: PartWriter(out / s, table_schema, ROWS_PER_FILE) for s in ("train", "eval")}
+    observed_max = np.zeros(len(SPARSE_NAMES), dtype=np.int64)
+    done = 0
+    with tqdm(total=spec.rows, unit="rows", unit_scale=True, disable=not progress, desc="synth") as bar:
+        for chunk in range((spec.rows + CHUNK_ROWS - 1) // CHUNK_ROWS):
+            rows = min(CHUNK_ROWS, spec.rows - done)
+            table, first_ids = make_chunk(spec, chunk, rows, bias)
+            observed_max = np.maximum(observed_max, [ids.max() for ids in first_ids])
+            cut = min(max(train_rows - done, 0), rows)  # rows of this chunk that go to train
+            writers["train"].write(table.slice(0, cut))
+            writers["eval"].write(table.slice(cut))
+            done += rows
+            bar.update(rows)
+    for writer in writers.values():
+        writer.close()
+    schema = DatasetSchema(
+        dense=list(DENSE_NAMES),
+        sparse=[SparseFeature(n, int(c), spec.multi_hot) for n, c in zip(SPARSE_NAMES, spec.cardinalities)],
+        rows={"train": train_rows, "eval": eval_rows},
+        source=f"synthetic {spec.preset} (Zipf s={ZIPF_EXPONENT}, planted logistic model, bias {bias:.4f})",
+        command=command,
+        extra={"seed": spec.seed, "multi_hot_sizes": spec.bag_sizes, "observed_max_id": observed_max.tolist()},
+    )
+    schema.save(out)
+    return schema
