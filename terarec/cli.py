@@ -139,7 +139,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from terarec.models.catalog import describe_models
+    from terarec.trainer.model_factory import describe_models
 
     rows = describe_models()
     if args.json:

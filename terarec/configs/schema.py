@@ -29,7 +29,7 @@ class DataConfig:
 class EmbeddingsConfig:
     """Embedding tables: one per sparse feature, sized from the schema and capped here."""
 
-    dim: int = 64
+    dim: Optional[int] = None  # None: the model flavor's embedding_dim
     max_rows: int = 1_000_000  # raw ids are hashed modulo min(cardinality, max_rows)
     rows: dict[str, int] = field(default_factory=dict)  # per-feature row count overrides
     hash: Literal["modulo"] = "modulo"

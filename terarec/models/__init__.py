@@ -1,5 +1,11 @@
-"""Single-device models (PyTorch + TorchRec modules only) and the model registry."""
+"""Single-device models (PyTorch + TorchRec modules only) and the model registry.
 
+Importing this package registers every model (each module calls ``register_model``).
+"""
+
+from terarec.models import dcnv2, dlrm  # noqa: F401  (registration)
+from terarec.models.common import TrainWrapper, dense_param_count, sparse_param_count
 from terarec.models.registry import ModelConfigError, ModelEntry, get_model, list_models, register_model
 
-__all__ = ["ModelConfigError", "ModelEntry", "get_model", "list_models", "register_model"]
+__all__ = ["ModelConfigError", "ModelEntry", "TrainWrapper", "dense_param_count", "get_model", "list_models",
+           "register_model", "sparse_param_count"]

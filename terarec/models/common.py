@@ -1,0 +1,58 @@
+"""Pieces shared by every model: the train wrapper, parameter counting, analytic FLOPs.
+
+FLOPs follow ``torch.utils.flop_counter``: 2 per multiply-accumulate of matrix products
+(``Linear``, ``bmm``); elementwise work (activations, norms, bias adds) is not counted.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
+
+PAD_LABEL = -1.0  # rows the loader added to equalise batch counts across ranks
+
+
+def mlp_flops(in_features: int, layer_sizes: Sequence[int]) -> int:
+    """Matmul FLOPs per example of a chain of Linear layers ``in -> sizes[0] -> ...``."""
+    flops, width = 0, in_features
+    for size in layer_sizes:
+        flops += 2 * width * size
+        width = size
+    return flops
+
+
+def embedding_modules(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (EmbeddingBagCollection, EmbeddingCollection))]
+
+
+def sparse_param_count(model: nn.Module) -> int:
+    """Embedding-table parameters (works on ``meta``: counts shapes, reads no data)."""
+    return sum(p.numel() for m in embedding_modules(model) for p in m.parameters())
+
+
+def dense_param_count(model: nn.Module) -> int:
+    sparse = {id(p) for m in embedding_modules(model) for p in m.parameters()}
+    return sum(p.numel() for p in model.parameters() if id(p) not in sparse)
+
+
+class TrainWrapper(nn.Module):
+    """``batch -> (loss, (loss, logits, labels))``, the contract of ``TrainPipelineSparseDist``.
+
+    Rows labelled ``PAD_LABEL`` (padding that keeps batch counts equal across ranks) get zero
+    weight: the loss is the mean BCE over real rows only.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        logits = self.model(batch.dense_features, batch.sparse_features).squeeze(-1).float()
+        labels = batch.labels.float()
+        weights = (labels != PAD_LABEL).float()
+        per_row = nn.functional.binary_cross_entropy_with_logits(logits, labels.clamp(min=0.0), reduction="none")
+        loss = (per_row * weights).sum() / weights.sum().clamp(min=1.0)
+        return loss, (loss.detach(), logits.detach(), labels.detach())

@@ -1,0 +1,118 @@
+"""DCNv2 (Wang et al. 2021, arXiv:2008.13535): low-rank cross network over dense + sparse.
+
+Shapes: B batch, F sparse features, D embedding dim, N dense inputs, W = (F + 1) * D.
+``x0 = [bottom_mlp(dense), e_1 .. e_F]`` flattened to ``B x W``; each cross layer computes
+``x_{l+1} = x0 * (U_l (V_l x_l) + b_l) + x_l`` (rank ``low_rank``; with ``num_experts > 1`` a
+gated mixture of low-rank experts, the paper's DCN-Mix).
+
+- ``stacked``: top_mlp(cross(x0)), torchrec ``DLRM_DCN`` semantics and module names (the MLPerf
+  DLRMv2 model).
+- ``parallel``: top_mlp([cross(x0), deep_mlp(x0)]), the paper's parallel structure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+from torchrec.models.dlrm import DenseArch, InteractionDCNArch, OverArch, SparseArch
+from torchrec.modules.crossnet import LowRankCrossNet, LowRankMixtureCrossNet
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.modules.mlp import MLP
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from terarec.models.common import mlp_flops
+from terarec.models.dlrm import check_mlps
+from terarec.models.registry import ModelConfigError, ModelEntry, register_model
+
+
+@dataclass
+class DCNv2Params:
+    embedding_dim: int = 16
+    bottom_mlp: list[int] = field(default_factory=lambda: [64, 16])  # last == embedding_dim
+    num_layers: int = 3  # cross layers
+    low_rank: int = 64
+    num_experts: int = 1  # > 1: mixture of low-rank experts (DCN-Mix)
+    structure: Literal["stacked", "parallel"] = "stacked"
+    deep_mlp: list[int] = field(default_factory=lambda: [256, 128])  # parallel structure only
+    top_mlp: list[int] = field(default_factory=lambda: [256, 128, 1])
+
+
+class ParallelDCNArch(nn.Module):
+    """``B x F x D`` sparse + ``B x D`` dense -> ``[cross(x0), deep(x0)]``: ``B x (W + deep[-1])``."""
+
+    def __init__(self, num_sparse_features: int, crossnet: nn.Module, width: int, deep_mlp: list[int]) -> None:
+        super().__init__()
+        self.F = num_sparse_features
+        self.crossnet = crossnet
+        self.deep = MLP(width, deep_mlp, bias=True, activation="relu")
+
+    def forward(self, dense_features: torch.Tensor, sparse_features: torch.Tensor) -> torch.Tensor:
+        x0 = torch.cat((dense_features, sparse_features.flatten(1)), dim=1)
+        return torch.cat((self.crossnet(x0), self.deep(x0)), dim=1)
+
+
+class DCNv2(nn.Module):
+    def __init__(self, ebc: EmbeddingBagCollection, dense_in_features: int, params: DCNv2Params) -> None:
+        super().__init__()
+        check_mlps("dcnv2", params.embedding_dim, params.bottom_mlp, params.top_mlp)
+        if params.num_layers < 1 or params.low_rank < 1 or params.num_experts < 1:
+            raise ModelConfigError(f"dcnv2: num_layers, low_rank and num_experts must be >= 1, got {params}")
+        self.sparse_arch = SparseArch(ebc)
+        self.num_sparse = len(self.sparse_arch.sparse_feature_names)
+        self.dense_in_features, self.params = dense_in_features, params
+        self.width = (self.num_sparse + 1) * params.embedding_dim
+        self.dense_arch = DenseArch(dense_in_features, params.bottom_mlp)
+        if params.num_experts == 1:
+            crossnet: nn.Module = LowRankCrossNet(self.width, params.num_layers, params.low_rank)
+        else:
+            crossnet = LowRankMixtureCrossNet(self.width, params.num_layers, params.num_experts, params.low_rank)
+        if params.structure == "stacked":
+            self.inter_arch: nn.Module = InteractionDCNArch(self.num_sparse, crossnet)
+            over_in = self.width
+        else:
+            self.inter_arch = ParallelDCNArch(self.num_sparse, crossnet, self.width, params.deep_mlp)
+            over_in = self.width + params.deep_mlp[-1]
+        self.over_arch = OverArch(over_in, params.top_mlp)
+
+    def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
+        """``B x N`` dense + KJT of F keys -> logits ``B x 1``."""
+        embedded_dense = self.dense_arch(dense_features)
+        embedded_sparse = self.sparse_arch(sparse_features)
+        return self.over_arch(self.inter_arch(dense_features=embedded_dense, sparse_features=embedded_sparse))
+
+    def cross_flops(self) -> int:
+        p, w = self.params, self.width
+        per_expert = 2 * w * p.low_rank * 2 + (2 * p.low_rank * p.low_rank if p.num_experts > 1 else 0)
+        # gates (W -> 1 each) and the gated sum of expert outputs (bmm of W x K by K x 1)
+        gates = 2 * (2 * w * p.num_experts) if p.num_experts > 1 else 0
+        return p.num_layers * (p.num_experts * per_expert + gates)
+
+    def flops_per_example(self) -> int:
+        p = self.params
+        flops = mlp_flops(self.dense_in_features, p.bottom_mlp) + self.cross_flops()
+        over_in = self.width
+        if p.structure == "parallel":
+            flops += mlp_flops(self.width, p.deep_mlp)
+            over_in += p.deep_mlp[-1]
+        return flops + mlp_flops(over_in, p.top_mlp)
+
+
+def build_dcnv2(params: DCNv2Params, ebc: EmbeddingBagCollection, dense_in_features: int) -> DCNv2:
+    return DCNv2(ebc, dense_in_features, params)
+
+
+register_model(ModelEntry(
+    name="dcnv2", hparams=DCNv2Params, builder=build_dcnv2,
+    description="DCNv2 low-rank cross network, stacked (torchrec DLRM_DCN) or parallel",
+    flavors={
+        "small": {},
+        "parallel": {"structure": "parallel"},
+        "mix": {"num_experts": 4, "low_rank": 32},
+        # MLPerf DLRMv2 reference: dim 128, bottom 512-256-128, 3 cross layers of rank 512, top 1024-1024-512-256-1
+        "mlperf": {"embedding_dim": 128, "bottom_mlp": [512, 256, 128], "num_layers": 3, "low_rank": 512,
+                   "top_mlp": [1024, 1024, 512, 256, 1]},
+    },
+))

@@ -1,0 +1,78 @@
+"""DLRM (Naumov et al. 2019, arXiv:1906.00091) with torchrec ``DLRM`` semantics.
+
+Shapes: B batch, F sparse features, D embedding dim, N dense inputs.
+dense ``B x N`` -> bottom MLP -> ``B x D``; sparse KJT -> pooled ``B x F x D``; dot interaction of
+the F + 1 vectors -> ``B x (D + (F+1 choose 2))``; top MLP -> logits ``B x 1``.
+Built from torchrec's own arches, with the same module names, so a torchrec ``DLRM`` state dict
+loads as-is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torchrec.models.dlrm import DenseArch, InteractionArch, OverArch, SparseArch
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from terarec.models.common import mlp_flops
+from terarec.models.registry import ModelConfigError, ModelEntry, register_model
+
+
+@dataclass
+class DLRMParams:
+    embedding_dim: int = 16
+    bottom_mlp: list[int] = field(default_factory=lambda: [64, 16])  # last == embedding_dim
+    top_mlp: list[int] = field(default_factory=lambda: [128, 64, 1])  # last == 1
+
+
+def check_mlps(name: str, embedding_dim: int, bottom: list[int], top: list[int]) -> None:
+    if not bottom or bottom[-1] != embedding_dim:
+        raise ModelConfigError(f"{name}: bottom_mlp must end with embedding_dim={embedding_dim}, got {bottom}")
+    if len(top) < 2 or top[-1] != 1:
+        raise ModelConfigError(f"{name}: top_mlp needs at least 2 layers ending in 1, got {top}")
+
+
+class DLRM(nn.Module):
+    def __init__(self, ebc: EmbeddingBagCollection, dense_in_features: int, params: DLRMParams) -> None:
+        super().__init__()
+        check_mlps("dlrm", params.embedding_dim, params.bottom_mlp, params.top_mlp)
+        self.sparse_arch = SparseArch(ebc)
+        self.num_sparse = len(self.sparse_arch.sparse_feature_names)
+        self.dense_in_features, self.params = dense_in_features, params
+        self.dense_arch = DenseArch(dense_in_features, params.bottom_mlp)
+        self.inter_arch = InteractionArch(self.num_sparse)
+        self.over_arch = OverArch(self.interaction_width, params.top_mlp)
+
+    @property
+    def interaction_width(self) -> int:
+        f1 = self.num_sparse + 1
+        return self.params.embedding_dim + f1 * (f1 - 1) // 2
+
+    def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
+        """``B x N`` dense + KJT of F keys -> logits ``B x 1``."""
+        embedded_dense = self.dense_arch(dense_features)
+        embedded_sparse = self.sparse_arch(sparse_features)
+        return self.over_arch(self.inter_arch(dense_features=embedded_dense, sparse_features=embedded_sparse))
+
+    def flops_per_example(self) -> int:
+        f1, d = self.num_sparse + 1, self.params.embedding_dim
+        interaction = 2 * f1 * f1 * d  # bmm of (F+1) x D by D x (F+1)
+        return mlp_flops(self.dense_in_features, self.params.bottom_mlp) + interaction + mlp_flops(self.interaction_width, self.params.top_mlp)
+
+
+def build_dlrm(params: DLRMParams, ebc: EmbeddingBagCollection, dense_in_features: int) -> DLRM:
+    return DLRM(ebc, dense_in_features, params)
+
+
+register_model(ModelEntry(
+    name="dlrm", hparams=DLRMParams, builder=build_dlrm,
+    description="DLRM, dot interaction (torchrec DLRM semantics)",
+    flavors={
+        "small": {},
+        "medium": {"embedding_dim": 64, "bottom_mlp": [256, 128, 64], "top_mlp": [512, 256, 1]},
+        "criteo-kaggle": {"embedding_dim": 16, "bottom_mlp": [512, 256, 64, 16], "top_mlp": [512, 256, 1]},
+    },
+))
