@@ -56,6 +56,23 @@ class Unit:
     file: str
     row_group: int
     rows: int
+    start: int = 0  # first row inside the row group (row groups are split when there are few)
+
+
+MIN_UNITS_PER_STREAM = 16
+
+
+def split_units(units: list[Unit], streams: int) -> list[Unit]:
+    """Cut row groups into slices when there are fewer than 16 units per stream, so that ranks
+    get nearly equal rows (and little padding) even on a dataset of a few row groups."""
+    pieces = math.ceil(MIN_UNITS_PER_STREAM * streams / max(len(units), 1))
+    if pieces <= 1:
+        return units
+    out: list[Unit] = []
+    for unit in units:
+        bounds = np.linspace(0, unit.rows, pieces + 1).astype(int)
+        out += [Unit(unit.file, unit.row_group, int(b - a), int(a)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    return out
 
 
 def list_units(directory: str, split: str) -> list[Unit]:
@@ -117,7 +134,7 @@ class ParquetBatchStream(IterableDataset):
         super().__init__()
         self.spec, self.schema = spec, schema
         self.rank, self.world_size, self.workers = rank, world_size, max(workers, 1)
-        self.units = list_units(spec.directory, spec.split)
+        self.units = split_units(list_units(spec.directory, spec.split), world_size * self.workers)
         self.keys = [name for name, _, _ in _feature_columns(schema, spec)]
         self.columns = [schema.label, *schema.dense, *self.keys]
         self.epoch, self.start_batch = 0, 0
@@ -153,7 +170,7 @@ class ParquetBatchStream(IterableDataset):
         return windows + ([current] if current else [])
 
     def _read(self, units: list[Unit]) -> pa.Table:
-        tables = [pq.ParquetFile(u.file).read_row_group(u.row_group, columns=self.columns) for u in units]
+        tables = [pq.ParquetFile(u.file).read_row_group(u.row_group, columns=self.columns).slice(u.start, u.rows) for u in units]
         return pa.concat_tables(tables)
 
     # -- iteration ------------------------------------------------------------------------

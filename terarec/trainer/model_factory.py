@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
+from terarec.configs.loader import ConfigError
 from terarec.configs.schema import Config
 from terarec.data_pipeline.criteo_layout import CRITEO_1TB_CARDINALITIES, DENSE_NAMES, SPARSE_NAMES
 from terarec.data_pipeline.schema import DatasetSchema, SparseFeature
@@ -46,7 +47,10 @@ def resolve_hparams(cfg: Config) -> Any:
 def build_model(cfg: Config, schema: DatasetSchema, device: str | torch.device = "meta") -> BuiltModel:
     """The model with its EmbeddingBagCollection on ``device`` (``meta``: DMP materialises shards)."""
     hp = resolve_hparams(cfg)
-    rows = table_rows(schema, cfg.embeddings.max_rows, cfg.embeddings.rows)
+    try:
+        rows = table_rows(schema, cfg.embeddings.max_rows, cfg.embeddings.rows)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     ebc = EmbeddingBagCollection(tables=bag_table_configs(rows, hp.embedding_dim), device=torch.device(device))
     model = get_model(cfg.model.name).builder(hp, ebc, len(schema.dense))
     return BuiltModel(model, hp, rows)

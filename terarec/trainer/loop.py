@@ -1,0 +1,181 @@
+"""Train / eval loop on ``TrainPipelineSparseDist``: LR schedule, bf16, eval, logs, TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from itertools import islice
+from typing import Any, Iterator, Optional
+
+import torch
+import torch.distributed as dist
+from torch.utils.tensorboard import SummaryWriter
+from torchrec.distributed import DistributedModelParallel
+from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+from torchrec.optim.keyed import CombinedOptimizer
+from tqdm import tqdm
+
+from terarec.configs.loader import config_to_dict
+from terarec.configs.schema import Config
+from terarec.data_pipeline.loader import BatchLoader
+from terarec.trainer.distributed import DistInfo
+from terarec.trainer.metrics import BinaryMetrics
+from terarec.trainer.parallelize import lr_multiplier
+
+log = logging.getLogger("terarec")
+
+
+class Trainer:
+    def __init__(self, cfg: Config, info: DistInfo, dmp: DistributedModelParallel, optimizer: CombinedOptimizer,
+                 train_loader: BatchLoader, eval_loader: Optional[BatchLoader], run_dir: Path, summary: dict[str, int]) -> None:
+        self.cfg, self.info, self.dmp, self.optimizer = cfg, info, dmp, optimizer
+        self.train_loader, self.eval_loader, self.run_dir, self.summary = train_loader, eval_loader, run_dir, summary
+        self.pipeline = TrainPipelineSparseDist(dmp, optimizer, info.device, execute_all_batches=True)
+        self.writer = SummaryWriter(str(run_dir / "tb")) if info.is_main and cfg.logging.tensorboard else None
+        self.step, self.samples = 0, 0
+        self._window_t, self._window_samples, self._local_samples = time.perf_counter(), 0, 0
+        per_epoch = len(train_loader)
+        self.total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * per_epoch
+        self.base_lrs = [[g["lr"] for g in opt.param_groups] for _, opt in optimizer.optimizers if _ != "fused"]
+
+    # -- helpers ------------------------------------------------------------------------
+    def _set_lr(self) -> float:
+        """Dense LR schedule (the fused sparse optimizer keeps its LR)."""
+        mult = lr_multiplier(self.step, self.total_steps, self.cfg.optim.warmup_steps, self.cfg.optim.decay)
+        dense = [opt for name, opt in self.optimizer.optimizers if name != "fused"]
+        for opt, bases in zip(dense, self.base_lrs):
+            for group, base in zip(opt.param_groups, bases):
+                group["lr"] = base * mult
+        return self.cfg.optim.lr * mult
+
+    def _autocast(self):
+        if not self.cfg.train.bf16:
+            return nullcontext()
+        return torch.autocast(device_type=self.info.device.type, dtype=torch.bfloat16)
+
+    def _scalar(self, tag: str, value: float) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(tag, value, global_step=self.step)
+
+    # -- phases -------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        metrics = BinaryMetrics(self.info.device)
+        if self.eval_loader is None:
+            return {}
+        self.dmp.eval()
+        iterator = iter(self.eval_loader)
+        with torch.no_grad():
+            while True:
+                try:
+                    with self._autocast():
+                        _, logits, labels = self.pipeline.progress(iterator)
+                except StopIteration:
+                    break
+                metrics.update(logits.float(), labels)
+        self.dmp.train()
+        metrics.reduce()
+        result = metrics.compute()
+        for key in ("auc", "ne", "logloss", "calibration"):
+            self._scalar(f"eval/{key}", result[key])
+        log.info("eval at step %d: auc %.4f ne %.4f logloss %.4f calibration %.3f (%d rows)", self.step,
+                 result["auc"], result["ne"], result["logloss"], result["calibration"], result["count"])
+        return result
+
+    def _next_stop(self) -> int:
+        """The step at which training pauses next: an eval point or the end."""
+        every = self.cfg.train.eval_every
+        stop = self.total_steps if not every else min(self.total_steps, (self.step // every + 1) * every)
+        return stop
+
+    def _run_segment(self, iterator: Iterator, bar: tqdm) -> int:
+        """Train on at most ``_next_stop() - step`` batches of ``iterator``; the pipeline drains fully.
+
+        Slicing the iterator (instead of abandoning the pipeline mid-stream) leaves no batch queued
+        inside the pipeline when it switches to eval or ends: nothing is trained twice, nothing
+        leaks into eval, and the loader position equals the batches trained.
+        """
+        segment, done = islice(iterator, self._next_stop() - self.step), 0
+        while True:
+            lr = self._set_lr()
+            try:
+                with self._autocast():
+                    loss, _, labels = self.pipeline.progress(segment)
+            except StopIteration:
+                return done
+            done += 1
+            self._after_step(float(loss), lr, labels, bar)
+
+    def _train_epochs(self) -> None:
+        progress = self.cfg.logging.progress and self.info.is_main and sys.stderr.isatty()
+        bar = tqdm(total=self.total_steps, disable=not progress, unit="step", desc="train")
+        iterator = iter(self.train_loader)
+        while self.step < self.total_steps:
+            target = self._next_stop()
+            if self._run_segment(iterator, bar) == 0 and self.step < target:
+                if len(self.train_loader) == 0:
+                    raise RuntimeError(f"no training batches in {self.cfg.data.path}/{self.cfg.data.train_split}")
+                iterator = iter(self.train_loader)  # epoch finished: the next one reshuffles
+            elif self.step == target and self.step < self.total_steps and self.cfg.train.eval_every:
+                self.evaluate()
+        bar.close()
+        self.samples = _sum_over_ranks(self._local_samples)
+
+    def _after_step(self, loss: float, lr: float, labels: torch.Tensor, bar: tqdm) -> None:
+        self.step += 1
+        real = int((labels >= 0).sum())  # this rank's rows, padding excluded
+        self._local_samples += real
+        self._window_samples += real
+        bar.update(1)
+        if self.step % self.cfg.train.log_every == 0 or self.step == self.total_steps:
+            self._window_samples = _sum_over_ranks(self._window_samples)
+            rate = self._window_samples / max(time.perf_counter() - self._window_t, 1e-9)
+            self._window_t, self._window_samples = time.perf_counter(), 0
+            self._scalar("train/loss", loss)
+            self._scalar("train/lr", lr)
+            self._scalar("perf/samples_per_s", rate)
+            bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:,.0f}")
+            if bar.disable:
+                log.info("step %d/%d loss %.4f lr %.2e %.0f samples/s", self.step, self.total_steps, loss, lr, rate)
+
+    def fit(self) -> dict[str, Any]:
+        start = time.perf_counter()
+        self._train_epochs()
+        train_s = time.perf_counter() - start
+        final = self.evaluate()
+        metrics = {**{k: final.get(k, float("nan")) for k in ("auc", "logloss", "ne", "calibration")},
+                   "eval_rows": final.get("count", 0), "samples_per_s": self.samples / max(train_s, 1e-9),
+                   "samples": self.samples, "steps": self.step, **self.summary, "world_size": self.info.world_size,
+                   "wall_s": time.perf_counter() - start}
+        if self.info.is_main:
+            (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            if self.writer is not None:
+                hparams = {k: v for k, v in _flatten(config_to_dict(self.cfg)).items() if isinstance(v, (int, float, str, bool))}
+                self.writer.add_hparams(hparams, {f"hparam/{k}": metrics[k] for k in ("auc", "logloss", "ne")}, run_name=".")
+                self.writer.close()
+            log.info("done: %d steps, %d samples, %.0f samples/s; final eval auc %.4f; run dir %s", self.step, self.samples,
+                     metrics["samples_per_s"], metrics["auc"], self.run_dir)
+        if dist.is_initialized():
+            dist.barrier()
+        return metrics
+
+
+def _sum_over_ranks(value: int) -> int:
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(tensor)
+    return int(tensor.item())
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

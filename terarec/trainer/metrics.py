@@ -1,0 +1,60 @@
+"""Streaming binary-classification metrics, reduced across ranks: AUC, logloss, NE, calibration.
+
+AUC comes from per-class histograms of predicted probabilities over ``AUC_BINS`` equal bins, so
+memory is fixed whatever the eval size and ranks reduce it with one all-reduce; with 2^18 bins
+the difference to the exact AUC is below 1e-4 (tests compare it with the exact value). NE is the
+logloss divided by the entropy of the average label (He et al. 2014). Calibration is
+sum(predictions) / sum(labels). Padding rows (label -1) are ignored.
+
+(torchrec.metrics' AUC/NE modules fail to ``compute()`` with the torchmetrics 1.9 that torch 2.13
+needs: a frozen dataclass in their report path; these are the same definitions.)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+
+AUC_BINS = 1 << 18
+EPS = 1e-7
+
+
+class BinaryMetrics:
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.hist = torch.zeros(2, AUC_BINS, dtype=torch.float64, device=self.device)
+        self.sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # n, labels, preds, logloss
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """``logits`` and ``labels`` of shape ``B``; rows with label < 0 are padding."""
+        keep = labels >= 0
+        logits, labels = logits[keep].double(), labels[keep].double()
+        probs = torch.sigmoid(logits)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum")
+        self.sums += torch.stack([torch.tensor(float(labels.numel()), dtype=torch.float64, device=self.device),
+                                  labels.sum(), probs.sum(), loss])
+        bins = (probs * AUC_BINS).long().clamp_(0, AUC_BINS - 1)
+        self.hist.index_put_((labels.long(), bins), torch.ones_like(probs), accumulate=True)
+
+    def reduce(self) -> None:
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(self.hist)
+            dist.all_reduce(self.sums)
+
+    def compute(self) -> dict[str, float]:
+        n, positives, preds, loss = (float(x) for x in self.sums)
+        if n == 0:
+            return {"auc": float("nan"), "logloss": float("nan"), "ne": float("nan"), "calibration": float("nan"), "count": 0}
+        negatives_hist, positives_hist = self.hist[0], self.hist[1]
+        # P(score_pos > score_neg) + 0.5 P(tie), ties = same bin
+        neg_below = torch.cumsum(negatives_hist, 0) - negatives_hist
+        wins = (positives_hist * (neg_below + 0.5 * negatives_hist)).sum()
+        denom = positives_hist.sum() * negatives_hist.sum()
+        auc = float(wins / denom) if denom > 0 else float("nan")
+        ctr = positives / n
+        entropy = -(ctr * math.log(max(ctr, EPS)) + (1 - ctr) * math.log(max(1 - ctr, EPS)))
+        logloss = loss / n
+        return {"auc": auc, "logloss": logloss, "ne": logloss / entropy if entropy > 0 else float("nan"),
+                "calibration": preds / positives if positives > 0 else float("nan"), "count": int(n)}

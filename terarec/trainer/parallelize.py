@@ -1,0 +1,99 @@
+"""The one place where sharding, DMP and optimizers are wired: model -> planner -> DMP -> optimizer.
+
+Embedding tables get a fused sparse optimizer (applied in the backward pass by fbgemm kernels);
+the dense part gets a regular optimizer and is data-parallel (DMP wraps it in DDP).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torchrec.distributed import DistributedModelParallel
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.types import ShardingType
+from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+from torchrec.optim.clipping import GradientClipping, GradientClippingOptimizer
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
+
+from terarec.configs.loader import ConfigError
+from terarec.configs.schema import Config
+from terarec.embeddings.tables import table_name
+from terarec.models.common import embedding_modules
+from terarec.trainer.distributed import DistInfo
+
+log = logging.getLogger("terarec")
+
+SPARSE_OPTIMIZERS: dict[str, type] = {"rowwise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Adagrad,
+                                      "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+DENSE_OPTIMIZERS: dict[str, type] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+                                     "sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad}
+CUDA_ONLY_SHARDING = {"row_wise", "table_row_wise", "grid_shard"}
+
+
+class ShardingConfigError(ConfigError):
+    """A sharding type the device cannot run, or a table name that does not exist."""
+
+
+def sharding_constraints(cfg: Config, features: list[str], device: torch.device) -> dict[str, ParameterConstraints]:
+    """Per-table planner constraints from ``sharding.sharding_type`` / ``sharding.per_table``."""
+    unknown = sorted(set(cfg.sharding.per_table) - set(features))
+    if unknown:
+        raise ShardingConfigError(f"sharding.per_table names '{unknown[0]}', not a sparse feature (features: {', '.join(features)})")
+    valid = {t.value for t in ShardingType}
+    constraints: dict[str, ParameterConstraints] = {}
+    for feature in features:
+        kind = cfg.sharding.per_table.get(feature, cfg.sharding.sharding_type)
+        if kind is None and cfg.sharding.compute_kernel is None:
+            continue
+        if kind is not None and kind not in valid:
+            raise ShardingConfigError(f"sharding type '{kind}' for '{feature}' is not one of {sorted(valid)}")
+        if kind in CUDA_ONLY_SHARDING and device.type != "cuda":
+            raise ShardingConfigError(f"sharding type '{kind}' needs CUDA; on CPU use data_parallel, table_wise, column_wise or table_column_wise")
+        kernels = [cfg.sharding.compute_kernel] if cfg.sharding.compute_kernel else None
+        constraints[table_name(feature)] = ParameterConstraints(sharding_types=[kind] if kind else None, compute_kernels=kernels)
+    return constraints
+
+
+def _sparse_optimizer_kwargs(cfg: Config) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"lr": cfg.optim.sparse_lr}
+    if cfg.optim.sparse in ("rowwise_adagrad", "adagrad", "adam"):
+        kwargs["eps"] = cfg.optim.eps
+    return kwargs
+
+
+def parallelize(model: nn.Module, cfg: Config, info: DistInfo, features: list[str]) -> tuple[DistributedModelParallel, CombinedOptimizer]:
+    """Shard ``model`` (built on ``meta``) over the process group and build its optimizers."""
+    for ebc in embedding_modules(model):
+        apply_optimizer_in_backward(SPARSE_OPTIMIZERS[cfg.optim.sparse], ebc.parameters(), _sparse_optimizer_kwargs(cfg))
+    topology = Topology(world_size=info.world_size, compute_device=info.device.type, local_world_size=info.world_size)
+    planner = EmbeddingShardingPlanner(topology=topology, constraints=sharding_constraints(cfg, features, info.device))
+    sharders = [EmbeddingBagCollectionSharder()]
+    plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
+    dmp = DistributedModelParallel(module=model, device=info.device, plan=plan, sharders=sharders)
+    if info.is_main:
+        log.info("sharding plan:\n%s", plan)
+    dense_cls = DENSE_OPTIMIZERS[cfg.optim.dense]
+    dense_kwargs: dict[str, Any] = {"lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay}
+    dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())), lambda p: dense_cls(p, **dense_kwargs))
+    if cfg.optim.grad_clip > 0:
+        dense = GradientClippingOptimizer(dense, clipping=GradientClipping.NORM, max_gradient=cfg.optim.grad_clip)
+    return dmp, CombinedOptimizer([dmp.fused_optimizer, dense])
+
+
+def lr_multiplier(step: int, total_steps: int, warmup: int, decay: str) -> float:
+    """Linear warm-up over ``warmup`` steps, then constant / linear / cosine decay to 0 at the end."""
+    import math
+
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if decay == "none" or total_steps <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return 1.0 - progress if decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
