@@ -66,7 +66,7 @@ def split_units(units: list[Unit], streams: int) -> list[Unit]:
     """Cut row groups into slices when there are fewer than 16 units per stream, so that ranks
     get nearly equal rows (and little padding) even on a dataset of a few row groups."""
     pieces = math.ceil(MIN_UNITS_PER_STREAM * streams / max(len(units), 1))
-    if pieces <= 1:
+    if pieces <= 1 or streams == 1:
         return units
     out: list[Unit] = []
     for unit in units:
@@ -170,8 +170,11 @@ class ParquetBatchStream(IterableDataset):
         return windows + ([current] if current else [])
 
     def _read(self, units: list[Unit]) -> pa.Table:
-        tables = [pq.ParquetFile(u.file).read_row_group(u.row_group, columns=self.columns).slice(u.start, u.rows) for u in units]
-        return pa.concat_tables(tables)
+        groups: dict[tuple[str, int], pa.Table] = {}  # each row group is decoded once per window
+        for u in units:
+            if (u.file, u.row_group) not in groups:
+                groups[(u.file, u.row_group)] = pq.ParquetFile(u.file).read_row_group(u.row_group, columns=self.columns)
+        return pa.concat_tables([groups[(u.file, u.row_group)].slice(u.start, u.rows) for u in units])
 
     # -- iteration ------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Batch]:

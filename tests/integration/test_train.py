@@ -77,3 +77,17 @@ def test_two_process_torchrun(synth_dir: Path, tmp_path: Path, sharding: str) ->
     assert metrics["world_size"] == 2 and metrics["steps"] == 20 and metrics["eval_rows"] == EVAL_ROWS
     assert 20 * 256 * 2 - 256 <= metrics["samples"] <= 20 * 256 * 2
     assert sharding in out.stderr  # the plan printed on rank 0 uses the requested sharding type
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["dlrm", "dcnv2"])
+def test_criteo_10k_auc(criteo_10k: Path, tmp_path: Path, model: str) -> None:
+    """Real data: first 8000 rows train, last 2000 eval (time order); LightGBM scores ~0.728."""
+    from terarec.data_pipeline.criteo import prepare_criteo
+
+    prepare_criteo([str(criteo_10k)], str(tmp_path / "data"), eval_fraction=0.2, progress=False)
+    run = tmp_path / "run"
+    assert main(["train", "--config", f"{model}_criteo10k", f"data.path={tmp_path / 'data'}", f"run.dir={run}"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["eval_rows"] == 2000 and metrics["samples"] == 8000
+    assert metrics["auc"] >= 0.70, metrics
