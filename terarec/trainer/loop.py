@@ -40,14 +40,14 @@ class Trainer:
         self._window_t, self._window_samples, self._local_samples = time.perf_counter(), 0, 0
         per_epoch = len(train_loader)
         self.total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * per_epoch
-        self.base_lrs = [[g["lr"] for g in opt.param_groups] for _, opt in optimizer.optimizers if _ != "fused"]
+        self.dense_optimizers = [opt for name, opt in optimizer.optimizers if name == "dense"]
+        self.base_lrs = [[g["lr"] for g in opt.param_groups] for opt in self.dense_optimizers]
 
     # -- helpers ------------------------------------------------------------------------
     def _set_lr(self) -> float:
         """Dense LR schedule (the fused sparse optimizer keeps its LR)."""
         mult = lr_multiplier(self.step, self.total_steps, self.cfg.optim.warmup_steps, self.cfg.optim.decay)
-        dense = [opt for name, opt in self.optimizer.optimizers if name != "fused"]
-        for opt, bases in zip(dense, self.base_lrs):
+        for opt, bases in zip(self.dense_optimizers, self.base_lrs):
             for group, base in zip(opt.param_groups, bases):
                 group["lr"] = base * mult
         return self.cfg.optim.lr * mult

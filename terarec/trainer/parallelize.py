@@ -84,7 +84,7 @@ def parallelize(model: nn.Module, cfg: Config, info: DistInfo, features: list[st
     dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())), lambda p: dense_cls(p, **dense_kwargs))
     if cfg.optim.grad_clip > 0:
         dense = GradientClippingOptimizer(dense, clipping=GradientClipping.NORM, max_gradient=cfg.optim.grad_clip)
-    return dmp, CombinedOptimizer([dmp.fused_optimizer, dense])
+    return dmp, CombinedOptimizer([("sparse", dmp.fused_optimizer), ("dense", dense)])
 
 
 def lr_multiplier(step: int, total_steps: int, warmup: int, decay: str) -> float:
