@@ -21,10 +21,9 @@ from torchrec.models.dlrm import DenseArch, InteractionDCNArch, OverArch, Sparse
 from torchrec.modules.crossnet import LowRankCrossNet, LowRankMixtureCrossNet
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.modules.mlp import MLP
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from terarec.models.common import mlp_flops
-from terarec.models.dlrm import check_mlps
+from terarec.models.dlrm import DLRM, check_mlps
 from terarec.models.registry import ModelConfigError, ModelEntry, register_model
 
 
@@ -77,11 +76,8 @@ class DCNv2(nn.Module):
             over_in = self.width + params.deep_mlp[-1]
         self.over_arch = OverArch(over_in, params.top_mlp)
 
-    def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
-        """``B x N`` dense + KJT of F keys -> logits ``B x 1``."""
-        embedded_dense = self.dense_arch(dense_features)
-        embedded_sparse = self.sparse_arch(sparse_features)
-        return self.over_arch(self.inter_arch(dense_features=embedded_dense, sparse_features=embedded_sparse))
+    # the same composition as DLRM: bottom MLP and pooled embeddings -> interaction -> top MLP
+    forward = DLRM.forward
 
     def cross_flops(self) -> int:
         p, w = self.params, self.width
