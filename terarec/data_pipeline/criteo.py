@@ -20,7 +20,7 @@ import multiprocessing as mp
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -130,7 +130,7 @@ def _line_numbers(good_index: np.ndarray, skipped_lines: list[int]) -> np.ndarra
     return good_index + 1 + np.searchsorted(before, good_index, side="right")
 
 
-def prepare_file(job: FileJob, report: Callable[[int], None] = lambda n: None) -> dict:
+def prepare_file(job: FileJob) -> dict:
     """Convert one raw file; returns its row counts. Raises DatasetError in fail mode."""
     out = Path(job.output)
     skipped: list[tuple[int, str, str]] = []  # (line, reason, text) of rows with the wrong field count
@@ -169,7 +169,6 @@ def prepare_file(job: FileJob, report: Callable[[int], None] = lambda n: None) -
             for j, name in enumerate(SPARSE_NAMES):
                 sketches[j] = kmv_update(sketches[j], np.unique(table.column(name).to_numpy()))
             good_rows += batch.num_rows
-            report(batch.num_rows)
     except pa.ArrowInvalid as err:
         raise DatasetError(f"{job.path}: {err}") from None
     for line, _, text in skipped:
@@ -222,11 +221,6 @@ def plan_jobs(inputs: list[str], output: str, eval_fraction: Optional[float], ev
     return [FileJob(str(p), s, n, output, on_error) for p, s, n in zip([*inputs, *eval_files], stems, lines)]
 
 
-def _run_job(args: tuple[FileJob, "mp.Queue"]) -> dict:
-    job, progress = args
-    return prepare_file(job, report=progress.put)
-
-
 def prepare_criteo(inputs: list[str], output: str, eval_fraction: Optional[float] = None, eval_files: Optional[list[str]] = None,
                    on_error: str = "fail", workers: int = 0, progress: bool = True, command: str = "") -> DatasetSchema:
     """Prepare every input file (skipping those a previous run finished) and write schema.json."""
@@ -244,9 +238,8 @@ def prepare_criteo(inputs: list[str], output: str, eval_fraction: Optional[float
                 prepare_file(job)
                 bar.update(1)
         else:
-            with mp.get_context("spawn").Manager() as manager, mp.get_context("spawn").Pool(workers) as pool:
-                queue = manager.Queue()
-                for _ in pool.imap_unordered(_run_job, [(j, queue) for j in todo]):
+            with mp.get_context("spawn").Pool(workers) as pool:
+                for _ in pool.imap_unordered(prepare_file, todo):
                     bar.update(1)
     return _write_schema(jobs, out, command or f"terarec prepare criteo ({total_bytes} bytes this run)")
 

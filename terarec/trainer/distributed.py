@@ -38,7 +38,6 @@ def init_distributed(timeout_s: float = 600.0) -> DistInfo:
     a rank that died leaves the others with an error instead of a silent hang.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available()
     device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")

@@ -88,8 +88,7 @@ class Trainer:
     def _next_stop(self) -> int:
         """The step at which training pauses next: an eval point or the end."""
         every = self.cfg.train.eval_every
-        stop = self.total_steps if not every else min(self.total_steps, (self.step // every + 1) * every)
-        return stop
+        return self.total_steps if not every else min(self.total_steps, (self.step // every + 1) * every)
 
     def _run_segment(self, iterator: Iterator, bar: tqdm) -> int:
         """Train on at most ``_next_stop() - step`` batches of ``iterator``; the pipeline drains fully.
