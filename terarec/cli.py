@@ -44,7 +44,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         seq.add_argument("--output", required=True, metavar="DIR")
         seq.add_argument("--max-history", type=int, default=50, help="history items kept per row")
         seq.add_argument("--eval-fraction", type=float, default=0.2, help="last fraction of events (time order) -> eval")
-        seq.set_defaults(handler=_not_implemented(f"prepare {name}", "Data pipeline"))
+        seq.set_defaults(handler=_prepare_sequences)
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
@@ -79,6 +79,7 @@ def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
     sweep.set_defaults(handler=_not_implemented("sweep", "Launch and scaling-law sweeps"))
     models = sub.add_parser("models", help="list registered models and flavors", description="List every model flavor with dense/sparse params and forward FLOPs per example.")
     models.add_argument("--json", action="store_true")
+    models.add_argument("--markdown", action="store_true", help="a markdown table (docs/models.md is this output)")
     models.set_defaults(handler=_models)
     compare = sub.add_parser("compare", help="same-data model comparison", description="Train several models on the same data, split and budget; write a table.")
     compare.add_argument("--data", required=True, metavar="DIR")
@@ -108,6 +109,16 @@ def _prepare_criteo(args: argparse.Namespace) -> int:
     schema = prepare_criteo(args.input, args.output, args.eval_fraction, args.eval_files, args.on_error,
                             args.workers, progress=sys.stderr.isatty(), command=_command_line())
     print(f"prepared {args.output}: rows {schema.rows}, rejects {schema.rejects}")
+    return 0
+
+
+def _prepare_sequences(args: argparse.Namespace) -> int:
+    from terarec.data_pipeline.sequence_sources import prepare_movielens, prepare_taobao
+
+    prepare = prepare_movielens if args.source == "movielens" else prepare_taobao
+    schema = prepare(args.input, args.output, args.max_history, args.eval_fraction, command=_command_line(),
+                     progress=sys.stderr.isatty())
+    print(f"prepared {args.output}: rows {schema.rows}, positives {schema.extra['positives']} ({schema.extra['label']})")
     return 0
 
 
@@ -146,8 +157,11 @@ def _models(args: argparse.Namespace) -> int:
         import json
 
         print(json.dumps(rows, indent=2))
-    elif not rows:
-        print("no models registered yet")
+    elif args.markdown:
+        print("| model | flavor | dense params | sparse params | FLOPs/example | embedding dim |")
+        print("|---|---|--:|--:|--:|--:|")
+        for r in rows:
+            print(f"| {r['model']} | {r['flavor']} | {r['params_dense']:,} | {r['params_sparse']:,} | {r['flops_per_example']:,} | {r['embedding_dim']} |")
     else:
         header = f"{'model':<10} {'flavor':<12} {'dense params':>14} {'sparse params':>15} {'FLOPs/example':>15}"
         print(header)

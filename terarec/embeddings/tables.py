@@ -6,7 +6,7 @@ rows than the feature's cardinality, and ``max_rows`` caps the big ones (MLPerf 
 
 from __future__ import annotations
 
-from torchrec.modules.embedding_configs import EmbeddingBagConfig
+from torchrec.modules.embedding_configs import EmbeddingBagConfig, EmbeddingConfig
 
 from terarec.data_pipeline.schema import DatasetSchema
 
@@ -24,7 +24,20 @@ def table_name(feature: str) -> str:
     return f"t_{feature}"
 
 
-def bag_table_configs(rows: dict[str, int], dim: int) -> list[EmbeddingBagConfig]:
-    """One sum-pooled EmbeddingBag table per feature (``t_<feature>``), in feature order."""
-    return [EmbeddingBagConfig(name=table_name(f), embedding_dim=dim, num_embeddings=n, feature_names=[f])
+def _features_of(feature: str, schema: DatasetSchema) -> list[str]:
+    """``feature`` and the sequence features that share its table (``item`` -> ``hist_item``)."""
+    return [feature, *(s.name for s in schema.sequence if s.table == feature)]
+
+
+def bag_table_configs(rows: dict[str, int], dim: int, schema: DatasetSchema) -> list[EmbeddingBagConfig]:
+    """One sum-pooled EmbeddingBag table per feature (``t_<feature>``), in feature order; a history
+    feature is pooled (a bag of its items) with its target feature's table."""
+    return [EmbeddingBagConfig(name=table_name(f), embedding_dim=dim, num_embeddings=n, feature_names=_features_of(f, schema))
+            for f, n in rows.items()]
+
+
+def sequence_table_configs(rows: dict[str, int], dim: int, schema: DatasetSchema) -> list[EmbeddingConfig]:
+    """Unpooled tables for an EmbeddingCollection: feature ``f``'s table also serves every sequence
+    feature whose ``table`` is ``f`` (``t_item`` looks up ``item`` and ``hist_item``)."""
+    return [EmbeddingConfig(name=table_name(f), embedding_dim=dim, num_embeddings=n, feature_names=_features_of(f, schema))
             for f, n in rows.items()]

@@ -3,7 +3,7 @@
 Importing this package registers every model (each module calls ``register_model``).
 """
 
-from terarec.models import dcnv2, dlrm  # noqa: F401  (registration)
+from terarec.models import bst, dcnv2, dlrm, wukong  # noqa: F401  (registration)
 from terarec.models.common import TrainWrapper, dense_param_count, sparse_param_count
 from terarec.models.registry import ModelConfigError, ModelEntry, get_model, list_models, register_model
 

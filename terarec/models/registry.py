@@ -24,6 +24,9 @@ class ModelEntry:
     builder: Callable[..., nn.Module]
     flavors: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
+    # "bag": pooled EmbeddingBagCollection (one table per sparse feature);
+    # "sequence": EmbeddingCollection, history features sharing their target's table
+    embeddings: str = "bag"
 
     def resolve(self, flavor: str, overrides: dict[str, Any] | None = None) -> Any:
         """Hyper-parameters of ``flavor`` with ``overrides`` applied (unknown keys rejected)."""

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections import deque
 from contextlib import nullcontext
 from pathlib import Path
 from itertools import islice
@@ -23,7 +24,7 @@ from terarec.configs.loader import config_to_dict
 from terarec.configs.schema import Config
 from terarec.data_pipeline.loader import BatchLoader
 from terarec.trainer.distributed import DistInfo
-from terarec.trainer.metrics import BinaryMetrics
+from terarec.trainer.metrics import BinaryMetrics, GroupAUC
 from terarec.trainer.parallelize import lr_multiplier
 
 log = logging.getLogger("terarec")
@@ -31,8 +32,10 @@ log = logging.getLogger("terarec")
 
 class Trainer:
     def __init__(self, cfg: Config, info: DistInfo, dmp: DistributedModelParallel, optimizer: CombinedOptimizer,
-                 train_loader: BatchLoader, eval_loader: Optional[BatchLoader], run_dir: Path, summary: dict[str, int]) -> None:
+                 train_loader: BatchLoader, eval_loader: Optional[BatchLoader], run_dir: Path, summary: dict[str, int],
+                 group_key: Optional[str] = None) -> None:
         self.cfg, self.info, self.dmp, self.optimizer = cfg, info, dmp, optimizer
+        self.group_key = group_key  # sparse feature whose id groups eval rows for GAUC (e.g. user)
         self.train_loader, self.eval_loader, self.run_dir, self.summary = train_loader, eval_loader, run_dir, summary
         self.pipeline = TrainPipelineSparseDist(dmp, optimizer, info.device, execute_all_batches=True)
         self.writer = SummaryWriter(str(run_dir / "tb")) if info.is_main and cfg.logging.tensorboard else None
@@ -66,8 +69,10 @@ class Trainer:
         metrics = BinaryMetrics(self.info.device)
         if self.eval_loader is None:
             return {}
+        gauc = GroupAUC() if self.group_key else None
+        groups: deque[torch.Tensor] = deque()  # the pipeline runs batches in order: FIFO matches outputs
         self.dmp.eval()
-        iterator = iter(self.eval_loader)
+        iterator = _recording_groups(iter(self.eval_loader), self.group_key, groups) if gauc else iter(self.eval_loader)
         with torch.no_grad():
             while True:
                 try:
@@ -76,13 +81,19 @@ class Trainer:
                 except StopIteration:
                     break
                 metrics.update(logits.float(), labels)
+                if gauc is not None:
+                    gauc.update(groups.popleft(), logits.float(), labels)
         self.dmp.train()
         metrics.reduce()
         result = metrics.compute()
-        for key in ("auc", "ne", "logloss", "calibration"):
-            self._scalar(f"eval/{key}", result[key])
-        log.info("eval at step %d: auc %.4f ne %.4f logloss %.4f calibration %.3f (%d rows)", self.step,
-                 result["auc"], result["ne"], result["logloss"], result["calibration"], result["count"])
+        if gauc is not None:
+            result["gauc"] = gauc.compute()
+        for key in ("auc", "ne", "logloss", "calibration", "gauc"):
+            if key in result:
+                self._scalar(f"eval/{key}", result[key])
+        log.info("eval at step %d: auc %.4f ne %.4f logloss %.4f calibration %.3f%s (%d rows)", self.step,
+                 result["auc"], result["ne"], result["logloss"], result["calibration"],
+                 f" gauc {result['gauc']:.4f}" if "gauc" in result else "", result["count"])
         return result
 
     def _next_stop(self) -> int:
@@ -146,6 +157,7 @@ class Trainer:
         train_s = time.perf_counter() - start
         final = self.evaluate()
         metrics = {**{k: final.get(k, float("nan")) for k in ("auc", "logloss", "ne", "calibration")},
+                   **({"gauc": final["gauc"]} if "gauc" in final else {}),
                    "eval_rows": final.get("count", 0), "samples_per_s": self.samples / max(train_s, 1e-9),
                    "samples": self.samples, "steps": self.step, **self.summary, "world_size": self.info.world_size,
                    "wall_s": time.perf_counter() - start}
@@ -160,6 +172,16 @@ class Trainer:
         if dist.is_initialized():
             dist.barrier()
         return metrics
+
+
+def _recording_groups(batches: Iterator, key: str, groups: deque) -> Iterator:
+    """Pass batches through, queueing each row's ``key`` id (-1 for padding rows without one)."""
+    for batch in batches:
+        jagged = batch.sparse_features[key]
+        row_ids = torch.full((len(batch.labels),), -1, dtype=torch.int64)
+        row_ids[jagged.lengths() > 0] = jagged.values()[jagged.offsets()[:-1][jagged.lengths() > 0]].cpu()
+        groups.append(row_ids)
+        yield batch
 
 
 def _sum_over_ranks(value: int) -> int:

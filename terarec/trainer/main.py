@@ -65,7 +65,10 @@ def run_training(cfg: Config) -> dict[str, Any]:
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run_dir / "config.yaml")
-        trainer = Trainer(cfg, info, dmp, optimizer, train_loader, eval_loader, run_dir, summary)
+        group_key = schema.extra.get("group_key")
+        if group_key and group_key not in built.rows:
+            group_key = None
+        trainer = Trainer(cfg, info, dmp, optimizer, train_loader, eval_loader, run_dir, summary, group_key)
         return trainer.fit()
     finally:
         shutdown_distributed()

@@ -8,13 +8,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
 
 from terarec.configs.loader import ConfigError
 from terarec.configs.schema import Config
 from terarec.data_pipeline.criteo_layout import CRITEO_1TB_CARDINALITIES, DENSE_NAMES, SPARSE_NAMES
-from terarec.data_pipeline.schema import DatasetSchema, SparseFeature
-from terarec.embeddings.tables import bag_table_configs, table_rows
+from terarec.data_pipeline.schema import DatasetSchema, SequenceFeature, SparseFeature
+from terarec.data_pipeline.sequences import HISTORY_PARTS, HISTORY_PREFIX, TIME_GAP_BUCKETS
+from terarec.embeddings.tables import bag_table_configs, sequence_table_configs, table_rows
 from terarec.models import dense_param_count, get_model, list_models, sparse_param_count
 
 
@@ -47,12 +48,19 @@ def resolve_hparams(cfg: Config) -> Any:
 def build_model(cfg: Config, schema: DatasetSchema, device: str | torch.device = "meta") -> BuiltModel:
     """The model with its EmbeddingBagCollection on ``device`` (``meta``: DMP materialises shards)."""
     hp = resolve_hparams(cfg)
+    if hasattr(hp, "max_history"):  # sequence models count FLOPs at the loader's history cap
+        longest = max((s.max_length for s in schema.sequence), default=0)
+        hp = dataclasses.replace(hp, max_history=min(longest, cfg.data.max_history))
     try:
         rows = table_rows(schema, cfg.embeddings.max_rows, cfg.embeddings.rows)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    ebc = EmbeddingBagCollection(tables=bag_table_configs(rows, hp.embedding_dim), device=torch.device(device))
-    model = get_model(cfg.model.name).builder(hp, ebc, len(schema.dense))
+    entry = get_model(cfg.model.name)
+    if entry.embeddings == "sequence":
+        tables: nn.Module = EmbeddingCollection(tables=sequence_table_configs(rows, hp.embedding_dim, schema), device=torch.device(device))
+    else:
+        tables = EmbeddingBagCollection(tables=bag_table_configs(rows, hp.embedding_dim, schema), device=torch.device(device))
+    model = entry.builder(hp, tables, len(schema.dense))
     return BuiltModel(model, hp, rows)
 
 
@@ -61,14 +69,23 @@ def reference_schema() -> DatasetSchema:
     return DatasetSchema(dense=list(DENSE_NAMES), sparse=[SparseFeature(n, c) for n, c in zip(SPARSE_NAMES, CRITEO_1TB_CARDINALITIES)])
 
 
+def reference_sequence_schema(max_history: int = 50) -> DatasetSchema:
+    """Full Taobao UserBehavior vocabularies (988k users, 4.16M items, 9.4k categories) for BST rows."""
+    sizes = {"user": 987_995, "item": 4_162_025, "category": 9_440, "time_gap": TIME_GAP_BUCKETS}
+    return DatasetSchema(dense=[], sparse=[SparseFeature(n, c) for n, c in sizes.items()],
+                         sequence=[SequenceFeature(HISTORY_PREFIX + p, p, max_history) for p in HISTORY_PARTS])
+
+
 def describe_models(max_rows: int = 40_000_000) -> list[dict[str, Any]]:
-    """One row per (model, flavor): params and FLOPs on the Criteo-1TB layout, built on ``meta``."""
+    """One row per (model, flavor): params and FLOPs on the Criteo-1TB layout (BST: full Taobao
+    vocabularies, 50-item histories), built on ``meta``."""
     from terarec.configs.loader import load_config
 
     rows: list[dict[str, Any]] = []
     for entry in list_models():
         for flavor in entry.flavors:
             cfg = load_config(None, [f"model.name={entry.name}", f"model.flavor={flavor}", f"embeddings.max_rows={max_rows}"])
-            built = build_model(cfg, reference_schema(), "meta")
+            schema = reference_sequence_schema() if entry.embeddings == "sequence" else reference_schema()
+            built = build_model(cfg, schema, "meta")
             rows.append({"model": entry.name, "flavor": flavor, **built.summary(), "embedding_dim": built.hparams.embedding_dim})
     return rows

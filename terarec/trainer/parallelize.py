@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torchrec.distributed import DistributedModelParallel
+from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.distributed.types import ShardingType
@@ -74,7 +75,7 @@ def parallelize(model: nn.Module, cfg: Config, info: DistInfo, features: list[st
         apply_optimizer_in_backward(SPARSE_OPTIMIZERS[cfg.optim.sparse], ebc.parameters(), _sparse_optimizer_kwargs(cfg))
     topology = Topology(world_size=info.world_size, compute_device=info.device.type, local_world_size=info.world_size)
     planner = EmbeddingShardingPlanner(topology=topology, constraints=sharding_constraints(cfg, features, info.device))
-    sharders = [EmbeddingBagCollectionSharder()]
+    sharders = [EmbeddingBagCollectionSharder(), EmbeddingCollectionSharder()]
     plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
     dmp = DistributedModelParallel(module=model, device=info.device, plan=plan, sharders=sharders)
     if info.is_main:

@@ -52,3 +52,20 @@ def test_lr_schedule() -> None:
     assert lr_multiplier(52, 100, 4, "linear") == pytest.approx(0.5)
     assert lr_multiplier(52, 100, 4, "cosine") == pytest.approx(0.5)
     assert lr_multiplier(100, 100, 4, "cosine") == pytest.approx(0.0, abs=1e-12)
+
+
+def test_group_auc_matches_per_group_exact_auc() -> None:
+    from terarec.trainer.metrics import group_auc
+
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 30, 3000)
+    scores = np.round(rng.normal(size=3000), 1)  # many ties
+    labels = (rng.random(3000) < 0.3 + 0.1 * (scores > 0)).astype(float)
+    labels[groups == 7] = 1.0  # a one-class group is skipped
+    expected_num = expected_den = 0.0
+    for group in np.unique(groups):
+        mask = groups == group
+        if 0 < labels[mask].sum() < mask.sum():
+            expected_num += mask.sum() * _exact_auc(scores[mask], labels[mask])
+            expected_den += mask.sum()
+    assert group_auc(groups, scores, labels) == pytest.approx(expected_num / expected_den, abs=1e-12)

@@ -1,0 +1,172 @@
+"""Wukong (Zhang et al. 2024, arXiv:2403.02545): stacked factorization machines for scaling laws.
+
+Shapes: B batch, F sparse features, D embedding dim, N dense inputs, n embeddings per layer.
+
+- Dense features ``B x N`` -> MLP -> ``B x n_d x D`` (``n_d = num_dense_embeddings``); pooled
+  sparse embeddings ``B x F x D``; together ``X_0: B x n_0 x D`` with ``n_0 = F + n_d``.
+- Each Wukong layer ``X_i: B x n x D -> B x (n_F + n_L) x D``:
+  ``X_{i+1} = LN(concat(FMB(X_i), LCB(X_i)) + residual(X_i))``, where
+  - FMB (Factorization Machine Block): ``MLP(LN(flatten(X (X^T Y))))`` reshaped to ``n_F x D``;
+    ``X (X^T Y)`` is the paper's optimized FM of rank ``k`` (``Y: n x k`` learned), equal to the
+    pairwise dot-product matrix ``X X^T`` projected by ``Y`` at a cost linear in ``n``.
+  - LCB (Linear Compression Block): ``W X`` with ``W: n_L x n``, a linear recombination of embeddings.
+  - residual: ``X_i`` itself, or a linear projection of the embedding axis when ``n != n_F + n_L``.
+- Head: ``flatten(X_L): B x (n_F + n_L) D`` -> MLP -> logits ``B x 1``.
+
+``num_layers`` is the scaling knob: the ``l1 .. l16`` flavors form the layer-count ladder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torchrec.models.dlrm import OverArch, SparseArch
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.modules.mlp import MLP
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from terarec.models.common import mlp_flops
+from terarec.models.registry import ModelConfigError, ModelEntry, register_model
+
+
+@dataclass
+class WukongParams:
+    embedding_dim: int = 16
+    num_layers: int = 2
+    num_dense_embeddings: int = 2  # n_d: the dense MLP's output, as embeddings
+    dense_mlp: list[int] = field(default_factory=lambda: [64])  # hidden sizes; output n_d * D is added
+    fm_embeddings: int = 16  # n_F: embeddings out of each FMB
+    lc_embeddings: int = 16  # n_L: embeddings out of each LCB
+    fm_rank: int = 8  # k of the optimized FM
+    fm_mlp: list[int] = field(default_factory=lambda: [128])  # FMB hidden sizes; output n_F * D is added
+    top_mlp: list[int] = field(default_factory=lambda: [128, 64, 1])  # last == 1
+
+
+def optimized_fm(embeddings: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+    """``X (X^T Y)``: ``B x n x D`` embeddings, ``n x k`` projection -> ``B x n x k``.
+
+    Equals ``(X X^T) Y`` (all pairwise dot products, projected) without forming the ``n x n`` matrix.
+    """
+    return torch.bmm(embeddings, torch.matmul(embeddings.transpose(1, 2), projection))
+
+
+class EmbeddingAxisLinear(nn.Module):
+    """A linear map over the embedding axis: ``B x n_in x D -> B x n_out x D`` (``W X``)."""
+
+    def __init__(self, num_in: int, num_out: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(num_in, num_out, bias=False)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.linear(embeddings.transpose(1, 2)).transpose(1, 2)
+
+
+def _relu_mlp_then_linear(in_features: int, hidden: list[int], out_features: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for size in hidden:
+        layers += [nn.Linear(in_features, size), nn.ReLU()]
+        in_features = size
+    return nn.Sequential(*layers, nn.Linear(in_features, out_features))
+
+
+class FactorizationMachineBlock(nn.Module):
+    """FMB: ``B x n x D -> B x n_F x D`` via optimized FM, LayerNorm and an MLP."""
+
+    def __init__(self, num_in: int, dim: int, rank: int, num_out: int, hidden: list[int]) -> None:
+        super().__init__()
+        self.num_out, self.dim = num_out, dim
+        self.projection = nn.Parameter(torch.empty(num_in, rank))
+        nn.init.xavier_uniform_(self.projection)
+        self.norm = nn.LayerNorm(num_in * rank)
+        self.mlp = _relu_mlp_then_linear(num_in * rank, hidden, num_out * dim)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        interactions = optimized_fm(embeddings, self.projection).flatten(1)
+        return self.mlp(self.norm(interactions)).view(-1, self.num_out, self.dim)
+
+
+class WukongLayer(nn.Module):
+    """``B x n_in x D -> B x (n_F + n_L) x D``: FMB and LCB side by side, residual, LayerNorm."""
+
+    def __init__(self, num_in: int, params: WukongParams) -> None:
+        super().__init__()
+        num_out = params.fm_embeddings + params.lc_embeddings
+        self.fmb = FactorizationMachineBlock(num_in, params.embedding_dim, params.fm_rank, params.fm_embeddings, params.fm_mlp)
+        self.lcb = EmbeddingAxisLinear(num_in, params.lc_embeddings)
+        # the residual needs the output's embedding count: project only when it differs
+        self.residual = EmbeddingAxisLinear(num_in, num_out) if num_in != num_out else nn.Identity()
+        self.norm = nn.LayerNorm(params.embedding_dim)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        out = torch.cat((self.fmb(embeddings), self.lcb(embeddings)), dim=1)
+        return self.norm(out + self.residual(embeddings))
+
+
+class Wukong(nn.Module):
+    def __init__(self, ebc: EmbeddingBagCollection, dense_in_features: int, params: WukongParams) -> None:
+        super().__init__()
+        p = params
+        if min(p.num_layers, p.fm_embeddings, p.lc_embeddings, p.fm_rank) < 1:
+            raise ModelConfigError(f"wukong: num_layers, fm_embeddings, lc_embeddings and fm_rank must be >= 1, got {p}")
+        if len(p.top_mlp) < 1 or p.top_mlp[-1] != 1:
+            raise ModelConfigError(f"wukong: top_mlp must end in 1, got {p.top_mlp}")
+        self.params, self.dense_in_features = p, dense_in_features
+        self.sparse_arch = SparseArch(ebc)
+        self.num_sparse = len(self.sparse_arch.sparse_feature_names)
+        self.num_dense_embeddings = p.num_dense_embeddings if dense_in_features > 0 else 0
+        if self.num_dense_embeddings:
+            self.dense_arch = MLP(dense_in_features, [*p.dense_mlp, self.num_dense_embeddings * p.embedding_dim], activation="relu")
+        widths = self.layer_inputs()
+        self.layers = nn.Sequential(*[WukongLayer(n, p) for n in widths])
+        self.over_arch = OverArch(self.num_out * p.embedding_dim, p.top_mlp)
+
+    @property
+    def num_out(self) -> int:
+        return self.params.fm_embeddings + self.params.lc_embeddings
+
+    def layer_inputs(self) -> list[int]:
+        """Embedding count entering each layer: ``n_0``, then ``n_F + n_L``."""
+        n0 = self.num_sparse + self.num_dense_embeddings
+        return [n0] + [self.num_out] * (self.params.num_layers - 1)
+
+    def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
+        """``B x N`` dense + KJT of F keys -> logits ``B x 1``."""
+        embeddings = self.sparse_arch(sparse_features)  # B x F x D
+        if self.num_dense_embeddings:
+            dense = self.dense_arch(dense_features).view(-1, self.num_dense_embeddings, self.params.embedding_dim)
+            embeddings = torch.cat((dense, embeddings), dim=1)
+        return self.over_arch(self.layers(embeddings).flatten(1))
+
+    def layer_flops(self, num_in: int) -> int:
+        p, d = self.params, self.params.embedding_dim
+        fm = 2 * (2 * num_in * d * p.fm_rank)  # X^T Y, then X (X^T Y)
+        fmb_mlp = mlp_flops(num_in * p.fm_rank, [*p.fm_mlp, p.fm_embeddings * d])
+        lcb = 2 * num_in * p.lc_embeddings * d
+        residual = 2 * num_in * self.num_out * d if num_in != self.num_out else 0
+        return fm + fmb_mlp + lcb + residual
+
+    def flops_per_example(self) -> int:
+        p = self.params
+        dense = mlp_flops(self.dense_in_features, [*p.dense_mlp, self.num_dense_embeddings * p.embedding_dim]) if self.num_dense_embeddings else 0
+        layers = sum(self.layer_flops(n) for n in self.layer_inputs())
+        return dense + layers + mlp_flops(self.num_out * p.embedding_dim, p.top_mlp)
+
+
+def build_wukong(params: WukongParams, ebc: EmbeddingBagCollection, dense_in_features: int) -> Wukong:
+    return Wukong(ebc, dense_in_features, params)
+
+
+register_model(ModelEntry(
+    name="wukong", hparams=WukongParams, builder=build_wukong,
+    description="Wukong: stacked FM blocks + linear compression (arXiv 2403.02545)",
+    flavors={
+        "small": {},
+        # the layer-count ladder for scaling-law sweeps: same width, 1 .. 16 layers
+        **{f"l{n}": {"num_layers": n} for n in (1, 2, 4, 8, 16)},
+        "large": {"embedding_dim": 128, "num_layers": 8, "num_dense_embeddings": 8, "dense_mlp": [512],
+                  "fm_embeddings": 32, "lc_embeddings": 32, "fm_rank": 24, "fm_mlp": [1024, 1024],
+                  "top_mlp": [1024, 256, 1]},
+    },
+))
