@@ -71,7 +71,9 @@ def _sparse_optimizer_kwargs(cfg: Config) -> dict[str, Any]:
 
 def parallelize(model: nn.Module, cfg: Config, info: DistInfo, features: list[str]) -> tuple[DistributedModelParallel, CombinedOptimizer]:
     """Shard ``model`` (built on ``meta``) over the process group and build its optimizers."""
-    for ebc in embedding_modules(model):
+    tables = embedding_modules(model)
+    table_paths = [name for name, m in model.named_modules() if any(m is t for t in tables)]  # before DMP swaps them
+    for ebc in tables:
         apply_optimizer_in_backward(SPARSE_OPTIMIZERS[cfg.optim.sparse], ebc.parameters(), _sparse_optimizer_kwargs(cfg))
     topology = Topology(world_size=info.world_size, compute_device=info.device.type, local_world_size=info.world_size)
     planner = EmbeddingShardingPlanner(topology=topology, constraints=sharding_constraints(cfg, features, info.device))
@@ -80,12 +82,36 @@ def parallelize(model: nn.Module, cfg: Config, info: DistInfo, features: list[st
     dmp = DistributedModelParallel(module=model, device=info.device, plan=plan, sharders=sharders)
     if info.is_main:
         log.info("sharding plan:\n%s", plan)
+    return dmp, _optimizers(dmp, cfg, table_paths)
+
+
+def _optimizers(dmp: DistributedModelParallel, cfg: Config, table_modules: list[str]) -> CombinedOptimizer:
+    """Fused sparse optimizer + dense optimizer (+ the sparse optimizer for data-parallel tables).
+
+    Data-parallel tables use TorchRec's dense kernel: their weights are ordinary DDP parameters,
+    not fused, so without care they would silently get the dense optimizer and LR. They get the
+    configured sparse optimizer here, as every other table does.
+    """
+    remaining = dict(in_backward_optimizer_filter(dmp.named_parameters()))
+    replicated = {name: p for name, p in remaining.items() if any(_under(name, prefix) for prefix in table_modules)}
+    dense_params = {name: p for name, p in remaining.items() if name not in replicated}
     dense_cls = DENSE_OPTIMIZERS[cfg.optim.dense]
     dense_kwargs: dict[str, Any] = {"lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay}
-    dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())), lambda p: dense_cls(p, **dense_kwargs))
+    dense = KeyedOptimizerWrapper(dense_params, lambda p: dense_cls(p, **dense_kwargs))
     if cfg.optim.grad_clip > 0:
         dense = GradientClippingOptimizer(dense, clipping=GradientClipping.NORM, max_gradient=cfg.optim.grad_clip)
-    return dmp, CombinedOptimizer([("sparse", dmp.fused_optimizer), ("dense", dense)])
+    optimizers: list[tuple[str, Any]] = [("sparse", dmp.fused_optimizer), ("dense", dense)]
+    if replicated:
+        sparse_cls = SPARSE_OPTIMIZERS[cfg.optim.sparse]
+        optimizers.append(("sparse_dp", KeyedOptimizerWrapper(replicated, lambda p: sparse_cls(p, **_sparse_optimizer_kwargs(cfg)))))
+    return CombinedOptimizer(optimizers)
+
+
+def _under(param_name: str, module_path: str) -> bool:
+    """Whether a DMP parameter name lies under an (unsharded) module path; DMP inserts wrappers."""
+    wanted = module_path.split(".")
+    parts = [p for p in param_name.split(".") if p not in ("_dmp_wrapped_module", "module")]
+    return parts[: len(wanted)] == wanted
 
 
 def lr_multiplier(step: int, total_steps: int, warmup: int, decay: str) -> float:
