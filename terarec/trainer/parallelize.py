@@ -12,11 +12,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
 from torchrec.distributed import DistributedModelParallel
+from torchrec.distributed.model_parallel import DataParallelWrapper, DefaultDataParallelWrapper
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
-from torchrec.distributed.types import ShardingType
+from torchrec.distributed.types import ShardedModule, ShardingEnv, ShardingType
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.clipping import GradientClipping, GradientClippingOptimizer
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
@@ -79,10 +82,34 @@ def parallelize(model: nn.Module, cfg: Config, info: DistInfo, features: list[st
     planner = EmbeddingShardingPlanner(topology=topology, constraints=sharding_constraints(cfg, features, info.device))
     sharders = [EmbeddingBagCollectionSharder(), EmbeddingCollectionSharder()]
     plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
-    dmp = DistributedModelParallel(module=model, device=info.device, plan=plan, sharders=sharders)
+    wrapper = FullyShardDense() if cfg.sharding.dense == "fsdp2" else DefaultDataParallelWrapper()
+    dmp = DistributedModelParallel(module=model, device=info.device, plan=plan, sharders=sharders, data_parallel_wrapper=wrapper)
     if info.is_main:
         log.info("sharding plan:\n%s", plan)
     return dmp, _optimizers(dmp, cfg, table_paths)
+
+
+class FullyShardDense(DataParallelWrapper):
+    """FSDP2 for the dense part: ``fully_shard`` on every maximal submodule that holds no sharded
+    embedding module (bottom/top MLPs, interaction and transformer layers). Gradients are
+    reduce-scattered as averages, so training matches DDP; parameters and optimizer state are
+    split across ranks instead of replicated."""
+
+    def wrap(self, dmp: DistributedModelParallel, env: ShardingEnv, device: torch.device) -> None:
+        mesh = init_device_mesh(device.type, (env.world_size,))
+        for module in dense_subtrees(dmp._dmp_wrapped_module):
+            fully_shard(module, mesh=mesh)
+
+
+def dense_subtrees(module: nn.Module) -> list[nn.Module]:
+    """The largest submodules with parameters and no ShardedModule inside."""
+    if isinstance(module, ShardedModule):
+        return []
+    if not any(isinstance(m, ShardedModule) for m in module.modules()):
+        return [module] if any(True for _ in module.parameters()) else []
+    if any(True for _ in module.parameters(recurse=False)):
+        raise ShardingConfigError(f"{type(module).__name__} holds parameters next to sharded tables: FSDP2 cannot wrap it alone")
+    return [sub for child in module.children() for sub in dense_subtrees(child)]
 
 
 def _optimizers(dmp: DistributedModelParallel, cfg: Config, table_modules: list[str]) -> CombinedOptimizer:

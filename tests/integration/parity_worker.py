@@ -22,6 +22,7 @@ from itertools import islice
 import torch
 import torch.distributed as dist
 from torch.distributed._shard.sharded_tensor import ShardedTensor
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torchrec.datasets.utils import Batch
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
@@ -53,7 +54,9 @@ def _shard_views(state: dict, reference: dict) -> list[tuple[torch.Tensor, torch
     pairs = []
     for key, value in state.items():
         full = reference[key]
-        if isinstance(value, ShardedTensor):
+        if isinstance(value, DTensor):  # FSDP2: this rank's slice of the dense parameter
+            pairs.append((value.to_local(), distribute_tensor(full, value.device_mesh, value.placements).to_local()))
+        elif isinstance(value, ShardedTensor):
             for shard in value.local_shards():
                 rows, cols = shard.metadata.shard_offsets
                 size_r, size_c = shard.metadata.shard_sizes
@@ -69,13 +72,15 @@ def main() -> None:
     parser.add_argument("--sharding", required=True)
     parser.add_argument("--recipe", default="dcnv2_synth")
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--dense", default="ddp")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     info = init_distributed()
     world = info.world_size
     cfg = load_config(args.recipe, [
         f"data.path={args.data}", "data.shuffle_buffer=0", "embeddings.max_rows=500", "train.batch_size=64",
-        f"sharding.sharding_type={args.sharding}", "optim.sparse=sgd", "optim.sparse_lr=2.0", "optim.dense=sgd", "optim.lr=0.1"])
+        f"sharding.sharding_type={args.sharding}", "optim.sparse=sgd", "optim.sparse_lr=2.0", "optim.dense=sgd", "optim.lr=0.1",
+        f"sharding.dense={args.dense}"])
     schema = DatasetSchema.load(args.data)
     torch.manual_seed(0)
     reference = TrainWrapper(build_model(cfg, schema, "cpu").model)
@@ -124,6 +129,7 @@ def main() -> None:
     if info.rank == 0:
         with open(args.out, "w") as f:
             json.dump({"sharded": sharded_losses, "reference": reference_losses, "max_weight_diff": float(worst), "moved": moved,
+                       "dtensor_params": sum(isinstance(v, DTensor) for v in dmp.state_dict().values()),
                        "plan": str(dmp.plan)}, f)
     dist.destroy_process_group()
 

@@ -23,10 +23,10 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _run(data: Path, recipe: str, sharding: str, out: Path) -> dict:
+def _run(data: Path, recipe: str, sharding: str, out: Path, dense: str = "ddp") -> dict:
     env = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
-           "--data", str(data), "--recipe", recipe, "--sharding", sharding, "--steps", "8", "--out", str(out)]
+           "--data", str(data), "--recipe", recipe, "--sharding", sharding, "--steps", "8", "--out", str(out), "--dense", dense]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text())
@@ -55,3 +55,11 @@ def test_sharded_bst_embedding_collection_matches_unsharded(movielens_dir: Path,
 
     prepare_movielens(str(movielens_dir), str(tmp_path / "data"), max_history=10)
     _assert_parity(_run(tmp_path / "data", "bst_movielens", "table_wise", tmp_path / "parity.json"), "table_wise")
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_fsdp2_dense_matches_unsharded(synth_dir: Path, tmp_path: Path) -> None:
+    result = _run(synth_dir, "dcnv2_synth", "table_wise", tmp_path / "parity.json", dense="fsdp2")
+    assert result["dtensor_params"] > 0  # the dense layers really are FSDP2-sharded
+    _assert_parity(result, "table_wise")
