@@ -20,7 +20,7 @@ import multiprocessing as mp
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +34,7 @@ from terarec.data_pipeline.parquet_io import PartWriter
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SparseFeature
 
 RAW_COLUMNS = [LABEL, *DENSE_NAMES, *SPARSE_NAMES]
-BLOCK_BYTES = 16 << 20
+BLOCK_BYTES = 4 << 20  # CSV blocks: peak RSS ~300 MB per worker (16 MB blocks: ~650 MB, 10% faster)
 ROWS_PER_FILE = 4 << 20
 _HEX = np.full(256, 255, np.uint8)
 for _i, _c in enumerate(b"0123456789abcdef"):
@@ -55,9 +55,29 @@ class FileJob:
     on_error: str
 
 
-def _open(path: str) -> pa.NativeFile:
+def _open(path: str) -> tuple[pa.NativeFile, pa.NativeFile]:
+    """(stream to parse, raw file): the raw file's position is the progress in on-disk bytes."""
     raw = pa.OSFile(path)
-    return pa.CompressedInputStream(raw, "gzip") if path.endswith(".gz") else raw
+    return (pa.CompressedInputStream(raw, "gzip") if path.endswith(".gz") else raw), raw
+
+
+_BYTES_DONE: Optional[Any] = None  # a shared mp.Value: input bytes consumed by every worker
+_BAR: Optional[tqdm] = None  # in-process runs move the bar directly
+
+
+def _init_worker(counter: Any, bar: Optional[tqdm] = None) -> None:
+    global _BYTES_DONE, _BAR
+    _BYTES_DONE, _BAR = counter, bar
+
+
+def _report_bytes(count: int) -> None:
+    if count <= 0:
+        return
+    if _BAR is not None:
+        _BAR.update(count)
+    elif _BYTES_DONE is not None:
+        with _BYTES_DONE.get_lock():
+            _BYTES_DONE.value += count
 
 
 def count_lines(path: str) -> int:
@@ -140,8 +160,10 @@ def prepare_file(job: FileJob) -> dict:
         skipped.append((row.number, f"expected {row.expected_columns} tab-separated fields, got {row.actual_columns}", row.text))
         return "skip"
 
+    stream, raw = _open(job.path)
+    reported = 0
     reader = pacsv.open_csv(
-        _open(job.path),
+        stream,
         read_options=pacsv.ReadOptions(column_names=RAW_COLUMNS, use_threads=False, block_size=BLOCK_BYTES),
         parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False, invalid_row_handler=on_invalid),
         convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in RAW_COLUMNS}, quoted_strings_can_be_null=False, strings_can_be_null=False),
@@ -169,8 +191,11 @@ def prepare_file(job: FileJob) -> dict:
             for j, name in enumerate(SPARSE_NAMES):
                 sketches[j] = kmv_update(sketches[j], np.unique(table.column(name).to_numpy()))
             good_rows += batch.num_rows
+            _report_bytes(raw.tell() - reported)
+            reported = raw.tell()
     except pa.ArrowInvalid as err:
         raise DatasetError(f"{job.path}: {err}") from None
+    _report_bytes(os.path.getsize(job.path) - reported)
     for line, _, text in skipped:
         rejects.append(f"{line}\twrong field count\t{text}")
     counts = {s: w.rows_total for s, w in writers.items()}
@@ -232,15 +257,26 @@ def prepare_criteo(inputs: list[str], output: str, eval_fraction: Optional[float
         print(f"prepare: {len(jobs) - len(todo)} of {len(jobs)} files already done, resuming")
     total_bytes = sum(os.path.getsize(j.path) for j in todo)
     workers = min(workers or os.cpu_count() or 1, max(len(todo), 1))
-    with tqdm(total=len(todo), unit="file", disable=not progress, desc="prepare criteo") as bar:
+    with tqdm(total=total_bytes, unit="B", unit_scale=True, disable=not progress, desc="prepare criteo") as bar:
         if workers <= 1:
-            for job in todo:
-                prepare_file(job)
-                bar.update(1)
+            _init_worker(None, bar)
+            try:
+                for job in todo:
+                    prepare_file(job)
+            finally:
+                _init_worker(None)
         else:
-            with mp.get_context("spawn").Pool(workers) as pool:
-                for _ in pool.imap_unordered(prepare_file, todo):
-                    bar.update(1)
+            counter = mp.get_context("spawn").Value("q", 0)
+            with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(counter,)) as pool:
+                results = pool.imap_unordered(prepare_file, todo)
+                for _ in range(len(todo)):
+                    while True:  # wake up twice a second to move the byte bar, even inside a 50 GB file
+                        try:
+                            results.next(timeout=0.5)
+                            break
+                        except mp.TimeoutError:
+                            bar.update(counter.value - bar.n)
+                    bar.update(counter.value - bar.n)
     return _write_schema(jobs, out, command or f"terarec prepare criteo ({total_bytes} bytes this run)")
 
 

@@ -18,6 +18,8 @@ rows zero weight.
 from __future__ import annotations
 
 import math
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generator, Iterator, Optional
 
@@ -59,6 +61,7 @@ class Unit:
 
 
 MIN_UNITS_PER_STREAM = 16
+PREFETCH_WINDOWS = 2  # windows prepared ahead, in parallel threads (bounded memory: 2 windows)
 
 
 def split_units(units: list[Unit], streams: int) -> list[Unit]:
@@ -83,21 +86,79 @@ def list_units(directory: str, split: str) -> list[Unit]:
 
 
 class _Window:
-    """Rows of a few units, permuted, as numpy arrays ready to be cut into batches."""
+    """Rows of a few units, permuted, as numpy arrays ready to be cut into batches.
 
-    def __init__(self, table: pa.Table, schema: DatasetSchema, spec: LoaderSpec, rng: Optional[np.random.Generator]) -> None:
-        if rng is not None:
-            table = table.take(pa.array(rng.permutation(table.num_rows)))
+    Single-id features live in one ``rows x F1`` int64 matrix (reduced modulo their table sizes in
+    one vectorised operation and permuted with one gather); only list columns (multi-hot,
+    histories) go through jagged ``(values, offsets)`` arrays.
+    """
+
+    def __init__(self, table: pa.Table, schema: DatasetSchema, spec: LoaderSpec, rng: Optional[np.random.Generator],
+                 layout: "_KeyLayout") -> None:
         self.rows = table.num_rows
-        self.labels = table.column(schema.label).to_numpy(zero_copy_only=False).astype(np.float32)
-        dense = [pc.fill_null(table.column(n), spec.dense_fill).to_numpy().astype(np.float32) for n in schema.dense]
-        self.dense = np.stack(dense, axis=1) if dense else np.zeros((self.rows, 0), np.float32)
-        if spec.dense_transform == "log1p":
-            self.dense = np.log1p(np.maximum(self.dense, 0.0))
-        self.jagged: list[tuple[np.ndarray, np.ndarray]] = []  # per feature: (values, offsets)
-        for name, table_name, cap in _feature_columns(schema, spec):
-            values, offsets = _jagged_column(table.column(name), cap)
-            self.jagged.append((values % spec.table_rows[table_name], offsets))
+        perm = rng.permutation(self.rows) if rng is not None else None
+        labels = table.column(schema.label).to_numpy(zero_copy_only=False).astype(np.float32)
+        # feature-major (F x rows): contiguous column writes, and a batch's values of one feature
+        # are one contiguous slice
+        dense = np.empty((len(schema.dense), self.rows), np.float32)
+        for j, name in enumerate(schema.dense):
+            dense[j] = _numpy(table.column(name), spec.dense_fill)
+        if spec.dense_transform == "log1p":  # torch: vectorised and multi-threaded, unlike np.log1p
+            dense_t = torch.from_numpy(dense)
+            torch.log1p_(dense_t.clamp_(min=0.0))
+        # single-id columns stay as stored (uint32, zero-copy without nulls); int64 at assembly
+        single = [_numpy(table.column(name), 0) for name in layout.single]
+        for j, rows in enumerate(layout.single_rows):  # a max is ~100x cheaper than a modulo: skip no-ops
+            if len(single[j]) and single[j].max() >= rows:
+                single[j] = np.remainder(single[j], rows, dtype=single[j].dtype)
+        if perm is not None:
+            labels, dense = labels[perm], np.take(dense, perm, axis=1)
+            single = [np.take(column, perm) for column in single]
+        self.labels, self.dense, self.single = labels, dense, single
+        lists = table.select(layout.jagged) if layout.jagged else None
+        if lists is not None and perm is not None:
+            lists = lists.take(pa.array(perm))
+        self.jagged: list[tuple[np.ndarray, np.ndarray]] = []  # per list feature: (values, offsets)
+        for name, rows, cap in zip(layout.jagged, layout.jagged_rows, layout.jagged_caps):
+            values, offsets = _jagged_column(lists.column(name), cap)
+            self.jagged.append((values % rows, offsets))
+
+
+@dataclass(frozen=True)
+class _KeyLayout:
+    """Where each KJT key's ids come from: a column of the single-id matrix or a list column."""
+
+    keys: list[str]
+    single: list[str]  # single-id columns, in key order
+    single_rows: list[int]  # their table sizes (the modulus)
+    jagged: list[str]  # list columns, in key order
+    jagged_rows: list[int]
+    jagged_caps: list[Optional[int]]
+    source: list[tuple[bool, int]]  # per key: (is_single, index into single or jagged)
+
+
+def _key_layout(schema: DatasetSchema, spec: LoaderSpec, list_columns: set[str]) -> _KeyLayout:
+    cols = _feature_columns(schema, spec)
+    single = [(name, table) for name, table, _ in cols if name not in list_columns]
+    jagged = [(name, table, cap) for name, table, cap in cols if name in list_columns]
+    rows = [spec.table_rows[table] for _, table in single]
+    single_names, jagged_names = [n for n, _ in single], [n for n, _, _ in jagged]
+    source = [(True, single_names.index(n)) if n in single_names else (False, jagged_names.index(n)) for n, _, _ in cols]
+    return _KeyLayout([n for n, _, _ in cols], single_names, rows, jagged_names,
+                      [spec.table_rows[t] for _, t, _ in jagged], [c for _, _, c in jagged], source)
+
+
+def _numpy(column: pa.ChunkedArray, fill: float) -> np.ndarray:
+    """A numeric column as numpy, nulls filled (zero-copy when there are none)."""
+    if column.null_count:
+        column = pc.fill_null(column, fill)
+    return column.to_numpy()
+
+
+def _list_columns(path: str) -> set[str]:
+    """Columns stored as lists (multi-hot and sequence features), from a parquet file's schema."""
+    arrow = pq.ParquetFile(path).schema_arrow
+    return {f.name for f in arrow if pa.types.is_list(f.type) or pa.types.is_large_list(f.type)}
 
 
 def _feature_columns(schema: DatasetSchema, spec: LoaderSpec) -> list[tuple[str, str, Optional[int]]]:
@@ -140,6 +201,7 @@ class ParquetBatchStream(IterableDataset):
         missing = [f for _, f, _ in _feature_columns(schema, spec) if f not in spec.table_rows]
         if missing:
             raise DatasetError(f"no embedding table size for feature '{missing[0]}'")
+        self.layout = _key_layout(schema, spec, _list_columns(self.units[0].file) if self.units else set())
 
     # -- deterministic plan ---------------------------------------------------------------
     def stream_units(self, stream: int, epoch: int) -> list[Unit]:
@@ -187,21 +249,38 @@ class ParquetBatchStream(IterableDataset):
     def _stream_batches(self, stream: int, epoch: int, skip: int) -> Iterator[Batch]:
         bsz = self.spec.batch_size
         row = skip * bsz  # stream rows already consumed (a batch boundary)
-        window_start, carry = 0, None
+        plan, window_start = [], 0  # (window index, units, first row of the window)
         for w, units in enumerate(self._windows(self.stream_units(stream, epoch))):
             rows = sum(u.rows for u in units)
             if window_start + rows > row:  # windows wholly before the resume point are not read
-                rng = np.random.default_rng([self.spec.seed, epoch, stream, w]) if self.spec.shuffle_buffer > 0 else None
-                window = _Window(self._read(units), self.schema, self.spec, rng)
-                carry = yield from self._cut(window, row - window_start, carry)
-                row = window_start + rows
+                plan.append((w, units, window_start))
             window_start += rows
-        yielded = row // bsz
+        carry = None
+        for (_, units, start), window in zip(plan, self._prefetched(plan, stream, epoch)):
+            carry = yield from self._cut(window, max(row - start, 0), carry)
+        yielded = (window_start if plan else row) // bsz
         if carry is not None:
             yield self._assemble([carry], pad_to=bsz)
             yielded += 1
         for _ in range(self.batches_per_stream(epoch) - yielded):
             yield self._assemble([], pad_to=bsz)
+
+    def _prefetched(self, plan: list[tuple[int, list[Unit], int]], stream: int, epoch: int) -> Iterator[_Window]:
+        """Windows in plan order, the next ones read and prepared by background threads while the
+        current one is cut into batches (parquet decoding and numpy/torch work release the GIL)."""
+
+        def prepare(w: int, units: list[Unit]) -> _Window:
+            rng = np.random.default_rng([self.spec.seed, epoch, stream, w]) if self.spec.shuffle_buffer > 0 else None
+            return _Window(self._read(units), self.schema, self.spec, rng, self.layout)
+
+        with ThreadPoolExecutor(max_workers=PREFETCH_WINDOWS) as pool:
+            pending = deque(pool.submit(prepare, w, units) for w, units, _ in plan[:PREFETCH_WINDOWS])
+            for index in range(len(plan)):
+                window = pending.popleft().result()
+                ahead = index + PREFETCH_WINDOWS
+                if ahead < len(plan):
+                    pending.append(pool.submit(prepare, *plan[ahead][:2]))
+                yield window
 
     def _cut(self, window: _Window, start: int, carry: Optional[dict[str, Any]]) -> Generator[Batch, None, Optional[dict[str, Any]]]:
         """Yield full batches of ``window`` from row ``start`` (after ``carry``); return the leftover."""
@@ -221,22 +300,23 @@ class ParquetBatchStream(IterableDataset):
         """Pieces -> one Batch of exactly ``pad_to`` rows (padding rows: label -1, no ids)."""
         part = _merge(pieces) if pieces else None
         rows = part["rows"] if part else 0
-        pad = pad_to - rows
         dense = np.zeros((pad_to, len(self.schema.dense)), np.float32)
         labels = np.full(pad_to, PAD_LABEL, np.float32)
-        lengths, values = [], []
+        lengths = np.zeros((len(self.keys), pad_to), np.int64)  # key-major, as a KJT stores them
+        values: list[np.ndarray] = []
         if part:
-            dense[:rows], labels[:rows] = part["dense"], part["labels"]
-        for f in range(len(self.keys)):
-            vals, lens = (part["values"][f], part["lengths"][f]) if part else (np.zeros(0, np.int64), np.zeros(0, np.int64))
-            values.append(vals)
-            lengths.append(np.concatenate([lens, np.zeros(pad, np.int64)]) if pad else lens)
-        length_arr = np.concatenate(lengths)
-        offsets = np.zeros(len(length_arr) + 1, np.int64)
-        np.cumsum(length_arr, out=offsets[1:])
+            dense[:rows], labels[:rows] = part["dense"].T, part["labels"]
+            for k, (is_single, index) in enumerate(self.layout.source):
+                if is_single:
+                    lengths[k, :rows] = 1
+                    values.append(part["single"][index])
+                else:
+                    lengths[k, :rows] = part["lengths"][index]
+                    values.append(part["values"][index])
+        # offsets are left to the KJT (computed lazily, in torch, only if a consumer asks)
         kjt = KeyedJaggedTensor(
-            keys=self.keys, values=torch.from_numpy(np.concatenate(values)), lengths=torch.from_numpy(length_arr),
-            offsets=torch.from_numpy(offsets), stride=pad_to,
+            keys=self.keys, values=torch.from_numpy(np.concatenate(values, dtype=np.int64) if values else np.zeros(0, np.int64)),
+            lengths=torch.from_numpy(lengths.reshape(-1)), stride=pad_to,
         )
         return Batch(dense_features=torch.from_numpy(dense), sparse_features=kjt, labels=torch.from_numpy(labels))
 
@@ -246,8 +326,8 @@ def _slice(window: _Window, start: int, end: int) -> dict[str, Any]:
     for vals, offs in window.jagged:
         values.append(vals[offs[start] : offs[end]])
         lengths.append(np.diff(offs[start : end + 1]))
-    return {"rows": end - start, "dense": window.dense[start:end], "labels": window.labels[start:end],
-            "values": values, "lengths": lengths}
+    return {"rows": end - start, "dense": window.dense[:, start:end], "labels": window.labels[start:end],
+            "single": [column[start:end] for column in window.single], "values": values, "lengths": lengths}
 
 
 def _merge(pieces: list[dict[str, Any]]) -> dict[str, Any]:
@@ -256,8 +336,9 @@ def _merge(pieces: list[dict[str, Any]]) -> dict[str, Any]:
     nfeat = len(pieces[0]["values"])
     return {
         "rows": sum(p["rows"] for p in pieces),
-        "dense": np.concatenate([p["dense"] for p in pieces]),
+        "dense": np.concatenate([p["dense"] for p in pieces], axis=1),
         "labels": np.concatenate([p["labels"] for p in pieces]),
+        "single": [np.concatenate([p["single"][j] for p in pieces]) for j in range(len(pieces[0]["single"]))],
         "values": [np.concatenate([p["values"][f] for p in pieces]) for f in range(nfeat)],
         "lengths": [np.concatenate([p["lengths"][f] for p in pieces]) for f in range(nfeat)],
     }

@@ -2,7 +2,7 @@
 
 Labels (also in the README):
 - MovieLens: a rating event is positive when the rating is >= 4 ("liked"), else negative. The
-  history is every movie the user rated before, whatever the rating.
+  history is the movies the user liked before (``liked_history=False``: every movie rated before).
 - Taobao UserBehavior: every event is a row; positive when the behaviour is ``cart``, ``fav`` or
   ``buy`` (more than a page view), negative for ``pv``. The history is the user's earlier events.
 """
@@ -20,7 +20,7 @@ from tqdm import tqdm
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema
 from terarec.data_pipeline.sequences import Events, SequenceDatasetWriter, TimeCutoff, reindex
 
-MOVIELENS_LABEL = "rating >= 4 (liked) = 1, else 0; history: every movie the user rated earlier"
+MOVIELENS_LABEL = "rating >= 4 (liked) = 1, else 0; history: the movies the user liked (rated >= 4) earlier"
 TAOBAO_LABEL = "behavior in {cart, fav, buy} = 1, pv = 0; history: the user's earlier events"
 TAOBAO_BEHAVIORS = {"pv": 0, "cart": 1, "fav": 1, "buy": 1}
 AGE_BUCKETS = np.array([18, 25, 35, 45, 50, 56])  # MovieLens-1M's age groups

@@ -89,4 +89,7 @@ def setup_logging(rank: int = 0, level: str = "INFO") -> logging.Logger:
     logger.addHandler(handler)
     logger.setLevel(level if rank == 0 else "WARNING")
     logger.propagate = False
+    # KeyedJaggedTensor construction calls torch.fx's is_fx_tracing(), whose deprecation warning
+    # (aimed at fx users, not at us) would open every run's log
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
     return logger

@@ -7,6 +7,7 @@ the dense part gets a regular optimizer and is data-parallel (DMP wraps it in DD
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import torch
@@ -72,13 +73,25 @@ def _sparse_optimizer_kwargs(cfg: Config) -> dict[str, Any]:
     return kwargs
 
 
+def planner_topology(info: DistInfo) -> Topology:
+    """The planner's view of the hardware, from the real devices: GPU memory on CUDA (so tables
+    that do not fit are planned row-wise or on the UVM-caching kernel), host memory on CPU."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
+    kwargs: dict[str, Any] = {}
+    if info.device.type == "cuda":
+        kwargs["hbm_cap"] = torch.cuda.get_device_properties(info.device).total_memory
+    pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    kwargs["ddr_cap"] = pages * page_size // max(local, 1)  # host memory shared by the local ranks
+    return Topology(world_size=info.world_size, compute_device=info.device.type, local_world_size=local, **kwargs)
+
+
 def parallelize(model: nn.Module, cfg: Config, info: DistInfo, features: list[str]) -> tuple[DistributedModelParallel, CombinedOptimizer]:
     """Shard ``model`` (built on ``meta``) over the process group and build its optimizers."""
     tables = embedding_modules(model)
     table_paths = [name for name, m in model.named_modules() if any(m is t for t in tables)]  # before DMP swaps them
     for ebc in tables:
         apply_optimizer_in_backward(SPARSE_OPTIMIZERS[cfg.optim.sparse], ebc.parameters(), _sparse_optimizer_kwargs(cfg))
-    topology = Topology(world_size=info.world_size, compute_device=info.device.type, local_world_size=info.world_size)
+    topology = planner_topology(info)
     planner = EmbeddingShardingPlanner(topology=topology, constraints=sharding_constraints(cfg, features, info.device))
     sharders = [EmbeddingBagCollectionSharder(), EmbeddingCollectionSharder()]
     plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)

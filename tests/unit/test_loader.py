@@ -97,3 +97,15 @@ def test_epochs_reshuffle_deterministically(dataset: Path) -> None:
     assert sorted(epoch0) == sorted(epoch1) == list(range(1000)) and epoch0 != epoch1
     assert _row_ids(list(BatchLoader(_spec(dataset), schema))) == epoch0
     assert loader.state_dict() == {"epoch": 2, "batches": 0}
+
+
+def test_ids_are_reduced_modulo_the_table_size_whatever_the_schema_says(dataset: Path) -> None:
+    """cat_1 = 7 x row id reaches 6993 with 500 rows; schema cardinalities (Criteo's are distinct
+    counts of raw 32-bit hashes) never license skipping the modulo."""
+    schema = DatasetSchema.load(dataset)
+    schema.sparse[1].cardinality = 10  # as if a distinct count: smaller than the raw ids
+    for batch in BatchLoader(_spec(dataset, shuffle_buffer=0, table_rows={"cat_0": 2000, "cat_1": 500}), schema):
+        keep = batch.labels != PAD_LABEL
+        row_ids = batch.dense_features[keep, 0].long()
+        assert torch.equal(batch.sparse_features["cat_1"].values(), (row_ids * 7) % 500)
+        assert torch.equal(batch.sparse_features["cat_0"].values(), row_ids)
