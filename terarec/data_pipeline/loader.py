@@ -21,7 +21,7 @@ import math
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generator, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -59,6 +59,9 @@ class Unit:
     rows: int
     start: int = 0  # first row inside the row group (row groups are split when there are few)
 
+
+# one prepared window: (head completing the previous batch, full batches, tail starting the next)
+_Cut = tuple[Optional[dict[str, Any]], list[Batch], Optional[dict[str, Any]]]
 
 MIN_UNITS_PER_STREAM = 16
 PREFETCH_WINDOWS = 2  # windows prepared ahead, in parallel threads (bounded memory: 2 windows)
@@ -256,8 +259,15 @@ class ParquetBatchStream(IterableDataset):
                 plan.append((w, units, window_start))
             window_start += rows
         carry = None
-        for (_, units, start), window in zip(plan, self._prefetched(plan, stream, epoch)):
-            carry = yield from self._cut(window, max(row - start, 0), carry)
+        for head, batches, tail in self._prefetched(plan, stream, epoch, row):
+            if head is not None:  # completes the batch that the previous window started
+                carry = head if carry is None else _merge([carry, head])
+                if carry["rows"] == bsz:
+                    yield self._assemble([carry], pad_to=bsz)
+                    carry = None
+            yield from batches
+            if tail is not None:
+                carry = tail
         yielded = (window_start if plan else row) // bsz
         if carry is not None:
             yield self._assemble([carry], pad_to=bsz)
@@ -265,36 +275,37 @@ class ParquetBatchStream(IterableDataset):
         for _ in range(self.batches_per_stream(epoch) - yielded):
             yield self._assemble([], pad_to=bsz)
 
-    def _prefetched(self, plan: list[tuple[int, list[Unit], int]], stream: int, epoch: int) -> Iterator[_Window]:
-        """Windows in plan order, the next ones read and prepared by background threads while the
-        current one is cut into batches (parquet decoding and numpy/torch work release the GIL)."""
+    def _prefetched(self, plan: list[tuple[int, list[Unit], int]], stream: int, epoch: int, row: int) -> Iterator[_Cut]:
+        """Windows in plan order, cut into batches by background threads while the current one is
+        yielded (parquet decoding and numpy/torch work release the GIL)."""
 
-        def prepare(w: int, units: list[Unit]) -> _Window:
+        def prepare(w: int, units: list[Unit], start: int) -> _Cut:
             rng = np.random.default_rng([self.spec.seed, epoch, stream, w]) if self.spec.shuffle_buffer > 0 else None
-            return _Window(self._read(units), self.schema, self.spec, rng, self.layout)
+            return self._cut(_Window(self._read(units), self.schema, self.spec, rng, self.layout), start, row)
 
         with ThreadPoolExecutor(max_workers=PREFETCH_WINDOWS) as pool:
-            pending = deque(pool.submit(prepare, w, units) for w, units, _ in plan[:PREFETCH_WINDOWS])
+            pending = deque(pool.submit(prepare, *item) for item in plan[:PREFETCH_WINDOWS])
             for index in range(len(plan)):
-                window = pending.popleft().result()
+                cut = pending.popleft().result()
                 ahead = index + PREFETCH_WINDOWS
                 if ahead < len(plan):
-                    pending.append(pool.submit(prepare, *plan[ahead][:2]))
-                yield window
+                    pending.append(pool.submit(prepare, *plan[ahead]))
+                yield cut
 
-    def _cut(self, window: _Window, start: int, carry: Optional[dict[str, Any]]) -> Generator[Batch, None, Optional[dict[str, Any]]]:
-        """Yield full batches of ``window`` from row ``start`` (after ``carry``); return the leftover."""
+    def _cut(self, window: _Window, start: int, row: int) -> _Cut:
+        """Cut a window that starts at stream row ``start`` at the stream's batch boundaries
+        (multiples of the batch size), from the resume row ``row`` on: the head that completes the
+        previous window's last batch, the full batches inside, and the tail that starts the next."""
         bsz = self.spec.batch_size
-        if carry is not None:
-            piece = _slice(window, start, min(start + bsz - carry["rows"], window.rows))
-            start += piece["rows"]
-            if carry["rows"] + piece["rows"] < bsz:
-                return _merge([carry, piece])
-            yield self._assemble([carry, piece], pad_to=bsz)
-        while start + bsz <= window.rows:
-            yield self._assemble([_slice(window, start, start + bsz)], pad_to=bsz)
-            start += bsz
-        return _slice(window, start, window.rows) if start < window.rows else None
+        first = max(row - start, 0)
+        boundary = min(-(-(start + first) // bsz) * bsz - start, window.rows)  # first boundary at/after `first`
+        head = _slice(window, first, boundary) if boundary > first else None
+        batches, offset = [], boundary
+        while offset + bsz <= window.rows:
+            batches.append(self._assemble([_slice(window, offset, offset + bsz)], pad_to=bsz))
+            offset += bsz
+        tail = _slice(window, offset, window.rows) if boundary < window.rows and offset < window.rows else None
+        return head, batches, tail
 
     def _assemble(self, pieces: list[dict[str, Any]], pad_to: int) -> Batch:
         """Pieces -> one Batch of exactly ``pad_to`` rows (padding rows: label -1, no ids)."""
