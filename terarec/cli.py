@@ -67,7 +67,8 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--run", required=True, metavar="RUN_DIR")
     evaluate.add_argument("--data", metavar="DIR", help="prepared dataset (default: the run's)")
     evaluate.add_argument("--nproc", type=int, default=1)
-    evaluate.set_defaults(handler=_not_implemented("eval", "Checkpoint"))
+    evaluate.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.eval_batch_size=4096")
+    evaluate.set_defaults(handler=_eval)
 
 
 def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
@@ -147,6 +148,22 @@ def _train(args: argparse.Namespace) -> int:
         return _not_implemented("train", "Distributed trainer")(args)
     run_training(cfg)
     return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    if args.nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc == 1:
+        from terarec.trainer.evaluate import run_eval
+
+        run_eval(args.run, args.data, args.overrides)
+        return 0
+    import os
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc),
+           "-m", "terarec.trainer.evaluate", "--run-dir", args.run, *(["--data", args.data] if args.data else []), *args.overrides]
+    return subprocess.run(cmd, env={**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}).returncode
 
 
 def _models(args: argparse.Namespace) -> int:

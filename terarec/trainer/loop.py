@@ -23,6 +23,7 @@ from tqdm import tqdm
 from terarec.configs.loader import config_to_dict
 from terarec.configs.schema import Config
 from terarec.data_pipeline.loader import BatchLoader
+from terarec.trainer.checkpoint import CheckpointManager, checkpoint_dirs
 from terarec.trainer.distributed import DistInfo
 from terarec.trainer.metrics import BinaryMetrics, GroupAUC
 from terarec.trainer.parallelize import lr_multiplier
@@ -33,13 +34,14 @@ log = logging.getLogger("terarec")
 class Trainer:
     def __init__(self, cfg: Config, info: DistInfo, dmp: DistributedModelParallel, optimizer: CombinedOptimizer,
                  train_loader: BatchLoader, eval_loader: Optional[BatchLoader], run_dir: Path, summary: dict[str, int],
-                 group_key: Optional[str] = None) -> None:
+                 group_key: Optional[str] = None, checkpoints: Optional[CheckpointManager] = None) -> None:
         self.cfg, self.info, self.dmp, self.optimizer = cfg, info, dmp, optimizer
         self.group_key = group_key  # sparse feature whose id groups eval rows for GAUC (e.g. user)
         self.train_loader, self.eval_loader, self.run_dir, self.summary = train_loader, eval_loader, run_dir, summary
         self.pipeline = TrainPipelineSparseDist(dmp, optimizer, info.device, execute_all_batches=True)
         self.writer = SummaryWriter(str(run_dir / "tb")) if info.is_main and cfg.logging.tensorboard else None
-        self.step, self.samples = 0, 0
+        self.checkpoints, self._saved_step = checkpoints, -1
+        self.step, self.samples, self._samples_before = 0, 0, 0  # _samples_before: from a resumed checkpoint
         self._window_t, self._window_samples, self._local_samples = time.perf_counter(), 0, 0
         per_epoch = len(train_loader)
         self.total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * per_epoch
@@ -97,9 +99,51 @@ class Trainer:
         return result
 
     def _next_stop(self) -> int:
-        """The step at which training pauses next: an eval point or the end."""
-        every = self.cfg.train.eval_every
-        return self.total_steps if not every else min(self.total_steps, (self.step // every + 1) * every)
+        """The step at which training pauses next: an eval or checkpoint point, or the end.
+        Time-based checkpoints are considered every ``log_every`` steps."""
+        periods = [self.cfg.train.eval_every, self.cfg.checkpoint.every_steps if self.checkpoints else 0,
+                   self.cfg.train.log_every if self.checkpoints and self.cfg.checkpoint.every_minutes > 0 else 0]
+        stops = [(self.step // every + 1) * every for every in periods if every > 0]
+        return min([self.total_steps, *stops])
+
+    def _at_stop(self) -> None:
+        """Evaluate and/or checkpoint when the pause is one of their points (same on every rank)."""
+        if self.step >= self.total_steps:
+            return
+        if self.cfg.train.eval_every and self.step % self.cfg.train.eval_every == 0:
+            self.evaluate()
+        if self.checkpoints is not None and self.checkpoints.due(self.step):
+            self.save_checkpoint()
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {"model": self.dmp.state_dict(), "optim": self.optimizer.state_dict()}
+
+    def save_checkpoint(self) -> None:
+        assert self.checkpoints is not None
+        samples = self._samples_before + _sum_over_ranks(self._local_samples)
+        self._saved_step = self.step
+        self.checkpoints.save(self.step, self._state(), {"step": self.step, "samples": samples,
+                                                         "loader": self.train_loader.state_dict(),
+                                                         "world_size": self.info.world_size})
+
+    def restore(self) -> bool:
+        """``resume=auto``: continue from the newest loadable checkpoint (False when there is none)."""
+        if self.checkpoints is None or not checkpoint_dirs(self.run_dir):
+            return False
+        for name, opt in self.optimizer.optimizers:  # lazy optimizer state must exist to be loaded into
+            if name != "sparse":
+                opt.init_state()
+        self.optimizer.zero_grad(set_to_none=True)
+        state = self._state()
+        trainer_state = self.checkpoints.load_newest(state)
+        if trainer_state is None:
+            raise RuntimeError(f"resume=auto: no loadable checkpoint in {self.run_dir / 'checkpoints'}")
+        self.dmp.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optim"])
+        self.step, self._samples_before = int(trainer_state["step"]), int(trainer_state["samples"])
+        self.train_loader.load_state_dict(trainer_state["loader"])
+        return True
 
     def _run_segment(self, iterator: Iterator, bar: tqdm) -> int:
         """Train on at most ``_next_stop() - step`` batches of ``iterator``; the pipeline drains fully.
@@ -121,7 +165,7 @@ class Trainer:
 
     def _train_epochs(self) -> None:
         progress = self.cfg.logging.progress and self.info.is_main and sys.stderr.isatty()
-        bar = tqdm(total=self.total_steps, disable=not progress, unit="step", desc="train")
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress, unit="step", desc="train")
         iterator = iter(self.train_loader)
         while self.step < self.total_steps:
             target = self._next_stop()
@@ -129,10 +173,10 @@ class Trainer:
                 if len(self.train_loader) == 0:
                     raise RuntimeError(f"no training batches in {self.cfg.data.path}/{self.cfg.data.train_split}")
                 iterator = iter(self.train_loader)  # epoch finished: the next one reshuffles
-            elif self.step == target and self.step < self.total_steps and self.cfg.train.eval_every:
-                self.evaluate()
+            elif self.step == target:
+                self._at_stop()
         bar.close()
-        self.samples = _sum_over_ranks(self._local_samples)
+        self.samples = self._samples_before + _sum_over_ranks(self._local_samples)
 
     def _after_step(self, loss: float, lr: float, labels: torch.Tensor, bar: tqdm) -> None:
         self.step += 1
@@ -155,10 +199,12 @@ class Trainer:
         start = time.perf_counter()
         self._train_epochs()
         train_s = time.perf_counter() - start
+        if self.checkpoints is not None and self.cfg.checkpoint.final and self._saved_step != self.step:
+            self.save_checkpoint()
         final = self.evaluate()
         metrics = {**{k: final.get(k, float("nan")) for k in ("auc", "logloss", "ne", "calibration")},
                    **({"gauc": final["gauc"]} if "gauc" in final else {}),
-                   "eval_rows": final.get("count", 0), "samples_per_s": self.samples / max(train_s, 1e-9),
+                   "eval_rows": final.get("count", 0), "samples_per_s": (self.samples - self._samples_before) / max(train_s, 1e-9),
                    "samples": self.samples, "steps": self.step, **self.summary, "world_size": self.info.world_size,
                    "wall_s": time.perf_counter() - start}
         if self.info.is_main:

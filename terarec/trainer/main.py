@@ -21,12 +21,13 @@ from terarec.data_pipeline.schema import DatasetError, DatasetSchema
 from terarec.models import TrainWrapper
 from terarec.models.registry import ModelConfigError
 from terarec.trainer.distributed import DistInfo, init_distributed, seed_everything, setup_logging, shutdown_distributed
+from terarec.trainer.checkpoint import CheckpointManager
 from terarec.trainer.loop import Trainer
 from terarec.trainer.model_factory import build_model
 from terarec.trainer.parallelize import ShardingConfigError, parallelize
 
 
-def _join_process_group() -> DistInfo:
+def join_process_group() -> DistInfo:
     """torchrun's group, or a one-rank gloo group so DMP runs the same code alone."""
     info = init_distributed()
     if info.backend != "none":
@@ -50,11 +51,12 @@ def make_loaders(cfg: Config, schema: DatasetSchema, rows: dict[str, int], info:
 def run_training(cfg: Config) -> dict[str, Any]:
     """Train as ``cfg`` says; returns (and on rank 0 writes) ``RUN/metrics.json``."""
     schema = DatasetSchema.load(cfg.data.path)  # bad data or model config fails before any group starts
+    torch.manual_seed(cfg.train.seed)  # dense layers are initialised here: the same weights on every run and rank
     built = build_model(cfg, schema, "meta")
-    info = _join_process_group()
+    info = join_process_group()
     log = setup_logging(info.rank, cfg.logging.level)
     try:
-        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+        torch.manual_seed(cfg.train.seed)  # the tables DMP materialises: identical on every rank
         summary = built.summary()
         log.info("model %s/%s: %s dense params, %s sparse params, %s FLOPs/example", cfg.model.name, cfg.model.flavor,
                  f"{summary['params_dense']:,}", f"{summary['params_sparse']:,}", f"{summary['flops_per_example']:,}")
@@ -68,7 +70,11 @@ def run_training(cfg: Config) -> dict[str, Any]:
         group_key = schema.extra.get("group_key")
         if group_key and group_key not in built.rows:
             group_key = None
-        trainer = Trainer(cfg, info, dmp, optimizer, train_loader, eval_loader, run_dir, summary, group_key)
+        ckpt = cfg.checkpoint
+        checkpoints = CheckpointManager(run_dir, ckpt, info.rank) if (ckpt.final or ckpt.every_steps or ckpt.every_minutes) else None
+        trainer = Trainer(cfg, info, dmp, optimizer, train_loader, eval_loader, run_dir, summary, group_key, checkpoints)
+        if cfg.resume == "auto" and not trainer.restore():
+            log.info("resume=auto: no checkpoint in %s yet, starting from scratch", run_dir / "checkpoints")
         return trainer.fit()
     finally:
         shutdown_distributed()

@@ -1,0 +1,122 @@
+"""Checkpoints: SIGKILL + resume == uninterrupted, fallback past a truncated checkpoint, resharding."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+from terarec.cli import main
+from terarec.data_pipeline.synth import SynthSpec, write_synthetic
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    write_synthetic(SynthSpec(rows=20000, eval_fraction=0.1, seed=2), out, progress=False)
+    return out
+
+
+def _args(data: Path, run: Path, *extra: str) -> list[str]:
+    return ["--config", "dcnv2_synth", f"data.path={data}", f"run.dir={run}", "embeddings.max_rows=5000", "train.batch_size=64",
+            "checkpoint.every_steps=50", "logging.progress=false", "logging.tensorboard=false", *extra]
+
+
+def _metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+def _weights(checkpoint: Path, tmp: Path) -> dict:
+    out = tmp / f"{checkpoint.parent.parent.name}-{checkpoint.name}.pt"
+    dcp_to_torch_save(str(checkpoint), str(out))
+    return torch.load(out, weights_only=False)["model"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "uninterrupted"
+    assert main(["train", *_args(synth_dir, run)]) == 0
+    return run
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted_run(synth_dir: Path, uninterrupted: Path, tmp_path: Path) -> None:
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "terarec.trainer.main", *_args(synth_dir, run)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoints" / "step_100").is_dir() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL and not (run / "metrics.json").exists(), "the run ended before it could be killed"
+    done = subprocess.run([*cmd, "resume=auto"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "loaded checkpoint" in done.stderr
+    a, b = _metrics(uninterrupted), _metrics(run)
+    assert (b["samples"], b["steps"]) == (a["samples"], a["steps"]) == (18000, 282)  # every sample exactly once
+    assert (b["auc"], b["logloss"], b["ne"]) == (a["auc"], a["logloss"], a["ne"])
+    final_a = _weights(uninterrupted / "checkpoints" / "step_282", tmp_path)
+    final_b = _weights(run / "checkpoints" / "step_282", tmp_path)
+    assert final_a.keys() == final_b.keys()
+    for key in final_a:
+        assert torch.equal(final_a[key], final_b[key]), key  # bitwise on CPU
+
+
+@pytest.mark.slow
+def test_truncated_newest_checkpoint_falls_back_to_the_previous(synth_dir: Path, uninterrupted: Path, tmp_path: Path) -> None:
+    run = tmp_path / "copy"
+    shutil.copytree(uninterrupted, run)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_250", "step_282"]  # keep_last=2
+    newest = run / "checkpoints" / "step_282"
+    biggest = max(newest.glob("*.distcp"), key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
+    cmd = [sys.executable, "-m", "terarec.trainer.main", *_args(synth_dir, run), "resume=auto"]
+    done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    warning = [line for line in done.stderr.splitlines() if "step_282 is unreadable" in line]
+    assert warning and "trying the previous one" in warning[0]
+    assert "loaded checkpoint" in done.stderr and "step_250" in done.stderr
+    assert _metrics(run)["auc"] == _metrics(uninterrupted)["auc"]  # resumed at 250, trained to 282 again
+    assert _weights(newest, tmp_path).keys()  # and the final checkpoint was rewritten whole
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_checkpoints_reshard_between_world_sizes(synth_dir: Path, uninterrupted: Path, tmp_path: Path) -> None:
+    run = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "terarec.trainer.main",
+           *_args(synth_dir, run, "train.max_steps=40", "sharding.sharding_type=table_wise")]
+    done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trained = _metrics(run)
+    for nproc in (1, 2):  # 2 -> 1 and 2 -> 2 (the 1-process plan is a different sharding plan)
+        out = subprocess.run([sys.executable, "-m", "terarec.cli", "eval", "--run", str(run), "--nproc", str(nproc)],
+                             cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        result = json.loads((run / "eval.json").read_text())
+        assert result["world_size"] == nproc and result["checkpoint_world_size"] == 2 and result["count"] == 2000
+        assert result["auc"] == pytest.approx(trained["auc"], abs=1e-12) and result["logloss"] == pytest.approx(trained["logloss"], rel=1e-9)
+    # 1 -> 2: the single-process run's final checkpoint evaluated on 2 processes
+    out = subprocess.run([sys.executable, "-m", "terarec.cli", "eval", "--run", str(uninterrupted), "--nproc", "2"],
+                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((uninterrupted / "eval.json").read_text())
+    assert result["world_size"] == 2 and result["auc"] == pytest.approx(_metrics(uninterrupted)["auc"], abs=1e-12)
+
+
+def test_eval_of_a_non_run_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--run", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("terarec: error:") and "not a terarec run directory" in err and "\n" not in err
