@@ -72,6 +72,7 @@ class TrainConfig:
     seed: int = 0
     bf16: bool = False  # autocast the dense part
     log_every: int = 50
+    collective_timeout_s: float = 600.0  # a rank stuck this long in a collective fails the job (torchrun names it)
 
 
 @dataclass

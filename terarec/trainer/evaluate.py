@@ -41,7 +41,7 @@ def run_eval(run: str, data: Optional[str] = None, overrides: Optional[list[str]
     schema = DatasetSchema.load(cfg.data.path)
     torch.manual_seed(cfg.train.seed)
     built = build_model(cfg, schema, "meta")
-    info = join_process_group()
+    info = join_process_group(cfg.train.collective_timeout_s)
     log = setup_logging(info.rank, cfg.logging.level)
     try:
         dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.rows))

@@ -27,9 +27,9 @@ from terarec.trainer.model_factory import build_model
 from terarec.trainer.parallelize import ShardingConfigError, parallelize
 
 
-def join_process_group() -> DistInfo:
+def join_process_group(timeout_s: float = 600.0) -> DistInfo:
     """torchrun's group, or a one-rank gloo group so DMP runs the same code alone."""
-    info = init_distributed()
+    info = init_distributed(timeout_s)
     if info.backend != "none":
         return info
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
@@ -53,7 +53,7 @@ def run_training(cfg: Config) -> dict[str, Any]:
     schema = DatasetSchema.load(cfg.data.path)  # bad data or model config fails before any group starts
     torch.manual_seed(cfg.train.seed)  # dense layers are initialised here: the same weights on every run and rank
     built = build_model(cfg, schema, "meta")
-    info = join_process_group()
+    info = join_process_group(cfg.train.collective_timeout_s)
     log = setup_logging(info.rank, cfg.logging.level)
     try:
         torch.manual_seed(cfg.train.seed)  # the tables DMP materialises: identical on every rank

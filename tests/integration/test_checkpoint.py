@@ -101,8 +101,8 @@ def test_checkpoints_reshard_between_world_sizes(synth_dir: Path, uninterrupted:
     done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     trained = _metrics(run)
-    for nproc in (1, 2):  # 2 -> 1 and 2 -> 2 (the 1-process plan is a different sharding plan)
-        out = subprocess.run([sys.executable, "-m", "terarec.cli", "eval", "--run", str(run), "--nproc", str(nproc)],
+    for nproc, plan in ((1, []), (2, []), (2, ["sharding.sharding_type=column_wise"])):  # 2 -> 1, 2 -> 2, 2 -> 2 resharded
+        out = subprocess.run([sys.executable, "-m", "terarec.cli", "eval", "--run", str(run), "--nproc", str(nproc), *plan],
                              cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-3000:]
         result = json.loads((run / "eval.json").read_text())
@@ -120,3 +120,28 @@ def test_eval_of_a_non_run_is_one_clear_error(tmp_path: Path, capsys: pytest.Cap
     assert main(["eval", "--run", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("terarec: error:") and "not a terarec run directory" in err and "\n" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_elastic_restart_after_a_worker_is_killed(synth_dir: Path, tmp_path: Path) -> None:
+    """torchrun --max-restarts: SIGKILL one worker; the group restarts, resumes, and ends as if nothing happened."""
+    def launch(run: Path, restarts: int) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--max-restarts", str(restarts), "--nproc_per_node", "2",
+               "-m", "terarec.trainer.main", *_args(synth_dir, run, "checkpoint.every_steps=20", "sharding.sharding_type=table_wise", "resume=auto")]
+        return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    reference = launch(tmp_path / "reference", 0)
+    assert reference.wait(timeout=600) == 0, reference.stdout.read()[-3000:]
+    job = launch(tmp_path / "elastic", 2)
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "elastic" / "checkpoints" / "step_40").is_dir() and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    workers = subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True, text=True).stdout.split()
+    assert workers, "no worker to kill: the job ended early"
+    os.kill(int(workers[-1]), signal.SIGKILL)
+    output = job.communicate(timeout=600)[0]
+    assert job.returncode == 0, output[-3000:]
+    assert "loaded checkpoint" in output  # the restarted group resumed instead of starting over
+    a, b = _metrics(tmp_path / "reference"), _metrics(tmp_path / "elastic")
+    assert (b["samples"], b["steps"], b["auc"], b["logloss"]) == (a["samples"], a["steps"], a["auc"], a["logloss"])
