@@ -77,7 +77,7 @@ def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--output", metavar="DIR")
     sweep.add_argument("--launcher", choices=["local", "torchx"], default="local")
     sweep.add_argument("overrides", nargs="*", metavar="key=value")
-    sweep.set_defaults(handler=_not_implemented("sweep", "Launch and scaling-law sweeps"))
+    sweep.set_defaults(handler=_sweep)
     models = sub.add_parser("models", help="list registered models and flavors", description="List every model flavor with dense/sparse params and forward FLOPs per example.")
     models.add_argument("--json", action="store_true")
     models.add_argument("--markdown", action="store_true", help="a markdown table (docs/models.md is this output)")
@@ -147,6 +147,27 @@ def _train(args: argparse.Namespace) -> int:
     except ImportError:
         return _not_implemented("train", "Distributed trainer")(args)
     run_training(cfg)
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from terarec.launch.sweep import SweepError, SweepSpec, run_sweep
+
+    if args.launcher != "local":
+        raise UserError("--launcher torchx is not yet implemented (tracked in the 'Launch and scaling-law sweeps' issue); use local")
+    spec = SweepSpec.load(args.config, args.overrides)  # every point's config is validated first
+    output = Path(args.output or Path("runs") / "sweeps" / Path(args.config).stem)
+    output.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s sweep %(message)s", datefmt="%H:%M:%S", force=True)
+    try:
+        rows = run_sweep(spec, output)
+    except SweepError as err:  # finished points are kept: a re-run continues after the failed one
+        print(f"terarec: error: {err}", file=sys.stderr)
+        return 1
+    print(f"sweep done: {len(rows)} points -> {output / 'results.csv'}, {output / 'fit.json'}, {output / 'scaling.png'}")
     return 0
 
 
