@@ -91,7 +91,7 @@ def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
     compare.set_defaults(handler=_not_implemented("compare", "Benchmarks"))
     launch = sub.add_parser("launch", help="torchrun wrapper", description="Run `terarec launch -- train --config ...` under torchrun (NGPU/NNODES env).")
     launch.add_argument("rest", nargs=argparse.REMAINDER)
-    launch.set_defaults(handler=_not_implemented("launch", "Launch and scaling-law sweeps"))
+    launch.set_defaults(handler=_launch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,19 +156,43 @@ def _sweep(args: argparse.Namespace) -> int:
 
     from terarec.launch.sweep import SweepError, SweepSpec, run_sweep
 
-    if args.launcher != "local":
-        raise UserError("--launcher torchx is not yet implemented (tracked in the 'Launch and scaling-law sweeps' issue); use local")
     spec = SweepSpec.load(args.config, args.overrides)  # every point's config is validated first
     output = Path(args.output or Path("runs") / "sweeps" / Path(args.config).stem)
     output.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sweep %(message)s", datefmt="%H:%M:%S", force=True)
     try:
-        rows = run_sweep(spec, output)
+        rows = run_sweep(spec, output, args.launcher)
     except SweepError as err:  # finished points are kept: a re-run continues after the failed one
         print(f"terarec: error: {err}", file=sys.stderr)
         return 1
     print(f"sweep done: {len(rows)} points -> {output / 'results.csv'}, {output / 'fit.json'}, {output / 'scaling.png'}")
     return 0
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """``terarec launch -- train --config ...``: torchrun on this node; NPROC_PER_NODE (or NGPU),
+    NNODES and MAX_RESTARTS come from the environment, as cluster launchers set them."""
+    import os
+    import subprocess
+
+    from terarec.launch.components import RESTART_SAFE_ENV, torchrun_command
+
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    if rest[:1] != ["train"]:
+        raise UserError("usage: terarec launch -- train --config RECIPE [key=value ...]")
+    from terarec.configs import load_config
+
+    train_args = rest[1:]
+    parsed = build_parser().parse_args(["train", *train_args])  # same flags as terarec train
+    load_config(parsed.config, parsed.overrides)  # fail here, before torchrun starts any process
+    env = os.environ
+    nproc = int(env.get("NPROC_PER_NODE", env.get("NGPU", "1")))
+    cmd = torchrun_command("terarec.trainer.main", train_args, int(env.get("NNODES", "1")), nproc,
+                           int(env.get("MAX_RESTARTS", "0")), python=sys.executable)
+    if int(env.get("NNODES", "1")) > 1:
+        cmd[cmd.index("--rdzv_endpoint") + 1] = env.get("RDZV_ENDPOINT", "localhost:29500")
+    cmd[cmd.index("--rdzv_id") + 1] = env.get("RDZV_ID", "terarec")
+    return subprocess.run(cmd, env={**env, **RESTART_SAFE_ENV}).returncode
 
 
 def _eval(args: argparse.Namespace) -> int:

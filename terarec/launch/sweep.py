@@ -78,9 +78,11 @@ def point_name(point: dict[str, Any]) -> str:
     return ",".join(f"{k.split('.')[-1]}={v}" for k, v in point.items()).replace("/", "_")
 
 
-def run_point(spec: SweepSpec, point: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Train one point in a child process; its metrics."""
+def run_point(spec: SweepSpec, point: dict[str, Any], run_dir: Path, launcher: str = "local") -> dict[str, Any]:
+    """Train one point in a child process (or a torchx job on the local scheduler); its metrics."""
     args = ["--config", spec.base, *spec.point_overrides(point), f"run.dir={run_dir}", "logging.progress=false"]
+    if launcher == "torchx":
+        return _run_point_torchx(args, spec.nproc, point, run_dir)
     if spec.nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(spec.nproc), "-m", "terarec.trainer.main", *args]
     else:
@@ -90,6 +92,20 @@ def run_point(spec: SweepSpec, point: dict[str, Any], run_dir: Path) -> dict[str
         done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"})
     if done.returncode != 0:
         raise SweepError(f"sweep point {point_name(point)} failed (exit {done.returncode}); see {run_dir / 'train.log'}")
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def _run_point_torchx(args: list[str], nproc: int, point: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    from torchx.runner import get_runner
+    from torchx.specs import AppState
+
+    from terarec.launch.components import train
+
+    runner = get_runner()
+    handle = runner.run(train(*args, nproc_per_node=nproc, python=sys.executable), "local_cwd", cfg={})
+    status = runner.wait(handle, wait_interval=1)
+    if status is None or status.state != AppState.SUCCEEDED or not (run_dir / "metrics.json").is_file():
+        raise SweepError(f"sweep point {point_name(point)} failed under torchx ({status}); handle {handle}")
     return json.loads((run_dir / "metrics.json").read_text())
 
 
@@ -133,7 +149,7 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
     return fits
 
 
-def run_sweep(spec: SweepSpec, output: Path) -> list[dict[str, Any]]:
+def run_sweep(spec: SweepSpec, output: Path, launcher: str = "local") -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     points = spec.points()
     for index, point in enumerate(points, 1):
@@ -143,7 +159,7 @@ def run_sweep(spec: SweepSpec, output: Path) -> list[dict[str, Any]]:
             metrics = json.loads((run_dir / "metrics.json").read_text())
         else:
             log.info("[%d/%d] %s: training", index, len(points), point_name(point))
-            metrics = run_point(spec, point, run_dir)
+            metrics = run_point(spec, point, run_dir, launcher)
         rows.append({"point": point_name(point), **point, **{k: metrics.get(k) for k in RESULT_KEYS}})
         log.info("[%d/%d] %s: logloss %.5f auc %.4f, %s FLOPs/example", index, len(points), point_name(point),
                  metrics["logloss"], metrics["auc"], f"{metrics['flops_per_example']:,}")

@@ -1,0 +1,27 @@
+"""torchx component and ``terarec launch``: command lines and one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from terarec.cli import main
+from terarec.launch.components import train
+
+
+def test_train_component_runs_torchrun_with_in_place_restarts() -> None:
+    app = train("--config", "dcnv2_synth", "train.max_steps=5", nnodes=2, nproc_per_node=4, max_restarts=2, gpu=4)
+    role = app.roles[0]
+    command = role.args[1]
+    assert role.entrypoint == "bash" and role.num_replicas == 2 and role.resource.gpu == 4
+    for part in ("-m torch.distributed.run", "--nnodes 2", "--nproc_per_node 4", "--max-restarts 2",
+                 "-m terarec.trainer.main --config dcnv2_synth train.max_steps=5"):
+        assert part in command, part
+    assert "--rdzv_endpoint $${${rank0_env}:=localhost}:29500" in command  # torchx fills in the scheduler's rank-0 host
+    assert role.env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"  # restarts must not reuse the old store
+
+
+def test_launch_needs_train_and_validates_config_first(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["launch", "--", "dance"]) == 2
+    assert "usage: terarec launch -- train" in capsys.readouterr().err
+    assert main(["launch", "--", "train", "--config", "dcnv2_synth", "bad.key=1"]) == 2
+    assert "unknown config key 'bad.key'" in capsys.readouterr().err
