@@ -10,8 +10,8 @@ A sweep YAML names a base recipe and a grid; every point of the grid is one run:
 
 Each point runs in its own process (a crash stays in its point) under ``SWEEP/points/NAME``;
 points whose ``metrics.json`` exists are skipped on a re-run. Results go to ``SWEEP/results.csv``;
-a power law ``loss = a * x^b`` (least squares in log-log space) is fitted against forward FLOPs
-per example and against dense parameters into ``SWEEP/fit.json``, drawn in ``SWEEP/scaling.png``
+a power law ``L(C) = a * C^-b + c`` (scipy; the pure ``a * C^-b`` below 4 points) is fitted
+against forward FLOPs per example and against dense parameters into ``SWEEP/fit.json``, drawn in ``SWEEP/scaling.png``
 and logged as TensorBoard scaling curves (``SWEEP/tb``: the x value is the step).
 """
 
@@ -38,6 +38,7 @@ log = logging.getLogger("terarec")
 
 class SweepError(RuntimeError):
     """A point's training failed: the message names the point and its log file."""
+SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
 RESULT_KEYS = ["auc", "logloss", "ne", "params_dense", "params_sparse", "flops_per_example", "samples", "steps", "wall_s"]
 FIT_AXES = {"flops_per_example": "forward FLOPs / example", "params_dense": "dense parameters"}
 
@@ -52,8 +53,11 @@ class SweepSpec:
     @classmethod
     def load(cls, path: str, extra: list[str]) -> "SweepSpec":
         file = Path(path)
+        if not file.is_file() and (SHIPPED / f"{path}.yaml").is_file():  # a shipped sweep by name
+            file = SHIPPED / f"{path}.yaml"
         if not file.is_file():
-            raise ConfigError(f"sweep file {path} not found")
+            shipped = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.yaml")))
+            raise ConfigError(f"sweep file {path} not found (shipped sweeps: {shipped})")
         raw = yaml.safe_load(file.read_text()) or {}
         unknown = sorted(set(raw) - {"base", "grid", "overrides", "nproc"})
         if unknown:
@@ -109,13 +113,31 @@ def _run_point_torchx(args: list[str], nproc: int, point: dict[str, Any], run_di
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def fit_power_law(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """``y = a * x^b`` by least squares on ``log y = log a + b log x``; r2 in log space."""
+def fit_power_law(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """``L(C) = a * C^-b + c`` (scipy ``curve_fit``; ``c`` is the irreducible loss) when there are at
+    least 4 points and it converges, else the pure power law ``L = a * C^-b`` by least squares in
+    log-log space. Returns the parameters, their standard errors where known and the fit's RMSE."""
+    from scipy.optimize import curve_fit
+
     lx, ly = np.log(x), np.log(y)
-    b, log_a = np.polyfit(lx, ly, 1)
-    residual = ly - (log_a + b * lx)
-    total = ((ly - ly.mean()) ** 2).sum()
-    return {"a": float(np.exp(log_a)), "b": float(b), "r2": float(1 - (residual**2).sum() / total) if total > 0 else 1.0}
+    slope, log_a = np.polyfit(lx, ly, 1)
+    pure = {"form": "a*C^-b", "a": float(np.exp(log_a)), "b": float(-slope), "c": 0.0}
+    pure["rmse"] = float(np.sqrt(np.mean((pure["a"] * x ** -pure["b"] - y) ** 2)))
+    if len(x) < 4:
+        return pure
+    scale = float(x.min())  # C / C_min keeps a and b well conditioned
+
+    def law(c: np.ndarray, a: float, b: float, floor: float) -> np.ndarray:
+        return a * (c / scale) ** -b + floor
+
+    try:
+        params, cov = curve_fit(law, x, y, p0=(float(y.max() - y.min()) or 1e-3, 0.1, float(y.min()) * 0.9), maxfev=20000)
+    except (RuntimeError, ValueError):
+        return pure
+    a, b, c = (float(v) for v in params)
+    errors = np.sqrt(np.clip(np.diag(cov), 0, None)) if np.all(np.isfinite(cov)) else np.full(3, np.nan)
+    return {"form": "a*C^-b+c", "a": a * scale**b, "b": b, "c": c, "a_err": float(errors[0] * scale**b), "b_err": float(errors[1]),
+            "c_err": float(errors[2]), "rmse": float(np.sqrt(np.mean((law(x, a, b, c) - y) ** 2)))}
 
 
 def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss") -> dict[str, Any]:
@@ -136,10 +158,11 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
             writer.add_scalar(f"scaling/{metric}_vs_{key}", yi, global_step=int(xi))
         ax.scatter(x, y, label="runs")
         if len(set(x)) >= 2 and (y > 0).all():
-            fits[key] = fit_power_law(x, y)
+            fit = fits[key] = fit_power_law(x, y)
             grid = np.geomspace(x.min(), x.max(), 50)
-            ax.plot(grid, fits[key]["a"] * grid ** fits[key]["b"], label=f"{fits[key]['a']:.3g} x^{fits[key]['b']:.3f} (r2 {fits[key]['r2']:.2f})")
-        ax.set(xscale="log", yscale="log", xlabel=label, ylabel=f"eval {metric}")
+            ax.plot(grid, fit["a"] * grid ** -fit["b"] + fit["c"],
+                    label=f"{fit['a']:.3g} C^-{fit['b']:.3f} + {fit['c']:.3g} (rmse {fit['rmse']:.2g})")
+        ax.set(xscale="log", xlabel=label, ylabel=f"eval {metric}")
         ax.legend()
     writer.close()
     figure.tight_layout()

@@ -17,15 +17,15 @@ from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 def test_layer_sweep_writes_results_fit_and_skips_finished_points(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write_synthetic(SynthSpec(rows=6000, eval_fraction=0.2, seed=4), tmp_path / "data", progress=False)
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text("base: wukong_synth\ngrid:\n  model.num_layers: [1, 3]\n"
+    sweep.write_text("base: wukong_synth\ngrid:\n  model.num_layers: [1, 2, 3]\n"
                      f"overrides: [data.path={tmp_path / 'data'}, embeddings.max_rows=2000, train.max_steps=8, checkpoint.final=false]\n")
     out = tmp_path / "out"
     assert main(["sweep", "--config", str(sweep), "--output", str(out)]) == 0
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert [r["model.num_layers"] for r in rows] == ["1", "3"]
-    assert int(rows[1]["flops_per_example"]) > int(rows[0]["flops_per_example"]) and int(rows[1]["params_dense"]) > int(rows[0]["params_dense"])
+    assert [r["model.num_layers"] for r in rows] == ["1", "2", "3"]
+    assert int(rows[2]["flops_per_example"]) > int(rows[1]["flops_per_example"]) > int(rows[0]["flops_per_example"])
     fit = json.loads((out / "fit.json").read_text())
-    assert set(fit["fits"]) == {"flops_per_example", "params_dense"} and fit["points"] == 2
+    assert set(fit["fits"]) == {"flops_per_example", "params_dense"} and fit["points"] == 3
     assert (out / "scaling.png").stat().st_size > 10_000
     curve = EventAccumulator(str(out / "tb"), size_guidance={SCALARS: 0}).Reload().Scalars("scaling/logloss_vs_flops_per_example")
     assert [e.step for e in curve] == [int(r["flops_per_example"]) for r in rows]

@@ -12,10 +12,14 @@ from terarec.configs.loader import ConfigError
 from terarec.launch.sweep import SweepSpec, fit_power_law, point_name
 
 
-def test_power_law_fit_recovers_exponent_and_scale() -> None:
-    x = np.array([1e5, 3e5, 1e6, 3e6, 1e7])
-    fit = fit_power_law(x, 2.5 * x**-0.07)
-    assert fit["a"] == pytest.approx(2.5) and fit["b"] == pytest.approx(-0.07) and fit["r2"] == pytest.approx(1.0)
+def test_power_law_fit_recovers_exponent_scale_and_floor() -> None:
+    x = np.array([1e5, 3e5, 1e6, 3e6, 1e7, 3e7])
+    fit = fit_power_law(x, 40.0 * x**-0.3 + 0.42)
+    assert fit["form"] == "a*C^-b+c"
+    assert fit["a"] == pytest.approx(40.0, rel=1e-3) and fit["b"] == pytest.approx(0.3, rel=1e-3) and fit["c"] == pytest.approx(0.42, rel=1e-3)
+    assert fit["rmse"] < 1e-6 and fit["b_err"] < 1e-3
+    pure = fit_power_law(x[:3], 2.5 * x[:3] ** -0.07)  # too few points for 3 parameters: the pure power law
+    assert pure["form"] == "a*C^-b" and pure["a"] == pytest.approx(2.5) and pure["b"] == pytest.approx(0.07)
 
 
 def test_spec_expands_the_grid_and_checks_every_point(tmp_path: Path) -> None:
@@ -35,3 +39,9 @@ def test_bad_sweep_file_is_one_line_error(tmp_path: Path, capsys: pytest.Capture
     assert main(["sweep", "--config", str(path), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("terarec: error:") and "gird" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("name", ["wukong_layers", "dcnv2_layers", "bst_blocks"])
+def test_shipped_sweeps_are_valid(name: str) -> None:
+    spec = SweepSpec.load(name, [])
+    assert len(spec.points()) >= 3 and list(spec.grid) == ["model.num_layers"]
