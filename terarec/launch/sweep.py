@@ -131,7 +131,9 @@ def fit_power_law(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         return a * (c / scale) ** -b + floor
 
     try:
-        params, cov = curve_fit(law, x, y, p0=(float(y.max() - y.min()) or 1e-3, 0.1, float(y.min()) * 0.9), maxfev=20000)
+        # a, b, c >= 0: a loss that falls with compute towards a floor (b <= 3 keeps the search sane)
+        params, cov = curve_fit(law, x, y, p0=(float(y.max() - y.min()) or 1e-3, 0.1, float(y.min()) * 0.9),
+                                bounds=([0.0, 0.0, 0.0], [np.inf, 3.0, np.inf]), maxfev=20000)
     except (RuntimeError, ValueError):
         return pure
     a, b, c = (float(v) for v in params)
