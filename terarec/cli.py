@@ -175,7 +175,7 @@ def _launch(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    from terarec.launch.components import RESTART_SAFE_ENV, torchrun_command
+    from terarec.launch.torchrun import RESTART_SAFE_ENV, torchrun_command
 
     rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
     if rest[:1] != ["train"]:
@@ -186,12 +186,10 @@ def _launch(args: argparse.Namespace) -> int:
     parsed = build_parser().parse_args(["train", *train_args])  # same flags as terarec train
     load_config(parsed.config, parsed.overrides)  # fail here, before torchrun starts any process
     env = os.environ
-    nproc = int(env.get("NPROC_PER_NODE", env.get("NGPU", "1")))
-    cmd = torchrun_command("terarec.trainer.main", train_args, int(env.get("NNODES", "1")), nproc,
-                           int(env.get("MAX_RESTARTS", "0")), python=sys.executable)
-    if int(env.get("NNODES", "1")) > 1:
-        cmd[cmd.index("--rdzv_endpoint") + 1] = env.get("RDZV_ENDPOINT", "localhost:29500")
-    cmd[cmd.index("--rdzv_id") + 1] = env.get("RDZV_ID", "terarec")
+    nnodes = int(env.get("NNODES", "1"))
+    cmd = torchrun_command("terarec.trainer.main", train_args, int(env.get("NPROC_PER_NODE", env.get("NGPU", "1"))), nnodes,
+                           int(env.get("MAX_RESTARTS", "0")), rdzv_id=env.get("RDZV_ID", "terarec"),
+                           rdzv_endpoint=env.get("RDZV_ENDPOINT", "localhost:29500") if nnodes > 1 else "localhost:0")
     return subprocess.run(cmd, env={**env, **RESTART_SAFE_ENV}).returncode
 
 
@@ -206,9 +204,11 @@ def _eval(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc),
-           "-m", "terarec.trainer.evaluate", "--run-dir", args.run, *(["--data", args.data] if args.data else []), *args.overrides]
-    return subprocess.run(cmd, env={**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}).returncode
+    from terarec.launch.torchrun import RESTART_SAFE_ENV, torchrun_command
+
+    cmd = torchrun_command("terarec.trainer.evaluate", ["--run-dir", args.run, *(["--data", args.data] if args.data else []), *args.overrides],
+                           args.nproc)
+    return subprocess.run(cmd, env={**os.environ, **RESTART_SAFE_ENV}).returncode
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -91,9 +91,9 @@ def list_units(directory: str, split: str) -> list[Unit]:
 class _Window:
     """Rows of a few units, permuted, as numpy arrays ready to be cut into batches.
 
-    Single-id features live in one ``rows x F1`` int64 matrix (reduced modulo their table sizes in
-    one vectorised operation and permuted with one gather); only list columns (multi-hot,
-    histories) go through jagged ``(values, offsets)`` arrays.
+    Dense features form one feature-major ``N x rows`` float32 array; each single-id feature is one
+    array of its stored ids (zero-copy when nothing needs filling, reduction or permuting); only
+    list columns (multi-hot, histories) go through jagged ``(values, offsets)`` arrays.
     """
 
     def __init__(self, table: pa.Table, schema: DatasetSchema, spec: LoaderSpec, rng: Optional[np.random.Generator],
@@ -172,11 +172,8 @@ def _feature_columns(schema: DatasetSchema, spec: LoaderSpec) -> list[tuple[str,
 
 
 def _jagged_column(column: pa.ChunkedArray, cap: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
-    """uint32 or list<uint32> column -> (int64 values, int64 offsets); lists keep the last ``cap``."""
+    """list<uint32> column -> (int64 values, int64 offsets); each list keeps its last ``cap`` items."""
     array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    if not pa.types.is_list(array.type) and not pa.types.is_large_list(array.type):
-        values = pc.fill_null(array, 0).to_numpy().astype(np.int64)
-        return values, np.arange(len(values) + 1, dtype=np.int64)
     offsets = array.offsets.to_numpy().astype(np.int64)
     values = pc.fill_null(array.values, 0).to_numpy().astype(np.int64)
     offsets, values = offsets - offsets[0], values[offsets[0] : offsets[-1]]
@@ -198,13 +195,13 @@ class ParquetBatchStream(IterableDataset):
         self.spec, self.schema = spec, schema
         self.rank, self.world_size, self.workers = rank, world_size, max(workers, 1)
         self.units = split_units(list_units(spec.directory, spec.split), world_size * self.workers)
-        self.keys = [name for name, _, _ in _feature_columns(schema, spec)]
-        self.columns = [schema.label, *schema.dense, *self.keys]
-        self.epoch, self.start_batch = 0, 0
         missing = [f for _, f, _ in _feature_columns(schema, spec) if f not in spec.table_rows]
         if missing:
             raise DatasetError(f"no embedding table size for feature '{missing[0]}'")
         self.layout = _key_layout(schema, spec, _list_columns(self.units[0].file) if self.units else set())
+        self.keys = self.layout.keys
+        self.columns = [schema.label, *schema.dense, *self.keys]
+        self.epoch, self.start_batch = 0, 0
 
     # -- deterministic plan ---------------------------------------------------------------
     def stream_units(self, stream: int, epoch: int) -> list[Unit]:
@@ -304,7 +301,7 @@ class ParquetBatchStream(IterableDataset):
         while offset + bsz <= window.rows:
             batches.append(self._assemble([_slice(window, offset, offset + bsz)], pad_to=bsz))
             offset += bsz
-        tail = _slice(window, offset, window.rows) if boundary < window.rows and offset < window.rows else None
+        tail = _slice(window, offset, window.rows) if offset < window.rows else None
         return head, batches, tail
 
     def _assemble(self, pieces: list[dict[str, Any]], pad_to: int) -> Batch:

@@ -66,7 +66,7 @@ def _movielens_events(folder: Path, liked_history: bool) -> tuple[Events, dict[s
         context[name], vocab[name] = reindex(raw.astype(str) if raw.dtype == object else raw)
     user, vocab["user"] = reindex(r["user"])
     item, vocab["item"] = reindex(r["item"])
-    vocab["category"] = 20  # 19 genres + none
+    vocab["category"] = len(genre_names) + 1  # the genres and "none"
     events = Events(user=user, item=item, category=item_genre[item_pos].astype(np.int64), time=r["time"],
                     label=(r["rating"] >= 4).astype(np.int8), context=context,
                     dense={"age": ages.astype(np.float32), "release_year": item_year[item_pos].astype(np.float32)},

@@ -17,16 +17,7 @@ from typing import Optional
 from torchx import specs
 from torchx.specs import macros
 
-RESTART_SAFE_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
-
-
-def torchrun_command(module: str, script_args: list[str], nnodes: int, nproc_per_node: int, max_restarts: int,
-                     rdzv_port: int = 29500, python: str = "python") -> list[str]:
-    """The torchrun command line every replica runs (rank 0's host from the scheduler's macro)."""
-    endpoint = "localhost:0" if nnodes == 1 else f"$${{{macros.rank0_env}:=localhost}}:{rdzv_port}"
-    return [python, "-m", "torch.distributed.run", "--rdzv_backend", "c10d", "--rdzv_endpoint", endpoint,
-            "--rdzv_id", macros.app_id, "--nnodes", str(nnodes), "--nproc_per_node", str(nproc_per_node),
-            "--max-restarts", str(max_restarts), "-m", module, *script_args]
+from terarec.launch.torchrun import RESTART_SAFE_ENV, torchrun_command
 
 
 def train(*script_args: str, nnodes: int = 1, nproc_per_node: int = 1, max_restarts: int = 3, image: str = ".",
@@ -46,7 +37,10 @@ def train(*script_args: str, nnodes: int = 1, nproc_per_node: int = 1, max_resta
         env: extra environment variables
         python: the interpreter with terarec installed (e.g. .venv/bin/python for local_cwd)
     """
-    command = torchrun_command("terarec.trainer.main", list(script_args), nnodes, nproc_per_node, max_restarts, python=python)
+    # multi-node: rank 0's host comes from the scheduler's macro, as in torchx's dist.ddp
+    endpoint = "localhost:0" if nnodes == 1 else f"$${{{macros.rank0_env}:=localhost}}:29500"
+    command = torchrun_command("terarec.trainer.main", list(script_args), nproc_per_node, nnodes, max_restarts,
+                               rdzv_endpoint=endpoint, rdzv_id=macros.app_id, python=python)
     return specs.AppDef(
         name="terarec-train",
         roles=[specs.Role(

@@ -32,6 +32,7 @@ import numpy as np
 import yaml
 
 from terarec.configs.loader import ConfigError, load_config
+from terarec.launch.torchrun import RESTART_SAFE_ENV, torchrun_command
 
 log = logging.getLogger("terarec")
 
@@ -88,12 +89,12 @@ def run_point(spec: SweepSpec, point: dict[str, Any], run_dir: Path, launcher: s
     if launcher == "torchx":
         return _run_point_torchx(args, spec.nproc, point, run_dir)
     if spec.nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(spec.nproc), "-m", "terarec.trainer.main", *args]
+        cmd = torchrun_command("terarec.trainer.main", args, spec.nproc)
     else:
         cmd = [sys.executable, "-m", "terarec.trainer.main", *args]
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "train.log", "w") as out:
-        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"})
+        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **RESTART_SAFE_ENV})
     if done.returncode != 0:
         raise SweepError(f"sweep point {point_name(point)} failed (exit {done.returncode}); see {run_dir / 'train.log'}")
     return json.loads((run_dir / "metrics.json").read_text())

@@ -27,7 +27,7 @@ from torch import nn
 from torchrec.modules.embedding_modules import EmbeddingCollection
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
-from terarec.models.common import mlp_flops
+from terarec.models.common import mlp_flops, mlp_then_linear
 from terarec.models.registry import ModelConfigError, ModelEntry, register_model
 
 
@@ -123,12 +123,7 @@ class BST(nn.Module):
             raise ModelConfigError(f"bst: needs num_layers >= 1 and a top_mlp ending in 1, got {p}")
         self.inter_arch = BSTInteractionArch(p, target_keys, history_keys, other_keys)
         self.mlp_in_features = 2 * self.width + len(other_keys) * p.embedding_dim + dense_in_features
-        layers: list[nn.Module] = []
-        width = self.mlp_in_features
-        for size in p.top_mlp[:-1]:
-            layers += [nn.Linear(width, size), nn.LeakyReLU()]
-            width = size
-        self.over_arch = nn.Sequential(*layers, nn.Linear(width, 1))
+        self.over_arch = mlp_then_linear(self.mlp_in_features, p.top_mlp[:-1], 1, nn.LeakyReLU)
 
     def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
         """``B x N`` dense + KJT (targets, histories, other features) -> logits ``B x 1``."""
@@ -142,12 +137,8 @@ class BST(nn.Module):
         return self.params.num_layers * per_block + mlp_flops(self.mlp_in_features, self.params.top_mlp)
 
 
-def build_bst(params: BSTParams, ec: EmbeddingCollection, dense_in_features: int) -> BST:
-    return BST(ec, dense_in_features, params)
-
-
 register_model(ModelEntry(
-    name="bst", hparams=BSTParams, builder=build_bst, embeddings="sequence",
+    name="bst", hparams=BSTParams, builder=BST, embeddings="sequence",
     description="Behavior Sequence Transformer over an EmbeddingCollection (arXiv 1905.06874)",
     flavors={
         "small": {},

@@ -24,6 +24,15 @@ def mlp_flops(in_features: int, layer_sizes: Sequence[int]) -> int:
     return flops
 
 
+def mlp_then_linear(in_features: int, hidden: Sequence[int], out_features: int, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """``in -> hidden[0] -> ... -> out``: Linear + ``activation`` per hidden layer, a bare Linear last."""
+    layers: list[nn.Module] = []
+    for size in hidden:
+        layers += [nn.Linear(in_features, size), activation()]
+        in_features = size
+    return nn.Sequential(*layers, nn.Linear(in_features, out_features))
+
+
 def embedding_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, (EmbeddingBagCollection, EmbeddingCollection))]
 

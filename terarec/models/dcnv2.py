@@ -96,12 +96,8 @@ class DCNv2(nn.Module):
         return flops + mlp_flops(over_in, p.top_mlp)
 
 
-def build_dcnv2(params: DCNv2Params, ebc: EmbeddingBagCollection, dense_in_features: int) -> DCNv2:
-    return DCNv2(ebc, dense_in_features, params)
-
-
 register_model(ModelEntry(
-    name="dcnv2", hparams=DCNv2Params, builder=build_dcnv2,
+    name="dcnv2", hparams=DCNv2Params, builder=DCNv2,
     description="DCNv2 low-rank cross network, stacked (torchrec DLRM_DCN) or parallel",
     flavors={
         "small": {},

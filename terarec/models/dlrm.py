@@ -63,12 +63,8 @@ class DLRM(nn.Module):
         return mlp_flops(self.dense_in_features, self.params.bottom_mlp) + interaction + mlp_flops(self.interaction_width, self.params.top_mlp)
 
 
-def build_dlrm(params: DLRMParams, ebc: EmbeddingBagCollection, dense_in_features: int) -> DLRM:
-    return DLRM(ebc, dense_in_features, params)
-
-
 register_model(ModelEntry(
-    name="dlrm", hparams=DLRMParams, builder=build_dlrm,
+    name="dlrm", hparams=DLRMParams, builder=DLRM,
     description="DLRM, dot interaction (torchrec DLRM semantics)",
     flavors={
         "small": {},

@@ -21,7 +21,7 @@ class ModelConfigError(ValueError):
 class ModelEntry:
     name: str
     hparams: type  # a dataclass of the model's hyper-parameters, defaults = the base flavor
-    builder: Callable[..., nn.Module]
+    builder: Callable[..., nn.Module]  # (embedding collection, dense input count, hparams) -> model: the model class
     flavors: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
     # "bag": pooled EmbeddingBagCollection (one table per sparse feature);

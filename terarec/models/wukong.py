@@ -27,7 +27,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.modules.mlp import MLP
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from terarec.models.common import mlp_flops
+from terarec.models.common import mlp_flops, mlp_then_linear
 from terarec.models.registry import ModelConfigError, ModelEntry, register_model
 
 
@@ -63,14 +63,6 @@ class EmbeddingAxisLinear(nn.Module):
         return self.linear(embeddings.transpose(1, 2)).transpose(1, 2)
 
 
-def _relu_mlp_then_linear(in_features: int, hidden: list[int], out_features: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for size in hidden:
-        layers += [nn.Linear(in_features, size), nn.ReLU()]
-        in_features = size
-    return nn.Sequential(*layers, nn.Linear(in_features, out_features))
-
-
 class FactorizationMachineBlock(nn.Module):
     """FMB: ``B x n x D -> B x n_F x D`` via optimized FM, LayerNorm and an MLP."""
 
@@ -80,7 +72,7 @@ class FactorizationMachineBlock(nn.Module):
         self.projection = nn.Parameter(torch.empty(num_in, rank))
         nn.init.xavier_uniform_(self.projection)
         self.norm = nn.LayerNorm(num_in * rank)
-        self.mlp = _relu_mlp_then_linear(num_in * rank, hidden, num_out * dim)
+        self.mlp = mlp_then_linear(num_in * rank, hidden, num_out * dim)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         interactions = optimized_fm(embeddings, self.projection).flatten(1)
@@ -154,12 +146,8 @@ class Wukong(nn.Module):
         return dense + layers + mlp_flops(self.num_out * p.embedding_dim, p.top_mlp)
 
 
-def build_wukong(params: WukongParams, ebc: EmbeddingBagCollection, dense_in_features: int) -> Wukong:
-    return Wukong(ebc, dense_in_features, params)
-
-
 register_model(ModelEntry(
-    name="wukong", hparams=WukongParams, builder=build_wukong,
+    name="wukong", hparams=WukongParams, builder=Wukong,
     description="Wukong: stacked FM blocks + linear compression (arXiv 2403.02545)",
     flavors={
         "small": {},

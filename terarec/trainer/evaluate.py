@@ -25,7 +25,7 @@ from terarec.models.registry import ModelConfigError
 from terarec.trainer.checkpoint import CheckpointManager, checkpoint_dirs
 from terarec.trainer.distributed import setup_logging, shutdown_distributed
 from terarec.trainer.loop import Trainer
-from terarec.trainer.main import join_process_group, make_loaders
+from terarec.trainer.main import group_key, join_process_group, make_loaders
 from terarec.trainer.model_factory import build_model
 from terarec.trainer.parallelize import parallelize
 
@@ -50,7 +50,7 @@ def run_eval(run: str, data: Optional[str] = None, overrides: Optional[list[str]
             raise DatasetError(f"{cfg.data.path} has no '{cfg.data.eval_split}' rows to evaluate")
         checkpoints = CheckpointManager(run_dir, cfg.checkpoint, info.rank)
         trainer = Trainer(cfg, info, dmp, optimizer, train_loader, eval_loader, run_dir, built.summary(),
-                          schema.extra.get("group_key") if schema.extra.get("group_key") in built.rows else None, checkpoints)
+                          group_key(schema, built.rows), checkpoints)
         state = {"model": dmp.state_dict()}
         loaded = checkpoints.load_newest(state)
         if loaded is None:

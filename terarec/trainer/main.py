@@ -48,6 +48,12 @@ def make_loaders(cfg: Config, schema: DatasetSchema, rows: dict[str, int], info:
     return train, evaluation
 
 
+def group_key(schema: DatasetSchema, rows: dict[str, int]) -> Optional[str]:
+    """The feature that groups eval rows for GAUC (sequence datasets name one), if it has a table."""
+    key = schema.extra.get("group_key")
+    return key if key in rows else None
+
+
 def run_training(cfg: Config) -> dict[str, Any]:
     """Train as ``cfg`` says; returns (and on rank 0 writes) ``RUN/metrics.json``."""
     schema = DatasetSchema.load(cfg.data.path)  # bad data or model config fails before any group starts
@@ -67,12 +73,9 @@ def run_training(cfg: Config) -> dict[str, Any]:
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run_dir / "config.yaml")
-        group_key = schema.extra.get("group_key")
-        if group_key and group_key not in built.rows:
-            group_key = None
         ckpt = cfg.checkpoint
         checkpoints = CheckpointManager(run_dir, ckpt, info.rank) if (ckpt.final or ckpt.every_steps or ckpt.every_minutes) else None
-        trainer = Trainer(cfg, info, dmp, optimizer, train_loader, eval_loader, run_dir, summary, group_key, checkpoints)
+        trainer = Trainer(cfg, info, dmp, optimizer, train_loader, eval_loader, run_dir, summary, group_key(schema, built.rows), checkpoints)
         if cfg.resume == "auto" and not trainer.restore():
             log.info("resume=auto: no checkpoint in %s yet, starting from scratch", run_dir / "checkpoints")
         return trainer.fit()

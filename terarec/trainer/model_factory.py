@@ -60,7 +60,7 @@ def build_model(cfg: Config, schema: DatasetSchema, device: str | torch.device =
         tables: nn.Module = EmbeddingCollection(tables=sequence_table_configs(rows, hp.embedding_dim, schema), device=torch.device(device))
     else:
         tables = EmbeddingBagCollection(tables=bag_table_configs(rows, hp.embedding_dim, schema), device=torch.device(device))
-    model = entry.builder(hp, tables, len(schema.dense))
+    model = entry.builder(tables, len(schema.dense), hp)
     return BuiltModel(model, hp, rows)
 
 

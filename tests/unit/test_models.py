@@ -83,8 +83,8 @@ def _small(entry, flavor: str) -> tuple[torch.nn.Module, tuple[torch.Tensor, Key
         small["low_rank"] = min(hp.low_rank, 4)
     hp = dataclasses.replace(hp, **small)
     if entry.embeddings == "sequence":
-        return entry.builder(hp, _ec(), N), _seq_inputs([4, 4, 4, 4, 4, 4])
-    return entry.builder(hp, _ebc(), N), _inputs()
+        return entry.builder(_ec(), N, hp), _seq_inputs([4, 4, 4, 4, 4, 4])
+    return entry.builder(_ebc(), N, hp), _inputs()
 
 
 def _small_variants() -> list[tuple[str, object]]:

@@ -1,0 +1,17 @@
+"""The one torchrun command line terarec builds (``eval --nproc``, ``launch``, sweeps, torchx)."""
+
+from __future__ import annotations
+
+import sys
+
+# restarts must not reuse the previous rendezvous store (pytorch#135712; STACK_NOTES)
+RESTART_SAFE_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+
+
+def torchrun_command(module: str, script_args: list[str], nproc_per_node: int, nnodes: int = 1, max_restarts: int = 0,
+                     rdzv_endpoint: str = "localhost:0", rdzv_id: str = "terarec", python: str = sys.executable) -> list[str]:
+    """``python -m torch.distributed.run ... -m MODULE ARGS`` with c10d rendezvous; the defaults
+    are a single node on a free local port (what ``--standalone`` does)."""
+    return [python, "-m", "torch.distributed.run", "--rdzv_backend", "c10d", "--rdzv_endpoint", rdzv_endpoint,
+            "--rdzv_id", rdzv_id, "--nnodes", str(nnodes), "--nproc_per_node", str(nproc_per_node),
+            "--max-restarts", str(max_restarts), "-m", module, *script_args]
