@@ -1,51 +1,60 @@
 """torchx components: ``terarec train`` on any torchx scheduler, with in-place elastic restarts.
 
-    torchx run -s local_cwd terarec/launch/components.py:train --nproc_per_node 2 -- \\
+    torchx run -s local_cwd terarec/launch/components.py:train -j 1x2 -- \\
         --config dcnv2_synth data.path=runs/data/synth resume=auto
 
-torchx's ``dist.ddp`` retries a failed job through the scheduler (``max_retries``); these components
-run ``torchrun --max-restarts=N`` inside the job, so a lost worker restarts the group in place and
-``resume=auto`` continues from the newest checkpoint. ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` keeps
-restarts from reusing a stale rendezvous store (pytorch#135712; STACK_NOTES).
+``train`` is torchx's ``dist.ddp`` (job size ``-j [MIN:]NNODESxNPROC``, resources or a named
+resource ``-h``, env, mounts, scheduler retries) running ``terarec.trainer.main``, with two changes:
+
+- torchrun gets ``--max-restarts=N``: a lost worker restarts the group in place and ``resume=auto``
+  continues from the newest checkpoint, which is much cheaper than a scheduler retry
+  (``max_retries``) that requeues the whole job;
+- torchrun runs as ``PYTHON -m torch.distributed.run``, so the interpreter that has terarec
+  installed is explicit (``.torchxconfig`` sets ``.venv/bin/python`` for the local schedulers).
+
+``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` keeps restarts from reusing a stale rendezvous store
+(pytorch#135712; STACK_NOTES).
 """
 
-from __future__ import annotations
 
 import shlex
-from typing import Optional
+from typing import Dict, List, Optional  # torchx validates components against typing.Dict/List
 
 from torchx import specs
-from torchx.specs import macros
+from torchx.components import dist
 
-from terarec.launch.torchrun import RESTART_SAFE_ENV, torchrun_command
+from terarec.launch.torchrun import RESTART_SAFE_ENV
+
+TRAINER_MODULE = "terarec.trainer.main"
 
 
-def train(*script_args: str, nnodes: int = 1, nproc_per_node: int = 1, max_restarts: int = 3, image: str = ".",
-          cpu: int = 2, gpu: int = 0, memMB: int = 8192, env: Optional[dict[str, str]] = None,  # noqa: N803 (torchx's name)
+def train(*script_args: str, j: str = "1x1", max_restarts: int = 3, image: str = ".", h: Optional[str] = None,
+          cpu: int = 2, gpu: int = 0, memMB: int = 8192, env: Optional[Dict[str, str]] = None,  # noqa: N803 (torchx's name)
+          max_retries: int = 0, rdzv_port: int = 29500, mounts: Optional[List[str]] = None,
           python: str = "python") -> specs.AppDef:
-    """terarec train under torchrun on every node.
+    """terarec train under torchrun on every node (torchx ``dist.ddp`` plus in-place restarts).
 
     Args:
         script_args: ``--config RECIPE key=value ...``, as for ``terarec train``
-        nnodes: number of nodes (replicas)
-        nproc_per_node: processes per node (one per GPU on GPU hosts)
+        j: job size ``[{min_nnodes}:]{nnodes}x{nproc_per_node}``; on GPU hosts nproc_per_node <= GPUs per node
         max_restarts: in-place torchrun restarts after a worker fails (use with resume=auto)
-        image: the directory (local schedulers) or container image holding terarec
+        image: the directory (local schedulers, slurm) or container image holding terarec
+        h: a registered named resource (takes precedence over cpu, gpu, memMB)
         cpu: CPUs per node
         gpu: GPUs per node
         memMB: memory per node in MB
-        env: extra environment variables
-        python: the interpreter with terarec installed (e.g. .venv/bin/python for local_cwd)
+        env: extra environment variables (e.g. NCCL_DEBUG=INFO)
+        max_retries: scheduler-level retries of the whole job
+        rdzv_port: rank 0's rendezvous port (multi-node only; single node picks a free port)
+        mounts: volume mounts for container schedulers (type=bind,src=/data,dst=/data)
+        python: the interpreter with terarec installed (.torchxconfig: .venv/bin/python)
     """
-    # multi-node: rank 0's host comes from the scheduler's macro, as in torchx's dist.ddp
-    endpoint = "localhost:0" if nnodes == 1 else f"$${{{macros.rank0_env}:=localhost}}:29500"
-    command = torchrun_command("terarec.trainer.main", list(script_args), nproc_per_node, nnodes, max_restarts,
-                               rdzv_endpoint=endpoint, rdzv_id=macros.app_id, python=python)
-    return specs.AppDef(
-        name="terarec-train",
-        roles=[specs.Role(
-            name="trainer", image=image, entrypoint="bash", args=["-c", " ".join(shlex.quote(a) if "$" not in a else a for a in command)],
-            num_replicas=nnodes, resource=specs.resource(cpu=cpu, gpu=gpu, memMB=memMB),
-            env={**RESTART_SAFE_ENV, **(env or {})}, port_map={"c10d": 29500},
-        )],
-    )
+    app = dist.ddp(*script_args, m=TRAINER_MODULE, image=image, name="terarec-train", h=h, cpu=cpu, gpu=gpu, memMB=memMB,
+                   j=j, env={**RESTART_SAFE_ENV, **(env or {})}, max_retries=max_retries, rdzv_port=rdzv_port, mounts=mounts)
+    role = app.roles[0]
+    flag, command = role.args  # ["-c", "torchrun --rdzv_backend ..."]
+    if not command.startswith("torchrun "):
+        raise RuntimeError(f"unexpected torchx dist.ddp command (torchx version change?): {command[:80]}")
+    role.args = [flag, f"{shlex.quote(python)} -m torch.distributed.run --max-restarts {max_restarts} {command[len('torchrun '):]}"]
+    role.name = "trainer"
+    return app

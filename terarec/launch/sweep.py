@@ -12,7 +12,9 @@ Each point runs in its own process (a crash stays in its point) under ``SWEEP/po
 points whose ``metrics.json`` exists are skipped on a re-run. Results go to ``SWEEP/results.csv``;
 a power law ``L(C) = a * C^-b + c`` (scipy; the pure ``a * C^-b`` below 4 points) is fitted
 against forward FLOPs per example and against dense parameters into ``SWEEP/fit.json``, drawn in ``SWEEP/scaling.png``
-and logged as TensorBoard scaling curves (``SWEEP/tb``: the x value is the step).
+and logged to TensorBoard (``SWEEP/tb``): scaling curves whose step is the x value
+(``scaling/logloss_vs_flops_per_example``) or ``1000 * log10`` of it (``..._vs_log10_flops_per_example_x1000``;
+steps are integers), and one hparams entry per point.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def _run_point_torchx(args: list[str], nproc: int, point: dict[str, Any], run_di
     from terarec.launch.components import train
 
     runner = get_runner()
-    handle = runner.run(train(*args, nproc_per_node=nproc, python=sys.executable), "local_cwd", cfg={})
+    handle = runner.run(train(*args, j=f"1x{nproc}", python=sys.executable), "local_cwd", cfg={})
     status = runner.wait(handle, wait_interval=1)
     if status is None or status.state != AppState.SUCCEEDED or not (run_dir / "metrics.json").is_file():
         raise SweepError(f"sweep point {point_name(point)} failed under torchx ({status}); handle {handle}")
@@ -143,6 +145,16 @@ def fit_power_law(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
             "c_err": float(errors[2]), "rmse": float(np.sqrt(np.mean((law(x, a, b, c) - y) ** 2)))}
 
 
+def _log_hparams(writer: Any, rows: list[dict[str, Any]]) -> None:
+    """One TensorBoard hparams entry per point (HPARAMS tab: the grid keys, sizes and final metrics)."""
+    for row in rows:
+        params = {k: v for k, v in row.items() if k not in RESULT_KEYS and isinstance(v, (int, float, str, bool))}
+        params.update({k: float(row[k]) for k in ("flops_per_example", "params_dense")})
+        params["log10_flops_per_example"] = float(np.log10(float(row["flops_per_example"])))
+        metrics = {f"hparam/{k}": float(row[k]) for k in ("logloss", "auc", "ne") if row.get(k) is not None}
+        writer.add_hparams(params, metrics, run_name=f"hparams/{row['point']}")
+
+
 def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss") -> dict[str, Any]:
     """results -> fit.json, scaling.png, TensorBoard scaling curves."""
     import matplotlib
@@ -159,6 +171,8 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
         x = np.array([float(r[key]) for r in rows])
         for xi, yi in sorted(zip(x, y)):
             writer.add_scalar(f"scaling/{metric}_vs_{key}", yi, global_step=int(xi))
+            # TensorBoard steps are integers: the log-x curve's step is 1000 * log10(x)
+            writer.add_scalar(f"scaling/{metric}_vs_log10_{key}_x1000", yi, global_step=round(1000 * np.log10(xi)))
         ax.scatter(x, y, label="runs")
         if len(set(x)) >= 2 and (y > 0).all():
             fit = fits[key] = fit_power_law(x, y)
@@ -167,6 +181,7 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
                     label=f"{fit['a']:.3g} C^-{fit['b']:.3f} + {fit['c']:.3g} (rmse {fit['rmse']:.2g})")
         ax.set(xscale="log", xlabel=label, ylabel=f"eval {metric}")
         ax.legend()
+    _log_hparams(writer, rows)
     writer.close()
     figure.tight_layout()
     figure.savefig(output / "scaling.png", dpi=120)

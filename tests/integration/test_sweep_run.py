@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -29,26 +30,12 @@ def test_layer_sweep_writes_results_fit_and_skips_finished_points(tmp_path: Path
     assert (out / "scaling.png").stat().st_size > 10_000
     curve = EventAccumulator(str(out / "tb"), size_guidance={SCALARS: 0}).Reload().Scalars("scaling/logloss_vs_flops_per_example")
     assert [e.step for e in curve] == [int(r["flops_per_example"]) for r in rows]
+    log_curve = EventAccumulator(str(out / "tb"), size_guidance={SCALARS: 0}).Reload().Scalars("scaling/logloss_vs_log10_flops_per_example_x1000")
+    assert [e.step for e in log_curve] == [round(1000 * math.log10(int(r["flops_per_example"]))) for r in rows]
+    assert [e.value for e in log_curve] == pytest.approx([float(r["logloss"]) for r in rows])
+    hparams = EventAccumulator(str(out / "tb" / "hparams" / "num_layers=2")).Reload()
+    assert hparams.Scalars("hparam/logloss")[0].value == pytest.approx(float(rows[1]["logloss"]))
+    assert "_hparams_/session_start_info" in hparams.PluginTagToContent("hparams")
     stamp = (out / "points" / "num_layers=1" / "metrics.json").stat().st_mtime
     assert main(["sweep", "--config", str(sweep), "--output", str(out), "--launcher", "torchx"]) == 0  # finished: not re-run
     assert (out / "points" / "num_layers=1" / "metrics.json").stat().st_mtime == stamp
-
-
-@pytest.mark.slow
-@pytest.mark.distributed
-def test_torchx_component_trains_on_the_local_scheduler(tmp_path: Path) -> None:
-    import sys
-
-    from torchx.runner import get_runner
-    from torchx.specs import AppState
-
-    from terarec.launch.components import train
-
-    write_synthetic(SynthSpec(rows=6000, eval_fraction=0.2, seed=5), tmp_path / "data", progress=False)
-    app = train("--config", "dcnv2_synth", f"data.path={tmp_path / 'data'}", f"run.dir={tmp_path / 'run'}", "train.max_steps=6",
-                "embeddings.max_rows=2000", "logging.progress=false", "checkpoint.final=false", nproc_per_node=2, python=sys.executable)
-    runner = get_runner()
-    status = runner.wait(runner.run(app, "local_cwd", cfg={}), wait_interval=1)
-    assert status is not None and status.state == AppState.SUCCEEDED, status
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["world_size"] == 2 and metrics["steps"] == 6
