@@ -24,6 +24,6 @@ setup(
     packages=find_packages(include=["terarec", "terarec.*"]),
     package_data={"terarec.configs": ["recipes/*.yaml", "sweeps/*.yaml"]},
     install_requires=_requirements("base.txt"),
-    extras_require={"test": _requirements("dev.txt"), "baselines": ["lightgbm", "scikit-learn"]},
+    extras_require={"test": _requirements("dev.txt"), "baselines": ["lightgbm==4.7.0", "scikit-learn==1.9.1"]},
     entry_points={"console_scripts": ["terarec = terarec.cli:main"]},
 )

@@ -9,21 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
 EXIT_USAGE = 2
 
 
 class UserError(Exception):
     """A mistake in the user's input or config; printed as one line, exit code 2."""
-
-
-def _not_implemented(command: str, issue: str) -> Callable[[argparse.Namespace], int]:
-    def handler(_: argparse.Namespace) -> int:
-        print(f"terarec {command}: not yet implemented (tracked in the '{issue}' issue)", file=sys.stderr)
-        return EXIT_USAGE
-
-    return handler
 
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
@@ -82,13 +74,17 @@ def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
     models.add_argument("--json", action="store_true")
     models.add_argument("--markdown", action="store_true", help="a markdown table (docs/models.md is this output)")
     models.set_defaults(handler=_models)
-    compare = sub.add_parser("compare", help="same-data model comparison", description="Train several models on the same data, split and budget; write a table.")
+    compare = sub.add_parser("compare", help="same-data model comparison", description="Train several models (and optional LightGBM / logistic-regression baselines) on the same data, split, budget and seeds; write compare.md, compare.json and compare.png.")
     compare.add_argument("--data", required=True, metavar="DIR")
     compare.add_argument("--models", required=True, help="comma list, e.g. dlrm,dcnv2,wukong")
-    compare.add_argument("--baseline", default="", help="comma list: lightgbm,logreg")
-    compare.add_argument("--output", metavar="DIR")
-    compare.add_argument("overrides", nargs="*", metavar="key=value")
-    compare.set_defaults(handler=_not_implemented("compare", "Benchmarks"))
+    compare.add_argument("--baseline", default="", help="comma list: lightgbm,logreg (pip install 'terarec[baselines]')")
+    compare.add_argument("--seeds", default="0", help="comma list; every model and baseline runs with each (default 0)")
+    compare.add_argument("--nproc", type=int, default=1, help="processes per model run (torchrun when > 1)")
+    compare.add_argument("--baseline-max-train-rows", type=int, default=10_000_000, metavar="N",
+                         help="baselines train in memory on at most the first N train rows")
+    compare.add_argument("--output", metavar="DIR", help="default runs/compare/<data dir name>")
+    compare.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every model run, e.g. train.max_steps=500")
+    compare.set_defaults(handler=_compare)
     launch = sub.add_parser("launch", help="torchrun wrapper", description="Run `terarec launch -- train --config ...` under torchrun (NGPU/NNODES env).")
     launch.add_argument("rest", nargs=argparse.REMAINDER)
     launch.set_defaults(handler=_launch)
@@ -142,10 +138,8 @@ def _train(args: argparse.Namespace) -> int:
     from terarec.configs import load_config
 
     cfg = load_config(args.config, args.overrides)  # validates before any process group starts
-    try:
-        from terarec.trainer.main import run_training
-    except ImportError:
-        return _not_implemented("train", "Distributed trainer")(args)
+    from terarec.trainer.main import run_training
+
     run_training(cfg)
     return 0
 
@@ -166,6 +160,26 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"terarec: error: {err}", file=sys.stderr)
         return 1
     print(f"sweep done: {len(rows)} points -> {output / 'results.csv'}, {output / 'fit.json'}, {output / 'scaling.png'}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from terarec.launch.compare import CompareError, CompareSpec, run_compare
+
+    spec = CompareSpec.build(args.data, args.models, args.baseline, args.seeds, args.nproc, args.overrides, args.baseline_max_train_rows)
+    output = Path(args.output or Path("runs") / "compare" / Path(args.data).resolve().name)
+    output.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s compare %(message)s", datefmt="%H:%M:%S", force=True)
+    try:
+        run_compare(spec, output)
+    except CompareError as err:  # finished runs are kept: a re-run continues after them
+        print(f"terarec: error: {err}", file=sys.stderr)
+        return 1
+    print((output / "compare.md").read_text())
+    print(f"compare done: {output / 'compare.md'}, {output / 'compare.json'}, {output / 'compare.png'}")
     return 0
 
 

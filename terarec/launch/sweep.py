@@ -23,8 +23,6 @@ import csv
 import itertools
 import json
 import logging
-import os
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +32,7 @@ import numpy as np
 import yaml
 
 from terarec.configs.loader import ConfigError, load_config
-from terarec.launch.torchrun import RESTART_SAFE_ENV, torchrun_command
+from terarec.launch.torchrun import run_logged, trainer_command
 
 log = logging.getLogger("terarec")
 
@@ -90,15 +88,9 @@ def run_point(spec: SweepSpec, point: dict[str, Any], run_dir: Path, launcher: s
     args = ["--config", spec.base, *spec.point_overrides(point), f"run.dir={run_dir}", "logging.progress=false"]
     if launcher == "torchx":
         return _run_point_torchx(args, spec.nproc, point, run_dir)
-    if spec.nproc > 1:
-        cmd = torchrun_command("terarec.trainer.main", args, spec.nproc)
-    else:
-        cmd = [sys.executable, "-m", "terarec.trainer.main", *args]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "train.log", "w") as out:
-        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **RESTART_SAFE_ENV})
-    if done.returncode != 0:
-        raise SweepError(f"sweep point {point_name(point)} failed (exit {done.returncode}); see {run_dir / 'train.log'}")
+    code = run_logged(trainer_command(args, spec.nproc), run_dir / "train.log")
+    if code != 0:
+        raise SweepError(f"sweep point {point_name(point)} failed (exit {code}); see {run_dir / 'train.log'}")
     return json.loads((run_dir / "metrics.json").read_text())
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 # restarts must not reuse the previous rendezvous store (pytorch#135712; STACK_NOTES)
 RESTART_SAFE_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
@@ -15,3 +18,17 @@ def torchrun_command(module: str, script_args: list[str], nproc_per_node: int, n
     return [python, "-m", "torch.distributed.run", "--rdzv_backend", "c10d", "--rdzv_endpoint", rdzv_endpoint,
             "--rdzv_id", rdzv_id, "--nnodes", str(nnodes), "--nproc_per_node", str(nproc_per_node),
             "--max-restarts", str(max_restarts), "-m", module, *script_args]
+
+
+def trainer_command(script_args: list[str], nproc: int) -> list[str]:
+    """``terarec train``'s process: torchrun for more than one process, plain python for one."""
+    if nproc > 1:
+        return torchrun_command("terarec.trainer.main", script_args, nproc)
+    return [sys.executable, "-m", "terarec.trainer.main", *script_args]
+
+
+def run_logged(command: list[str], log_file: Path) -> int:
+    """Run ``command`` with stdout and stderr into ``log_file``; its exit code."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "w") as out:
+        return subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **RESTART_SAFE_ENV}).returncode

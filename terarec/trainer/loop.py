@@ -204,7 +204,7 @@ class Trainer:
         final = self.evaluate()
         metrics = {**{k: final.get(k, float("nan")) for k in ("auc", "logloss", "ne", "calibration")},
                    **({"gauc": final["gauc"]} if "gauc" in final else {}),
-                   "eval_rows": final.get("count", 0), "samples_per_s": (self.samples - self._samples_before) / max(train_s, 1e-9),
+                   "eval_rows": final.get("count", 0), "eval_positives": final.get("positives", 0), "samples_per_s": (self.samples - self._samples_before) / max(train_s, 1e-9),
                    "samples": self.samples, "steps": self.step, **self.summary, "world_size": self.info.world_size,
                    "wall_s": time.perf_counter() - start}
         if self.info.is_main:

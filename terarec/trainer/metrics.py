@@ -48,7 +48,7 @@ class BinaryMetrics:
     def compute(self) -> dict[str, float]:
         n, positives, preds, loss = (float(x) for x in self.sums)
         if n == 0:
-            return {"auc": float("nan"), "logloss": float("nan"), "ne": float("nan"), "calibration": float("nan"), "count": 0}
+            return {"auc": float("nan"), "logloss": float("nan"), "ne": float("nan"), "calibration": float("nan"), "count": 0, "positives": 0}
         negatives_hist, positives_hist = self.hist[0], self.hist[1]
         # P(score_pos > score_neg) + 0.5 P(tie), ties = same bin
         neg_below = torch.cumsum(negatives_hist, 0) - negatives_hist
@@ -59,7 +59,7 @@ class BinaryMetrics:
         entropy = -(ctr * math.log(max(ctr, EPS)) + (1 - ctr) * math.log(max(1 - ctr, EPS)))
         logloss = loss / n
         return {"auc": auc, "logloss": logloss, "ne": logloss / entropy if entropy > 0 else float("nan"),
-                "calibration": preds / positives if positives > 0 else float("nan"), "count": int(n)}
+                "calibration": preds / positives if positives > 0 else float("nan"), "count": int(n), "positives": int(positives)}
 
 
 class GroupAUC:

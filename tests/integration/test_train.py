@@ -80,20 +80,6 @@ def test_two_process_torchrun(synth_dir: Path, tmp_path: Path, sharding: str) ->
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["dlrm", "dcnv2", "wukong"])
-def test_criteo_10k_auc(criteo_10k: Path, tmp_path: Path, model: str) -> None:
-    """Real data: first 8000 rows train, last 2000 eval (time order); LightGBM scores ~0.728."""
-    from terarec.data_pipeline.criteo import prepare_criteo
-
-    prepare_criteo([str(criteo_10k)], str(tmp_path / "data"), eval_fraction=0.2, progress=False)
-    run = tmp_path / "run"
-    assert main(["train", "--config", f"{model}_criteo10k", f"data.path={tmp_path / 'data'}", f"run.dir={run}"]) == 0
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["eval_rows"] == 2000 and metrics["samples"] == 8000
-    assert metrics["auc"] >= 0.70, metrics
-
-
-@pytest.mark.slow
 def test_bst_movielens_history_matters(movielens_dir: Path, tmp_path: Path) -> None:
     """The bst_movielens recipe beats itself with the history removed (data.max_history=0)."""
     from terarec.data_pipeline.sequence_sources import prepare_movielens

@@ -1,0 +1,234 @@
+"""LightGBM and logistic-regression baselines on a prepared terarec dataset.
+
+    python -m terarec.baselines.tabular --kind lightgbm --data DIR --output OUT [--seed S] [--max-train-rows N]
+
+Both read the same ``train``/``eval`` splits the models train and evaluate on, and are scored by
+``terarec.trainer.metrics.BinaryMetrics`` (the code that scores the models), streamed over the whole
+eval split. Features: the dense columns and every single-id sparse column; sequence and
+multi-hot columns are not used, and ``metrics.json`` lists exactly what was.
+
+- LightGBM: categoricals as LightGBM categories (codes of the train split's ids by frequency, at
+  most ``max_categories`` per feature; an id not among them is missing), dense values raw (trees
+  do not care about monotone transforms), nulls missing. Defaults as the usual first try:
+  50 trees, learning rate 0.05, 31 leaves.
+- Logistic regression (scikit-learn, L2, C=1): one-hot categoricals (same codes, plus one "other"
+  column per feature) and ``log1p`` dense, standardised.
+
+Training reads at most ``max_train_rows`` rows of the train split, in file (time) order, in memory;
+how many were used is written to ``metrics.json`` and logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from terarec.data_pipeline.schema import DatasetError, DatasetSchema, dataset_files
+from terarec.trainer.metrics import BinaryMetrics
+
+log = logging.getLogger("terarec")
+KINDS = ("lightgbm", "logreg")
+READ_BATCH = 262_144
+
+
+@dataclass
+class Columns:
+    """One block of rows: ``dense`` ``B x D`` float64 (NaN = null), ``sparse`` ``B x F`` uint32 ids, ``labels`` ``B``."""
+
+    dense: np.ndarray
+    sparse: np.ndarray
+    labels: np.ndarray
+
+
+def feature_names(schema: DatasetSchema) -> tuple[list[str], list[str]]:
+    return list(schema.dense), [s.name for s in schema.sparse if not s.multi_hot]
+
+
+def read_blocks(directory: str, split: str, schema: DatasetSchema, max_rows: int = 0) -> Iterator[Columns]:
+    """The split in blocks of up to ``READ_BATCH`` rows, in file order; ``max_rows`` > 0 stops there."""
+    dense_names, sparse_names = feature_names(schema)
+    remaining = max_rows if max_rows > 0 else None
+    for path in dataset_files(directory, split):
+        for batch in pq.ParquetFile(path).iter_batches(READ_BATCH, columns=[schema.label, *dense_names, *sparse_names]):
+            if remaining is not None:
+                if remaining <= 0:
+                    return
+                batch = batch.slice(0, remaining)
+                remaining -= batch.num_rows
+            dense = np.stack([batch.column(n).to_numpy(zero_copy_only=False).astype(np.float64) for n in dense_names], 1) \
+                if dense_names else np.zeros((batch.num_rows, 0))
+            sparse = np.stack([batch.column(n).to_numpy().astype(np.uint32) for n in sparse_names], 1) \
+                if sparse_names else np.zeros((batch.num_rows, 0), np.uint32)
+            yield Columns(dense, sparse, batch.column(schema.label).to_numpy().astype(np.float64))
+
+
+class CategoryCodes:
+    """Per feature: the ``max_categories`` most frequent train ids -> codes 0..k-1 (0 = most
+    frequent); any other id -> -1."""
+
+    def __init__(self, sparse: np.ndarray, max_categories: int) -> None:
+        self.ids: list[np.ndarray] = []  # kept ids, sorted (for searchsorted)
+        self.codes: list[np.ndarray] = []  # the code of each sorted id
+        for column in sparse.T:
+            ids, counts = np.unique(column, return_counts=True)  # ids sorted
+            order = np.argsort(-counts, kind="stable")[:max_categories]
+            keep = np.sort(order)
+            rank = np.empty(len(ids), dtype=np.int64)
+            rank[order] = np.arange(len(order))
+            self.ids.append(ids[keep])
+            self.codes.append(rank[keep])
+        self.sizes = [len(ids) for ids in self.ids]
+
+    def encode(self, sparse: np.ndarray) -> np.ndarray:
+        """``B x F`` ids -> ``B x F`` int64 codes (-1: not a kept id)."""
+        out = np.full(sparse.shape, -1, dtype=np.int64)
+        for j, column in enumerate(sparse.T):
+            ids = self.ids[j]
+            if len(ids) == 0:
+                continue
+            pos = np.clip(np.searchsorted(ids, column), 0, len(ids) - 1)
+            hit = ids[pos] == column
+            out[hit, j] = self.codes[j][pos[hit]]
+        return out
+
+
+def _concat(blocks: list[Columns]) -> Columns:
+    return Columns(*(np.concatenate([getattr(b, f) for b in blocks]) for f in ("dense", "sparse", "labels")))
+
+
+class LightGBMBaseline:
+    """LightGBM on dense values (NaN = null) and category codes (NaN = unseen/rare)."""
+
+    def __init__(self, seed: int, num_trees: int = 50, learning_rate: float = 0.05, num_leaves: int = 31,
+                 max_categories: int = 100_000, threads: int = 0) -> None:
+        self.seed, self.num_trees, self.max_categories = seed, num_trees, max_categories
+        self.params = {"objective": "binary", "learning_rate": learning_rate, "num_leaves": num_leaves, "seed": seed,
+                       "deterministic": True, "num_threads": threads, "verbose": -1}
+
+    def _matrix(self, block: Columns) -> np.ndarray:
+        codes = self.codes.encode(block.sparse).astype(np.float64)
+        codes[codes < 0] = np.nan  # LightGBM: missing category
+        return np.hstack([block.dense, codes])
+
+    def fit(self, train: Columns) -> None:
+        import lightgbm
+
+        self.codes = CategoryCodes(train.sparse, self.max_categories)
+        categorical = list(range(train.dense.shape[1], train.dense.shape[1] + train.sparse.shape[1]))
+        data = lightgbm.Dataset(self._matrix(train), train.labels, categorical_feature=categorical, free_raw_data=True)
+        self.booster = lightgbm.train(self.params, data, num_boost_round=self.num_trees)
+
+    def predict_logits(self, block: Columns) -> np.ndarray:
+        return self.booster.predict(self._matrix(block), raw_score=True)
+
+    def size(self) -> dict[str, int]:
+        """Tree nodes as parameters; FLOPs/example as the comparisons of the deepest path of every tree."""
+        trees = self.booster.dump_model()["tree_info"]
+        nodes = sum(2 * t["num_leaves"] - 1 for t in trees)
+        return {"params_dense": nodes, "params_sparse": 0, "flops_per_example": sum(_depth(t["tree_structure"]) for t in trees)}
+
+
+def _depth(node: dict[str, Any]) -> int:
+    if "left_child" not in node:
+        return 0
+    return 1 + max(_depth(node["left_child"]), _depth(node["right_child"]))
+
+
+class LogisticBaseline:
+    """L2 logistic regression (scikit-learn) on one-hot categories and standardised ``log1p`` dense."""
+
+    def __init__(self, seed: int, c: float = 1.0, max_categories: int = 100_000, max_iter: int = 1000) -> None:
+        self.seed, self.c, self.max_categories, self.max_iter = seed, c, max_categories, max_iter
+
+    def _matrix(self, block: Columns):  # -> scipy.sparse.csr_matrix
+        import scipy.sparse as sp
+
+        dense = np.log1p(np.clip(np.nan_to_num(block.dense, nan=0.0), 0, None))
+        dense = (dense - self.mean) / self.std
+        codes = self.codes.encode(block.sparse)
+        codes = np.where(codes < 0, np.array(self.codes.sizes), codes) + self.offsets[:-1]  # -1 -> the feature's "other" column
+        rows = np.repeat(np.arange(len(codes)), codes.shape[1])
+        onehot = sp.csr_matrix((np.ones(codes.size), (rows, codes.ravel())), shape=(len(codes), int(self.offsets[-1])))
+        return sp.hstack([sp.csr_matrix(dense), onehot], format="csr")
+
+    def fit(self, train: Columns) -> None:
+        from sklearn.linear_model import LogisticRegression
+
+        self.codes = CategoryCodes(train.sparse, self.max_categories)
+        self.offsets = np.concatenate([[0], np.cumsum(np.array(self.codes.sizes) + 1)])
+        dense = np.log1p(np.clip(np.nan_to_num(train.dense, nan=0.0), 0, None))
+        self.mean, self.std = dense.mean(0), dense.std(0) + 1e-6
+        self.model = LogisticRegression(C=self.c, max_iter=self.max_iter, random_state=self.seed)
+        self.model.fit(self._matrix(train), train.labels)
+
+    def predict_logits(self, block: Columns) -> np.ndarray:
+        return self.model.decision_function(self._matrix(block))
+
+    def size(self) -> dict[str, int]:
+        features = self.model.coef_.shape[1]
+        nonzero_inputs = len(self.mean) + len(self.codes.sizes)  # dense values + one active column per feature
+        return {"params_dense": features + 1, "params_sparse": 0, "flops_per_example": 2 * nonzero_inputs}
+
+
+def run_baseline(kind: str, data: str, seed: int = 0, max_train_rows: int = 10_000_000) -> dict[str, Any]:
+    """Train ``kind`` on the train split, score the whole eval split; the metrics dict."""
+    import torch
+
+    if kind not in KINDS:
+        raise DatasetError(f"unknown baseline '{kind}' (choose from {', '.join(KINDS)})")
+    schema = DatasetSchema.load(data)
+    dense_names, sparse_names = feature_names(schema)
+    start = time.perf_counter()
+    train = _concat(list(read_blocks(data, "train", schema, max_train_rows)))
+    if len(train.labels) == 0:
+        raise DatasetError(f"{data}/train has no rows")
+    available = schema.rows.get("train", len(train.labels))
+    if len(train.labels) < available:
+        log.warning("%s: trained on the first %d of %d train rows (--max-train-rows)", kind, len(train.labels), available)
+    model = LightGBMBaseline(seed) if kind == "lightgbm" else LogisticBaseline(seed)
+    fit_start = time.perf_counter()
+    model.fit(train)
+    fit_s = time.perf_counter() - fit_start
+    metrics = BinaryMetrics()
+    for block in read_blocks(data, "eval", schema):  # the whole eval split, streamed
+        metrics.update(torch.from_numpy(model.predict_logits(block)), torch.from_numpy(block.labels))
+    scores = metrics.compute()
+    unused = [s.name for s in schema.sparse if s.multi_hot] + [s.name for s in schema.sequence]
+    return {**{k: scores[k] for k in ("auc", "logloss", "ne", "calibration")}, "eval_rows": scores["count"], "eval_positives": scores["positives"],
+            **model.size(), "samples": len(train.labels), "train_rows_available": available,
+            "samples_per_s": len(train.labels) / max(fit_s, 1e-9), "wall_s": time.perf_counter() - start,
+            "features": {"dense": dense_names, "categorical": sparse_names, "unused": unused}, "seed": seed, "kind": kind}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m terarec.baselines.tabular", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kind", choices=KINDS, required=True)
+    parser.add_argument("--data", required=True, metavar="DIR")
+    parser.add_argument("--output", required=True, metavar="DIR", help="writes DIR/metrics.json")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-train-rows", type=int, default=10_000_000)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        result = run_baseline(args.kind, args.data, args.seed, args.max_train_rows)
+    except (DatasetError, ImportError) as err:
+        print(f"terarec: error: {args.kind}: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    log.info("%s: auc %.4f logloss %.4f on %d eval rows", args.kind, result["auc"], result["logloss"], result["eval_rows"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

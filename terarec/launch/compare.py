@@ -1,0 +1,225 @@
+"""``terarec compare``: several models (and optional non-deep baselines) on one prepared dataset,
+with the same split, the same budget and the same seeds, in one table.
+
+    terarec compare --data DIR --models dlrm,dcnv2,wukong --baseline lightgbm,logreg --seeds 0,1,2
+
+A model is a name (``dlrm``, ``dcnv2``, ``wukong``: their ``*_criteo10k`` recipes; ``bst``:
+``bst_movielens``) or any recipe name / YAML. Every run gets ``data.path=DIR``, ``train.seed=S`` and
+the shared ``key=value`` overrides; the budget (``train.batch_size``, ``train.epochs``,
+``train.max_steps``) must come out equal for every model, or compare stops and names the
+difference, so a comparison is never silently unequal. Each run trains in its own process under
+``OUT/runs/NAME/seed_S`` (reused on a re-run only when its saved config is the one it would run);
+baselines run ``terarec.baselines.tabular`` under ``OUT/baselines/KIND/seed_S``. Results:
+``OUT/compare.json`` (every run, mean and std over seeds), ``OUT/compare.md`` and ``OUT/compare.png``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from terarec.configs.loader import ConfigError, config_to_dict, load_config
+from terarec.launch.torchrun import run_logged, trainer_command
+
+log = logging.getLogger("terarec")
+DEFAULT_RECIPES = {"dlrm": "dlrm_criteo10k", "dcnv2": "dcnv2_criteo10k", "wukong": "wukong_criteo10k", "bst": "bst_movielens"}
+BASELINES = {"lightgbm": "lightgbm", "logreg": "sklearn"}  # baseline -> the module it needs
+BUDGET_KEYS = (("train", "batch_size"), ("train", "epochs"), ("train", "max_steps"))
+METRICS = ("auc", "logloss", "ne", "calibration", "params_dense", "params_sparse", "flops_per_example", "samples_per_s", "wall_s")
+
+
+class CompareError(RuntimeError):
+    """A run failed: the message names it and its log file."""
+
+
+@dataclass
+class Entry:
+    name: str  # as given on the command line
+    kind: str  # "model" or "baseline"
+    recipe: str = ""  # models: the recipe; baselines: the baseline kind
+
+
+@dataclass
+class CompareSpec:
+    data: str
+    entries: list[Entry]
+    seeds: list[int]
+    nproc: int = 1
+    overrides: list[str] = field(default_factory=list)
+    max_train_rows: int = 10_000_000  # baselines train in memory on at most this many rows
+
+    @classmethod
+    def build(cls, data: str, models: str, baselines: str, seeds: str, nproc: int = 1, overrides: list[str] | None = None,
+              max_train_rows: int = 10_000_000) -> "CompareSpec":
+        """Parse and validate everything (recipes, budget, baselines' libraries) before any run."""
+        if not (Path(data) / "schema.json").is_file():
+            raise ConfigError(f"--data {data}: no schema.json there (prepare it with terarec prepare / terarec synth)")
+        try:
+            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds {seeds!r}: expected a comma list of integers, e.g. 0,1,2") from None
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        if not names or not seed_list or nproc < 1:
+            raise ConfigError("compare needs at least one model (--models), one seed (--seeds) and --nproc >= 1")
+        entries = [Entry(n, "model", DEFAULT_RECIPES.get(n, n)) for n in names]
+        for kind in [b.strip() for b in baselines.split(",") if b.strip()]:
+            if kind not in BASELINES:
+                raise ConfigError(f"--baseline {kind}: unknown (choose from {', '.join(BASELINES)})")
+            if importlib.util.find_spec(BASELINES[kind]) is None:
+                raise ConfigError(f"--baseline {kind} needs the '{BASELINES[kind]}' package: pip install 'terarec[baselines]'")
+            entries.append(Entry(kind, "baseline", kind))
+        if len({e.name for e in entries}) != len(entries):
+            raise ConfigError(f"compare: a model or baseline is named twice in {models!r} / {baselines!r}")
+        spec = cls(data, entries, seed_list, nproc, list(overrides or []), max_train_rows)
+        spec._check_budget()
+        return spec
+
+    def model_overrides(self, seed: int, run_dir: Path) -> list[str]:
+        # the shared data, seed and run dir come last: they win over the user's overrides
+        return [*self.overrides, f"data.path={self.data}", f"train.seed={seed}", f"run.dir={run_dir}",
+                "logging.progress=false", "checkpoint.final=false"]
+
+    def budget(self, recipe: str) -> dict[str, Any]:
+        """The budget keys of ``recipe`` with this comparison's overrides (also validates the config)."""
+        cfg = load_config(recipe, self.model_overrides(self.seeds[0], Path("unused")))
+        return {f"{section}.{key}": getattr(getattr(cfg, section), key) for section, key in BUDGET_KEYS}
+
+    def _check_budget(self) -> None:
+        budgets = {e.name: tuple(self.budget(e.recipe).items()) for e in self.entries if e.kind == "model"}
+        values = set(budgets.values())
+        if len(values) > 1:
+            detail = "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in b) for name, b in budgets.items())
+            raise ConfigError(f"compare: the models' budgets differ ({detail}); set them for all, e.g. train.batch_size=N train.epochs=N")
+
+
+def _run_model(spec: CompareSpec, entry: Entry, seed: int, run_dir: Path) -> dict[str, Any]:
+    overrides = spec.model_overrides(seed, run_dir)
+    wanted = config_to_dict(load_config(entry.recipe, overrides))
+    saved = run_dir / "config.yaml"
+    if (run_dir / "metrics.json").is_file() and saved.is_file() and yaml.safe_load(saved.read_text()) == wanted:
+        log.info("%s seed %d: done earlier with the same config, reused", entry.name, seed)
+    else:
+        (run_dir / "metrics.json").unlink(missing_ok=True)
+        log.info("%s seed %d: training (%s)", entry.name, seed, entry.recipe)
+        code = run_logged(trainer_command(["--config", entry.recipe, *overrides], spec.nproc), run_dir / "train.log")
+        if code != 0 or not (run_dir / "metrics.json").is_file():
+            raise CompareError(f"{entry.name} seed {seed} failed (exit {code}); see {run_dir / 'train.log'}")
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def _run_baseline(spec: CompareSpec, entry: Entry, seed: int, run_dir: Path) -> dict[str, Any]:
+    args = {"data": str(Path(spec.data).resolve()), "max_train_rows": spec.max_train_rows, "seed": seed}
+    done = run_dir / "metrics.json"
+    if done.is_file() and {k: json.loads(done.read_text()).get(k) for k in args} == args:
+        log.info("%s seed %d: done earlier with the same data, reused", entry.name, seed)
+    else:
+        done.unlink(missing_ok=True)
+        log.info("%s seed %d: training", entry.name, seed)
+        command = [sys.executable, "-m", "terarec.baselines.tabular", "--kind", entry.recipe, "--data", args["data"],
+                   "--output", str(run_dir), "--seed", str(seed), "--max-train-rows", str(spec.max_train_rows)]
+        code = run_logged(command, run_dir / "train.log")
+        if code != 0 or not done.is_file():
+            raise CompareError(f"baseline {entry.name} seed {seed} failed (exit {code}); see {run_dir / 'train.log'}")
+    return json.loads(done.read_text())
+
+
+def run_compare(spec: CompareSpec, output: Path) -> dict[str, Any]:
+    results = []
+    for entry in spec.entries:
+        runs = []
+        for seed in spec.seeds:
+            if entry.kind == "model":
+                runs.append(_run_model(spec, entry, seed, output / "runs" / entry.name / f"seed_{seed}"))
+            else:
+                runs.append(_run_baseline(spec, entry, seed, output / "baselines" / entry.name / f"seed_{seed}"))
+            log.info("%s seed %d: auc %.4f logloss %.4f", entry.name, seed, runs[-1]["auc"], runs[-1]["logloss"])
+        table = np.array([[float(r.get(k, np.nan)) for k in METRICS] for r in runs])
+        results.append({"name": entry.name, "kind": entry.kind, "recipe": entry.recipe, "runs": runs,
+                        "mean": dict(zip(METRICS, table.mean(0).tolist())),
+                        "std": dict(zip(METRICS, table.std(0, ddof=1).tolist() if len(runs) > 1 else [0.0] * len(METRICS)))})
+    first_model = next((r["runs"][0] for r in results if r["kind"] == "model"), results[0]["runs"][0])
+    report = {"data": spec.data, "seeds": spec.seeds, "nproc": spec.nproc, "overrides": spec.overrides,
+              "train_samples": first_model.get("samples"), "eval_rows": first_model.get("eval_rows"),
+              "auc_standard_error": auc_standard_error(max(r["mean"]["auc"] for r in results), first_model.get("eval_positives", 0),
+                                                       first_model.get("eval_rows", 0) - first_model.get("eval_positives", 0)),
+              "baseline_max_train_rows": spec.max_train_rows, "results": results}
+    model = next((e for e in spec.entries if e.kind == "model"), None)
+    if model is not None:
+        report["budget"] = spec.budget(model.recipe)
+    (output / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
+    (output / "compare.md").write_text(render_markdown(report))
+    plot(report, output / "compare.png")
+    return report
+
+
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+    """Hanley & McNeil (1982): the standard error of an AUC measured on this many positives and
+    negatives, i.e. how far apart two models' AUCs on this eval set must be to mean anything."""
+    if positives < 1 or negatives < 1:
+        return float("nan")
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)) / (positives * negatives)
+    return float(np.sqrt(max(variance, 0.0)))
+
+
+def _cell(result: dict[str, Any], key: str, digits: int) -> str:
+    mean, std = result["mean"][key], result["std"][key]
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(result["runs"]) > 1 else f"{mean:.{digits}f}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    seeds = ", ".join(map(str, report["seeds"]))
+    lines = [f"# terarec compare: `{report['data']}`", "",
+             f"Same train/eval split for every row: {report['train_samples']:,} training samples per run, "
+             f"{report['eval_rows']:,} eval rows; seeds {seeds} (mean ± std over seeds); {report['nproc']} process(es).",
+             f"Models' shared budget: {', '.join(f'`{k}={v}`' for k, v in report.get('budget', {}).items()) or 'n/a'}"
+             f"{'; overrides: ' + ' '.join(f'`{o}`' for o in report['overrides']) if report['overrides'] else ''}.",
+             f"Baselines train on at most {report['baseline_max_train_rows']:,} train rows with their libraries' "
+             "budgets (LightGBM: 50 trees, lr 0.05, 31 leaves; logreg: L2, C=1); their params are tree nodes / "
+             "weights and their FLOPs/example comparisons (trees) or multiply-adds (logreg).",
+             f"On this eval set an AUC has a standard error of about {report['auc_standard_error']:.4f} (Hanley & McNeil): "
+             "AUCs closer than about twice that are not distinguishable on this data.", "",
+             "| model | recipe | AUC | logloss | NE | calibration | dense params | sparse params | FLOPs/example | samples/s | wall s |",
+             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    best = max(r["mean"]["auc"] for r in report["results"])
+    for r in report["results"]:
+        auc = _cell(r, "auc", 4)
+        m = r["mean"]
+        lines.append(f"| {r['name']} | {r['recipe']} | {'**' + auc + '**' if m['auc'] == best else auc} | {_cell(r, 'logloss', 4)} | "
+                     f"{_cell(r, 'ne', 4)} | {_cell(r, 'calibration', 3)} | {m['params_dense']:,.0f} | {m['params_sparse']:,.0f} | "
+                     f"{m['flops_per_example']:,.0f} | {m['samples_per_s']:,.0f} | {m['wall_s']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Bar charts of eval AUC and logloss (error bars: std over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = report["results"]
+    names = [r["name"] for r in results]
+    colors = ["tab:blue" if r["kind"] == "model" else "tab:gray" for r in results]
+    figure, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(names) * 2), 4))
+    for ax, key in zip(axes, ("auc", "logloss")):
+        means = [r["mean"][key] for r in results]
+        ax.bar(names, means, yerr=[r["std"][key] for r in results], color=colors, capsize=4)
+        low, high = min(means), max(means)
+        pad = max((high - low) * 0.5, 0.005)
+        ax.set_ylim(low - pad, high + pad)  # differences are small: zoom on them (the axis does not start at 0)
+        ax.set(title=f"eval {key} ({'higher' if key == 'auc' else 'lower'} is better)", ylabel=key)
+        for x, m in enumerate(means):
+            ax.annotate(f"{m:.4f}", (x, m), ha="center", va="bottom", fontsize=8)
+    figure.suptitle(f"terarec compare: {report['data']} (gray: baselines)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,82 @@
+"""``terarec compare`` set-up (checked before any run) and the baselines' building blocks."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from terarec.baselines.tabular import CategoryCodes
+from terarec.cli import main
+from terarec.launch.compare import auc_standard_error, render_markdown
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    (tmp_path / "schema.json").write_text(json.dumps({"dense": [], "sparse": []}))
+    return tmp_path
+
+
+def test_auc_standard_error_matches_hanley_mcneil() -> None:
+    # at AUC 0.5 the formula is exactly the Mann-Whitney null variance (n_pos + n_neg + 1) / (12 n_pos n_neg)
+    assert auc_standard_error(0.5, 100, 300) == pytest.approx(np.sqrt(401 / (12 * 100 * 300)), rel=1e-12)
+    # Hanley & McNeil (1982)'s worked example: A = 0.893, 51 abnormal and 58 normal cases, SE about 0.032
+    assert auc_standard_error(0.893, 51, 58) == pytest.approx(0.032, abs=1e-3)
+    assert np.isnan(auc_standard_error(0.7, 0, 10))
+
+
+def test_unequal_budgets_are_refused_naming_the_difference(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # dlrm -> dlrm_criteo10k (batch 128), dcnv2_synth (batch 512)
+    assert main(["compare", "--data", str(dataset), "--models", "dlrm,dcnv2_synth"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("terarec: error: compare: the models' budgets differ (dlrm: train.batch_size=128")
+    assert "dcnv2_synth: train.batch_size=512" in err and "\n" not in err
+    # the same override for every model makes them equal: then only the (bad) model key would fail
+    assert main(["compare", "--data", str(dataset), "--models", "dlrm,dcnv2_synth", "train.batch_size=256", "model.bogus=1"]) == 2
+    assert "unknown config key 'model.bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--baseline", "xgboost"], "--baseline xgboost: unknown (choose from lightgbm, logreg)"),
+    (["--seeds", "0,one"], "--seeds '0,one': expected a comma list of integers"),
+    (["--models", "dlrm,dlrm"], "named twice"),
+    (["--models", "no_such_recipe"], "no_such_recipe"),
+])
+def test_bad_compare_arguments_fail_in_one_line(dataset: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    args = ["compare", "--data", str(dataset), "--models", "dlrm", *argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_missing_dataset_and_missing_baseline_library(tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    assert main(["compare", "--data", str(tmp_path / "nope"), "--models", "dlrm"]) == 2
+    assert "no schema.json there" in capsys.readouterr().err
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lightgbm" else real(name, *a))
+    assert main(["compare", "--data", str(dataset), "--models", "dlrm", "--baseline", "lightgbm"]) == 2
+    assert "needs the 'lightgbm' package: pip install 'terarec[baselines]'" in capsys.readouterr().err
+
+
+def test_category_codes_by_frequency_unknown_ids_missing() -> None:
+    train = np.array([[7, 1], [7, 1], [7, 2], [9, 3], [5, 3]], dtype=np.uint32)
+    codes = CategoryCodes(train, max_categories=2)
+    # feature 0: 7 (x3) -> 0, then the tie 5/9 (x1) keeps the smaller id 5 -> 1; 9 is past the cap
+    assert codes.encode(np.array([[7, 1], [5, 3], [9, 2], [123, 8]], dtype=np.uint32)).tolist() == [[0, 0], [1, 1], [-1, -1], [-1, -1]]
+    assert codes.sizes == [2, 2]
+
+
+def test_markdown_marks_the_best_auc_and_states_the_noise() -> None:
+    run = {"auc": 0.72, "logloss": 0.48, "ne": 0.9, "calibration": 1.0, "params_dense": 10, "params_sparse": 20,
+           "flops_per_example": 30, "samples_per_s": 1000.0, "wall_s": 2.0}
+    results = [{"name": n, "kind": k, "recipe": n, "runs": [run, run], "mean": {**run, "auc": a}, "std": {**run, "auc": 0.001}}
+               for n, k, a in (("dlrm", "model", 0.72), ("lightgbm", "baseline", 0.73))]
+    text = render_markdown({"data": "d", "seeds": [0, 1], "nproc": 1, "overrides": [], "train_samples": 8000, "eval_rows": 2000,
+                            "auc_standard_error": 0.0116, "baseline_max_train_rows": 100, "budget": {"train.batch_size": 128},
+                            "results": results})
+    assert "| dlrm | dlrm | 0.7200 ± 0.0010 |" in text and "| lightgbm | lightgbm | **0.7300 ± 0.0010** |" in text
+    assert "standard error of about 0.0116" in text and "`train.batch_size=128`" in text
