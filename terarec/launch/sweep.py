@@ -41,6 +41,8 @@ class SweepError(RuntimeError):
     """A point's training failed: the message names the point and its log file."""
 SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
 RESULT_KEYS = ["auc", "logloss", "ne", "params_dense", "params_sparse", "flops_per_example", "samples", "steps", "wall_s"]
+NO_SCALING = ("the loss does not fall with C over this range (b at its bound 0 or a rising log-log slope): no power law "
+              "to fit, and the parameter errors are not meaningful; train on more data or over a wider range of C")
 FIT_AXES = {"flops_per_example": "forward FLOPs / example", "params_dense": "dense parameters"}
 
 
@@ -111,13 +113,16 @@ def _run_point_torchx(args: list[str], nproc: int, point: dict[str, Any], run_di
 def fit_power_law(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """``L(C) = a * C^-b + c`` (scipy ``curve_fit``; ``c`` is the irreducible loss) when there are at
     least 4 points and it converges, else the pure power law ``L = a * C^-b`` by least squares in
-    log-log space. Returns the parameters, their standard errors where known and the fit's RMSE."""
+    log-log space. Returns the parameters, their standard errors where known, the fit's RMSE, the
+    plain log-log slope, and a ``note`` when the loss does not fall with ``C`` (nothing to fit)."""
     from scipy.optimize import curve_fit
 
     lx, ly = np.log(x), np.log(y)
     slope, log_a = np.polyfit(lx, ly, 1)
-    pure = {"form": "a*C^-b", "a": float(np.exp(log_a)), "b": float(-slope), "c": 0.0}
+    pure = {"form": "a*C^-b", "a": float(np.exp(log_a)), "b": float(-slope), "c": 0.0, "loglog_slope": float(slope)}
     pure["rmse"] = float(np.sqrt(np.mean((pure["a"] * x ** -pure["b"] - y) ** 2)))
+    if slope >= 0:
+        pure["note"] = NO_SCALING
     if len(x) < 4:
         return pure
     scale = float(x.min())  # C / C_min keeps a and b well conditioned
@@ -133,8 +138,11 @@ def fit_power_law(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         return pure
     a, b, c = (float(v) for v in params)
     errors = np.sqrt(np.clip(np.diag(cov), 0, None)) if np.all(np.isfinite(cov)) else np.full(3, np.nan)
-    return {"form": "a*C^-b+c", "a": a * scale**b, "b": b, "c": c, "a_err": float(errors[0] * scale**b), "b_err": float(errors[1]),
-            "c_err": float(errors[2]), "rmse": float(np.sqrt(np.mean((law(x, a, b, c) - y) ** 2)))}
+    fit = {"form": "a*C^-b+c", "a": a * scale**b, "b": b, "c": c, "a_err": float(errors[0] * scale**b), "b_err": float(errors[1]),
+           "c_err": float(errors[2]), "rmse": float(np.sqrt(np.mean((law(x, a, b, c) - y) ** 2))), "loglog_slope": float(slope)}
+    if b < 1e-3 or slope >= 0:  # b at its bound: the errors above come from a degenerate covariance
+        fit["note"] = NO_SCALING
+    return fit
 
 
 def _log_hparams(writer: Any, rows: list[dict[str, Any]]) -> None:
@@ -169,8 +177,10 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
         if len(set(x)) >= 2 and (y > 0).all():
             fit = fits[key] = fit_power_law(x, y)
             grid = np.geomspace(x.min(), x.max(), 50)
-            ax.plot(grid, fit["a"] * grid ** -fit["b"] + fit["c"],
-                    label=f"{fit['a']:.3g} C^-{fit['b']:.3f} + {fit['c']:.3g} (rmse {fit['rmse']:.2g})")
+            label = f"{fit['a']:.3g} C^-{fit['b']:.3f} + {fit['c']:.3g} (rmse {fit['rmse']:.2g})"
+            if "note" in fit:
+                label = f"no power law: loss does not fall with C (log-log slope {fit['loglog_slope']:+.4f})"
+            ax.plot(grid, fit["a"] * grid ** -fit["b"] + fit["c"], label=label)
         ax.set(xscale="log", xlabel=label, ylabel=f"eval {metric}")
         ax.legend()
     _log_hparams(writer, rows)

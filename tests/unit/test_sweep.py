@@ -20,6 +20,15 @@ def test_power_law_fit_recovers_exponent_scale_and_floor() -> None:
     assert fit["rmse"] < 1e-6 and fit["b_err"] < 1e-3
     pure = fit_power_law(x[:3], 2.5 * x[:3] ** -0.07)  # too few points for 3 parameters: the pure power law
     assert pure["form"] == "a*C^-b" and pure["a"] == pytest.approx(2.5) and pure["b"] == pytest.approx(0.07)
+    assert "note" not in fit and "note" not in pure
+
+
+def test_a_loss_that_does_not_fall_is_flagged_not_fitted() -> None:
+    """The shipped wukong_layers sweep on 1M synthetic rows: loss rises slightly with depth."""
+    flops = np.array([333568, 497408, 825088, 1480448, 2791168])
+    loss = np.array([0.39123, 0.39149, 0.39299, 0.39237, 0.39633])
+    fit = fit_power_law(flops, loss)
+    assert fit["b"] < 1e-3 and fit["loglog_slope"] > 0 and "does not fall" in fit["note"]
 
 
 def test_spec_expands_the_grid_and_checks_every_point(tmp_path: Path) -> None:
