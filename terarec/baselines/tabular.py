@@ -206,7 +206,8 @@ def run_baseline(kind: str, data: str, seed: int = 0, max_train_rows: int = 10_0
     return {**{k: scores[k] for k in ("auc", "logloss", "ne", "calibration")}, "eval_rows": scores["count"], "eval_positives": scores["positives"],
             **model.size(), "samples": len(train.labels), "train_rows_available": available,
             "samples_per_s": len(train.labels) / max(fit_s, 1e-9), "wall_s": time.perf_counter() - start,
-            "features": {"dense": dense_names, "categorical": sparse_names, "unused": unused}, "seed": seed, "kind": kind}
+            "features": {"dense": dense_names, "categorical": sparse_names, "unused": unused}, "seed": seed, "kind": kind,
+            "data": str(Path(data).resolve()), "max_train_rows": max_train_rows}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,6 +66,7 @@ class TrainConfig:
 
     epochs: int = 1
     max_steps: int = 0  # > 0 stops after this many steps, whatever `epochs` says
+    max_minutes: float = 0.0  # > 0: also stop once training has run this long (checked every log_every steps, all ranks agree)
     batch_size: int = 256  # per rank
     eval_batch_size: int = 1024
     eval_every: int = 0  # steps between evaluations; 0: only at the end

@@ -32,7 +32,7 @@ from terarec.launch.torchrun import run_logged, trainer_command
 log = logging.getLogger("terarec")
 DEFAULT_RECIPES = {"dlrm": "dlrm_criteo10k", "dcnv2": "dcnv2_criteo10k", "wukong": "wukong_criteo10k", "bst": "bst_movielens"}
 BASELINES = {"lightgbm": "lightgbm", "logreg": "sklearn"}  # baseline -> the module it needs
-BUDGET_KEYS = (("train", "batch_size"), ("train", "epochs"), ("train", "max_steps"))
+BUDGET_KEYS = (("train", "batch_size"), ("train", "epochs"), ("train", "max_steps"), ("train", "max_minutes"))
 METRICS = ("auc", "logloss", "ne", "calibration", "params_dense", "params_sparse", "flops_per_example", "samples_per_s", "wall_s")
 
 

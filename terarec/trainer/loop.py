@@ -43,6 +43,7 @@ class Trainer:
         self.checkpoints, self._saved_step = checkpoints, -1
         self.step, self.samples, self._samples_before = 0, 0, 0  # _samples_before: from a resumed checkpoint
         self._window_t, self._window_samples, self._local_samples = time.perf_counter(), 0, 0
+        self._train_start, self.out_of_time = time.perf_counter(), False  # train.max_minutes
         per_epoch = len(train_loader)
         self.total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * per_epoch
         self.dense_optimizers = [opt for name, opt in optimizer.optimizers if name == "dense"]
@@ -152,7 +153,7 @@ class Trainer:
         inside the pipeline when it switches to eval or ends: nothing is trained twice, nothing
         leaks into eval, and the loader position equals the batches trained.
         """
-        segment, done = islice(iterator, self._next_stop() - self.step), 0
+        segment, done = self._until_out_of_time(islice(iterator, self._next_stop() - self.step)), 0
         while True:
             lr = self._set_lr()
             try:
@@ -163,17 +164,33 @@ class Trainer:
             done += 1
             self._after_step(float(loss), lr, labels, bar)
 
+    def _until_out_of_time(self, batches: Iterator) -> Iterator:
+        """Stop feeding the pipeline once the time budget is spent; it then trains what it holds."""
+        for batch in batches:
+            if self.out_of_time:
+                return
+            yield batch
+
+    def _check_time_budget(self) -> None:
+        """Every rank checks at the same step, and stops if any rank is out of time."""
+        budget_s = self.cfg.train.max_minutes * 60
+        if budget_s > 0 and not self.out_of_time:
+            self.out_of_time = _sum_over_ranks(int(time.perf_counter() - self._train_start >= budget_s)) > 0
+            if self.out_of_time:
+                log.info("train.max_minutes=%g reached at step %d: stopping", self.cfg.train.max_minutes, self.step)
+
     def _train_epochs(self) -> None:
         progress = self.cfg.logging.progress and self.info.is_main and sys.stderr.isatty()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress, unit="step", desc="train")
         iterator = iter(self.train_loader)
-        while self.step < self.total_steps:
+        self._train_start = time.perf_counter()
+        while self.step < self.total_steps and not self.out_of_time:
             target = self._next_stop()
-            if self._run_segment(iterator, bar) == 0 and self.step < target:
+            if self._run_segment(iterator, bar) == 0 and self.step < target and not self.out_of_time:
                 if len(self.train_loader) == 0:
                     raise RuntimeError(f"no training batches in {self.cfg.data.path}/{self.cfg.data.train_split}")
                 iterator = iter(self.train_loader)  # epoch finished: the next one reshuffles
-            elif self.step == target:
+            elif self.step == target and not self.out_of_time:
                 self._at_stop()
         bar.close()
         self.samples = self._samples_before + _sum_over_ranks(self._local_samples)
@@ -184,6 +201,8 @@ class Trainer:
         self._local_samples += real
         self._window_samples += real
         bar.update(1)
+        if self.step % self.cfg.train.log_every == 0:
+            self._check_time_budget()
         if self.step % self.cfg.train.log_every == 0 or self.step == self.total_steps:
             self._window_samples = _sum_over_ranks(self._window_samples)
             rate = self._window_samples / max(time.perf_counter() - self._window_t, 1e-9)
@@ -205,7 +224,7 @@ class Trainer:
         metrics = {**{k: final.get(k, float("nan")) for k in ("auc", "logloss", "ne", "calibration")},
                    **({"gauc": final["gauc"]} if "gauc" in final else {}),
                    "eval_rows": final.get("count", 0), "eval_positives": final.get("positives", 0), "samples_per_s": (self.samples - self._samples_before) / max(train_s, 1e-9),
-                   "samples": self.samples, "steps": self.step, **self.summary, "world_size": self.info.world_size,
+                   "samples": self.samples, "steps": self.step, "out_of_time": self.out_of_time, **self.summary, "world_size": self.info.world_size,
                    "wall_s": time.perf_counter() - start}
         if self.info.is_main:
             (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

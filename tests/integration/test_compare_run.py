@@ -38,7 +38,7 @@ def test_compare_models_and_baselines_on_criteo_10k(criteo_10k_prepared: Path, t
         assert by_name[name]["auc"] >= 0.70, (name, by_name[name])
     assert by_name["lightgbm"]["auc"] == pytest.approx(0.728, abs=0.006) and by_name["lightgbm"]["logloss"] == pytest.approx(0.476, abs=0.006)
     assert by_name["logreg"]["auc"] >= 0.68
-    assert report["budget"] == {"train.batch_size": 128, "train.epochs": 1, "train.max_steps": 0}
+    assert report["budget"] == {"train.batch_size": 128, "train.epochs": 1, "train.max_steps": 0, "train.max_minutes": 0.0}
     assert report["auc_standard_error"] == pytest.approx(0.0146, abs=0.001)  # ~420 positives, ~1580 negatives
     table = (out / "compare.md").read_text()
     assert all(f"| {name} |" in table for name in by_name) and table.count("**") == 2  # best AUC in bold, once

@@ -80,6 +80,24 @@ def test_two_process_torchrun(synth_dir: Path, tmp_path: Path, sharding: str) ->
 
 
 @pytest.mark.slow
+@pytest.mark.distributed
+def test_time_budget_stops_every_rank_at_the_same_step(synth_dir: Path, tmp_path: Path) -> None:
+    """train.max_minutes: checked every log_every steps, agreed over ranks; 3 epochs would be ~100 steps."""
+    run = tmp_path / "run"
+    env = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "terarec.trainer.main",
+           "--config", "dcnv2_synth", f"data.path={synth_dir}", f"run.dir={run}", "train.batch_size=256", "train.epochs=3",
+           "train.max_minutes=0.001", "train.log_every=4", "embeddings.max_rows=5000", "logging.tensorboard=false"]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    # stopped at the first check (step 4); the pipeline then trains the batches it already holds
+    assert metrics["out_of_time"] is True and 4 <= metrics["steps"] <= 6, metrics
+    assert metrics["samples"] == metrics["steps"] * 256 * 2 and metrics["eval_rows"] == EVAL_ROWS
+    assert "train.max_minutes=0.001 reached at step 4: stopping" in out.stderr
+
+
+@pytest.mark.slow
 def test_bst_movielens_history_matters(movielens_dir: Path, tmp_path: Path) -> None:
     """The bst_movielens recipe beats itself with the history removed (data.max_history=0)."""
     from terarec.data_pipeline.sequence_sources import prepare_movielens
