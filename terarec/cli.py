@@ -202,17 +202,17 @@ def _launch(args: argparse.Namespace) -> int:
     env = os.environ
     nnodes = _env_int("NNODES", "1")
     cmd = torchrun_command("terarec.trainer.main", train_args, _env_int("NPROC_PER_NODE" if "NPROC_PER_NODE" in env else "NGPU", "1"), nnodes,
-                           _env_int("MAX_RESTARTS", "0"), rdzv_id=env.get("RDZV_ID", "terarec"),
+                           _env_int("MAX_RESTARTS", "0", minimum=0), rdzv_id=env.get("RDZV_ID", "terarec"),
                            rdzv_endpoint=env.get("RDZV_ENDPOINT", "localhost:29500") if nnodes > 1 else "localhost:0")
     return subprocess.run(cmd, env={**env, **RESTART_SAFE_ENV}).returncode
 
 
-def _env_int(name: str, default: str) -> int:
+def _env_int(name: str, default: str, minimum: int = 1) -> int:
     import os
 
     value = os.environ.get(name, default)
-    if not value.isdigit() or int(value) < 1 and name != "MAX_RESTARTS":
-        raise UserError(f"environment variable {name}={value!r} must be a positive integer")
+    if not value.isdigit() or int(value) < minimum:
+        raise UserError(f"environment variable {name}={value!r} must be an integer >= {minimum}")
     return int(value)
 
 

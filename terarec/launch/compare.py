@@ -6,7 +6,7 @@ with the same split, the same budget and the same seeds, in one table.
 A model is a name (``dlrm``, ``dcnv2``, ``wukong``: their ``*_criteo10k`` recipes; ``bst``:
 ``bst_movielens``) or any recipe name / YAML. Every run gets ``data.path=DIR``, ``train.seed=S`` and
 the shared ``key=value`` overrides; the budget (``train.batch_size``, ``train.epochs``,
-``train.max_steps``) must come out equal for every model, or compare stops and names the
+``train.max_steps``, ``train.max_minutes``) must come out equal for every model, or compare stops and names the
 difference, so a comparison is never silently unequal. Each run trains in its own process under
 ``OUT/runs/NAME/seed_S`` (reused on a re-run only when its saved config is the one it would run);
 baselines run ``terarec.baselines.tabular`` under ``OUT/baselines/KIND/seed_S``. Results:

@@ -177,10 +177,10 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
         if len(set(x)) >= 2 and (y > 0).all():
             fit = fits[key] = fit_power_law(x, y)
             grid = np.geomspace(x.min(), x.max(), 50)
-            label = f"{fit['a']:.3g} C^-{fit['b']:.3f} + {fit['c']:.3g} (rmse {fit['rmse']:.2g})"
+            legend = f"{fit['a']:.3g} C^-{fit['b']:.3f} + {fit['c']:.3g} (rmse {fit['rmse']:.2g})"
             if "note" in fit:
-                label = f"no power law: loss does not fall with C (log-log slope {fit['loglog_slope']:+.4f})"
-            ax.plot(grid, fit["a"] * grid ** -fit["b"] + fit["c"], label=label)
+                legend = f"no power law: loss does not fall with C (log-log slope {fit['loglog_slope']:+.4f})"
+            ax.plot(grid, fit["a"] * grid ** -fit["b"] + fit["c"], label=legend)
         ax.set(xscale="log", xlabel=label, ylabel=f"eval {metric}")
         ax.legend()
     _log_hparams(writer, rows)

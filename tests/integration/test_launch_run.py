@@ -49,4 +49,4 @@ def test_run_local_script_rejects_a_bad_ngpu_in_one_line() -> None:
     env = {**os.environ, "NGPU": "two", "PYTHON": sys.executable}
     done = subprocess.run(["bash", "scripts/run_local.sh", "--config", "dcnv2_synth"], cwd=REPO, env=env, capture_output=True, text=True)
     assert done.returncode == 2
-    assert done.stderr.strip() == "terarec: error: environment variable NGPU='two' must be a positive integer"
+    assert done.stderr.strip() == "terarec: error: environment variable NGPU='two' must be an integer >= 1"
