@@ -68,6 +68,7 @@ def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--config", required=True, metavar="SWEEP_YAML")
     sweep.add_argument("--output", metavar="DIR")
     sweep.add_argument("--launcher", choices=["local", "torchx"], default="local")
+    sweep.add_argument("--scheduler", help="torchx scheduler for --launcher torchx (default local_cwd; e.g. slurm, settings from .torchxconfig)")
     sweep.add_argument("overrides", nargs="*", metavar="key=value")
     sweep.set_defaults(handler=_sweep)
     models = sub.add_parser("models", help="list registered models and flavors", description="List every model flavor with dense/sparse params and forward FLOPs per example.")
@@ -150,12 +151,20 @@ def _sweep(args: argparse.Namespace) -> int:
 
     from terarec.launch.sweep import SweepError, SweepSpec, run_sweep
 
+    if args.scheduler and args.launcher != "torchx":
+        raise UserError("--scheduler needs --launcher torchx")
+    scheduler = args.scheduler or "local_cwd"
+    if args.launcher == "torchx":
+        from torchx.schedulers import get_scheduler_factories
+
+        if scheduler not in get_scheduler_factories():
+            raise UserError(f"--scheduler {scheduler}: not a torchx scheduler (one of {', '.join(sorted(get_scheduler_factories()))})")
     spec = SweepSpec.load(args.config, args.overrides)  # every point's config is validated first
     output = Path(args.output or Path("runs") / "sweeps" / Path(args.config).stem)
     output.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sweep %(message)s", datefmt="%H:%M:%S", force=True)
     try:
-        rows = run_sweep(spec, output, args.launcher)
+        rows = run_sweep(spec, output, args.launcher, scheduler)
     except SweepError as err:  # finished points are kept: a re-run continues after the failed one
         print(f"terarec: error: {err}", file=sys.stderr)
         return 1

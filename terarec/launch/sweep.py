@@ -85,25 +85,30 @@ def point_name(point: dict[str, Any]) -> str:
     return ",".join(f"{k.split('.')[-1]}={v}" for k, v in point.items()).replace("/", "_")
 
 
-def run_point(spec: SweepSpec, point: dict[str, Any], run_dir: Path, launcher: str = "local") -> dict[str, Any]:
-    """Train one point in a child process (or a torchx job on the local scheduler); its metrics."""
+def run_point(spec: SweepSpec, point: dict[str, Any], run_dir: Path, launcher: str = "local", scheduler: str = "local_cwd") -> dict[str, Any]:
+    """Train one point in a child process, or as a torchx job on ``scheduler``; its metrics."""
     args = ["--config", spec.base, *spec.point_overrides(point), f"run.dir={run_dir}", "logging.progress=false"]
     if launcher == "torchx":
-        return _run_point_torchx(args, spec.nproc, point, run_dir)
+        return _run_point_torchx(args, spec.nproc, point, run_dir, scheduler)
     code = run_logged(trainer_command(args, spec.nproc), run_dir / "train.log")
     if code != 0:
         raise SweepError(f"sweep point {point_name(point)} failed (exit {code}); see {run_dir / 'train.log'}")
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def _run_point_torchx(args: list[str], nproc: int, point: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+def _run_point_torchx(args: list[str], nproc: int, point: dict[str, Any], run_dir: Path, scheduler: str) -> dict[str, Any]:
+    """One point as a torchx job (the run dir must be on a filesystem this process can read),
+    with the scheduler's settings from ``.torchxconfig``; waits for it to finish."""
+    from torchx.runner import config as torchx_config
     from torchx.runner import get_runner
     from torchx.specs import AppState
 
     from terarec.launch.components import train
 
+    cfg: dict[str, Any] = {}
+    torchx_config.apply(scheduler=scheduler, cfg=cfg)
     runner = get_runner()
-    handle = runner.run(train(*args, j=f"1x{nproc}", python=sys.executable), "local_cwd", cfg={})
+    handle = runner.run(train(*args, j=f"1x{nproc}", python=sys.executable), scheduler, cfg=cfg)
     status = runner.wait(handle, wait_interval=1)
     if status is None or status.state != AppState.SUCCEEDED or not (run_dir / "metrics.json").is_file():
         raise SweepError(f"sweep point {point_name(point)} failed under torchx ({status}); handle {handle}")
@@ -192,7 +197,8 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
     return fits
 
 
-def run_sweep(spec: SweepSpec, output: Path, launcher: str = "local") -> list[dict[str, Any]]:
+def run_sweep(spec: SweepSpec, output: Path, launcher: str = "local", scheduler: str = "local_cwd") -> list[dict[str, Any]]:
+    """Every point in turn (finished ones are read back, not re-run), then the results and fits."""
     rows: list[dict[str, Any]] = []
     points = spec.points()
     for index, point in enumerate(points, 1):
@@ -202,7 +208,7 @@ def run_sweep(spec: SweepSpec, output: Path, launcher: str = "local") -> list[di
             metrics = json.loads((run_dir / "metrics.json").read_text())
         else:
             log.info("[%d/%d] %s: training", index, len(points), point_name(point))
-            metrics = run_point(spec, point, run_dir, launcher)
+            metrics = run_point(spec, point, run_dir, launcher, scheduler)
         rows.append({"point": point_name(point), **point, **{k: metrics.get(k) for k in RESULT_KEYS}})
         log.info("[%d/%d] %s: logloss %.5f auc %.4f, %s FLOPs/example", index, len(points), point_name(point),
                  metrics["logloss"], metrics["auc"], f"{metrics['flops_per_example']:,}")

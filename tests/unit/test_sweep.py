@@ -50,7 +50,17 @@ def test_bad_sweep_file_is_one_line_error(tmp_path: Path, capsys: pytest.Capture
     assert err.startswith("terarec: error:") and "gird" in err and "\n" not in err
 
 
-@pytest.mark.parametrize("name", ["wukong_layers", "dcnv2_layers", "bst_blocks"])
+@pytest.mark.parametrize("name", ["wukong_layers", "dcnv2_layers", "bst_blocks", "wukong_layers_criteo1tb", "dcnv2_layers_criteo1tb",
+                                  "bst_blocks_taobao"])
 def test_shipped_sweeps_are_valid(name: str) -> None:
     spec = SweepSpec.load(name, [])
     assert len(spec.points()) >= 3 and list(spec.grid) == ["model.num_layers"]
+
+
+def test_scheduler_flag_needs_the_torchx_launcher(capsys: pytest.CaptureFixture[str]) -> None:
+    from terarec.cli import main
+
+    assert main(["sweep", "--config", "wukong_layers", "--scheduler", "slurm"]) == 2
+    assert capsys.readouterr().err.strip() == "terarec: error: --scheduler needs --launcher torchx"
+    assert main(["sweep", "--config", "wukong_layers", "--launcher", "torchx", "--scheduler", "pbs"]) == 2
+    assert "--scheduler pbs: not a torchx scheduler (one of " in capsys.readouterr().err
