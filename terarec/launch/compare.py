@@ -154,6 +154,10 @@ def run_compare(spec: CompareSpec, output: Path) -> dict[str, Any]:
     model = next((e for e in spec.entries if e.kind == "model"), None)
     if model is not None:
         report["budget"] = spec.budget(model.recipe)
+    eval_rows = sorted({run.get("eval_rows") for r in results for run in r["runs"]})
+    if len(eval_rows) > 1:  # one split for everyone is the point of compare: say so loudly if it broke
+        report["warning"] = f"runs were scored on different numbers of eval rows {eval_rows}: the rows are not comparable"
+        log.warning("%s", report["warning"])
     (output / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
     (output / "compare.md").write_text(render_markdown(report))
     plot(report, output / "compare.png")
@@ -186,7 +190,8 @@ def render_markdown(report: dict[str, Any]) -> str:
              "budgets (LightGBM: 50 trees, lr 0.05, 31 leaves; logreg: L2, C=1); their params are tree nodes / "
              "weights and their FLOPs/example comparisons (trees) or multiply-adds (logreg).",
              f"On this eval set an AUC has a standard error of about {report['auc_standard_error']:.4f} (Hanley & McNeil): "
-             "AUCs closer than about twice that are not distinguishable on this data.", "",
+             "AUCs closer than about twice that are not distinguishable on this data.",
+             *([f"**Warning: {report['warning']}.**"] if "warning" in report else []), "",
              "| model | recipe | AUC | logloss | NE | calibration | dense params | sparse params | FLOPs/example | samples/s | wall s |",
              "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     best = max(r["mean"]["auc"] for r in report["results"])

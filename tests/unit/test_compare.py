@@ -75,8 +75,10 @@ def test_markdown_marks_the_best_auc_and_states_the_noise() -> None:
            "flops_per_example": 30, "samples_per_s": 1000.0, "wall_s": 2.0}
     results = [{"name": n, "kind": k, "recipe": n, "runs": [run, run], "mean": {**run, "auc": a}, "std": {**run, "auc": 0.001}}
                for n, k, a in (("dlrm", "model", 0.72), ("lightgbm", "baseline", 0.73))]
-    text = render_markdown({"data": "d", "seeds": [0, 1], "nproc": 1, "overrides": [], "train_samples": 8000, "eval_rows": 2000,
-                            "auc_standard_error": 0.0116, "baseline_max_train_rows": 100, "budget": {"train.batch_size": 128},
-                            "results": results})
+    report = {"data": "d", "seeds": [0, 1], "nproc": 1, "overrides": [], "train_samples": 8000, "eval_rows": 2000,
+              "auc_standard_error": 0.0116, "baseline_max_train_rows": 100, "budget": {"train.batch_size": 128}, "results": results}
+    text = render_markdown(report)
     assert "| dlrm | dlrm | 0.7200 ± 0.0010 |" in text and "| lightgbm | lightgbm | **0.7300 ± 0.0010** |" in text
-    assert "standard error of about 0.0116" in text and "`train.batch_size=128`" in text
+    assert "standard error of about 0.0116" in text and "`train.batch_size=128`" in text and "Warning" not in text
+    report["warning"] = "runs were scored on different numbers of eval rows [1999, 2000]: the rows are not comparable"
+    assert "**Warning: runs were scored on different numbers of eval rows [1999, 2000]" in render_markdown(report)
