@@ -187,11 +187,13 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"Models' shared budget: {', '.join(f'`{k}={v}`' for k, v in report.get('budget', {}).items()) or 'n/a'}"
              f"{'; overrides: ' + ' '.join(f'`{o}`' for o in report['overrides']) if report['overrides'] else ''}.",
              f"Baselines train on at most {report['baseline_max_train_rows']:,} train rows with their libraries' "
-             "budgets (LightGBM: 50 trees, lr 0.05, 31 leaves; logreg: L2, C=1); their params are tree nodes / "
+             "budgets (LightGBM: 50 trees, lr 0.05, 31 leaves; logreg: L2, C=1, lbfgs, 100 iterations); their params are tree nodes / "
              "weights and their FLOPs/example comparisons (trees) or multiply-adds (logreg).",
              f"On this eval set an AUC has a standard error of about {report['auc_standard_error']:.4f} (Hanley & McNeil): "
              "AUCs closer than about twice that are not distinguishable on this data.",
-             *([f"**Warning: {report['warning']}.**"] if "warning" in report else []), "",
+             *([f"**Warning: {report['warning']}.**"] if "warning" in report else []),
+             *[f"{r['name']}: the solver stopped at its iteration cap ({r['runs'][0].get('n_iter')}) before converging."
+               for r in report["results"] if any(run.get("converged") is False for run in r["runs"])], "",
              "| model | recipe | AUC | logloss | NE | calibration | dense params | sparse params | FLOPs/example | samples/s | wall s |",
              "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     best = max(r["mean"]["auc"] for r in report["results"])

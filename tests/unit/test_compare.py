@@ -80,5 +80,8 @@ def test_markdown_marks_the_best_auc_and_states_the_noise() -> None:
     text = render_markdown(report)
     assert "| dlrm | dlrm | 0.7200 ± 0.0010 |" in text and "| lightgbm | lightgbm | **0.7300 ± 0.0010** |" in text
     assert "standard error of about 0.0116" in text and "`train.batch_size=128`" in text and "Warning" not in text
+    assert "before converging" not in text
+    results[1]["runs"] = [{**run, "converged": False, "n_iter": 100}] * 2
+    assert "lightgbm: the solver stopped at its iteration cap (100) before converging." in render_markdown(report)
     report["warning"] = "runs were scored on different numbers of eval rows [1999, 2000]: the rows are not comparable"
     assert "**Warning: runs were scored on different numbers of eval rows [1999, 2000]" in render_markdown(report)
