@@ -25,6 +25,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 
 from terarec.configs.schema import CheckpointConfig
+from terarec.trainer.distributed import any_rank
 
 log = logging.getLogger("terarec")
 STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -37,15 +38,6 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True) if (p / ".metadata").is_file() and (p / "trainer.json").is_file()]
 
 
-def _agree(flag: bool) -> bool:
-    """True on every rank if it is true on any rank (rank 0's clock decides time-based saves)."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return flag
-    tensor = torch.tensor([int(flag)])
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item())
-
-
 class CheckpointManager:
     def __init__(self, run_dir: Path, cfg: CheckpointConfig, rank: int) -> None:
         self.run_dir, self.cfg, self.rank = run_dir, cfg, rank
@@ -56,7 +48,7 @@ class CheckpointManager:
         """Whether to save after ``step`` (same answer on every rank)."""
         by_steps = self.cfg.every_steps > 0 and step % self.cfg.every_steps == 0
         by_time = self.cfg.every_minutes > 0 and time.monotonic() - self._last_save_time >= 60 * self.cfg.every_minutes
-        return _agree(by_steps or (by_time and self.rank == 0))
+        return any_rank(by_steps or (by_time and self.rank == 0))  # rank 0's clock decides time-based saves
 
     def save(self, step: int, state: dict[str, Any], trainer_state: dict[str, Any]) -> Path:
         final, tmp = self.root / f"step_{step}", self.root / f".tmp_step_{step}"

@@ -31,6 +31,24 @@ class DistInfo:
         return self.rank == 0
 
 
+def sum_over_ranks(value: int) -> int:
+    """``value`` summed over every rank (itself in a world of one)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(tensor)
+    return int(tensor.item())
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank if it is true on any rank: one decision all ranks act on together."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return flag
+    tensor = torch.tensor([int(flag)])
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
 def init_distributed(timeout_s: float = 600.0) -> DistInfo:
     """Join the process group that ``torchrun`` describes in RANK/WORLD_SIZE/MASTER_ADDR.
 

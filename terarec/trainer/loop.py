@@ -24,7 +24,7 @@ from terarec.configs.loader import config_to_dict
 from terarec.configs.schema import Config
 from terarec.data_pipeline.loader import BatchLoader
 from terarec.trainer.checkpoint import CheckpointManager, checkpoint_dirs
-from terarec.trainer.distributed import DistInfo
+from terarec.trainer.distributed import DistInfo, any_rank, sum_over_ranks
 from terarec.trainer.metrics import BinaryMetrics, GroupAUC
 from terarec.trainer.parallelize import lr_multiplier
 
@@ -43,7 +43,7 @@ class Trainer:
         self.checkpoints, self._saved_step = checkpoints, -1
         self.step, self.samples, self._samples_before = 0, 0, 0  # _samples_before: from a resumed checkpoint
         self._window_t, self._window_samples, self._local_samples = time.perf_counter(), 0, 0
-        self._train_start, self.out_of_time = time.perf_counter(), False  # train.max_minutes
+        self._train_start, self.out_of_time = time.perf_counter(), False  # fit() resets the start; train.max_minutes
         per_epoch = len(train_loader)
         self.total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * per_epoch
         self.dense_optimizers = [opt for name, opt in optimizer.optimizers if name == "dense"]
@@ -122,7 +122,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         assert self.checkpoints is not None
-        samples = self._samples_before + _sum_over_ranks(self._local_samples)
+        samples = self._samples_before + sum_over_ranks(self._local_samples)
         self._saved_step = self.step
         self.checkpoints.save(self.step, self._state(), {"step": self.step, "samples": samples,
                                                          "loader": self.train_loader.state_dict(),
@@ -175,7 +175,7 @@ class Trainer:
         """Every rank checks at the same step, and stops if any rank is out of time."""
         budget_s = self.cfg.train.max_minutes * 60
         if budget_s > 0 and not self.out_of_time:
-            self.out_of_time = _sum_over_ranks(int(time.perf_counter() - self._train_start >= budget_s)) > 0
+            self.out_of_time = any_rank(time.perf_counter() - self._train_start >= budget_s)
             if self.out_of_time:
                 log.info("train.max_minutes=%g reached at step %d: stopping", self.cfg.train.max_minutes, self.step)
 
@@ -183,7 +183,6 @@ class Trainer:
         progress = self.cfg.logging.progress and self.info.is_main and sys.stderr.isatty()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress, unit="step", desc="train")
         iterator = iter(self.train_loader)
-        self._train_start = time.perf_counter()
         while self.step < self.total_steps and not self.out_of_time:
             target = self._next_stop()
             if self._run_segment(iterator, bar) == 0 and self.step < target and not self.out_of_time:
@@ -193,7 +192,7 @@ class Trainer:
             elif self.step == target and not self.out_of_time:
                 self._at_stop()
         bar.close()
-        self.samples = self._samples_before + _sum_over_ranks(self._local_samples)
+        self.samples = self._samples_before + sum_over_ranks(self._local_samples)
 
     def _after_step(self, loss: float, lr: float, labels: torch.Tensor, bar: tqdm) -> None:
         self.step += 1
@@ -204,7 +203,7 @@ class Trainer:
         if self.step % self.cfg.train.log_every == 0:
             self._check_time_budget()
         if self.step % self.cfg.train.log_every == 0 or self.step == self.total_steps:
-            self._window_samples = _sum_over_ranks(self._window_samples)
+            self._window_samples = sum_over_ranks(self._window_samples)
             rate = self._window_samples / max(time.perf_counter() - self._window_t, 1e-9)
             self._window_t, self._window_samples = time.perf_counter(), 0
             self._scalar("train/loss", loss)
@@ -215,7 +214,7 @@ class Trainer:
                 log.info("step %d/%d loss %.4f lr %.2e %.0f samples/s", self.step, self.total_steps, loss, lr, rate)
 
     def fit(self) -> dict[str, Any]:
-        start = time.perf_counter()
+        start = self._train_start = time.perf_counter()
         self._train_epochs()
         train_s = time.perf_counter() - start
         if self.checkpoints is not None and self.cfg.checkpoint.final and self._saved_step != self.step:
@@ -247,14 +246,6 @@ def _recording_groups(batches: Iterator, key: str, groups: deque) -> Iterator:
         row_ids[jagged.lengths() > 0] = jagged.values()[jagged.offsets()[:-1][jagged.lengths() > 0]].cpu()
         groups.append(row_ids)
         yield batch
-
-
-def _sum_over_ranks(value: int) -> int:
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return value
-    tensor = torch.tensor([value], dtype=torch.int64)
-    dist.all_reduce(tensor)
-    return int(tensor.item())
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
