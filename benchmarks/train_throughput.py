@@ -52,7 +52,7 @@ from terarec.embeddings.tables import bag_table_configs
 from terarec.models import TrainWrapper
 from terarec.trainer.loop import Trainer
 from terarec.trainer.main import join_process_group
-from terarec.trainer.model_factory import build_model
+from terarec.trainer.model_factory import BuiltModel, build_model
 from terarec.trainer.parallelize import parallelize
 
 
@@ -105,12 +105,11 @@ def run_terarec(cfg: Any, schema: DatasetSchema, info: Any, loader: Any) -> tupl
     return float(metrics["samples_per_s"]), summary, sharding_types(dmp)
 
 
-def build_reference(cfg: Any, schema: DatasetSchema, info: Any) -> tuple[TrainPipelineSparseDist, Any, int]:
-    """torchrec's DLRM_DCN with the same sizes as terarec's dcnv2 flavor, sharded and optimised the
-    plain torchrec way."""
-    built = build_model(cfg, schema, "meta")
-    hp = built.hparams
-    ebc = EmbeddingBagCollection(tables=bag_table_configs(built.rows, hp.embedding_dim, schema), device=torch.device("meta"))
+def build_reference(cfg: Any, schema: DatasetSchema, sizes: BuiltModel, info: Any) -> tuple[TrainPipelineSparseDist, Any, int]:
+    """torchrec's DLRM_DCN with the same sizes as terarec's dcnv2 flavor (``sizes``), sharded and
+    optimised the plain torchrec way."""
+    hp = sizes.hparams
+    ebc = EmbeddingBagCollection(tables=bag_table_configs(sizes.rows, hp.embedding_dim, schema), device=torch.device("meta"))
     model = DLRMTrain(DLRM_DCN(embedding_bag_collection=ebc, dense_in_features=len(schema.dense), dense_arch_layer_sizes=hp.bottom_mlp,
                                over_arch_layer_sizes=hp.top_mlp, dcn_num_layers=hp.num_layers, dcn_low_rank_dim=hp.low_rank,
                                dense_device=info.device))
@@ -139,7 +138,7 @@ def run_reference(pipeline: TrainPipelineSparseDist, batches: list[Batch], steps
 def theoretical_bytes(params_dense: int, params_sparse: int, embedding_dim: int, world: int) -> int:
     """Per rank: sharded tables (+ one row-wise Adagrad float per row), replicated dense weights,
     their gradients and Adam's two moments; fp32."""
-    return 4 * (params_sparse * (1 + 1 / embedding_dim) // world + 4 * params_dense)
+    return 4 * (int(params_sparse * (1 + 1 / embedding_dim)) // world + 4 * params_dense)
 
 
 def main() -> None:
@@ -174,7 +173,7 @@ def main() -> None:
             ours, peaks["terarec"] = max(ours, rate), peak_rss_bytes() - before
             reset_peak_rss()
             before = peak_rss_bytes()
-            pipeline, dmp, ref_dense = build_reference(cfg, schema, info)
+            pipeline, dmp, ref_dense = build_reference(cfg, schema, sizes, info)
             reference = max(reference, run_reference(pipeline, batches, args.steps, args.batch_size, info.world_size))
             reference_plan = sharding_types(dmp)
             peaks["reference"] = peak_rss_bytes() - before

@@ -196,9 +196,8 @@ def _launch(args: argparse.Namespace) -> int:
     """``terarec launch -- train --config ...``: torchrun on this node; NPROC_PER_NODE (or NGPU),
     NNODES and MAX_RESTARTS come from the environment, as cluster launchers set them."""
     import os
-    import subprocess
 
-    from terarec.launch.torchrun import RESTART_SAFE_ENV, torchrun_command
+    from terarec.launch.torchrun import run_child, torchrun_command
 
     rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
     if rest[:1] != ["train"]:
@@ -213,7 +212,7 @@ def _launch(args: argparse.Namespace) -> int:
     cmd = torchrun_command("terarec.trainer.main", train_args, _env_int("NPROC_PER_NODE" if "NPROC_PER_NODE" in env else "NGPU", "1"), nnodes,
                            _env_int("MAX_RESTARTS", "0", minimum=0), rdzv_id=env.get("RDZV_ID", "terarec"),
                            rdzv_endpoint=env.get("RDZV_ENDPOINT", "localhost:29500") if nnodes > 1 else "localhost:0")
-    return subprocess.run(cmd, env={**env, **RESTART_SAFE_ENV}).returncode
+    return run_child(cmd)
 
 
 def _env_int(name: str, default: str, minimum: int = 1) -> int:
@@ -233,14 +232,11 @@ def _eval(args: argparse.Namespace) -> int:
 
         run_eval(args.run, args.data, args.overrides)
         return 0
-    import os
-    import subprocess
-
-    from terarec.launch.torchrun import RESTART_SAFE_ENV, torchrun_command
+    from terarec.launch.torchrun import run_child, torchrun_command
 
     cmd = torchrun_command("terarec.trainer.evaluate", ["--run-dir", args.run, *(["--data", args.data] if args.data else []), *args.overrides],
                            args.nproc)
-    return subprocess.run(cmd, env={**os.environ, **RESTART_SAFE_ENV}).returncode
+    return run_child(cmd)
 
 
 def _models(args: argparse.Namespace) -> int:

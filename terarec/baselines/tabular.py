@@ -145,6 +145,11 @@ def _depth(node: dict[str, Any]) -> int:
     return 1 + max(_depth(node["left_child"]), _depth(node["right_child"]))
 
 
+def _log1p_dense(dense: np.ndarray) -> np.ndarray:
+    """The models' dense transform: nulls -> 0, then ``log(1 + max(x, 0))``."""
+    return np.log1p(np.clip(np.nan_to_num(dense, nan=0.0), 0, None))
+
+
 class LogisticBaseline:
     """L2 logistic regression (scikit-learn) on one-hot categories and standardised ``log1p`` dense."""
 
@@ -154,8 +159,7 @@ class LogisticBaseline:
     def _matrix(self, block: Columns):  # -> scipy.sparse.csr_matrix
         import scipy.sparse as sp
 
-        dense = np.log1p(np.clip(np.nan_to_num(block.dense, nan=0.0), 0, None))
-        dense = (dense - self.mean) / self.std
+        dense = (_log1p_dense(block.dense) - self.mean) / self.std
         codes = self.codes.encode(block.sparse)
         codes = np.where(codes < 0, np.array(self.codes.sizes), codes) + self.offsets[:-1]  # -1 -> the feature's "other" column
         rows = np.repeat(np.arange(len(codes)), codes.shape[1])
@@ -168,7 +172,7 @@ class LogisticBaseline:
 
         self.codes = CategoryCodes(train.sparse, self.max_categories)
         self.offsets = np.concatenate([[0], np.cumsum(np.array(self.codes.sizes) + 1)])
-        dense = np.log1p(np.clip(np.nan_to_num(train.dense, nan=0.0), 0, None))
+        dense = _log1p_dense(train.dense)
         self.mean, self.std = dense.mean(0), dense.std(0) + 1e-6
         self.model = LogisticRegression(C=self.c, max_iter=self.max_iter, random_state=self.seed)
         with warnings.catch_warnings():  # not converging is reported in metrics.json (converged, n_iter), not as a warning

@@ -21,13 +21,13 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import yaml
 
 from terarec.configs.loader import ConfigError, config_to_dict, load_config
-from terarec.launch.torchrun import run_logged, trainer_command
+from terarec.launch.torchrun import run_child, trainer_command
 
 log = logging.getLogger("terarec")
 DEFAULT_RECIPES = {"dlrm": "dlrm_criteo10k", "dcnv2": "dcnv2_criteo10k", "wukong": "wukong_criteo10k", "bst": "bst_movielens"}
@@ -100,35 +100,41 @@ class CompareSpec:
             raise ConfigError(f"compare: the models' budgets differ ({detail}); set them for all, e.g. train.batch_size=N train.epochs=N")
 
 
+def _run_or_reuse(name: str, seed: int, run_dir: Path, command: list[str], unchanged: Callable[[], bool]) -> dict[str, Any]:
+    """The run's metrics: reused when ``metrics.json`` exists and ``unchanged()`` says it was made with
+    these settings, else (re)computed by ``command`` in a child process logging to ``train.log``."""
+    done = run_dir / "metrics.json"
+    if done.is_file() and unchanged():
+        log.info("%s seed %d: done earlier with the same settings, reused", name, seed)
+    else:
+        done.unlink(missing_ok=True)
+        log.info("%s seed %d: training", name, seed)
+        code = run_child(command, run_dir / "train.log")
+        if code != 0 or not done.is_file():
+            raise CompareError(f"{name} seed {seed} failed (exit {code}); see {run_dir / 'train.log'}")
+    return json.loads(done.read_text())
+
+
 def _run_model(spec: CompareSpec, entry: Entry, seed: int, run_dir: Path) -> dict[str, Any]:
     overrides = spec.model_overrides(seed, run_dir)
-    wanted = config_to_dict(load_config(entry.recipe, overrides))
     saved = run_dir / "config.yaml"
-    if (run_dir / "metrics.json").is_file() and saved.is_file() and yaml.safe_load(saved.read_text()) == wanted:
-        log.info("%s seed %d: done earlier with the same config, reused", entry.name, seed)
-    else:
-        (run_dir / "metrics.json").unlink(missing_ok=True)
-        log.info("%s seed %d: training (%s)", entry.name, seed, entry.recipe)
-        code = run_logged(trainer_command(["--config", entry.recipe, *overrides], spec.nproc), run_dir / "train.log")
-        if code != 0 or not (run_dir / "metrics.json").is_file():
-            raise CompareError(f"{entry.name} seed {seed} failed (exit {code}); see {run_dir / 'train.log'}")
-    return json.loads((run_dir / "metrics.json").read_text())
+
+    def unchanged() -> bool:
+        return saved.is_file() and yaml.safe_load(saved.read_text()) == config_to_dict(load_config(entry.recipe, overrides))
+
+    return _run_or_reuse(entry.name, seed, run_dir, trainer_command(["--config", entry.recipe, *overrides], spec.nproc), unchanged)
 
 
 def _run_baseline(spec: CompareSpec, entry: Entry, seed: int, run_dir: Path) -> dict[str, Any]:
     args = {"data": str(Path(spec.data).resolve()), "max_train_rows": spec.max_train_rows, "seed": seed}
-    done = run_dir / "metrics.json"
-    if done.is_file() and {k: json.loads(done.read_text()).get(k) for k in args} == args:
-        log.info("%s seed %d: done earlier with the same data, reused", entry.name, seed)
-    else:
-        done.unlink(missing_ok=True)
-        log.info("%s seed %d: training", entry.name, seed)
-        command = [sys.executable, "-m", "terarec.baselines.tabular", "--kind", entry.recipe, "--data", args["data"],
-                   "--output", str(run_dir), "--seed", str(seed), "--max-train-rows", str(spec.max_train_rows)]
-        code = run_logged(command, run_dir / "train.log")
-        if code != 0 or not done.is_file():
-            raise CompareError(f"baseline {entry.name} seed {seed} failed (exit {code}); see {run_dir / 'train.log'}")
-    return json.loads(done.read_text())
+    command = [sys.executable, "-m", "terarec.baselines.tabular", "--kind", entry.recipe, "--data", args["data"],
+               "--output", str(run_dir), "--seed", str(seed), "--max-train-rows", str(spec.max_train_rows)]
+
+    def unchanged() -> bool:
+        recorded = json.loads((run_dir / "metrics.json").read_text())
+        return {k: recorded.get(k) for k in args} == args
+
+    return _run_or_reuse(entry.name, seed, run_dir, command, unchanged)
 
 
 def run_compare(spec: CompareSpec, output: Path) -> dict[str, Any]:

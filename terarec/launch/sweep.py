@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 from terarec.configs.loader import ConfigError, load_config
-from terarec.launch.torchrun import run_logged, trainer_command
+from terarec.launch.torchrun import run_child, trainer_command
 
 log = logging.getLogger("terarec")
 
@@ -90,7 +90,7 @@ def run_point(spec: SweepSpec, point: dict[str, Any], run_dir: Path, launcher: s
     args = ["--config", spec.base, *spec.point_overrides(point), f"run.dir={run_dir}", "logging.progress=false"]
     if launcher == "torchx":
         return _run_point_torchx(args, spec.nproc, point, run_dir, scheduler)
-    code = run_logged(trainer_command(args, spec.nproc), run_dir / "train.log")
+    code = run_child(trainer_command(args, spec.nproc), run_dir / "train.log")
     if code != 0:
         raise SweepError(f"sweep point {point_name(point)} failed (exit {code}); see {run_dir / 'train.log'}")
     return json.loads((run_dir / "metrics.json").read_text())

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 # restarts must not reuse the previous rendezvous store (pytorch#135712; STACK_NOTES)
 RESTART_SAFE_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
@@ -27,8 +28,12 @@ def trainer_command(script_args: list[str], nproc: int) -> list[str]:
     return [sys.executable, "-m", "terarec.trainer.main", *script_args]
 
 
-def run_logged(command: list[str], log_file: Path) -> int:
-    """Run ``command`` with stdout and stderr into ``log_file``; its exit code."""
+def run_child(command: list[str], log_file: Optional[Path] = None) -> int:
+    """Run ``command`` (restart-safe environment) in the foreground, or with stdout and stderr into
+    ``log_file``; its exit code."""
+    env = {**os.environ, **RESTART_SAFE_ENV}
+    if log_file is None:
+        return subprocess.run(command, env=env).returncode
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "w") as out:
-        return subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **RESTART_SAFE_ENV}).returncode
+        return subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
