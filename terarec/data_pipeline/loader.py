@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchrec.datasets.utils import Batch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from terarec.data_pipeline.columns import dense_columns, filled, pooled_empty, reduce_ids
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, dataset_files
 
 PAD_LABEL = -1.0
@@ -91,7 +92,7 @@ def list_units(directory: str, split: str) -> list[Unit]:
 class _Window:
     """Rows of a few units, permuted, as numpy arrays ready to be cut into batches.
 
-    Dense features form one feature-major ``N x rows`` float32 array; each single-id feature is one
+    Dense features form one feature-major ``F x rows`` float32 array; each single-id feature is one
     array of its stored ids (zero-copy when nothing needs filling, reduction or permuting); only
     list columns (multi-hot, histories) go through jagged ``(values, offsets)`` arrays.
     """
@@ -100,24 +101,13 @@ class _Window:
                  layout: "_KeyLayout") -> None:
         self.rows = table.num_rows
         perm = rng.permutation(self.rows) if rng is not None else None
-        labels = table.column(schema.label).to_numpy(zero_copy_only=False).astype(np.float32)
-        # feature-major (F x rows): contiguous column writes, and a batch's values of one feature
-        # are one contiguous slice
-        dense = np.empty((len(schema.dense), self.rows), np.float32)
-        for j, name in enumerate(schema.dense):
-            dense[j] = _numpy(table.column(name), spec.dense_fill)
-        if spec.dense_transform == "log1p":  # torch: vectorised and multi-threaded, unlike np.log1p
-            dense_t = torch.from_numpy(dense)
-            torch.log1p_(dense_t.clamp_(min=0.0))
+        ids = table.select([schema.label, *layout.single])
+        if perm is not None:  # arrow's take beats numpy's per-column gathers (and its pool avoids page faults)
+            ids = ids.take(pa.array(perm))
+        self.labels = ids.column(0).to_numpy(zero_copy_only=False).astype(np.float32)
         # single-id columns stay as stored (uint32, zero-copy without nulls); int64 at assembly
-        single = [_numpy(table.column(name), 0) for name in layout.single]
-        for j, rows in enumerate(layout.single_rows):  # a max is ~100x cheaper than a modulo: skip no-ops
-            if len(single[j]) and single[j].max() >= rows:
-                single[j] = np.remainder(single[j], rows, dtype=single[j].dtype)
-        if perm is not None:
-            labels, dense = labels[perm], np.take(dense, perm, axis=1)
-            single = [np.take(column, perm) for column in single]
-        self.labels, self.dense, self.single = labels, dense, single
+        self.single = [reduce_ids(filled(ids.column(name), 0), rows) for name, rows in zip(layout.single, layout.single_rows)]
+        self.dense = dense_columns(table, schema.dense, spec.dense_fill, spec.dense_transform, perm)
         lists = table.select(layout.jagged) if layout.jagged else None
         if lists is not None and perm is not None:
             lists = lists.take(pa.array(perm))
@@ -149,13 +139,6 @@ def _key_layout(schema: DatasetSchema, spec: LoaderSpec, list_columns: set[str])
     source = [(True, single_names.index(n)) if n in single_names else (False, jagged_names.index(n)) for n, _, _ in cols]
     return _KeyLayout([n for n, _, _ in cols], single_names, rows, jagged_names,
                       [spec.table_rows[t] for _, t, _ in jagged], [c for _, _, c in jagged], source)
-
-
-def _numpy(column: pa.ChunkedArray, fill: float) -> np.ndarray:
-    """A numeric column as numpy, nulls filled (zero-copy when there are none)."""
-    if column.null_count:
-        column = pc.fill_null(column, fill)
-    return column.to_numpy()
 
 
 def _list_columns(path: str) -> set[str]:
@@ -200,6 +183,7 @@ class ParquetBatchStream(IterableDataset):
             raise DatasetError(f"no embedding table size for feature '{missing[0]}'")
         self.layout = _key_layout(schema, spec, _list_columns(self.units[0].file) if self.units else set())
         self.keys = self.layout.keys
+        self._ones: Optional[torch.Tensor] = None  # shared lengths of full single-id batches
         self.columns = [schema.label, *schema.dense, *self.keys]
         self.epoch, self.start_batch = 0, 0
 
@@ -234,7 +218,7 @@ class ParquetBatchStream(IterableDataset):
         groups: dict[tuple[str, int], pa.Table] = {}  # each row group is decoded once per window
         for u in units:
             if (u.file, u.row_group) not in groups:
-                groups[(u.file, u.row_group)] = pq.ParquetFile(u.file).read_row_group(u.row_group, columns=self.columns)
+                groups[(u.file, u.row_group)] = pq.ParquetFile(u.file, memory_map=True).read_row_group(u.row_group, columns=self.columns)
         return pa.concat_tables([groups[(u.file, u.row_group)].slice(u.start, u.rows) for u in units])
 
     # -- iteration ------------------------------------------------------------------------
@@ -305,28 +289,46 @@ class ParquetBatchStream(IterableDataset):
         return head, batches, tail
 
     def _assemble(self, pieces: list[dict[str, Any]], pad_to: int) -> Batch:
-        """Pieces -> one Batch of exactly ``pad_to`` rows (padding rows: label -1, no ids)."""
+        """Pieces -> one Batch of exactly ``pad_to`` rows (padding rows: label -1, no ids). A full
+        batch's labels are a view of its window's, not a copy."""
         part = _merge(pieces) if pieces else None
         rows = part["rows"] if part else 0
-        dense = np.zeros((pad_to, len(self.schema.dense)), np.float32)
-        labels = np.full(pad_to, PAD_LABEL, np.float32)
-        lengths = np.zeros((len(self.keys), pad_to), np.int64)  # key-major, as a KJT stores them
-        values: list[np.ndarray] = []
-        if part:
-            dense[:rows], labels[:rows] = part["dense"].T, part["labels"]
-            for k, (is_single, index) in enumerate(self.layout.source):
-                if is_single:
-                    lengths[k, :rows] = 1
-                    values.append(part["single"][index])
-                else:
-                    lengths[k, :rows] = part["lengths"][index]
-                    values.append(part["values"][index])
+        # batch-sized transposes stay in cache, unlike a whole window's
+        dense = pooled_empty((pad_to, len(self.schema.dense)), np.float32)
+        if rows == pad_to:
+            dense[:], labels = part["dense"].T, part["labels"]
+        else:
+            dense[rows:], labels = 0.0, np.full(pad_to, PAD_LABEL, np.float32)
+            if part:
+                dense[:rows], labels[:rows] = part["dense"].T, part["labels"]
+        values = [part["single" if single else "values"][index] for single, index in self.layout.source] if part else []
         # offsets are left to the KJT (computed lazily, in torch, only if a consumer asks)
         kjt = KeyedJaggedTensor(
-            keys=self.keys, values=torch.from_numpy(np.concatenate(values, dtype=np.int64) if values else np.zeros(0, np.int64)),
-            lengths=torch.from_numpy(lengths.reshape(-1)), stride=pad_to,
+            keys=self.keys, values=torch.from_numpy(_concatenate(values)),
+            lengths=self._lengths(part, pad_to), stride=pad_to,
         )
         return Batch(dense_features=torch.from_numpy(dense), sparse_features=kjt, labels=torch.from_numpy(labels))
+
+    def _lengths(self, part: Optional[dict[str, Any]], pad_to: int) -> torch.Tensor:
+        """Key-major lengths (as a KJT stores them) of ``part`` padded to ``pad_to`` rows."""
+        rows = part["rows"] if part else 0
+        if rows == pad_to and not self.layout.jagged:
+            # one id per key and row: every full batch has the same all-ones lengths, so they share
+            # one tensor, as torchrec's own Criteo loader does (no consumer writes to KJT lengths)
+            if self._ones is None or len(self._ones) != len(self.keys) * pad_to:
+                self._ones = torch.ones(len(self.keys) * pad_to, dtype=torch.int64)
+            return self._ones
+        lengths = np.zeros((len(self.keys), pad_to), np.int64)
+        if part:
+            for k, (single, index) in enumerate(self.layout.source):
+                lengths[k, :rows] = 1 if single else part["lengths"][index]
+        return torch.from_numpy(lengths.reshape(-1))
+
+
+def _concatenate(arrays: list[np.ndarray]) -> np.ndarray:
+    """int64 concatenation into a pooled buffer (see ``pooled_empty``)."""
+    out = pooled_empty((sum(len(a) for a in arrays),), np.int64)
+    return np.concatenate(arrays, out=out, casting="same_kind") if arrays else out
 
 
 def _slice(window: _Window, start: int, end: int) -> dict[str, Any]:
