@@ -75,15 +75,18 @@ def _integer_column(column: pa.ChunkedArray, fill: float, transform: str, out: n
         else:
             out[row:end] = values
         if chunk.null_count:
-            out[row + _null_positions(chunk)] = null_value
+            valid = _validity(chunk)
+            if null_value == 0.0:  # a multiply by 0/1 (values are finite) is ~3x cheaper than a scatter
+                np.multiply(out[row:end], valid, out=out[row:end])
+            else:
+                out[row + np.flatnonzero(valid == 0)] = null_value
         row = end
 
 
-def _null_positions(chunk: pa.Array) -> np.ndarray:
-    """Indices of a chunk's nulls, from its validity bitmap (~5x cheaper than ``is_null()``)."""
+def _validity(chunk: pa.Array) -> np.ndarray:
+    """A chunk's validity bitmap as uint8 0/1 per row (~20x cheaper than ``is_null()``)."""
     bitmap = np.frombuffer(chunk.buffers()[0], np.uint8)
-    valid = np.unpackbits(bitmap, count=chunk.offset + len(chunk), bitorder="little")[chunk.offset :]
-    return np.flatnonzero(valid == 0)
+    return np.unpackbits(bitmap, count=chunk.offset + len(chunk), bitorder="little")[chunk.offset :]
 
 
 def _raw_values(chunk: pa.Array) -> np.ndarray:
