@@ -66,7 +66,7 @@ def _integer_column(column: pa.ChunkedArray, fill: float, transform: str, out: n
     row = 0
     for chunk in column.chunks:
         end = row + len(chunk)
-        values = chunk.to_numpy(zero_copy_only=False) if chunk.null_count == 0 else _raw_values(chunk)
+        values = _raw_values(chunk)
         if transform == "log1p":
             np.take(_LOG1P_TABLE, values, out=out[row:end], mode="clip")
             if len(values) and values.max() >= _LOG1P_TABLE_SIZE:

@@ -101,20 +101,21 @@ class _Window:
                  layout: "_KeyLayout") -> None:
         self.rows = table.num_rows
         perm = rng.permutation(self.rows) if rng is not None else None
+        arrow_perm = pa.array(perm) if perm is not None else None
         ids = table.select([schema.label, *layout.single])
-        if perm is not None:  # arrow's take beats numpy's per-column gathers (and its pool avoids page faults)
-            ids = ids.take(pa.array(perm))
+        if arrow_perm is not None:  # arrow's take beats numpy's per-column gathers (and its pool avoids page faults)
+            ids = ids.take(arrow_perm)
         self.labels = ids.column(0).to_numpy(zero_copy_only=False).astype(np.float32)
         # single-id columns stay as stored (uint32, zero-copy without nulls); int64 at assembly
         self.single = [reduce_ids(filled(ids.column(name), 0), rows) for name, rows in zip(layout.single, layout.single_rows)]
         self.dense = dense_columns(table, schema.dense, spec.dense_fill, spec.dense_transform, perm)
         lists = table.select(layout.jagged) if layout.jagged else None
-        if lists is not None and perm is not None:
-            lists = lists.take(pa.array(perm))
+        if lists is not None and arrow_perm is not None:
+            lists = lists.take(arrow_perm)
         self.jagged: list[tuple[np.ndarray, np.ndarray]] = []  # per list feature: (values, offsets)
         for name, rows, cap in zip(layout.jagged, layout.jagged_rows, layout.jagged_caps):
             values, offsets = _jagged_column(lists.column(name), cap)
-            self.jagged.append((values % rows, offsets))
+            self.jagged.append((reduce_ids(values, rows), offsets))
 
 
 @dataclass(frozen=True)
