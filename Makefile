@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.terarec-setup
 RUN_DIR ?= runs/demo
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast lint clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,12 @@ $(STAMP): requirements/stack.txt requirements/base.txt requirements/dev.txt requ
 demo: setup
 	bash scripts/demo.sh $(RUN_DIR)
 
-test: setup
+# ruff lint + format check (settings in pyproject.toml); CI runs it through make test
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: setup lint
 	$(PY) -m pytest -q tests
 
 test-fast: setup

@@ -17,8 +17,8 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pyarrow.parquet as pq
 
@@ -63,23 +63,36 @@ def main() -> None:
         schema = DatasetSchema.load(data)
         files = dataset_files(data, "train")
         pyarrow_rows(files, args.batch_size)  # warm the page cache
-        reads = {"pyarrow": lambda: pyarrow_rows(files, args.batch_size),
-                 "loader": lambda: loader_rows(data, schema, args.batch_size, args.shuffle_buffer),
-                 "loader_unshuffled": lambda: loader_rows(data, schema, args.batch_size, 0)}
+        reads = {
+            "pyarrow": lambda: pyarrow_rows(files, args.batch_size),
+            "loader": lambda: loader_rows(data, schema, args.batch_size, args.shuffle_buffer),
+            "loader_unshuffled": lambda: loader_rows(data, schema, args.batch_size, 0),
+        }
         rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in reads}
         for _ in range(args.repeats):  # interleaved: a shared machine's noise hits all three
             for name, read in reads.items():
                 rounds[name].append(timed(read))
     best = {name: max(r for r, _ in results) for name, results in rounds.items()}
     cpu = {name: statistics.median(c for _, c in results) for name, results in rounds.items()}
-    print(f"pyarrow iter_batches: {best['pyarrow']:,.0f} rows/s; loader: {best['loader']:,.0f} rows/s shuffled "
-          f"(window {args.shuffle_buffer:,} rows), {best['loader_unshuffled']:,.0f} unshuffled")
+    print(
+        f"pyarrow iter_batches: {best['pyarrow']:,.0f} rows/s; loader: {best['loader']:,.0f} rows/s shuffled "
+        f"(window {args.shuffle_buffer:,} rows), {best['loader_unshuffled']:,.0f} unshuffled"
+    )
     print("CPU us/row (median): " + ", ".join(f"{name} {c:.3f}" for name, c in cpu.items()))
-    print(json.dumps({"loader_rows_per_s": round(best["loader"]), "loader_unshuffled_rows_per_s": round(best["loader_unshuffled"]),
-                      "pyarrow_rows_per_s": round(best["pyarrow"]), "ratio": round(best["loader"] / best["pyarrow"], 3),
-                      "ratio_unshuffled": round(best["loader_unshuffled"] / best["pyarrow"], 3),
-                      "cpu_ratio": round(cpu["pyarrow"] / cpu["loader"], 3),
-                      "cpu_ratio_unshuffled": round(cpu["pyarrow"] / cpu["loader_unshuffled"], 3)}))
+    print(
+        json.dumps(
+            {
+                "loader_rows_per_s": round(best["loader"]),
+                "loader_unshuffled_rows_per_s": round(best["loader_unshuffled"]),
+                "pyarrow_rows_per_s": round(best["pyarrow"]),
+                "ratio": round(best["loader"] / best["pyarrow"], 3),
+                "ratio_unshuffled": round(best["loader_unshuffled"] / best["pyarrow"], 3),
+                "cpu_ratio": round(cpu["pyarrow"] / cpu["loader"], 3),
+                "cpu_ratio_unshuffled": round(cpu["pyarrow"] / cpu["loader_unshuffled"], 3),
+            }
+        )
+    )
+
 
 if __name__ == "__main__":
     main()

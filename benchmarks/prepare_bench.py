@@ -44,7 +44,8 @@ else:
     result = prepare_file(FileJob(path, "bench", 1 << 62, out, "fail"))
     rows = sum(result["rows"].values())
 seconds = time.perf_counter() - start
-print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"rows": rows, "seconds": seconds, "peak_rss_mb": peak_rss_mb}))
 """
 
 
@@ -64,7 +65,9 @@ def write_tsv(path: Path, rows: int) -> None:
 
 
 def measure(mode: str, path: Path, out: Path) -> dict:
-    done = subprocess.run([sys.executable, "-c", CHILD, mode, str(path), str(out)], cwd=ROOT, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, str(path), str(out)], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -86,12 +89,24 @@ def main() -> None:
         ours = measure("prepare", small, Path(tmp) / "out_small")
         ours_large = measure("prepare", large, Path(tmp) / "out_large")
     ref_rate, our_rate = reference["rows"] / reference["seconds"], ours["rows"] / ours["seconds"]
-    print(f"pyarrow.csv parse: {ref_rate:,.0f} rows/s; prepare criteo: {our_rate:,.0f} rows/s (one worker); "
-          f"peak RSS {ours['peak_rss_mb']:.0f} MB at {ours['rows']:,} rows, {ours_large['peak_rss_mb']:.0f} MB at {ours_large['rows']:,}")
-    print(json.dumps({"prepare_rows_per_s": round(our_rate), "pyarrow_csv_rows_per_s": round(ref_rate),
-                      "ratio": round(our_rate / ref_rate, 3), "rows": ours["rows"],
-                      "peak_rss_mb": round(ours["peak_rss_mb"], 1), "peak_rss_mb_4x_rows": round(ours_large["peak_rss_mb"], 1),
-                      "pyarrow_peak_rss_mb": round(reference["peak_rss_mb"], 1)}))
+    print(
+        f"pyarrow.csv parse: {ref_rate:,.0f} rows/s; prepare criteo: {our_rate:,.0f} rows/s (one worker); "
+        f"peak RSS {ours['peak_rss_mb']:.0f} MB at {ours['rows']:,} rows, "
+        f"{ours_large['peak_rss_mb']:.0f} MB at {ours_large['rows']:,}"
+    )
+    print(
+        json.dumps(
+            {
+                "prepare_rows_per_s": round(our_rate),
+                "pyarrow_csv_rows_per_s": round(ref_rate),
+                "ratio": round(our_rate / ref_rate, 3),
+                "rows": ours["rows"],
+                "peak_rss_mb": round(ours["peak_rss_mb"], 1),
+                "peak_rss_mb_4x_rows": round(ours_large["peak_rss_mb"], 1),
+                "pyarrow_peak_rss_mb": round(reference["peak_rss_mb"], 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

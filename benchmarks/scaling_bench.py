@@ -33,9 +33,20 @@ GIB = 2**30
 
 def train_samples_per_s(data: Path, run_dir: Path, nproc: int, steps: int, batch_size: int) -> float:
     threads = max(1, (os.cpu_count() or 1) // nproc)
-    args = ["--config", "dcnv2_synth", f"data.path={data}", f"run.dir={run_dir}", f"train.max_steps={steps}",
-            f"train.batch_size={batch_size}", f"train.log_every={steps}", "sharding.sharding_type=table_wise",
-            "logging.progress=false", "logging.tensorboard=false", "checkpoint.final=false", "logging.level=WARNING"]
+    args = [
+        "--config",
+        "dcnv2_synth",
+        f"data.path={data}",
+        f"run.dir={run_dir}",
+        f"train.max_steps={steps}",
+        f"train.batch_size={batch_size}",
+        f"train.log_every={steps}",
+        "sharding.sharding_type=table_wise",
+        "logging.progress=false",
+        "logging.tensorboard=false",
+        "checkpoint.final=false",
+        "logging.level=WARNING",
+    ]
     env = {**os.environ, **RESTART_SAFE_ENV, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(trainer_command(args, nproc), env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -53,8 +64,13 @@ def plan_report(world_size: int, global_batch: int = 65536, hbm_gib: int = 80) -
 
     cfg = load_config("dcnv2_mlperf", [])
     built = build_model(cfg, reference_schema(), "meta")
-    topology = Topology(world_size=world_size, compute_device="cuda", hbm_cap=hbm_gib * GIB, ddr_cap=1024 * GIB,
-                        local_world_size=min(8, world_size))
+    topology = Topology(
+        world_size=world_size,
+        compute_device="cuda",
+        hbm_cap=hbm_gib * GIB,
+        ddr_cap=1024 * GIB,
+        local_world_size=min(8, world_size),
+    )
     planner = EmbeddingShardingPlanner(topology=topology, batch_size=global_batch // world_size)
     planner.plan(TrainWrapper(built.model), [EmbeddingBagCollectionSharder()])
     hbm, compute, comms = Counter(), Counter(), Counter()
@@ -66,10 +82,16 @@ def plan_report(world_size: int, global_batch: int = 65536, hbm_gib: int = 80) -
             compute[shard.rank] += shard.perf.fwd_compute + shard.perf.bwd_compute
             comms[shard.rank] += shard.perf.fwd_comms + shard.perf.bwd_comms + shard.perf.input_dist_comms
     ranks = range(world_size)
-    return {"world_size": world_size, "per_rank_batch": global_batch // world_size, "tables_by_sharding_type": dict(types),
-            "hbm_gib_max": round(max(hbm[r] for r in ranks) / GIB, 2), "hbm_gib_min": round(min(hbm[r] for r in ranks) / GIB, 2),
-            "est_compute_ms_max": round(max(compute[r] for r in ranks), 3), "est_comms_ms_max": round(max(comms[r] for r in ranks), 3),
-            "params_sparse": built.summary()["params_sparse"]}
+    return {
+        "world_size": world_size,
+        "per_rank_batch": global_batch // world_size,
+        "tables_by_sharding_type": dict(types),
+        "hbm_gib_max": round(max(hbm[r] for r in ranks) / GIB, 2),
+        "hbm_gib_min": round(min(hbm[r] for r in ranks) / GIB, 2),
+        "est_compute_ms_max": round(max(compute[r] for r in ranks), 3),
+        "est_comms_ms_max": round(max(comms[r] for r in ranks), 3),
+        "params_sparse": built.summary()["params_sparse"],
+    }
 
 
 def main() -> None:
@@ -83,15 +105,30 @@ def main() -> None:
     if not args.skip_train:
         with tempfile.TemporaryDirectory() as tmp:
             write_synthetic(SynthSpec(rows=args.rows, eval_fraction=0.05), Path(tmp) / "data", progress=False)
-            rates = {n: train_samples_per_s(Path(tmp) / "data", Path(tmp) / f"run{n}", n, args.steps, args.batch_size) for n in (1, 2)}
-        result.update({"samples_per_s_1proc": round(rates[1]), "samples_per_s_2proc": round(rates[2]),
-                       "speedup_2_vs_1": round(rates[2] / rates[1], 3), "cpu_count": os.cpu_count()})
-        print(f"1 process {rates[1]:,.0f} samples/s, 2 processes {rates[2]:,.0f}: {rates[2] / rates[1]:.2f}x on {os.cpu_count()} cores")
+            rates = {
+                n: train_samples_per_s(Path(tmp) / "data", Path(tmp) / f"run{n}", n, args.steps, args.batch_size)
+                for n in (1, 2)
+            }
+        result.update(
+            {
+                "samples_per_s_1proc": round(rates[1]),
+                "samples_per_s_2proc": round(rates[2]),
+                "speedup_2_vs_1": round(rates[2] / rates[1], 3),
+                "cpu_count": os.cpu_count(),
+            }
+        )
+        print(
+            f"1 process {rates[1]:,.0f} samples/s, 2 processes {rates[2]:,.0f}: "
+            f"{rates[2] / rates[1]:.2f}x on {os.cpu_count()} cores"
+        )
     plans = [plan_report(w) for w in (8, 64)]
     for p in plans:
-        print(f"dcnv2_mlperf on {p['world_size']} GPUs (batch {p['per_rank_batch']}/rank): {p['tables_by_sharding_type']}, "
-              f"HBM per rank {p['hbm_gib_min']}-{p['hbm_gib_max']} GiB, est. compute {p['est_compute_ms_max']} ms, "
-              f"comms {p['est_comms_ms_max']} ms per step (slowest rank)")
+        print(
+            f"dcnv2_mlperf on {p['world_size']} GPUs (batch {p['per_rank_batch']}/rank): "
+            f"{p['tables_by_sharding_type']}, "
+            f"HBM per rank {p['hbm_gib_min']}-{p['hbm_gib_max']} GiB, est. compute {p['est_compute_ms_max']} ms, "
+            f"comms {p['est_comms_ms_max']} ms per step (slowest rank)"
+        )
     result["plans"] = plans
     print(json.dumps(result))
 

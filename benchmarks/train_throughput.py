@@ -10,7 +10,8 @@ synthetic Criteo-1TB-shaped dataset and held in memory; both sides train on exac
   Adagrad + Adam) + ``Trainer`` (what ``terarec train`` runs: the pipeline, LR schedule, padding
   mask, sample counting, loss logging);
 - reference: torchrec ``DLRM_DCN`` with the flavor's sizes (``small``: bottom 64-16, 3 cross layers
-  of rank 64, top 256-128-1; ``mlperf``: MLPerf DLRMv2's) in ``DLRMTrain``, ``DistributedModelParallel`` with torchrec's default planner,
+  of rank 64, top 256-128-1; ``mlperf``: MLPerf DLRMv2's) in ``DLRMTrain``,
+  ``DistributedModelParallel`` with torchrec's default planner,
   ``apply_optimizer_in_backward(RowWiseAdagrad)``, ``KeyedOptimizerWrapper(Adam)`` and a bare
   ``TrainPipelineSparseDist.progress`` loop.
 
@@ -27,9 +28,10 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from itertools import cycle, islice
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -40,8 +42,8 @@ from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from torchrec.models.dlrm import DLRM_DCN, DLRMTrain
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
-from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
 from terarec.configs.loader import load_config
@@ -85,10 +87,23 @@ def peak_rss_bytes() -> int:
 
 
 def terarec_config(args: argparse.Namespace, data: Path, run_dir: Path) -> Any:
-    return load_config(None, ["model.name=dcnv2", f"model.flavor={args.flavor}", f"embeddings.max_rows={args.max_rows}",
-                              f"data.path={data}", f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps}",
-                              f"train.log_every={args.steps}", "logging.tensorboard=false", "logging.progress=false",
-                              "checkpoint.final=false", f"run.dir={run_dir}", "logging.level=WARNING"])
+    return load_config(
+        None,
+        [
+            "model.name=dcnv2",
+            f"model.flavor={args.flavor}",
+            f"embeddings.max_rows={args.max_rows}",
+            f"data.path={data}",
+            f"train.batch_size={args.batch_size}",
+            f"train.max_steps={args.steps}",
+            f"train.log_every={args.steps}",
+            "logging.tensorboard=false",
+            "logging.progress=false",
+            "checkpoint.final=false",
+            f"run.dir={run_dir}",
+            "logging.level=WARNING",
+        ],
+    )
 
 
 def sharding_types(dmp: DistributedModelParallel) -> list[str]:
@@ -105,26 +120,44 @@ def run_terarec(cfg: Any, schema: DatasetSchema, info: Any, loader: Any) -> tupl
     return float(metrics["samples_per_s"]), summary, sharding_types(dmp)
 
 
-def build_reference(cfg: Any, schema: DatasetSchema, sizes: BuiltModel, info: Any) -> tuple[TrainPipelineSparseDist, Any, int]:
+def build_reference(
+    cfg: Any, schema: DatasetSchema, sizes: BuiltModel, info: Any
+) -> tuple[TrainPipelineSparseDist, Any, int]:
     """torchrec's DLRM_DCN with the same sizes as terarec's dcnv2 flavor (``sizes``), sharded and
     optimised the plain torchrec way."""
     hp = sizes.hparams
-    ebc = EmbeddingBagCollection(tables=bag_table_configs(sizes.rows, hp.embedding_dim, schema), device=torch.device("meta"))
-    model = DLRMTrain(DLRM_DCN(embedding_bag_collection=ebc, dense_in_features=len(schema.dense), dense_arch_layer_sizes=hp.bottom_mlp,
-                               over_arch_layer_sizes=hp.top_mlp, dcn_num_layers=hp.num_layers, dcn_low_rank_dim=hp.low_rank,
-                               dense_device=info.device))
-    apply_optimizer_in_backward(RowWiseAdagrad, model.model.sparse_arch.parameters(), {"lr": cfg.optim.sparse_lr, "eps": cfg.optim.eps})
+    ebc = EmbeddingBagCollection(
+        tables=bag_table_configs(sizes.rows, hp.embedding_dim, schema), device=torch.device("meta")
+    )
+    model = DLRMTrain(
+        DLRM_DCN(
+            embedding_bag_collection=ebc,
+            dense_in_features=len(schema.dense),
+            dense_arch_layer_sizes=hp.bottom_mlp,
+            over_arch_layer_sizes=hp.top_mlp,
+            dcn_num_layers=hp.num_layers,
+            dcn_low_rank_dim=hp.low_rank,
+            dense_device=info.device,
+        )
+    )
+    apply_optimizer_in_backward(
+        RowWiseAdagrad, model.model.sparse_arch.parameters(), {"lr": cfg.optim.sparse_lr, "eps": cfg.optim.eps}
+    )
     planner = EmbeddingShardingPlanner(topology=Topology(world_size=info.world_size, compute_device=info.device.type))
     plan = planner.collective_plan(model, None, dist.GroupMember.WORLD)
     dmp = DistributedModelParallel(module=model, device=info.device, plan=plan)
-    dense = KeyedOptimizerWrapper(dict(in_backward_optimizer_filter(dmp.named_parameters())),
-                                  lambda params: torch.optim.Adam(params, lr=cfg.optim.lr))
+    dense = KeyedOptimizerWrapper(
+        dict(in_backward_optimizer_filter(dmp.named_parameters())),
+        lambda params: torch.optim.Adam(params, lr=cfg.optim.lr),
+    )
     optimizer = CombinedOptimizer([("sparse", dmp.fused_optimizer), ("dense", dense)])
     dense_params = sum(p.numel() for n, p in model.named_parameters() if "sparse_arch" not in n)
     return TrainPipelineSparseDist(dmp, optimizer, info.device), dmp, dense_params
 
 
-def run_reference(pipeline: TrainPipelineSparseDist, batches: list[Batch], steps: int, batch_size: int, world: int) -> float:
+def run_reference(
+    pipeline: TrainPipelineSparseDist, batches: list[Batch], steps: int, batch_size: int, world: int
+) -> float:
     iterator = islice(cycle(batches), steps)
     start = time.perf_counter()
     while True:
@@ -147,7 +180,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024, help="per rank")
     parser.add_argument("--steps", type=int, default=150, help="training steps per round")
     parser.add_argument("--max-rows", type=int, default=100_000, help="embedding rows per table (embeddings.max_rows)")
-    parser.add_argument("--flavor", default="small", choices=["small", "mlperf"], help="dcnv2 flavor (mlperf: the MLPerf DLRMv2 dense sizes)")
+    parser.add_argument(
+        "--flavor",
+        default="small",
+        choices=["small", "mlperf"],
+        help="dcnv2 flavor (mlperf: the MLPerf DLRMv2 dense sizes)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best of each is kept")
     args = parser.parse_args()
     info = join_process_group()
@@ -162,7 +200,12 @@ def main() -> None:
         Path(cfg.run.dir).mkdir(parents=True, exist_ok=True)
         sizes = build_model(cfg, schema, "meta")
         rows, dim = sizes.rows, sizes.hparams.embedding_dim
-        loader = BatchLoader(LoaderSpec(str(data), "train", args.batch_size, rows, shuffle_buffer=131072), schema, info.rank, info.world_size)
+        loader = BatchLoader(
+            LoaderSpec(str(data), "train", args.batch_size, rows, shuffle_buffer=131072),
+            schema,
+            info.rank,
+            info.world_size,
+        )
         batches = list(islice(iter(loader), args.steps))
         ours = reference = end_to_end = 0.0
         peaks: dict[str, int] = {}
@@ -180,16 +223,34 @@ def main() -> None:
             del pipeline, dmp
             end_to_end = max(end_to_end, run_terarec(cfg, schema, info, loader)[0])
     theory = theoretical_bytes(summary["params_dense"], summary["params_sparse"], dim, info.world_size)
-    result = {"terarec_samples_per_s": round(ours), "torchrec_dlrm_dcn_samples_per_s": round(reference), "ratio": round(ours / reference, 3),
-              "terarec_end_to_end_samples_per_s": round(end_to_end), "end_to_end_ratio": round(end_to_end / reference, 3),
-              "params_dense": summary["params_dense"], "reference_params_dense": ref_dense, "params_sparse": summary["params_sparse"],
-              "theoretical_bytes_per_rank": theory, "terarec_peak_rss_increase_bytes": peaks["terarec"],
-              "reference_peak_rss_increase_bytes": peaks["reference"], "rss_over_theory": round(peaks["terarec"] / theory, 2),
-              "sharding": our_plan, "reference_sharding": reference_plan, "world_size": info.world_size, "device": str(info.device), "flavor": args.flavor, "threads": torch.get_num_threads(), "batch_size": args.batch_size, "steps": args.steps}
+    result = {
+        "terarec_samples_per_s": round(ours),
+        "torchrec_dlrm_dcn_samples_per_s": round(reference),
+        "ratio": round(ours / reference, 3),
+        "terarec_end_to_end_samples_per_s": round(end_to_end),
+        "end_to_end_ratio": round(end_to_end / reference, 3),
+        "params_dense": summary["params_dense"],
+        "reference_params_dense": ref_dense,
+        "params_sparse": summary["params_sparse"],
+        "theoretical_bytes_per_rank": theory,
+        "terarec_peak_rss_increase_bytes": peaks["terarec"],
+        "reference_peak_rss_increase_bytes": peaks["reference"],
+        "rss_over_theory": round(peaks["terarec"] / theory, 2),
+        "sharding": our_plan,
+        "reference_sharding": reference_plan,
+        "world_size": info.world_size,
+        "device": str(info.device),
+        "flavor": args.flavor,
+        "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+    }
     if info.rank == 0:
-        print(f"terarec {ours:,.0f} samples/s vs torchrec DLRM_DCN {reference:,.0f}: ratio {ours / reference:.3f} "
-              f"(end to end from parquet: {end_to_end:,.0f}, ratio {end_to_end / reference:.3f}); "
-              f"peak RSS +{peaks['terarec'] / 2**20:.0f} MiB vs {theory / 2**20:.0f} MiB of parameters + optimizer state")
+        print(
+            f"terarec {ours:,.0f} samples/s vs torchrec DLRM_DCN {reference:,.0f}: ratio {ours / reference:.3f} "
+            f"(end to end from parquet: {end_to_end:,.0f}, ratio {end_to_end / reference:.3f}); "
+            f"peak RSS +{peaks['terarec'] / 2**20:.0f} MiB vs {theory / 2**20:.0f} MiB of parameters + optimizer state"
+        )
         print(json.dumps(result))
     dist.destroy_process_group()
 

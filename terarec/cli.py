@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 EXIT_USAGE = 2
 
@@ -19,7 +19,11 @@ class UserError(Exception):
 
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
-    prepare = sub.add_parser("prepare", help="raw data -> prepared parquet dataset", description="Prepare a raw dataset as parquet + schema.json.")
+    prepare = sub.add_parser(
+        "prepare",
+        help="raw data -> prepared parquet dataset",
+        description="Prepare a raw dataset as parquet + schema.json.",
+    )
     kinds = prepare.add_subparsers(dest="source", required=True, metavar="{criteo,movielens,taobao}")
     criteo = kinds.add_parser("criteo", help="Criteo TSV (Kaggle train.txt or 1TB day_N, .gz too)")
     criteo.add_argument("--input", nargs="+", required=True, metavar="FILE", help="raw TSV files, in time order")
@@ -27,20 +31,34 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     split = criteo.add_mutually_exclusive_group()
     split.add_argument("--eval-fraction", type=float, metavar="F", help="last fraction of rows (time order) -> eval")
     split.add_argument("--eval-files", nargs="+", metavar="FILE", help="these files -> eval")
-    criteo.add_argument("--on-error", choices=["fail", "skip"], default="fail", help="malformed rows: stop (default) or skip into DIR/rejects/")
+    criteo.add_argument(
+        "--on-error",
+        choices=["fail", "skip"],
+        default="fail",
+        help="malformed rows: stop (default) or skip into DIR/rejects/",
+    )
     criteo.add_argument("--workers", type=int, default=0, help="parallel file workers (0: one per core)")
     criteo.set_defaults(handler=_prepare_criteo)
-    for name, what in (("movielens", "MovieLens-100K folder (u.data, u.item, u.user)"), ("taobao", "Taobao UserBehavior CSV")):
+    for name, what in (
+        ("movielens", "MovieLens-100K folder (u.data, u.item, u.user)"),
+        ("taobao", "Taobao UserBehavior CSV"),
+    ):
         seq = kinds.add_parser(name, help=f"{what} -> BST sequence dataset")
         seq.add_argument("--input", required=True, metavar="PATH", help=what)
         seq.add_argument("--output", required=True, metavar="DIR")
         seq.add_argument("--max-history", type=int, default=50, help="history items kept per row")
-        seq.add_argument("--eval-fraction", type=float, default=0.2, help="last fraction of events (time order) -> eval")
+        seq.add_argument(
+            "--eval-fraction", type=float, default=0.2, help="last fraction of events (time order) -> eval"
+        )
         seq.set_defaults(handler=_prepare_sequences)
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
-    synth = sub.add_parser("synth", help="synthetic Criteo-shaped data", description="Write a synthetic dataset with Criteo cardinalities, Zipf ids and a planted label signal.")
+    synth = sub.add_parser(
+        "synth",
+        help="synthetic Criteo-shaped data",
+        description="Write a synthetic dataset with Criteo cardinalities, Zipf ids and a planted label signal.",
+    )
     synth.add_argument("--preset", choices=["criteo-1tb", "criteo-kaggle"], default="criteo-1tb")
     synth.add_argument("--rows", type=int, required=True, metavar="N")
     synth.add_argument("--output", required=True, metavar="DIR")
@@ -51,48 +69,92 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train_eval(sub: argparse._SubParsersAction) -> None:
-    train = sub.add_parser("train", help="train a model (alone or under torchrun)", description="Train from a recipe name or YAML file plus key=value overrides. Under torchrun use `python -m terarec.trainer.main` with the same arguments.")
+    train = sub.add_parser(
+        "train",
+        help="train a model (alone or under torchrun)",
+        description=(
+            "Train from a recipe name or YAML file plus key=value overrides. Under torchrun "
+            "use `python -m terarec.trainer.main` with the same arguments."
+        ),
+    )
     train.add_argument("--config", required=True, metavar="RECIPE_OR_YAML")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.max_steps=100")
     train.set_defaults(handler=_train)
-    evaluate = sub.add_parser("eval", help="evaluate a run's checkpoint", description="Evaluate the newest checkpoint of a run; writes RUN/eval.json.")
+    evaluate = sub.add_parser(
+        "eval",
+        help="evaluate a run's checkpoint",
+        description="Evaluate the newest checkpoint of a run; writes RUN/eval.json.",
+    )
     evaluate.add_argument("--run", required=True, metavar="RUN_DIR")
     evaluate.add_argument("--data", metavar="DIR", help="prepared dataset (default: the run's)")
     evaluate.add_argument("--nproc", type=int, default=1)
-    evaluate.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.eval_batch_size=4096")
+    evaluate.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.eval_batch_size=4096"
+    )
     evaluate.set_defaults(handler=_eval)
 
 
 def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
-    sweep = sub.add_parser("sweep", help="scaling-law sweep", description="Run a grid of trainings and fit a power law.")
+    sweep = sub.add_parser(
+        "sweep", help="scaling-law sweep", description="Run a grid of trainings and fit a power law."
+    )
     sweep.add_argument("--config", required=True, metavar="SWEEP_YAML")
     sweep.add_argument("--output", metavar="DIR")
     sweep.add_argument("--launcher", choices=["local", "torchx"], default="local")
-    sweep.add_argument("--scheduler", help="torchx scheduler for --launcher torchx (default local_cwd; e.g. slurm, settings from .torchxconfig)")
+    sweep.add_argument(
+        "--scheduler",
+        help="torchx scheduler for --launcher torchx (default local_cwd; e.g. slurm, settings from .torchxconfig)",
+    )
     sweep.add_argument("overrides", nargs="*", metavar="key=value")
     sweep.set_defaults(handler=_sweep)
-    models = sub.add_parser("models", help="list registered models and flavors", description="List every model flavor with dense/sparse params and forward FLOPs per example.")
+    models = sub.add_parser(
+        "models",
+        help="list registered models and flavors",
+        description="List every model flavor with dense/sparse params and forward FLOPs per example.",
+    )
     models.add_argument("--json", action="store_true")
     models.add_argument("--markdown", action="store_true", help="a markdown table (docs/models.md is this output)")
     models.set_defaults(handler=_models)
-    compare = sub.add_parser("compare", help="same-data model comparison", description="Train several models (and optional LightGBM / logistic-regression baselines) on the same data, split, budget and seeds; write compare.md, compare.json and compare.png.")
+    compare = sub.add_parser(
+        "compare",
+        help="same-data model comparison",
+        description=(
+            "Train several models (and optional LightGBM / logistic-regression baselines) on "
+            "the same data, split, budget and seeds; write compare.md, compare.json and compare.png."
+        ),
+    )
     compare.add_argument("--data", required=True, metavar="DIR")
     compare.add_argument("--models", required=True, help="comma list, e.g. dlrm,dcnv2,wukong")
-    compare.add_argument("--baseline", default="", help="comma list: lightgbm,logreg (pip install 'terarec[baselines]')")
+    compare.add_argument(
+        "--baseline", default="", help="comma list: lightgbm,logreg (pip install 'terarec[baselines]')"
+    )
     compare.add_argument("--seeds", default="0", help="comma list; every model and baseline runs with each (default 0)")
     compare.add_argument("--nproc", type=int, default=1, help="processes per model run (torchrun when > 1)")
-    compare.add_argument("--baseline-max-train-rows", type=int, default=10_000_000, metavar="N",
-                         help="baselines train in memory on at most the first N train rows")
+    compare.add_argument(
+        "--baseline-max-train-rows",
+        type=int,
+        default=10_000_000,
+        metavar="N",
+        help="baselines train in memory on at most the first N train rows",
+    )
     compare.add_argument("--output", metavar="DIR", help="default runs/compare/<data dir name>")
-    compare.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every model run, e.g. train.max_steps=500")
+    compare.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="applied to every model run, e.g. train.max_steps=500"
+    )
     compare.set_defaults(handler=_compare)
-    launch = sub.add_parser("launch", help="torchrun wrapper", description="Run `terarec launch -- train --config ...` under torchrun (NGPU/NNODES env).")
+    launch = sub.add_parser(
+        "launch",
+        help="torchrun wrapper",
+        description="Run `terarec launch -- train --config ...` under torchrun (NGPU/NNODES env).",
+    )
     launch.add_argument("rest", nargs=argparse.REMAINDER)
     launch.set_defaults(handler=_launch)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="terarec", description="Distributed training of CTR/ranking models on TorchRec.")
+    parser = argparse.ArgumentParser(
+        prog="terarec", description="Distributed training of CTR/ranking models on TorchRec."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_prepare(sub)
     _add_synth(sub)
@@ -104,8 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _prepare_criteo(args: argparse.Namespace) -> int:
     from terarec.data_pipeline.criteo import prepare_criteo
 
-    schema = prepare_criteo(args.input, args.output, args.eval_fraction, args.eval_files, args.on_error,
-                            args.workers, progress=sys.stderr.isatty(), command=_command_line())
+    schema = prepare_criteo(
+        args.input,
+        args.output,
+        args.eval_fraction,
+        args.eval_files,
+        args.on_error,
+        args.workers,
+        progress=sys.stderr.isatty(),
+        command=_command_line(),
+    )
     print(f"prepared {args.output}: rows {schema.rows}, rejects {schema.rejects}")
     return 0
 
@@ -114,9 +184,17 @@ def _prepare_sequences(args: argparse.Namespace) -> int:
     from terarec.data_pipeline.sequence_sources import prepare_movielens, prepare_taobao
 
     prepare = prepare_movielens if args.source == "movielens" else prepare_taobao
-    schema = prepare(args.input, args.output, args.max_history, args.eval_fraction, command=_command_line(),
-                     progress=sys.stderr.isatty())
-    print(f"prepared {args.output}: rows {schema.rows}, positives {schema.extra['positives']} ({schema.extra['label']})")
+    schema = prepare(
+        args.input,
+        args.output,
+        args.max_history,
+        args.eval_fraction,
+        command=_command_line(),
+        progress=sys.stderr.isatty(),
+    )
+    print(
+        f"prepared {args.output}: rows {schema.rows}, positives {schema.extra['positives']} ({schema.extra['label']})"
+    )
     return 0
 
 
@@ -158,7 +236,10 @@ def _sweep(args: argparse.Namespace) -> int:
         from torchx.schedulers import get_scheduler_factories
 
         if scheduler not in get_scheduler_factories():
-            raise UserError(f"--scheduler {scheduler}: not a torchx scheduler (one of {', '.join(sorted(get_scheduler_factories()))})")
+            raise UserError(
+                f"--scheduler {scheduler}: not a torchx scheduler (one of "
+                f"{', '.join(sorted(get_scheduler_factories()))})"
+            )
     spec = SweepSpec.load(args.config, args.overrides)  # every point's config is validated first
     output = Path(args.output or Path("runs") / "sweeps" / Path(args.config).stem)
     output.mkdir(parents=True, exist_ok=True)
@@ -168,7 +249,9 @@ def _sweep(args: argparse.Namespace) -> int:
     except SweepError as err:  # finished points are kept: a re-run continues after the failed one
         print(f"terarec: error: {err}", file=sys.stderr)
         return 1
-    print(f"sweep done: {len(rows)} points -> {output / 'results.csv'}, {output / 'fit.json'}, {output / 'scaling.png'}")
+    print(
+        f"sweep done: {len(rows)} points -> {output / 'results.csv'}, {output / 'fit.json'}, {output / 'scaling.png'}"
+    )
     return 0
 
 
@@ -178,7 +261,9 @@ def _compare(args: argparse.Namespace) -> int:
 
     from terarec.launch.compare import CompareError, CompareSpec, run_compare
 
-    spec = CompareSpec.build(args.data, args.models, args.baseline, args.seeds, args.nproc, args.overrides, args.baseline_max_train_rows)
+    spec = CompareSpec.build(
+        args.data, args.models, args.baseline, args.seeds, args.nproc, args.overrides, args.baseline_max_train_rows
+    )
     output = Path(args.output or Path("runs") / "compare" / Path(args.data).resolve().name)
     output.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s compare %(message)s", datefmt="%H:%M:%S", force=True)
@@ -209,9 +294,15 @@ def _launch(args: argparse.Namespace) -> int:
     load_config(parsed.config, parsed.overrides)  # fail here, before torchrun starts any process
     env = os.environ
     nnodes = _env_int("NNODES", "1")
-    cmd = torchrun_command("terarec.trainer.main", train_args, _env_int("NPROC_PER_NODE" if "NPROC_PER_NODE" in env else "NGPU", "1"), nnodes,
-                           _env_int("MAX_RESTARTS", "0", minimum=0), rdzv_id=env.get("RDZV_ID", "terarec"),
-                           rdzv_endpoint=env.get("RDZV_ENDPOINT", "localhost:29500") if nnodes > 1 else "localhost:0")
+    cmd = torchrun_command(
+        "terarec.trainer.main",
+        train_args,
+        _env_int("NPROC_PER_NODE" if "NPROC_PER_NODE" in env else "NGPU", "1"),
+        nnodes,
+        _env_int("MAX_RESTARTS", "0", minimum=0),
+        rdzv_id=env.get("RDZV_ID", "terarec"),
+        rdzv_endpoint=env.get("RDZV_ENDPOINT", "localhost:29500") if nnodes > 1 else "localhost:0",
+    )
     return run_child(cmd)
 
 
@@ -234,8 +325,11 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     from terarec.launch.torchrun import run_child, torchrun_command
 
-    cmd = torchrun_command("terarec.trainer.evaluate", ["--run-dir", args.run, *(["--data", args.data] if args.data else []), *args.overrides],
-                           args.nproc)
+    cmd = torchrun_command(
+        "terarec.trainer.evaluate",
+        ["--run-dir", args.run, *(["--data", args.data] if args.data else []), *args.overrides],
+        args.nproc,
+    )
     return run_child(cmd)
 
 
@@ -251,12 +345,18 @@ def _models(args: argparse.Namespace) -> int:
         print("| model | flavor | dense params | sparse params | FLOPs/example | embedding dim |")
         print("|---|---|--:|--:|--:|--:|")
         for r in rows:
-            print(f"| {r['model']} | {r['flavor']} | {r['params_dense']:,} | {r['params_sparse']:,} | {r['flops_per_example']:,} | {r['embedding_dim']} |")
+            print(
+                f"| {r['model']} | {r['flavor']} | {r['params_dense']:,} | {r['params_sparse']:,} | "
+                f"{r['flops_per_example']:,} | {r['embedding_dim']} |"
+            )
     else:
         header = f"{'model':<10} {'flavor':<12} {'dense params':>14} {'sparse params':>15} {'FLOPs/example':>15}"
         print(header)
         for r in rows:
-            print(f"{r['model']:<10} {r['flavor']:<12} {r['params_dense']:>14,} {r['params_sparse']:>15,} {r['flops_per_example']:>15,}")
+            print(
+                f"{r['model']:<10} {r['flavor']:<12} {r['params_dense']:>14,} "
+                f"{r['params_sparse']:>15,} {r['flops_per_example']:>15,}"
+            )
     return 0
 
 

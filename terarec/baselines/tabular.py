@@ -27,9 +27,10 @@ import logging
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -44,7 +45,8 @@ READ_BATCH = 262_144
 
 @dataclass
 class Columns:
-    """One block of rows: ``dense`` ``B x D`` float64 (NaN = null), ``sparse`` ``B x F`` uint32 ids, ``labels`` ``B``."""
+    """One block of rows: ``dense`` ``B x D`` float64 (NaN = null), ``sparse`` ``B x F`` uint32 ids, "
+    "``labels`` ``B``."""
 
     dense: np.ndarray
     sparse: np.ndarray
@@ -66,10 +68,16 @@ def read_blocks(directory: str, split: str, schema: DatasetSchema, max_rows: int
                     return
                 batch = batch.slice(0, remaining)
                 remaining -= batch.num_rows
-            dense = np.stack([batch.column(n).to_numpy(zero_copy_only=False).astype(np.float64) for n in dense_names], 1) \
-                if dense_names else np.zeros((batch.num_rows, 0))
-            sparse = np.stack([batch.column(n).to_numpy().astype(np.uint32) for n in sparse_names], 1) \
-                if sparse_names else np.zeros((batch.num_rows, 0), np.uint32)
+            dense = (
+                np.stack([batch.column(n).to_numpy(zero_copy_only=False).astype(np.float64) for n in dense_names], 1)
+                if dense_names
+                else np.zeros((batch.num_rows, 0))
+            )
+            sparse = (
+                np.stack([batch.column(n).to_numpy().astype(np.uint32) for n in sparse_names], 1)
+                if sparse_names
+                else np.zeros((batch.num_rows, 0), np.uint32)
+            )
             yield Columns(dense, sparse, batch.column(schema.label).to_numpy().astype(np.float64))
 
 
@@ -110,11 +118,25 @@ def _concat(blocks: list[Columns]) -> Columns:
 class LightGBMBaseline:
     """LightGBM on dense values (NaN = null) and category codes (NaN = unseen/rare)."""
 
-    def __init__(self, seed: int, num_trees: int = 50, learning_rate: float = 0.05, num_leaves: int = 31,
-                 max_categories: int = 100_000, threads: int = 0) -> None:
+    def __init__(
+        self,
+        seed: int,
+        num_trees: int = 50,
+        learning_rate: float = 0.05,
+        num_leaves: int = 31,
+        max_categories: int = 100_000,
+        threads: int = 0,
+    ) -> None:
         self.seed, self.num_trees, self.max_categories = seed, num_trees, max_categories
-        self.params = {"objective": "binary", "learning_rate": learning_rate, "num_leaves": num_leaves, "seed": seed,
-                       "deterministic": True, "num_threads": threads, "verbose": -1}
+        self.params = {
+            "objective": "binary",
+            "learning_rate": learning_rate,
+            "num_leaves": num_leaves,
+            "seed": seed,
+            "deterministic": True,
+            "num_threads": threads,
+            "verbose": -1,
+        }
 
     def _matrix(self, block: Columns) -> np.ndarray:
         codes = self.codes.encode(block.sparse).astype(np.float64)
@@ -136,7 +158,11 @@ class LightGBMBaseline:
         """Tree nodes as parameters; FLOPs/example as the comparisons of the deepest path of every tree."""
         trees = self.booster.dump_model()["tree_info"]
         nodes = sum(2 * t["num_leaves"] - 1 for t in trees)
-        return {"params_dense": nodes, "params_sparse": 0, "flops_per_example": sum(_depth(t["tree_structure"]) for t in trees)}
+        return {
+            "params_dense": nodes,
+            "params_sparse": 0,
+            "flops_per_example": sum(_depth(t["tree_structure"]) for t in trees),
+        }
 
 
 def _depth(node: dict[str, Any]) -> int:
@@ -161,7 +187,9 @@ class LogisticBaseline:
 
         dense = (_log1p_dense(block.dense) - self.mean) / self.std
         codes = self.codes.encode(block.sparse)
-        codes = np.where(codes < 0, np.array(self.codes.sizes), codes) + self.offsets[:-1]  # -1 -> the feature's "other" column
+        codes = (
+            np.where(codes < 0, np.array(self.codes.sizes), codes) + self.offsets[:-1]
+        )  # -1 -> the feature's "other" column
         rows = np.repeat(np.arange(len(codes)), codes.shape[1])
         onehot = sp.csr_matrix((np.ones(codes.size), (rows, codes.ravel())), shape=(len(codes), int(self.offsets[-1])))
         return sp.hstack([sp.csr_matrix(dense), onehot], format="csr")
@@ -175,7 +203,9 @@ class LogisticBaseline:
         dense = _log1p_dense(train.dense)
         self.mean, self.std = dense.mean(0), dense.std(0) + 1e-6
         self.model = LogisticRegression(C=self.c, max_iter=self.max_iter, random_state=self.seed)
-        with warnings.catch_warnings():  # not converging is reported in metrics.json (converged, n_iter), not as a warning
+        with (
+            warnings.catch_warnings()
+        ):  # not converging is reported in metrics.json (converged, n_iter), not as a warning
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.model.fit(self._matrix(train), train.labels)
         self.n_iter = int(self.model.n_iter_[0])
@@ -186,8 +216,13 @@ class LogisticBaseline:
     def size(self) -> dict[str, Any]:
         features = self.model.coef_.shape[1]
         nonzero_inputs = len(self.mean) + len(self.codes.sizes)  # dense values + one active column per feature
-        return {"params_dense": features + 1, "params_sparse": 0, "flops_per_example": 2 * nonzero_inputs,
-                "n_iter": self.n_iter, "converged": self.n_iter < self.max_iter}
+        return {
+            "params_dense": features + 1,
+            "params_sparse": 0,
+            "flops_per_example": 2 * nonzero_inputs,
+            "n_iter": self.n_iter,
+            "converged": self.n_iter < self.max_iter,
+        }
 
 
 def run_baseline(kind: str, data: str, seed: int = 0, max_train_rows: int = 10_000_000) -> dict[str, Any]:
@@ -204,7 +239,9 @@ def run_baseline(kind: str, data: str, seed: int = 0, max_train_rows: int = 10_0
         raise DatasetError(f"{data}/train has no rows")
     available = schema.rows.get("train", len(train.labels))
     if len(train.labels) < available:
-        log.warning("%s: trained on the first %d of %d train rows (--max-train-rows)", kind, len(train.labels), available)
+        log.warning(
+            "%s: trained on the first %d of %d train rows (--max-train-rows)", kind, len(train.labels), available
+        )
     model = LightGBMBaseline(seed) if kind == "lightgbm" else LogisticBaseline(seed)
     fit_start = time.perf_counter()
     model.fit(train)
@@ -214,11 +251,21 @@ def run_baseline(kind: str, data: str, seed: int = 0, max_train_rows: int = 10_0
         metrics.update(torch.from_numpy(model.predict_logits(block)), torch.from_numpy(block.labels))
     scores = metrics.compute()
     unused = [s.name for s in schema.sparse if s.multi_hot] + [s.name for s in schema.sequence]
-    return {**{k: scores[k] for k in ("auc", "logloss", "ne", "calibration")}, "eval_rows": scores["count"], "eval_positives": scores["positives"],
-            **model.size(), "samples": len(train.labels), "train_rows_available": available,
-            "samples_per_s": len(train.labels) / max(fit_s, 1e-9), "wall_s": time.perf_counter() - start,
-            "features": {"dense": dense_names, "categorical": sparse_names, "unused": unused}, "seed": seed, "kind": kind,
-            "data": str(Path(data).resolve()), "max_train_rows": max_train_rows}
+    return {
+        **{k: scores[k] for k in ("auc", "logloss", "ne", "calibration")},
+        "eval_rows": scores["count"],
+        "eval_positives": scores["positives"],
+        **model.size(),
+        "samples": len(train.labels),
+        "train_rows_available": available,
+        "samples_per_s": len(train.labels) / max(fit_s, 1e-9),
+        "wall_s": time.perf_counter() - start,
+        "features": {"dense": dense_names, "categorical": sparse_names, "unused": unused},
+        "seed": seed,
+        "kind": kind,
+        "data": str(Path(data).resolve()),
+        "max_train_rows": max_train_rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    log.info("%s: auc %.4f logloss %.4f on %d eval rows", args.kind, result["auc"], result["logloss"], result["eval_rows"])
+    log.info(
+        "%s: auc %.4f logloss %.4f on %d eval rows", args.kind, result["auc"], result["logloss"], result["eval_rows"]
+    )
     return 0
 
 

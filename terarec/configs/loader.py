@@ -38,9 +38,7 @@ def resolve_recipe(name_or_path: str) -> Path:
         return path
     recipe = RECIPES_DIR / f"{name_or_path}.yaml"
     if not recipe.is_file():
-        raise ConfigError(
-            f"unknown recipe '{name_or_path}' (recipes: {', '.join(available_recipes()) or 'none'})"
-        )
+        raise ConfigError(f"unknown recipe '{name_or_path}' (recipes: {', '.join(available_recipes()) or 'none'})")
     return recipe
 
 
@@ -107,16 +105,14 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)  # `run.dir=2024` is a directory name, not a number
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ConfigError(
-            f"config key '{key}': expected {hint.__name__}, got {type(value).__name__} {value!r}"
-        )
+        raise ConfigError(f"config key '{key}': expected {hint.__name__}, got {type(value).__name__} {value!r}")
     return value
 
 
 def _first_leaf(key: str, value: Any) -> str:
     """``bad`` holding ``{"key": 1}`` -> ``bad.key``: name the key exactly as the user wrote it."""
     while isinstance(value, dict) and len(value) == 1:
-        (child, value), = value.items()
+        ((child, value),) = value.items()
         key = f"{key}.{child}"
     return key
 

@@ -8,7 +8,7 @@ Every field here is a config key: ``train.batch_size`` is ``Config.train.batch_s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 
 @dataclass
@@ -29,7 +29,7 @@ class DataConfig:
 class EmbeddingsConfig:
     """Embedding tables: one per sparse feature, sized from the schema and capped here."""
 
-    dim: Optional[int] = None  # None: the model flavor's embedding_dim
+    dim: int | None = None  # None: the model flavor's embedding_dim
     max_rows: int = 1_000_000  # raw ids are hashed modulo min(cardinality, max_rows)
     rows: dict[str, int] = field(default_factory=dict)  # per-feature row count overrides
     hash: Literal["modulo"] = "modulo"
@@ -41,7 +41,7 @@ class ModelConfig:
 
     name: str = "dcnv2"
     flavor: str = "small"
-    num_layers: Optional[int] = None  # the scaling-law knob; overrides the flavor's layer count
+    num_layers: int | None = None  # the scaling-law knob; overrides the flavor's layer count
     args: dict[str, Any] = field(default_factory=dict)  # checked against the model's own hparams
 
 
@@ -66,7 +66,9 @@ class TrainConfig:
 
     epochs: int = 1
     max_steps: int = 0  # > 0 stops after this many steps, whatever `epochs` says
-    max_minutes: float = 0.0  # > 0: also stop once training has run this long (checked every log_every steps, all ranks agree)
+    max_minutes: float = (
+        0.0  # > 0: also stop once training has run this long (checked every log_every steps, all ranks agree)
+    )
     batch_size: int = 256  # per rank
     eval_batch_size: int = 1024
     eval_every: int = 0  # steps between evaluations; 0: only at the end
@@ -80,9 +82,9 @@ class TrainConfig:
 class ShardingConfig:
     """How embedding tables are sharded and how the dense part is parallelised."""
 
-    sharding_type: Optional[str] = None  # for every table: data_parallel|table_wise|column_wise|...
+    sharding_type: str | None = None  # for every table: data_parallel|table_wise|column_wise|...
     per_table: dict[str, str] = field(default_factory=dict)  # feature -> sharding type
-    compute_kernel: Optional[str] = None  # fused|dense|fused_uvm_caching|...
+    compute_kernel: str | None = None  # fused|dense|fused_uvm_caching|...
     dense: Literal["ddp", "fsdp2"] = "ddp"
     pipeline: bool = True  # TrainPipelineSparseDist
 

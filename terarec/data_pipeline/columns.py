@@ -6,8 +6,6 @@ These run on every row of every epoch, so each is written for throughput on nump
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,7 +33,9 @@ def filled(column: pa.ChunkedArray, fill: float) -> np.ndarray:
     return column.to_numpy()
 
 
-def dense_columns(table: pa.Table, names: list[str], fill: float, transform: str, perm: Optional[np.ndarray]) -> np.ndarray:
+def dense_columns(
+    table: pa.Table, names: list[str], fill: float, transform: str, perm: np.ndarray | None
+) -> np.ndarray:
     """Dense columns -> feature-major ``F x rows`` float32 (contiguous column writes; a batch's
     values of one feature are one contiguous slice), rows in ``perm`` order when given.
 
@@ -52,7 +52,9 @@ def dense_columns(table: pa.Table, names: list[str], fill: float, transform: str
                 torch.log1p_(torch.from_numpy(columns[j]).clamp_(min=0.0))
     if perm is None:
         return columns
-    return np.take(columns, perm, axis=1, out=pooled_empty(columns.shape, np.float32), mode="clip")  # clip: no bounds pass
+    return np.take(
+        columns, perm, axis=1, out=pooled_empty(columns.shape, np.float32), mode="clip"
+    )  # clip: no bounds pass
 
 
 def _integer_column(column: pa.ChunkedArray, fill: float, transform: str, out: np.ndarray) -> None:

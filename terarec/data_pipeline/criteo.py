@@ -20,7 +20,7 @@ import multiprocessing as mp
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -61,11 +61,11 @@ def _open(path: str) -> tuple[pa.NativeFile, pa.NativeFile]:
     return (pa.CompressedInputStream(raw, "gzip") if path.endswith(".gz") else raw), raw
 
 
-_BYTES_DONE: Optional[Any] = None  # a shared mp.Value: input bytes consumed by every worker
-_BAR: Optional[tqdm] = None  # in-process runs move the bar directly
+_BYTES_DONE: Any | None = None  # a shared mp.Value: input bytes consumed by every worker
+_BAR: tqdm | None = None  # in-process runs move the bar directly
 
 
-def _init_worker(counter: Any, bar: Optional[tqdm] = None) -> None:
+def _init_worker(counter: Any, bar: tqdm | None = None) -> None:
     global _BYTES_DONE, _BAR
     _BYTES_DONE, _BAR = counter, bar
 
@@ -94,7 +94,9 @@ def count_lines(path: str) -> int:
 def decode_hex(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """8-hex-digit strings -> (uint32 ids, bad-row mask); empty -> 0 (torchrec's convention)."""
     column = pc.fill_null(column, "")
-    offsets = np.frombuffer(column.buffers()[1], np.int32)[column.offset : column.offset + len(column) + 1].astype(np.int64)
+    offsets = np.frombuffer(column.buffers()[1], np.int32)[column.offset : column.offset + len(column) + 1].astype(
+        np.int64
+    )
     lengths = np.diff(offsets)
     data = np.frombuffer(column.buffers()[2], np.uint8) if column.buffers()[2] is not None else np.zeros(0, np.uint8)
     ids = np.zeros(len(column), np.uint32)
@@ -157,7 +159,9 @@ def prepare_file(job: FileJob) -> dict:
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
         # an exception raised here is swallowed by pyarrow: record the row, report after the block
-        skipped.append((row.number, f"expected {row.expected_columns} tab-separated fields, got {row.actual_columns}", row.text))
+        skipped.append(
+            (row.number, f"expected {row.expected_columns} tab-separated fields, got {row.actual_columns}", row.text)
+        )
         return "skip"
 
     stream, raw = _open(job.path)
@@ -165,8 +169,14 @@ def prepare_file(job: FileJob) -> dict:
     reader = pacsv.open_csv(
         stream,
         read_options=pacsv.ReadOptions(column_names=RAW_COLUMNS, use_threads=False, block_size=BLOCK_BYTES),
-        parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False, invalid_row_handler=on_invalid),
-        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in RAW_COLUMNS}, quoted_strings_can_be_null=False, strings_can_be_null=False),
+        parse_options=pacsv.ParseOptions(
+            delimiter="\t", quote_char=False, double_quote=False, invalid_row_handler=on_invalid
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in RAW_COLUMNS},
+            quoted_strings_can_be_null=False,
+            strings_can_be_null=False,
+        ),
     )
     writers = {s: PartWriter(out / s, OUTPUT_SCHEMA, ROWS_PER_FILE, prefix=f"{job.stem}-") for s in ("train", "eval")}
     rejects: list[str] = []
@@ -202,7 +212,9 @@ def prepare_file(job: FileJob) -> dict:
     parts = {s: [p.name for p in w.close()] for s, w in writers.items()}
     if rejects:
         (out / "rejects").mkdir(exist_ok=True)
-        (out / "rejects" / f"{job.stem}.tsv").write_text("line\treason\trow\n" + "\n".join(sorted(rejects, key=lambda r: int(r.split("\t")[0]))) + "\n")
+        (out / "rejects" / f"{job.stem}.tsv").write_text(
+            "line\treason\trow\n" + "\n".join(sorted(rejects, key=lambda r: int(r.split("\t")[0]))) + "\n"
+        )
     result = {"rows": counts, "rejects": len(rejects), "parts": parts}
     marker = out / ".done" / f"{job.stem}.json"
     marker.parent.mkdir(exist_ok=True)
@@ -225,7 +237,9 @@ def _unpack(packed: np.ndarray) -> list[np.ndarray]:
     return [row[row != np.iinfo(np.uint64).max] for row in packed]
 
 
-def plan_jobs(inputs: list[str], output: str, eval_fraction: Optional[float], eval_files: list[str], on_error: str) -> list[FileJob]:
+def plan_jobs(
+    inputs: list[str], output: str, eval_fraction: float | None, eval_files: list[str], on_error: str
+) -> list[FileJob]:
     """One job per input file with the line at which its rows switch from train to eval."""
     missing = [p for p in [*inputs, *eval_files] if not Path(p).is_file()]
     if missing:
@@ -246,8 +260,16 @@ def plan_jobs(inputs: list[str], output: str, eval_fraction: Optional[float], ev
     return [FileJob(str(p), s, n, output, on_error) for p, s, n in zip([*inputs, *eval_files], stems, lines)]
 
 
-def prepare_criteo(inputs: list[str], output: str, eval_fraction: Optional[float] = None, eval_files: Optional[list[str]] = None,
-                   on_error: str = "fail", workers: int = 0, progress: bool = True, command: str = "") -> DatasetSchema:
+def prepare_criteo(
+    inputs: list[str],
+    output: str,
+    eval_fraction: float | None = None,
+    eval_files: list[str] | None = None,
+    on_error: str = "fail",
+    workers: int = 0,
+    progress: bool = True,
+    command: str = "",
+) -> DatasetSchema:
     """Prepare every input file (skipping those a previous run finished) and write schema.json."""
     jobs = plan_jobs(inputs, output, eval_fraction, eval_files or [], on_error)
     out = Path(output)
@@ -292,7 +314,10 @@ def _write_schema(jobs: list[FileJob], out: Path, command: str) -> DatasetSchema
     schema = DatasetSchema(
         dense=list(DENSE_NAMES),
         sparse=[SparseFeature(n, max(kmv_estimate(s), 1)) for n, s in zip(SPARSE_NAMES, sketches)],
-        rows=rows, rejects=rejects, source="criteo tsv: " + ", ".join(j.path for j in jobs), command=command,
+        rows=rows,
+        rejects=rejects,
+        source="criteo tsv: " + ", ".join(j.path for j in jobs),
+        command=command,
         extra={"cardinality": "distinct raw ids (exact below 16384, KMV estimate above); raw ids are 32-bit"},
     )
     schema.save(out)

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -62,7 +63,7 @@ class Unit:
 
 
 # one prepared window: (head completing the previous batch, full batches, tail starting the next)
-_Cut = tuple[Optional[dict[str, Any]], list[Batch], Optional[dict[str, Any]]]
+_Cut = tuple[dict[str, Any] | None, list[Batch], dict[str, Any] | None]
 
 MIN_UNITS_PER_STREAM = 16
 PREFETCH_WINDOWS = 2  # windows prepared ahead, in parallel threads (bounded memory: 2 windows)
@@ -97,8 +98,14 @@ class _Window:
     list columns (multi-hot, histories) go through jagged ``(values, offsets)`` arrays.
     """
 
-    def __init__(self, table: pa.Table, schema: DatasetSchema, spec: LoaderSpec, rng: Optional[np.random.Generator],
-                 layout: "_KeyLayout") -> None:
+    def __init__(
+        self,
+        table: pa.Table,
+        schema: DatasetSchema,
+        spec: LoaderSpec,
+        rng: np.random.Generator | None,
+        layout: _KeyLayout,
+    ) -> None:
         self.rows = table.num_rows
         perm = rng.permutation(self.rows) if rng is not None else None
         arrow_perm = pa.array(perm) if perm is not None else None
@@ -107,7 +114,9 @@ class _Window:
             ids = ids.take(arrow_perm)
         self.labels = ids.column(0).to_numpy(zero_copy_only=False).astype(np.float32)
         # single-id columns stay as stored (uint32, zero-copy without nulls); int64 at assembly
-        self.single = [reduce_ids(filled(ids.column(name), 0), rows) for name, rows in zip(layout.single, layout.single_rows)]
+        self.single = [
+            reduce_ids(filled(ids.column(name), 0), rows) for name, rows in zip(layout.single, layout.single_rows)
+        ]
         self.dense = dense_columns(table, schema.dense, spec.dense_fill, spec.dense_transform, perm)
         lists = table.select(layout.jagged) if layout.jagged else None
         if lists is not None and arrow_perm is not None:
@@ -127,7 +136,7 @@ class _KeyLayout:
     single_rows: list[int]  # their table sizes (the modulus)
     jagged: list[str]  # list columns, in key order
     jagged_rows: list[int]
-    jagged_caps: list[Optional[int]]
+    jagged_caps: list[int | None]
     source: list[tuple[bool, int]]  # per key: (is_single, index into single or jagged)
 
 
@@ -137,9 +146,18 @@ def _key_layout(schema: DatasetSchema, spec: LoaderSpec, list_columns: set[str])
     jagged = [(name, table, cap) for name, table, cap in cols if name in list_columns]
     rows = [spec.table_rows[table] for _, table in single]
     single_names, jagged_names = [n for n, _ in single], [n for n, _, _ in jagged]
-    source = [(True, single_names.index(n)) if n in single_names else (False, jagged_names.index(n)) for n, _, _ in cols]
-    return _KeyLayout([n for n, _, _ in cols], single_names, rows, jagged_names,
-                      [spec.table_rows[t] for _, t, _ in jagged], [c for _, _, c in jagged], source)
+    source = [
+        (True, single_names.index(n)) if n in single_names else (False, jagged_names.index(n)) for n, _, _ in cols
+    ]
+    return _KeyLayout(
+        [n for n, _, _ in cols],
+        single_names,
+        rows,
+        jagged_names,
+        [spec.table_rows[t] for _, t, _ in jagged],
+        [c for _, _, c in jagged],
+        source,
+    )
 
 
 def _list_columns(path: str) -> set[str]:
@@ -148,14 +166,14 @@ def _list_columns(path: str) -> set[str]:
     return {f.name for f in arrow if pa.types.is_list(f.type) or pa.types.is_large_list(f.type)}
 
 
-def _feature_columns(schema: DatasetSchema, spec: LoaderSpec) -> list[tuple[str, str, Optional[int]]]:
+def _feature_columns(schema: DatasetSchema, spec: LoaderSpec) -> list[tuple[str, str, int | None]]:
     """(column, table feature, history cap) for every KJT key, in KJT key order."""
-    cols: list[tuple[str, str, Optional[int]]] = [(f.name, f.name, None) for f in schema.sparse]
+    cols: list[tuple[str, str, int | None]] = [(f.name, f.name, None) for f in schema.sparse]
     cols += [(s.name, s.table, min(s.max_length, spec.max_history)) for s in schema.sequence]
     return cols
 
 
-def _jagged_column(column: pa.ChunkedArray, cap: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
+def _jagged_column(column: pa.ChunkedArray, cap: int | None) -> tuple[np.ndarray, np.ndarray]:
     """list<uint32> column -> (int64 values, int64 offsets); each list keeps its last ``cap`` items."""
     array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
     offsets = array.offsets.to_numpy().astype(np.int64)
@@ -184,7 +202,7 @@ class ParquetBatchStream(IterableDataset):
             raise DatasetError(f"no embedding table size for feature '{missing[0]}'")
         self.layout = _key_layout(schema, spec, _list_columns(self.units[0].file) if self.units else set())
         self.keys = self.layout.keys
-        self._ones: Optional[torch.Tensor] = None  # shared lengths of full single-id batches
+        self._ones: torch.Tensor | None = None  # shared lengths of full single-id batches
         self.columns = [schema.label, *schema.dense, *self.keys]
         self.epoch, self.start_batch = 0, 0
 
@@ -219,7 +237,9 @@ class ParquetBatchStream(IterableDataset):
         groups: dict[tuple[str, int], pa.Table] = {}  # each row group is decoded once per window
         for u in units:
             if (u.file, u.row_group) not in groups:
-                groups[(u.file, u.row_group)] = pq.ParquetFile(u.file, memory_map=True).read_row_group(u.row_group, columns=self.columns)
+                groups[(u.file, u.row_group)] = pq.ParquetFile(u.file, memory_map=True).read_row_group(
+                    u.row_group, columns=self.columns
+                )
         return pa.concat_tables([groups[(u.file, u.row_group)].slice(u.start, u.rows) for u in units])
 
     # -- iteration ------------------------------------------------------------------------
@@ -305,12 +325,14 @@ class ParquetBatchStream(IterableDataset):
         values = [part["single" if single else "values"][index] for single, index in self.layout.source] if part else []
         # offsets are left to the KJT (computed lazily, in torch, only if a consumer asks)
         kjt = KeyedJaggedTensor(
-            keys=self.keys, values=torch.from_numpy(_concatenate(values)),
-            lengths=self._lengths(part, pad_to), stride=pad_to,
+            keys=self.keys,
+            values=torch.from_numpy(_concatenate(values)),
+            lengths=self._lengths(part, pad_to),
+            stride=pad_to,
         )
         return Batch(dense_features=torch.from_numpy(dense), sparse_features=kjt, labels=torch.from_numpy(labels))
 
-    def _lengths(self, part: Optional[dict[str, Any]], pad_to: int) -> torch.Tensor:
+    def _lengths(self, part: dict[str, Any] | None, pad_to: int) -> torch.Tensor:
         """Key-major lengths (as a KJT stores them) of ``part`` padded to ``pad_to`` rows."""
         rows = part["rows"] if part else 0
         if rows == pad_to and not self.layout.jagged:
@@ -337,8 +359,14 @@ def _slice(window: _Window, start: int, end: int) -> dict[str, Any]:
     for vals, offs in window.jagged:
         values.append(vals[offs[start] : offs[end]])
         lengths.append(np.diff(offs[start : end + 1]))
-    return {"rows": end - start, "dense": window.dense[:, start:end], "labels": window.labels[start:end],
-            "single": [column[start:end] for column in window.single], "values": values, "lengths": lengths}
+    return {
+        "rows": end - start,
+        "dense": window.dense[:, start:end],
+        "labels": window.labels[start:end],
+        "single": [column[start:end] for column in window.single],
+        "values": values,
+        "lengths": lengths,
+    }
 
 
 def _merge(pieces: list[dict[str, Any]]) -> dict[str, Any]:
@@ -358,7 +386,9 @@ def _merge(pieces: list[dict[str, Any]]) -> dict[str, Any]:
 class BatchLoader:
     """Iterable over one epoch of ``Batch``es per ``iter()``, with exact ``state_dict`` resume."""
 
-    def __init__(self, spec: LoaderSpec, schema: DatasetSchema, rank: int = 0, world_size: int = 1, num_workers: int = 0) -> None:
+    def __init__(
+        self, spec: LoaderSpec, schema: DatasetSchema, rank: int = 0, world_size: int = 1, num_workers: int = 0
+    ) -> None:
         self.stream = ParquetBatchStream(spec, schema, rank, world_size, num_workers)
         self.num_workers = num_workers
         self.epoch, self.batches = 0, 0
@@ -369,7 +399,11 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         self.stream.epoch, self.stream.start_batch = self.epoch, self.batches
-        source = self.stream if self.num_workers == 0 else DataLoader(self.stream, batch_size=None, num_workers=self.num_workers)
+        source = (
+            self.stream
+            if self.num_workers == 0
+            else DataLoader(self.stream, batch_size=None, num_workers=self.num_workers)
+        )
         for batch in source:
             self.batches += 1
             yield batch

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 SCHEMA_FILE = "schema.json"
 
@@ -58,7 +58,7 @@ class DatasetSchema:
                 return feature
         raise KeyError(name)
 
-    def table_of(self, name: str) -> Optional[str]:
+    def table_of(self, name: str) -> str | None:
         """The sparse feature whose embedding table a sequence feature uses."""
         return next((s.table for s in self.sequence if s.name == name), None)
 
@@ -69,7 +69,7 @@ class DatasetSchema:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, directory: str | Path) -> "DatasetSchema":
+    def load(cls, directory: str | Path) -> DatasetSchema:
         path = Path(directory) / SCHEMA_FILE
         if not path.is_file():
             raise DatasetError(f"{path} not found: prepare the dataset first (terarec prepare / terarec synth)")

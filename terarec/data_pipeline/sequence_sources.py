@@ -9,8 +9,8 @@ Labels (also in the README):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -26,25 +26,43 @@ TAOBAO_BEHAVIORS = {"pv": 0, "cart": 1, "fav": 1, "buy": 1}
 AGE_BUCKETS = np.array([18, 25, 35, 45, 50, 56])  # MovieLens-1M's age groups
 
 
-def _read_table(path: Path, names: list[str], delimiter: str, types: dict[str, pa.DataType], encoding: str = "utf8") -> pa.Table:
+def _read_table(
+    path: Path, names: list[str], delimiter: str, types: dict[str, pa.DataType], encoding: str = "utf8"
+) -> pa.Table:
     if not path.is_file():
         raise DatasetError(f"{path} not found")
     try:
-        return pacsv.read_csv(path, read_options=pacsv.ReadOptions(column_names=names, encoding=encoding),
-                              parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False),
-                              convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(types)))
+        return pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, encoding=encoding),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False),
+            convert_options=pacsv.ConvertOptions(column_types=types, include_columns=list(types)),
+        )
     except pa.ArrowInvalid as err:
         raise DatasetError(f"{path}: {err}") from None
 
 
 def _movielens_events(folder: Path, liked_history: bool) -> tuple[Events, dict[str, int]]:
-    ratings = _read_table(folder / "u.data", ["user", "item", "rating", "time"], "\t",
-                          {"user": pa.int64(), "item": pa.int64(), "rating": pa.int64(), "time": pa.int64()})
-    users = _read_table(folder / "u.user", ["user", "age", "gender", "occupation", "zip"], "|",
-                        {"user": pa.int64(), "age": pa.int64(), "gender": pa.string(), "occupation": pa.string(), "zip": pa.string()})
+    ratings = _read_table(
+        folder / "u.data",
+        ["user", "item", "rating", "time"],
+        "\t",
+        {"user": pa.int64(), "item": pa.int64(), "rating": pa.int64(), "time": pa.int64()},
+    )
+    users = _read_table(
+        folder / "u.user",
+        ["user", "age", "gender", "occupation", "zip"],
+        "|",
+        {"user": pa.int64(), "age": pa.int64(), "gender": pa.string(), "occupation": pa.string(), "zip": pa.string()},
+    )
     genre_names = [f"g{i}" for i in range(19)]
-    items = _read_table(folder / "u.item", ["item", "title", "release", "video", "url", *genre_names], "|",
-                        {"item": pa.int64(), "release": pa.string(), **{g: pa.int8() for g in genre_names}}, encoding="latin-1")
+    items = _read_table(
+        folder / "u.item",
+        ["item", "title", "release", "video", "url", *genre_names],
+        "|",
+        {"item": pa.int64(), "release": pa.string(), **{g: pa.int8() for g in genre_names}},
+        encoding="latin-1",
+    )
     order = np.lexsort((ratings["time"].to_numpy(), ratings["user"].to_numpy()))
     r = {name: ratings[name].to_numpy()[order] for name in ("user", "item", "rating", "time")}
     # per item: the first listed genre is its category (0: none); the release year is a dense feature
@@ -67,10 +85,16 @@ def _movielens_events(folder: Path, liked_history: bool) -> tuple[Events, dict[s
     user, vocab["user"] = reindex(r["user"])
     item, vocab["item"] = reindex(r["item"])
     vocab["category"] = len(genre_names) + 1  # the genres and "none"
-    events = Events(user=user, item=item, category=item_genre[item_pos].astype(np.int64), time=r["time"],
-                    label=(r["rating"] >= 4).astype(np.int8), context=context,
-                    dense={"age": ages.astype(np.float32), "release_year": item_year[item_pos].astype(np.float32)},
-                    history_eligible=(r["rating"] >= 4) if liked_history else None)
+    events = Events(
+        user=user,
+        item=item,
+        category=item_genre[item_pos].astype(np.int64),
+        time=r["time"],
+        label=(r["rating"] >= 4).astype(np.int8),
+        context=context,
+        dense={"age": ages.astype(np.float32), "release_year": item_year[item_pos].astype(np.float32)},
+        history_eligible=(r["rating"] >= 4) if liked_history else None,
+    )
     return events, vocab
 
 
@@ -83,8 +107,15 @@ def _lookup(keys: np.ndarray, values: np.ndarray, file: str, what: str) -> np.nd
     return order[pos]
 
 
-def prepare_movielens(folder: str, output: str, max_history: int = 50, eval_fraction: float = 0.2, command: str = "",
-                      progress: bool = False, liked_history: bool = True) -> DatasetSchema:
+def prepare_movielens(
+    folder: str,
+    output: str,
+    max_history: int = 50,
+    eval_fraction: float = 0.2,
+    command: str = "",
+    progress: bool = False,
+    liked_history: bool = True,
+) -> DatasetSchema:
     """MovieLens-100K folder (``u.data``, ``u.item``, ``u.user``) -> sequence dataset in ``output``.
 
     Read whole (MovieLens fits in memory up to ML-25M); ``progress`` is accepted for symmetry.
@@ -99,15 +130,24 @@ def prepare_movielens(folder: str, output: str, max_history: int = 50, eval_frac
 
 # -- Taobao: streamed twice (vocabularies + time cutoff, then rows), bounded by vocabulary size -----
 
-_TAOBAO_TYPES = {"user": pa.int64(), "item": pa.int64(), "category": pa.int64(), "behavior": pa.string(), "time": pa.int64()}
+_TAOBAO_TYPES = {
+    "user": pa.int64(),
+    "item": pa.int64(),
+    "category": pa.int64(),
+    "behavior": pa.string(),
+    "time": pa.int64(),
+}
 
 
 def _taobao_blocks(path: Path) -> Iterator[pa.RecordBatch]:
     if not path.is_file():
         raise DatasetError(f"{path} not found")
     try:
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(column_names=list(_TAOBAO_TYPES), block_size=16 << 20),
-                                convert_options=pacsv.ConvertOptions(column_types=_TAOBAO_TYPES))
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=list(_TAOBAO_TYPES), block_size=16 << 20),
+            convert_options=pacsv.ConvertOptions(column_types=_TAOBAO_TYPES),
+        )
         for batch in reader:
             if batch.num_rows:
                 yield batch
@@ -123,11 +163,15 @@ def _behavior_labels(column: pa.Array, path: Path) -> np.ndarray:
     return labels
 
 
-def prepare_taobao(csv: str, output: str, max_history: int = 50, eval_fraction: float = 0.2, command: str = "",
-                   progress: bool = True) -> DatasetSchema:
+def prepare_taobao(
+    csv: str, output: str, max_history: int = 50, eval_fraction: float = 0.2, command: str = "", progress: bool = True
+) -> DatasetSchema:
     """Taobao UserBehavior CSV (grouped by user, as published) -> sequence dataset in ``output``."""
     path = Path(csv)
-    cutoff, vocab = TimeCutoff(), {"user": np.zeros(0, np.int64), "item": np.zeros(0, np.int64), "category": np.zeros(0, np.int64)}
+    cutoff, vocab = (
+        TimeCutoff(),
+        {"user": np.zeros(0, np.int64), "item": np.zeros(0, np.int64), "category": np.zeros(0, np.int64)},
+    )
     for batch in _taobao_blocks(path):  # pass 1: vocabularies and the time histogram
         cutoff.add(batch.column("time").to_numpy())
         for name in vocab:
@@ -138,7 +182,11 @@ def prepare_taobao(csv: str, output: str, max_history: int = 50, eval_fraction: 
     with tqdm(total=int(cutoff.counts.sum()), unit="row", unit_scale=True, desc="taobao", disable=not progress) as bar:
         for batch in _taobao_blocks(path):  # pass 2: complete users -> rows
             bar.update(batch.num_rows)
-            table = pa.Table.from_batches([batch]) if carry is None else pa.concat_tables([carry, pa.Table.from_batches([batch])])
+            table = (
+                pa.Table.from_batches([batch])
+                if carry is None
+                else pa.concat_tables([carry, pa.Table.from_batches([batch])])
+            )
             users = table.column("user").to_numpy()
             last = users[-1]  # the block's last user may continue in the next block
             carry = table.filter(pa.array(users == last))
@@ -149,17 +197,30 @@ def prepare_taobao(csv: str, output: str, max_history: int = 50, eval_fraction: 
     return writer.finish(sizes, [], [], f"Taobao UserBehavior ({csv})", command, TAOBAO_LABEL)
 
 
-def _write_taobao_users(table: pa.Table, vocab: dict[str, np.ndarray], finished: np.ndarray, writer: SequenceDatasetWriter, path: Path) -> None:
+def _write_taobao_users(
+    table: pa.Table, vocab: dict[str, np.ndarray], finished: np.ndarray, writer: SequenceDatasetWriter, path: Path
+) -> None:
     if table.num_rows == 0:
         return
     cols = {name: table.column(name).to_numpy() for name in ("user", "item", "category", "time")}
     ids = {name: np.searchsorted(vocab[name], cols[name]) + 1 for name in vocab}
     seen_before = finished[ids["user"]]
     if seen_before.any():
-        raise DatasetError(f"{path}: user {cols['user'][seen_before][0]} appears in two separate places; the file must be "
-                           "grouped by user (sort it: sort -t, -k1,1n -s)")
+        raise DatasetError(
+            f"{path}: user {cols['user'][seen_before][0]} appears in two separate places; the file must be "
+            "grouped by user (sort it: sort -t, -k1,1n -s)"
+        )
     finished[ids["user"]] = True
     order = np.lexsort((cols["time"], ids["user"]))
     labels = _behavior_labels(table.column("behavior"), path)
-    writer.write(Events(user=ids["user"][order], item=ids["item"][order], category=ids["category"][order],
-                        time=cols["time"][order], label=labels[order], context={}, dense={}))
+    writer.write(
+        Events(
+            user=ids["user"][order],
+            item=ids["item"][order],
+            category=ids["category"][order],
+            time=cols["time"][order],
+            label=labels[order],
+            context={},
+            dense={},
+        )
+    )

@@ -12,9 +12,9 @@ history still includes the earlier train events, as it would online.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -71,10 +71,12 @@ class Events:
     label: np.ndarray  # int8
     context: dict[str, np.ndarray]  # other sparse features (uint32 ids), one value per event
     dense: dict[str, np.ndarray]  # float32, NaN = missing
-    history_eligible: Optional[np.ndarray] = None  # bool: which events may appear in later histories
+    history_eligible: np.ndarray | None = None  # bool: which events may appear in later histories
 
 
-def history_index(user: np.ndarray, max_history: int, eligible: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+def history_index(
+    user: np.ndarray, max_history: int, eligible: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """For events sorted by user: (offsets ``E + 1``, gather indices) of each event's history: the
     user's last ``max_history`` earlier events that are ``eligible`` (default: all of them)."""
     index = np.arange(len(user))
@@ -100,13 +102,23 @@ def sequence_table(events: Events, max_history: int) -> pa.Table:
     columns: dict[str, pa.Array] = {"label": pa.array(events.label, pa.int8())}
     for name, values in events.dense.items():
         columns[name] = pa.array(values, pa.float32(), mask=np.isnan(values))
-    columns.update({
-        "user": pa.array(events.user, pa.uint32()), "item": pa.array(events.item, pa.uint32()),
-        "category": pa.array(events.category, pa.uint32()), "time_gap": pa.array(np.zeros(len(events.user)), pa.uint32()),
-    })
+    columns.update(
+        {
+            "user": pa.array(events.user, pa.uint32()),
+            "item": pa.array(events.item, pa.uint32()),
+            "category": pa.array(events.category, pa.uint32()),
+            "time_gap": pa.array(np.zeros(len(events.user)), pa.uint32()),
+        }
+    )
     columns.update({name: pa.array(values, pa.uint32()) for name, values in events.context.items()})
-    columns.update({"hist_item": as_list(events.item[gather]), "hist_category": as_list(events.category[gather]),
-                    "hist_time_gap": as_list(gaps), "timestamp": pa.array(events.time, pa.int64())})
+    columns.update(
+        {
+            "hist_item": as_list(events.item[gather]),
+            "hist_category": as_list(events.category[gather]),
+            "hist_time_gap": as_list(gaps),
+            "timestamp": pa.array(events.time, pa.int64()),
+        }
+    )
     return pa.table(columns)
 
 
@@ -132,20 +144,42 @@ class SequenceDatasetWriter:
             self.writers[split].write(part)
             self.positives[split] += int(events.label[mask].sum())
 
-    def finish(self, vocab: dict[str, int], dense: Iterable[str], context: Iterable[str], source: str, command: str,
-               label_definition: str) -> DatasetSchema:
+    def finish(
+        self,
+        vocab: dict[str, int],
+        dense: Iterable[str],
+        context: Iterable[str],
+        source: str,
+        command: str,
+        label_definition: str,
+    ) -> DatasetSchema:
         rows = {split: writer.rows_total for split, writer in self.writers.items()}
         for writer in self.writers.values():
             writer.close()
         if "train" not in rows:
             raise DatasetError("every event fell into the eval split: lower --eval-fraction")
-        sparse = [SparseFeature("user", vocab["user"]), SparseFeature("item", vocab["item"]),
-                  SparseFeature("category", vocab["category"]), SparseFeature("time_gap", TIME_GAP_BUCKETS)]
+        sparse = [
+            SparseFeature("user", vocab["user"]),
+            SparseFeature("item", vocab["item"]),
+            SparseFeature("category", vocab["category"]),
+            SparseFeature("time_gap", TIME_GAP_BUCKETS),
+        ]
         sparse += [SparseFeature(name, vocab[name]) for name in context]
         sequence = [SequenceFeature(HISTORY_PREFIX + part, part, self.max_history) for part in HISTORY_PARTS]
-        schema = DatasetSchema(dense=list(dense), sparse=sparse, sequence=sequence, rows=rows, source=source, command=command,
-                               extra={"label": label_definition, "positives": self.positives, "group_key": "user",
-                                      "eval_cutoff_unix": self.cutoff if self.cutoff < 2**62 else None})
+        schema = DatasetSchema(
+            dense=list(dense),
+            sparse=sparse,
+            sequence=sequence,
+            rows=rows,
+            source=source,
+            command=command,
+            extra={
+                "label": label_definition,
+                "positives": self.positives,
+                "group_key": "user",
+                "eval_cutoff_unix": self.cutoff if self.cutoff < 2**62 else None,
+            },
+        )
         schema.save(self.output)
         return schema
 
@@ -154,4 +188,3 @@ def reindex(values: np.ndarray) -> tuple[np.ndarray, int]:
     """Raw ids -> ``1..n`` in order of the sorted unique raw ids; returns (ids, n + 1)."""
     unique, inverse = np.unique(values, return_inverse=True)
     return (inverse + 1).astype(np.int64), len(unique) + 1
-

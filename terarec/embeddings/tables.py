@@ -32,12 +32,18 @@ def _features_of(feature: str, schema: DatasetSchema) -> list[str]:
 def bag_table_configs(rows: dict[str, int], dim: int, schema: DatasetSchema) -> list[EmbeddingBagConfig]:
     """One sum-pooled EmbeddingBag table per feature (``t_<feature>``), in feature order; a history
     feature is pooled (a bag of its items) with its target feature's table."""
-    return [EmbeddingBagConfig(name=table_name(f), embedding_dim=dim, num_embeddings=n, feature_names=_features_of(f, schema))
-            for f, n in rows.items()]
+    return [
+        EmbeddingBagConfig(
+            name=table_name(f), embedding_dim=dim, num_embeddings=n, feature_names=_features_of(f, schema)
+        )
+        for f, n in rows.items()
+    ]
 
 
 def sequence_table_configs(rows: dict[str, int], dim: int, schema: DatasetSchema) -> list[EmbeddingConfig]:
     """Unpooled tables for an EmbeddingCollection: feature ``f``'s table also serves every sequence
     feature whose ``table`` is ``f`` (``t_item`` looks up ``item`` and ``hist_item``)."""
-    return [EmbeddingConfig(name=table_name(f), embedding_dim=dim, num_embeddings=n, feature_names=_features_of(f, schema))
-            for f, n in rows.items()]
+    return [
+        EmbeddingConfig(name=table_name(f), embedding_dim=dim, num_embeddings=n, feature_names=_features_of(f, schema))
+        for f, n in rows.items()
+    ]

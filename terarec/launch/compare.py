@@ -19,9 +19,10 @@ import importlib.util
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import yaml
@@ -30,10 +31,25 @@ from terarec.configs.loader import ConfigError, config_to_dict, load_config
 from terarec.launch.torchrun import run_child, trainer_command
 
 log = logging.getLogger("terarec")
-DEFAULT_RECIPES = {"dlrm": "dlrm_criteo10k", "dcnv2": "dcnv2_criteo10k", "wukong": "wukong_criteo10k", "bst": "bst_movielens"}
+DEFAULT_RECIPES = {
+    "dlrm": "dlrm_criteo10k",
+    "dcnv2": "dcnv2_criteo10k",
+    "wukong": "wukong_criteo10k",
+    "bst": "bst_movielens",
+}
 BASELINES = {"lightgbm": "lightgbm", "logreg": "sklearn"}  # baseline -> the module it needs
 BUDGET_KEYS = (("train", "batch_size"), ("train", "epochs"), ("train", "max_steps"), ("train", "max_minutes"))
-METRICS = ("auc", "logloss", "ne", "calibration", "params_dense", "params_sparse", "flops_per_example", "samples_per_s", "wall_s")
+METRICS = (
+    "auc",
+    "logloss",
+    "ne",
+    "calibration",
+    "params_dense",
+    "params_sparse",
+    "flops_per_example",
+    "samples_per_s",
+    "wall_s",
+)
 
 
 class CompareError(RuntimeError):
@@ -57,8 +73,16 @@ class CompareSpec:
     max_train_rows: int = 10_000_000  # baselines train in memory on at most this many rows
 
     @classmethod
-    def build(cls, data: str, models: str, baselines: str, seeds: str, nproc: int = 1, overrides: list[str] | None = None,
-              max_train_rows: int = 10_000_000) -> "CompareSpec":
+    def build(
+        cls,
+        data: str,
+        models: str,
+        baselines: str,
+        seeds: str,
+        nproc: int = 1,
+        overrides: list[str] | None = None,
+        max_train_rows: int = 10_000_000,
+    ) -> CompareSpec:
         """Parse and validate everything (recipes, budget, baselines' libraries) before any run."""
         if not (Path(data) / "schema.json").is_file():
             raise ConfigError(f"--data {data}: no schema.json there (prepare it with terarec prepare / terarec synth)")
@@ -74,7 +98,9 @@ class CompareSpec:
             if kind not in BASELINES:
                 raise ConfigError(f"--baseline {kind}: unknown (choose from {', '.join(BASELINES)})")
             if importlib.util.find_spec(BASELINES[kind]) is None:
-                raise ConfigError(f"--baseline {kind} needs the '{BASELINES[kind]}' package: pip install 'terarec[baselines]'")
+                raise ConfigError(
+                    f"--baseline {kind} needs the '{BASELINES[kind]}' package: pip install 'terarec[baselines]'"
+                )
             entries.append(Entry(kind, "baseline", kind))
         if len({e.name for e in entries}) != len(entries):
             raise ConfigError(f"compare: a model or baseline is named twice in {models!r} / {baselines!r}")
@@ -84,8 +110,14 @@ class CompareSpec:
 
     def model_overrides(self, seed: int, run_dir: Path) -> list[str]:
         # the shared data, seed and run dir come last: they win over the user's overrides
-        return [*self.overrides, f"data.path={self.data}", f"train.seed={seed}", f"run.dir={run_dir}",
-                "logging.progress=false", "checkpoint.final=false"]
+        return [
+            *self.overrides,
+            f"data.path={self.data}",
+            f"train.seed={seed}",
+            f"run.dir={run_dir}",
+            "logging.progress=false",
+            "checkpoint.final=false",
+        ]
 
     def budget(self, recipe: str) -> dict[str, Any]:
         """The budget keys of ``recipe`` with this comparison's overrides (also validates the config)."""
@@ -97,10 +129,15 @@ class CompareSpec:
         values = set(budgets.values())
         if len(values) > 1:
             detail = "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in b) for name, b in budgets.items())
-            raise ConfigError(f"compare: the models' budgets differ ({detail}); set them for all, e.g. train.batch_size=N train.epochs=N")
+            raise ConfigError(
+                f"compare: the models' budgets differ ({detail}); set them for all, e.g. "
+                "train.batch_size=N train.epochs=N"
+            )
 
 
-def _run_or_reuse(name: str, seed: int, run_dir: Path, command: list[str], unchanged: Callable[[], bool]) -> dict[str, Any]:
+def _run_or_reuse(
+    name: str, seed: int, run_dir: Path, command: list[str], unchanged: Callable[[], bool]
+) -> dict[str, Any]:
     """The run's metrics: reused when ``metrics.json`` exists and ``unchanged()`` says it was made with
     these settings, else (re)computed by ``command`` in a child process logging to ``train.log``."""
     done = run_dir / "metrics.json"
@@ -120,15 +157,32 @@ def _run_model(spec: CompareSpec, entry: Entry, seed: int, run_dir: Path) -> dic
     saved = run_dir / "config.yaml"
 
     def unchanged() -> bool:
-        return saved.is_file() and yaml.safe_load(saved.read_text()) == config_to_dict(load_config(entry.recipe, overrides))
+        return saved.is_file() and yaml.safe_load(saved.read_text()) == config_to_dict(
+            load_config(entry.recipe, overrides)
+        )
 
-    return _run_or_reuse(entry.name, seed, run_dir, trainer_command(["--config", entry.recipe, *overrides], spec.nproc), unchanged)
+    return _run_or_reuse(
+        entry.name, seed, run_dir, trainer_command(["--config", entry.recipe, *overrides], spec.nproc), unchanged
+    )
 
 
 def _run_baseline(spec: CompareSpec, entry: Entry, seed: int, run_dir: Path) -> dict[str, Any]:
     args = {"data": str(Path(spec.data).resolve()), "max_train_rows": spec.max_train_rows, "seed": seed}
-    command = [sys.executable, "-m", "terarec.baselines.tabular", "--kind", entry.recipe, "--data", args["data"],
-               "--output", str(run_dir), "--seed", str(seed), "--max-train-rows", str(spec.max_train_rows)]
+    command = [
+        sys.executable,
+        "-m",
+        "terarec.baselines.tabular",
+        "--kind",
+        entry.recipe,
+        "--data",
+        args["data"],
+        "--output",
+        str(run_dir),
+        "--seed",
+        str(seed),
+        "--max-train-rows",
+        str(spec.max_train_rows),
+    ]
 
     def unchanged() -> bool:
         recorded = json.loads((run_dir / "metrics.json").read_text())
@@ -148,21 +202,40 @@ def run_compare(spec: CompareSpec, output: Path) -> dict[str, Any]:
                 runs.append(_run_baseline(spec, entry, seed, output / "baselines" / entry.name / f"seed_{seed}"))
             log.info("%s seed %d: auc %.4f logloss %.4f", entry.name, seed, runs[-1]["auc"], runs[-1]["logloss"])
         table = np.array([[float(r.get(k, np.nan)) for k in METRICS] for r in runs])
-        results.append({"name": entry.name, "kind": entry.kind, "recipe": entry.recipe, "runs": runs,
-                        "mean": dict(zip(METRICS, table.mean(0).tolist())),
-                        "std": dict(zip(METRICS, table.std(0, ddof=1).tolist() if len(runs) > 1 else [0.0] * len(METRICS)))})
+        results.append(
+            {
+                "name": entry.name,
+                "kind": entry.kind,
+                "recipe": entry.recipe,
+                "runs": runs,
+                "mean": dict(zip(METRICS, table.mean(0).tolist())),
+                "std": dict(zip(METRICS, table.std(0, ddof=1).tolist() if len(runs) > 1 else [0.0] * len(METRICS))),
+            }
+        )
     first_model = next((r["runs"][0] for r in results if r["kind"] == "model"), results[0]["runs"][0])
-    report = {"data": spec.data, "seeds": spec.seeds, "nproc": spec.nproc, "overrides": spec.overrides,
-              "train_samples": first_model.get("samples"), "eval_rows": first_model.get("eval_rows"),
-              "auc_standard_error": auc_standard_error(max(r["mean"]["auc"] for r in results), first_model.get("eval_positives", 0),
-                                                       first_model.get("eval_rows", 0) - first_model.get("eval_positives", 0)),
-              "baseline_max_train_rows": spec.max_train_rows, "results": results}
+    report = {
+        "data": spec.data,
+        "seeds": spec.seeds,
+        "nproc": spec.nproc,
+        "overrides": spec.overrides,
+        "train_samples": first_model.get("samples"),
+        "eval_rows": first_model.get("eval_rows"),
+        "auc_standard_error": auc_standard_error(
+            max(r["mean"]["auc"] for r in results),
+            first_model.get("eval_positives", 0),
+            first_model.get("eval_rows", 0) - first_model.get("eval_positives", 0),
+        ),
+        "baseline_max_train_rows": spec.max_train_rows,
+        "results": results,
+    }
     model = next((e for e in spec.entries if e.kind == "model"), None)
     if model is not None:
         report["budget"] = spec.budget(model.recipe)
     eval_rows = sorted({run.get("eval_rows") for r in results for run in r["runs"]})
     if len(eval_rows) > 1:  # one split for everyone is the point of compare: say so loudly if it broke
-        report["warning"] = f"runs were scored on different numbers of eval rows {eval_rows}: the rows are not comparable"
+        report["warning"] = (
+            f"runs were scored on different numbers of eval rows {eval_rows}: the rows are not comparable"
+        )
         log.warning("%s", report["warning"])
     (output / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
     (output / "compare.md").write_text(render_markdown(report))
@@ -176,7 +249,9 @@ def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
     if positives < 1 or negatives < 1:
         return float("nan")
     q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
-    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)) / (positives * negatives)
+    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)) / (
+        positives * negatives
+    )
     return float(np.sqrt(max(variance, 0.0)))
 
 
@@ -187,28 +262,41 @@ def _cell(result: dict[str, Any], key: str, digits: int) -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     seeds = ", ".join(map(str, report["seeds"]))
-    lines = [f"# terarec compare: `{report['data']}`", "",
-             f"Same train/eval split for every row: {report['train_samples']:,} training samples per run, "
-             f"{report['eval_rows']:,} eval rows; seeds {seeds} (mean ± std over seeds); {report['nproc']} process(es).",
-             f"Models' shared budget: {', '.join(f'`{k}={v}`' for k, v in report.get('budget', {}).items()) or 'n/a'}"
-             f"{'; overrides: ' + ' '.join(f'`{o}`' for o in report['overrides']) if report['overrides'] else ''}.",
-             f"Baselines train on at most {report['baseline_max_train_rows']:,} train rows with their libraries' "
-             "budgets (LightGBM: 50 trees, lr 0.05, 31 leaves; logreg: L2, C=1, lbfgs, 100 iterations); their params are tree nodes / "
-             "weights and their FLOPs/example comparisons (trees) or multiply-adds (logreg).",
-             f"On this eval set an AUC has a standard error of about {report['auc_standard_error']:.4f} (Hanley & McNeil): "
-             "AUCs closer than about twice that are not distinguishable on this data.",
-             *([f"**Warning: {report['warning']}.**"] if "warning" in report else []),
-             *[f"{r['name']}: the solver stopped at its iteration cap ({r['runs'][0].get('n_iter')}) before converging."
-               for r in report["results"] if any(run.get("converged") is False for run in r["runs"])], "",
-             "| model | recipe | AUC | logloss | NE | calibration | dense params | sparse params | FLOPs/example | samples/s | wall s |",
-             "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    lines = [
+        f"# terarec compare: `{report['data']}`",
+        "",
+        f"Same train/eval split for every row: {report['train_samples']:,} training samples per run, "
+        f"{report['eval_rows']:,} eval rows; seeds {seeds} (mean ± std over seeds); {report['nproc']} process(es).",
+        f"Models' shared budget: {', '.join(f'`{k}={v}`' for k, v in report.get('budget', {}).items()) or 'n/a'}"
+        f"{'; overrides: ' + ' '.join(f'`{o}`' for o in report['overrides']) if report['overrides'] else ''}.",
+        f"Baselines train on at most {report['baseline_max_train_rows']:,} train rows with their libraries' "
+        "budgets (LightGBM: 50 trees, lr 0.05, 31 leaves; logreg: L2, C=1, lbfgs, 100 iterations); "
+        "their params are tree nodes / "
+        "weights and their FLOPs/example comparisons (trees) or multiply-adds (logreg).",
+        f"On this eval set an AUC has a standard error of about {report['auc_standard_error']:.4f} (Hanley & McNeil): "
+        "AUCs closer than about twice that are not distinguishable on this data.",
+        *([f"**Warning: {report['warning']}.**"] if "warning" in report else []),
+        *[
+            f"{r['name']}: the solver stopped at its iteration cap ({r['runs'][0].get('n_iter')}) before converging."
+            for r in report["results"]
+            if any(run.get("converged") is False for run in r["runs"])
+        ],
+        "",
+        "| model | recipe | AUC | logloss | NE | calibration | dense params | sparse params | "
+        "FLOPs/example | samples/s | wall s |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
     best = max(r["mean"]["auc"] for r in report["results"])
     for r in report["results"]:
         auc = _cell(r, "auc", 4)
         m = r["mean"]
-        lines.append(f"| {r['name']} | {r['recipe']} | {'**' + auc + '**' if m['auc'] == best else auc} | {_cell(r, 'logloss', 4)} | "
-                     f"{_cell(r, 'ne', 4)} | {_cell(r, 'calibration', 3)} | {m['params_dense']:,.0f} | {m['params_sparse']:,.0f} | "
-                     f"{m['flops_per_example']:,.0f} | {m['samples_per_s']:,.0f} | {m['wall_s']:.1f} |")
+        lines.append(
+            f"| {r['name']} | {r['recipe']} | {'**' + auc + '**' if m['auc'] == best else auc} | "
+            f"{_cell(r, 'logloss', 4)} | "
+            f"{_cell(r, 'ne', 4)} | {_cell(r, 'calibration', 3)} | {m['params_dense']:,.0f} | "
+            f"{m['params_sparse']:,.0f} | "
+            f"{m['flops_per_example']:,.0f} | {m['samples_per_s']:,.0f} | {m['wall_s']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

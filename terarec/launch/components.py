@@ -16,9 +16,8 @@ resource ``-h``, env, mounts, scheduler retries) running ``terarec.trainer.main`
 (pytorch#135712; STACK_NOTES).
 """
 
-
 import shlex
-from typing import Dict, List, Optional  # torchx validates components against typing.Dict/List
+from typing import Dict, List  # torchx validates components against typing.Dict/List
 
 from torchx import specs
 from torchx.components import dist
@@ -28,10 +27,21 @@ from terarec.launch.torchrun import RESTART_SAFE_ENV
 TRAINER_MODULE = "terarec.trainer.main"
 
 
-def train(*script_args: str, j: str = "1x1", max_restarts: int = 3, image: str = ".", h: Optional[str] = None,
-          cpu: int = 2, gpu: int = 0, memMB: int = 8192, env: Optional[Dict[str, str]] = None,  # noqa: N803 (torchx's name)
-          max_retries: int = 0, rdzv_port: int = 29500, mounts: Optional[List[str]] = None,
-          python: str = "python") -> specs.AppDef:
+def train(
+    *script_args: str,
+    j: str = "1x1",
+    max_restarts: int = 3,
+    image: str = ".",
+    h: str | None = None,
+    cpu: int = 2,
+    gpu: int = 0,
+    memMB: int = 8192,
+    env: Dict[str, str] | None = None,  # noqa: N803 (torchx's name)
+    max_retries: int = 0,
+    rdzv_port: int = 29500,
+    mounts: List[str] | None = None,
+    python: str = "python",
+) -> specs.AppDef:
     """terarec train under torchrun on every node (torchx ``dist.ddp`` plus in-place restarts).
 
     Args:
@@ -49,12 +59,28 @@ def train(*script_args: str, j: str = "1x1", max_restarts: int = 3, image: str =
         mounts: volume mounts for container schedulers (type=bind,src=/data,dst=/data)
         python: the interpreter with terarec installed (.torchxconfig: .venv/bin/python)
     """
-    app = dist.ddp(*script_args, m=TRAINER_MODULE, image=image, name="terarec-train", h=h, cpu=cpu, gpu=gpu, memMB=memMB,
-                   j=j, env={**RESTART_SAFE_ENV, **(env or {})}, max_retries=max_retries, rdzv_port=rdzv_port, mounts=mounts)
+    app = dist.ddp(
+        *script_args,
+        m=TRAINER_MODULE,
+        image=image,
+        name="terarec-train",
+        h=h,
+        cpu=cpu,
+        gpu=gpu,
+        memMB=memMB,
+        j=j,
+        env={**RESTART_SAFE_ENV, **(env or {})},
+        max_retries=max_retries,
+        rdzv_port=rdzv_port,
+        mounts=mounts,
+    )
     role = app.roles[0]
     flag, command = role.args  # ["-c", "torchrun --rdzv_backend ..."]
     if not command.startswith("torchrun "):
         raise RuntimeError(f"unexpected torchx dist.ddp command (torchx version change?): {command[:80]}")
-    role.args = [flag, f"{shlex.quote(python)} -m torch.distributed.run --max-restarts {max_restarts} {command[len('torchrun '):]}"]
+    role.args = [
+        flag,
+        f"{shlex.quote(python)} -m torch.distributed.run --max-restarts {max_restarts} {command[len('torchrun ') :]}",
+    ]
     role.name = "trainer"
     return app

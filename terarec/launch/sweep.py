@@ -39,10 +39,24 @@ log = logging.getLogger("terarec")
 
 class SweepError(RuntimeError):
     """A point's training failed: the message names the point and its log file."""
+
+
 SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
-RESULT_KEYS = ["auc", "logloss", "ne", "params_dense", "params_sparse", "flops_per_example", "samples", "steps", "wall_s"]
-NO_SCALING = ("the loss does not fall with C over this range (b at its bound 0 or a rising log-log slope): no power law "
-              "to fit, and the parameter errors are not meaningful; train on more data or over a wider range of C")
+RESULT_KEYS = [
+    "auc",
+    "logloss",
+    "ne",
+    "params_dense",
+    "params_sparse",
+    "flops_per_example",
+    "samples",
+    "steps",
+    "wall_s",
+]
+NO_SCALING = (
+    "the loss does not fall with C over this range (b at its bound 0 or a rising log-log slope): no power law "
+    "to fit, and the parameter errors are not meaningful; train on more data or over a wider range of C"
+)
 FIT_AXES = {"flops_per_example": "forward FLOPs / example", "params_dense": "dense parameters"}
 
 
@@ -54,7 +68,7 @@ class SweepSpec:
     nproc: int = 1
 
     @classmethod
-    def load(cls, path: str, extra: list[str]) -> "SweepSpec":
+    def load(cls, path: str, extra: list[str]) -> SweepSpec:
         file = Path(path)
         if not file.is_file() and (SHIPPED / f"{path}.yaml").is_file():  # a shipped sweep by name
             file = SHIPPED / f"{path}.yaml"
@@ -85,7 +99,9 @@ def point_name(point: dict[str, Any]) -> str:
     return ",".join(f"{k.split('.')[-1]}={v}" for k, v in point.items()).replace("/", "_")
 
 
-def run_point(spec: SweepSpec, point: dict[str, Any], run_dir: Path, launcher: str = "local", scheduler: str = "local_cwd") -> dict[str, Any]:
+def run_point(
+    spec: SweepSpec, point: dict[str, Any], run_dir: Path, launcher: str = "local", scheduler: str = "local_cwd"
+) -> dict[str, Any]:
     """Train one point in a child process, or as a torchx job on ``scheduler``; its metrics."""
     args = ["--config", spec.base, *spec.point_overrides(point), f"run.dir={run_dir}", "logging.progress=false"]
     if launcher == "torchx":
@@ -96,7 +112,9 @@ def run_point(spec: SweepSpec, point: dict[str, Any], run_dir: Path, launcher: s
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def _run_point_torchx(args: list[str], nproc: int, point: dict[str, Any], run_dir: Path, scheduler: str) -> dict[str, Any]:
+def _run_point_torchx(
+    args: list[str], nproc: int, point: dict[str, Any], run_dir: Path, scheduler: str
+) -> dict[str, Any]:
     """One point as a torchx job (the run dir must be on a filesystem this process can read),
     with the scheduler's settings from ``.torchxconfig``; waits for it to finish."""
     from torchx.runner import config as torchx_config
@@ -137,14 +155,29 @@ def fit_power_law(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
 
     try:
         # a, b, c >= 0: a loss that falls with compute towards a floor (b <= 3 keeps the search sane)
-        params, cov = curve_fit(law, x, y, p0=(float(y.max() - y.min()) or 1e-3, 0.1, float(y.min()) * 0.9),
-                                bounds=([0.0, 0.0, 0.0], [np.inf, 3.0, np.inf]), maxfev=20000)
+        params, cov = curve_fit(
+            law,
+            x,
+            y,
+            p0=(float(y.max() - y.min()) or 1e-3, 0.1, float(y.min()) * 0.9),
+            bounds=([0.0, 0.0, 0.0], [np.inf, 3.0, np.inf]),
+            maxfev=20000,
+        )
     except (RuntimeError, ValueError):
         return pure
     a, b, c = (float(v) for v in params)
     errors = np.sqrt(np.clip(np.diag(cov), 0, None)) if np.all(np.isfinite(cov)) else np.full(3, np.nan)
-    fit = {"form": "a*C^-b+c", "a": a * scale**b, "b": b, "c": c, "a_err": float(errors[0] * scale**b), "b_err": float(errors[1]),
-           "c_err": float(errors[2]), "rmse": float(np.sqrt(np.mean((law(x, a, b, c) - y) ** 2))), "loglog_slope": float(slope)}
+    fit = {
+        "form": "a*C^-b+c",
+        "a": a * scale**b,
+        "b": b,
+        "c": c,
+        "a_err": float(errors[0] * scale**b),
+        "b_err": float(errors[1]),
+        "c_err": float(errors[2]),
+        "rmse": float(np.sqrt(np.mean((law(x, a, b, c) - y) ** 2))),
+        "loglog_slope": float(slope),
+    }
     if b < 1e-3 or slope >= 0:  # b at its bound: the errors above come from a degenerate covariance
         fit["note"] = NO_SCALING
     return fit
@@ -197,7 +230,9 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
     return fits
 
 
-def run_sweep(spec: SweepSpec, output: Path, launcher: str = "local", scheduler: str = "local_cwd") -> list[dict[str, Any]]:
+def run_sweep(
+    spec: SweepSpec, output: Path, launcher: str = "local", scheduler: str = "local_cwd"
+) -> list[dict[str, Any]]:
     """Every point in turn (finished ones are read back, not re-run), then the results and fits."""
     rows: list[dict[str, Any]] = []
     points = spec.points()
@@ -210,8 +245,15 @@ def run_sweep(spec: SweepSpec, output: Path, launcher: str = "local", scheduler:
             log.info("[%d/%d] %s: training", index, len(points), point_name(point))
             metrics = run_point(spec, point, run_dir, launcher, scheduler)
         rows.append({"point": point_name(point), **point, **{k: metrics.get(k) for k in RESULT_KEYS}})
-        log.info("[%d/%d] %s: logloss %.5f auc %.4f, %s FLOPs/example", index, len(points), point_name(point),
-                 metrics["logloss"], metrics["auc"], f"{metrics['flops_per_example']:,}")
+        log.info(
+            "[%d/%d] %s: logloss %.5f auc %.4f, %s FLOPs/example",
+            index,
+            len(points),
+            point_name(point),
+            metrics["logloss"],
+            metrics["auc"],
+            f"{metrics['flops_per_example']:,}",
+        )
     with open(output / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -6,19 +6,43 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 # restarts must not reuse the previous rendezvous store (pytorch#135712; STACK_NOTES)
 RESTART_SAFE_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 
 
-def torchrun_command(module: str, script_args: list[str], nproc_per_node: int, nnodes: int = 1, max_restarts: int = 0,
-                     rdzv_endpoint: str = "localhost:0", rdzv_id: str = "terarec", python: str = sys.executable) -> list[str]:
+def torchrun_command(
+    module: str,
+    script_args: list[str],
+    nproc_per_node: int,
+    nnodes: int = 1,
+    max_restarts: int = 0,
+    rdzv_endpoint: str = "localhost:0",
+    rdzv_id: str = "terarec",
+    python: str = sys.executable,
+) -> list[str]:
     """``python -m torch.distributed.run ... -m MODULE ARGS`` with c10d rendezvous; the defaults
     are a single node on a free local port (what ``--standalone`` does)."""
-    return [python, "-m", "torch.distributed.run", "--rdzv_backend", "c10d", "--rdzv_endpoint", rdzv_endpoint,
-            "--rdzv_id", rdzv_id, "--nnodes", str(nnodes), "--nproc_per_node", str(nproc_per_node),
-            "--max-restarts", str(max_restarts), "-m", module, *script_args]
+    return [
+        python,
+        "-m",
+        "torch.distributed.run",
+        "--rdzv_backend",
+        "c10d",
+        "--rdzv_endpoint",
+        rdzv_endpoint,
+        "--rdzv_id",
+        rdzv_id,
+        "--nnodes",
+        str(nnodes),
+        "--nproc_per_node",
+        str(nproc_per_node),
+        "--max-restarts",
+        str(max_restarts),
+        "-m",
+        module,
+        *script_args,
+    ]
 
 
 def trainer_command(script_args: list[str], nproc: int) -> list[str]:
@@ -28,7 +52,7 @@ def trainer_command(script_args: list[str], nproc: int) -> list[str]:
     return [sys.executable, "-m", "terarec.trainer.main", *script_args]
 
 
-def run_child(command: list[str], log_file: Optional[Path] = None) -> int:
+def run_child(command: list[str], log_file: Path | None = None) -> int:
     """Run ``command`` (restart-safe environment) in the foreground, or with stdout and stderr into
     ``log_file``; its exit code."""
     env = {**os.environ, **RESTART_SAFE_ENV}

@@ -7,5 +7,13 @@ from terarec.models import bst, dcnv2, dlrm, wukong  # noqa: F401  (registration
 from terarec.models.common import TrainWrapper, dense_param_count, sparse_param_count
 from terarec.models.registry import ModelConfigError, ModelEntry, get_model, list_models, register_model
 
-__all__ = ["ModelConfigError", "ModelEntry", "TrainWrapper", "dense_param_count", "get_model", "list_models",
-           "register_model", "sparse_param_count"]
+__all__ = [
+    "ModelConfigError",
+    "ModelEntry",
+    "TrainWrapper",
+    "dense_param_count",
+    "get_model",
+    "list_models",
+    "register_model",
+    "sparse_param_count",
+]

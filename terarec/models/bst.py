@@ -54,7 +54,9 @@ def _sum_pooled(jt: JaggedTensor) -> torch.Tensor:
     """Jagged embeddings -> ``B x D`` sums (zeros for empty rows)."""
     values, lengths = jt.values(), jt.lengths()
     rows = torch.repeat_interleave(torch.arange(lengths.numel(), device=values.device), lengths)
-    return torch.zeros(lengths.numel(), values.shape[-1], dtype=values.dtype, device=values.device).index_add_(0, rows, values)
+    return torch.zeros(lengths.numel(), values.shape[-1], dtype=values.dtype, device=values.device).index_add_(
+        0, rows, values
+    )
 
 
 class BSTInteractionArch(nn.Module):
@@ -65,15 +67,25 @@ class BSTInteractionArch(nn.Module):
     children like this one as opaque leaves.
     """
 
-    def __init__(self, params: BSTParams, target_keys: list[str], history_keys: list[str], other_keys: list[str]) -> None:
+    def __init__(
+        self, params: BSTParams, target_keys: list[str], history_keys: list[str], other_keys: list[str]
+    ) -> None:
         super().__init__()
         self.target_keys, self.history_keys, self.other_keys = target_keys, history_keys, other_keys
         width = len(target_keys) * params.embedding_dim
-        self.blocks = nn.ModuleList([
-            nn.TransformerEncoderLayer(width, params.num_heads, params.ffn_dim or 4 * width, params.dropout,
-                                       activation=nn.functional.leaky_relu, batch_first=True)
-            for _ in range(params.num_layers)
-        ])
+        self.blocks = nn.ModuleList(
+            [
+                nn.TransformerEncoderLayer(
+                    width,
+                    params.num_heads,
+                    params.ffn_dim or 4 * width,
+                    params.dropout,
+                    activation=nn.functional.leaky_relu,
+                    batch_first=True,
+                )
+                for _ in range(params.num_layers)
+            ]
+        )
 
     def sequence(self, embedded: dict[str, JaggedTensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (``B x (T + 1) x d`` history then target, ``B x (T + 1)`` padding mask, True = padding)."""
@@ -113,8 +125,10 @@ class BST(nn.Module):
         history_keys = [p.history_prefix + key for key in target_keys]
         missing = [key for key in target_keys + history_keys if key not in features]
         if missing:
-            raise ModelConfigError(f"bst: the dataset has no feature '{missing[0]}' (features: {', '.join(features)}); "
-                                   "BST needs a sequence dataset (terarec prepare movielens|taobao)")
+            raise ModelConfigError(
+                f"bst: the dataset has no feature '{missing[0]}' (features: {', '.join(features)}); "
+                "BST needs a sequence dataset (terarec prepare movielens|taobao)"
+            )
         other_keys = [f for f in features if f not in target_keys + history_keys]
         self.width = len(target_keys) * p.embedding_dim
         if self.width % p.num_heads:
@@ -133,16 +147,29 @@ class BST(nn.Module):
         """At full histories (``S = max_history + 1`` positions)."""
         s, d = self.params.max_history + 1, self.width
         f = self.params.ffn_dim or 4 * d
-        per_block = 2 * s * d * 3 * d + 2 * 2 * s * s * d + 2 * s * d * d + 2 * 2 * s * d * f  # qkv, attention, out, FFN
+        per_block = (
+            2 * s * d * 3 * d + 2 * 2 * s * s * d + 2 * s * d * d + 2 * 2 * s * d * f
+        )  # qkv, attention, out, FFN
         return self.params.num_layers * per_block + mlp_flops(self.mlp_in_features, self.params.top_mlp)
 
 
-register_model(ModelEntry(
-    name="bst", hparams=BSTParams, builder=BST, embeddings="sequence",
-    description="Behavior Sequence Transformer over an EmbeddingCollection (arXiv 1905.06874)",
-    flavors={
-        "small": {},
-        # the paper's choices: 1 block, 8 heads, MLP 1024-512-256 with LeakyReLU
-        "paper": {"embedding_dim": 32, "num_layers": 1, "num_heads": 8, "dropout": 0.1, "top_mlp": [1024, 512, 256, 1]},
-    },
-))
+register_model(
+    ModelEntry(
+        name="bst",
+        hparams=BSTParams,
+        builder=BST,
+        embeddings="sequence",
+        description="Behavior Sequence Transformer over an EmbeddingCollection (arXiv 1905.06874)",
+        flavors={
+            "small": {},
+            # the paper's choices: 1 block, 8 heads, MLP 1024-512-256 with LeakyReLU
+            "paper": {
+                "embedding_dim": 32,
+                "num_layers": 1,
+                "num_heads": 8,
+                "dropout": 0.1,
+                "top_mlp": [1024, 512, 256, 1],
+            },
+        },
+    )
+)

@@ -6,7 +6,7 @@ FLOPs follow ``torch.utils.flop_counter``: 2 per multiply-accumulate of matrix p
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -24,7 +24,9 @@ def mlp_flops(in_features: int, layer_sizes: Sequence[int]) -> int:
     return flops
 
 
-def mlp_then_linear(in_features: int, hidden: Sequence[int], out_features: int, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+def mlp_then_linear(
+    in_features: int, hidden: Sequence[int], out_features: int, activation: type[nn.Module] = nn.ReLU
+) -> nn.Sequential:
     """``in -> hidden[0] -> ... -> out``: Linear + ``activation`` per hidden layer, a bare Linear last."""
     layers: list[nn.Module] = []
     for size in hidden:

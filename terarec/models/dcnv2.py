@@ -96,15 +96,24 @@ class DCNv2(nn.Module):
         return flops + mlp_flops(over_in, p.top_mlp)
 
 
-register_model(ModelEntry(
-    name="dcnv2", hparams=DCNv2Params, builder=DCNv2,
-    description="DCNv2 low-rank cross network, stacked (torchrec DLRM_DCN) or parallel",
-    flavors={
-        "small": {},
-        "parallel": {"structure": "parallel"},
-        "mix": {"num_experts": 4, "low_rank": 32},
-        # MLPerf DLRMv2 reference: dim 128, bottom 512-256-128, 3 cross layers of rank 512, top 1024-1024-512-256-1
-        "mlperf": {"embedding_dim": 128, "bottom_mlp": [512, 256, 128], "num_layers": 3, "low_rank": 512,
-                   "top_mlp": [1024, 1024, 512, 256, 1]},
-    },
-))
+register_model(
+    ModelEntry(
+        name="dcnv2",
+        hparams=DCNv2Params,
+        builder=DCNv2,
+        description="DCNv2 low-rank cross network, stacked (torchrec DLRM_DCN) or parallel",
+        flavors={
+            "small": {},
+            "parallel": {"structure": "parallel"},
+            "mix": {"num_experts": 4, "low_rank": 32},
+            # MLPerf DLRMv2 reference: dim 128, bottom 512-256-128, 3 cross layers of rank 512, top 1024-1024-512-256-1
+            "mlperf": {
+                "embedding_dim": 128,
+                "bottom_mlp": [512, 256, 128],
+                "num_layers": 3,
+                "low_rank": 512,
+                "top_mlp": [1024, 1024, 512, 256, 1],
+            },
+        },
+    )
+)

@@ -60,15 +60,23 @@ class DLRM(nn.Module):
     def flops_per_example(self) -> int:
         f1, d = self.num_sparse + 1, self.params.embedding_dim
         interaction = 2 * f1 * f1 * d  # bmm of (F+1) x D by D x (F+1)
-        return mlp_flops(self.dense_in_features, self.params.bottom_mlp) + interaction + mlp_flops(self.interaction_width, self.params.top_mlp)
+        return (
+            mlp_flops(self.dense_in_features, self.params.bottom_mlp)
+            + interaction
+            + mlp_flops(self.interaction_width, self.params.top_mlp)
+        )
 
 
-register_model(ModelEntry(
-    name="dlrm", hparams=DLRMParams, builder=DLRM,
-    description="DLRM, dot interaction (torchrec DLRM semantics)",
-    flavors={
-        "small": {},
-        "medium": {"embedding_dim": 64, "bottom_mlp": [256, 128, 64], "top_mlp": [512, 256, 1]},
-        "criteo-kaggle": {"embedding_dim": 16, "bottom_mlp": [512, 256, 64, 16], "top_mlp": [512, 256, 1]},
-    },
-))
+register_model(
+    ModelEntry(
+        name="dlrm",
+        hparams=DLRMParams,
+        builder=DLRM,
+        description="DLRM, dot interaction (torchrec DLRM semantics)",
+        flavors={
+            "small": {},
+            "medium": {"embedding_dim": 64, "bottom_mlp": [256, 128, 64], "top_mlp": [512, 256, 1]},
+            "criteo-kaggle": {"embedding_dim": 16, "bottom_mlp": [512, 256, 64, 16], "top_mlp": [512, 256, 1]},
+        },
+    )
+)

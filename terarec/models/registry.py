@@ -7,8 +7,9 @@ sweeps only ever go through :func:`get_model` / :func:`list_models`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
@@ -31,9 +32,7 @@ class ModelEntry:
     def resolve(self, flavor: str, overrides: dict[str, Any] | None = None) -> Any:
         """Hyper-parameters of ``flavor`` with ``overrides`` applied (unknown keys rejected)."""
         if flavor not in self.flavors:
-            raise ModelConfigError(
-                f"model '{self.name}' has no flavor '{flavor}' (flavors: {', '.join(self.flavors)})"
-            )
+            raise ModelConfigError(f"model '{self.name}' has no flavor '{flavor}' (flavors: {', '.join(self.flavors)})")
         values = {**self.flavors[flavor], **(overrides or {})}
         names = {f.name for f in dataclasses.fields(self.hparams)}
         unknown = sorted(set(values) - names)

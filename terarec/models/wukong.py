@@ -85,7 +85,9 @@ class WukongLayer(nn.Module):
     def __init__(self, num_in: int, params: WukongParams) -> None:
         super().__init__()
         num_out = params.fm_embeddings + params.lc_embeddings
-        self.fmb = FactorizationMachineBlock(num_in, params.embedding_dim, params.fm_rank, params.fm_embeddings, params.fm_mlp)
+        self.fmb = FactorizationMachineBlock(
+            num_in, params.embedding_dim, params.fm_rank, params.fm_embeddings, params.fm_mlp
+        )
         self.lcb = EmbeddingAxisLinear(num_in, params.lc_embeddings)
         # the residual needs the output's embedding count: project only when it differs
         self.residual = EmbeddingAxisLinear(num_in, num_out) if num_in != num_out else nn.Identity()
@@ -101,7 +103,9 @@ class Wukong(nn.Module):
         super().__init__()
         p = params
         if min(p.num_layers, p.fm_embeddings, p.lc_embeddings, p.fm_rank) < 1:
-            raise ModelConfigError(f"wukong: num_layers, fm_embeddings, lc_embeddings and fm_rank must be >= 1, got {p}")
+            raise ModelConfigError(
+                f"wukong: num_layers, fm_embeddings, lc_embeddings and fm_rank must be >= 1, got {p}"
+            )
         if len(p.top_mlp) < 1 or p.top_mlp[-1] != 1:
             raise ModelConfigError(f"wukong: top_mlp must end in 1, got {p.top_mlp}")
         self.params, self.dense_in_features = p, dense_in_features
@@ -109,7 +113,9 @@ class Wukong(nn.Module):
         self.num_sparse = len(self.sparse_arch.sparse_feature_names)
         self.num_dense_embeddings = p.num_dense_embeddings if dense_in_features > 0 else 0
         if self.num_dense_embeddings:
-            self.dense_arch = MLP(dense_in_features, [*p.dense_mlp, self.num_dense_embeddings * p.embedding_dim], activation="relu")
+            self.dense_arch = MLP(
+                dense_in_features, [*p.dense_mlp, self.num_dense_embeddings * p.embedding_dim], activation="relu"
+            )
         widths = self.layer_inputs()
         self.layers = nn.Sequential(*[WukongLayer(n, p) for n in widths])
         self.over_arch = OverArch(self.num_out * p.embedding_dim, p.top_mlp)
@@ -141,20 +147,36 @@ class Wukong(nn.Module):
 
     def flops_per_example(self) -> int:
         p = self.params
-        dense = mlp_flops(self.dense_in_features, [*p.dense_mlp, self.num_dense_embeddings * p.embedding_dim]) if self.num_dense_embeddings else 0
+        dense = (
+            mlp_flops(self.dense_in_features, [*p.dense_mlp, self.num_dense_embeddings * p.embedding_dim])
+            if self.num_dense_embeddings
+            else 0
+        )
         layers = sum(self.layer_flops(n) for n in self.layer_inputs())
         return dense + layers + mlp_flops(self.num_out * p.embedding_dim, p.top_mlp)
 
 
-register_model(ModelEntry(
-    name="wukong", hparams=WukongParams, builder=Wukong,
-    description="Wukong: stacked FM blocks + linear compression (arXiv 2403.02545)",
-    flavors={
-        "small": {},
-        # the layer-count ladder for scaling-law sweeps: same width, 1 .. 16 layers
-        **{f"l{n}": {"num_layers": n} for n in (1, 2, 4, 8, 16)},
-        "large": {"embedding_dim": 128, "num_layers": 8, "num_dense_embeddings": 8, "dense_mlp": [512],
-                  "fm_embeddings": 32, "lc_embeddings": 32, "fm_rank": 24, "fm_mlp": [1024, 1024],
-                  "top_mlp": [1024, 256, 1]},
-    },
-))
+register_model(
+    ModelEntry(
+        name="wukong",
+        hparams=WukongParams,
+        builder=Wukong,
+        description="Wukong: stacked FM blocks + linear compression (arXiv 2403.02545)",
+        flavors={
+            "small": {},
+            # the layer-count ladder for scaling-law sweeps: same width, 1 .. 16 layers
+            **{f"l{n}": {"num_layers": n} for n in (1, 2, 4, 8, 16)},
+            "large": {
+                "embedding_dim": 128,
+                "num_layers": 8,
+                "num_dense_embeddings": 8,
+                "dense_mlp": [512],
+                "fm_embeddings": 32,
+                "lc_embeddings": 32,
+                "fm_rank": 24,
+                "fm_mlp": [1024, 1024],
+                "top_mlp": [1024, 256, 1],
+            },
+        },
+    )
+)

@@ -16,7 +16,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -64,14 +64,14 @@ class CheckpointManager:
         if self.rank == 0:
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
-            for old in checkpoint_dirs(self.run_dir)[self.cfg.keep_last:]:
+            for old in checkpoint_dirs(self.run_dir)[self.cfg.keep_last :]:
                 shutil.rmtree(old, ignore_errors=True)
         _barrier()
         self._last_save_time = time.monotonic()
         log.info("checkpoint saved: %s", final)
         return final
 
-    def load_newest(self, state: dict[str, Any]) -> Optional[dict[str, Any]]:
+    def load_newest(self, state: dict[str, Any]) -> dict[str, Any] | None:
         """Load the newest loadable checkpoint into ``state`` (in place); its trainer state, or None."""
         for path in checkpoint_dirs(self.run_dir):
             try:

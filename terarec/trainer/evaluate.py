@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch.distributed.elastic.multiprocessing.errors import record
@@ -30,13 +30,18 @@ from terarec.trainer.model_factory import build_model
 from terarec.trainer.parallelize import parallelize
 
 
-def run_eval(run: str, data: Optional[str] = None, overrides: Optional[list[str]] = None) -> dict[str, Any]:
+def run_eval(run: str, data: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     run_dir = Path(run)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir / 'config.yaml'} not found: not a terarec run directory")
     if not checkpoint_dirs(run_dir):
         raise ConfigError(f"no complete checkpoint in {run_dir / 'checkpoints'} (train with checkpoint.final=true)")
-    extra = [f"run.dir={run_dir}", "logging.tensorboard=false", *([f"data.path={data}"] if data else []), *(overrides or [])]
+    extra = [
+        f"run.dir={run_dir}",
+        "logging.tensorboard=false",
+        *([f"data.path={data}"] if data else []),
+        *(overrides or []),
+    ]
     cfg = load_config(str(run_dir / "config.yaml"), extra)
     schema = DatasetSchema.load(cfg.data.path)
     torch.manual_seed(cfg.train.seed)
@@ -49,26 +54,48 @@ def run_eval(run: str, data: Optional[str] = None, overrides: Optional[list[str]
         if eval_loader is None:
             raise DatasetError(f"{cfg.data.path} has no '{cfg.data.eval_split}' rows to evaluate")
         checkpoints = CheckpointManager(run_dir, cfg.checkpoint, info.rank)
-        trainer = Trainer(cfg, info, dmp, optimizer, train_loader, eval_loader, run_dir, built.summary(),
-                          group_key(schema, built.rows), checkpoints)
+        trainer = Trainer(
+            cfg,
+            info,
+            dmp,
+            optimizer,
+            train_loader,
+            eval_loader,
+            run_dir,
+            built.summary(),
+            group_key(schema, built.rows),
+            checkpoints,
+        )
         state = {"model": dmp.state_dict()}
         loaded = checkpoints.load_newest(state)
         if loaded is None:
             raise ConfigError(f"no loadable checkpoint in {run_dir / 'checkpoints'}")
         dmp.load_state_dict(state["model"])
         trainer.step = int(loaded["step"])
-        result = {**trainer.evaluate(), "checkpoint": loaded["path"], "step": loaded["step"], "data": cfg.data.path,
-                  "world_size": info.world_size, "checkpoint_world_size": loaded.get("world_size")}
+        result = {
+            **trainer.evaluate(),
+            "checkpoint": loaded["path"],
+            "step": loaded["step"],
+            "data": cfg.data.path,
+            "world_size": info.world_size,
+            "checkpoint_world_size": loaded.get("world_size"),
+        }
         if info.is_main:
             (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-            log.info("eval of %s: auc %.4f on %d rows -> %s", loaded["path"], result["auc"], result["count"], run_dir / "eval.json")
+            log.info(
+                "eval of %s: auc %.4f on %d rows -> %s",
+                loaded["path"],
+                result["auc"],
+                result["count"],
+                run_dir / "eval.json",
+            )
         return result
     finally:
         shutdown_distributed()
 
 
 @record
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="terarec.trainer.evaluate", description="evaluate a run's newest checkpoint")
     parser.add_argument("--run-dir", required=True, help="(not --run: torchrun would take it for its own --run-path)")
     parser.add_argument("--data")

@@ -7,10 +7,11 @@ import logging
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from contextlib import nullcontext
-from pathlib import Path
 from itertools import islice
-from typing import Any, Iterator, Optional
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -32,9 +33,19 @@ log = logging.getLogger("terarec")
 
 
 class Trainer:
-    def __init__(self, cfg: Config, info: DistInfo, dmp: DistributedModelParallel, optimizer: CombinedOptimizer,
-                 train_loader: BatchLoader, eval_loader: Optional[BatchLoader], run_dir: Path, summary: dict[str, int],
-                 group_key: Optional[str] = None, checkpoints: Optional[CheckpointManager] = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        info: DistInfo,
+        dmp: DistributedModelParallel,
+        optimizer: CombinedOptimizer,
+        train_loader: BatchLoader,
+        eval_loader: BatchLoader | None,
+        run_dir: Path,
+        summary: dict[str, int],
+        group_key: str | None = None,
+        checkpoints: CheckpointManager | None = None,
+    ) -> None:
         self.cfg, self.info, self.dmp, self.optimizer = cfg, info, dmp, optimizer
         self.group_key = group_key  # sparse feature whose id groups eval rows for GAUC (e.g. user)
         self.train_loader, self.eval_loader, self.run_dir, self.summary = train_loader, eval_loader, run_dir, summary
@@ -94,16 +105,26 @@ class Trainer:
         for key in ("auc", "ne", "logloss", "calibration", "gauc"):
             if key in result:
                 self._scalar(f"eval/{key}", result[key])
-        log.info("eval at step %d: auc %.4f ne %.4f logloss %.4f calibration %.3f%s (%d rows)", self.step,
-                 result["auc"], result["ne"], result["logloss"], result["calibration"],
-                 f" gauc {result['gauc']:.4f}" if "gauc" in result else "", result["count"])
+        log.info(
+            "eval at step %d: auc %.4f ne %.4f logloss %.4f calibration %.3f%s (%d rows)",
+            self.step,
+            result["auc"],
+            result["ne"],
+            result["logloss"],
+            result["calibration"],
+            f" gauc {result['gauc']:.4f}" if "gauc" in result else "",
+            result["count"],
+        )
         return result
 
     def _next_stop(self) -> int:
         """The step at which training pauses next: an eval or checkpoint point, or the end.
         Time-based checkpoints are considered every ``log_every`` steps."""
-        periods = [self.cfg.train.eval_every, self.cfg.checkpoint.every_steps if self.checkpoints else 0,
-                   self.cfg.train.log_every if self.checkpoints and self.cfg.checkpoint.every_minutes > 0 else 0]
+        periods = [
+            self.cfg.train.eval_every,
+            self.cfg.checkpoint.every_steps if self.checkpoints else 0,
+            self.cfg.train.log_every if self.checkpoints and self.cfg.checkpoint.every_minutes > 0 else 0,
+        ]
         stops = [(self.step // every + 1) * every for every in periods if every > 0]
         return min([self.total_steps, *stops])
 
@@ -124,9 +145,16 @@ class Trainer:
         assert self.checkpoints is not None
         samples = self._samples_before + sum_over_ranks(self._local_samples)
         self._saved_step = self.step
-        self.checkpoints.save(self.step, self._state(), {"step": self.step, "samples": samples,
-                                                         "loader": self.train_loader.state_dict(),
-                                                         "world_size": self.info.world_size})
+        self.checkpoints.save(
+            self.step,
+            self._state(),
+            {
+                "step": self.step,
+                "samples": samples,
+                "loader": self.train_loader.state_dict(),
+                "world_size": self.info.world_size,
+            },
+        )
 
     def restore(self) -> bool:
         """``resume=auto``: continue from the newest loadable checkpoint (False when there is none)."""
@@ -220,19 +248,39 @@ class Trainer:
         if self.checkpoints is not None and self.cfg.checkpoint.final and self._saved_step != self.step:
             self.save_checkpoint()
         final = self.evaluate()
-        metrics = {**{k: final.get(k, float("nan")) for k in ("auc", "logloss", "ne", "calibration")},
-                   **({"gauc": final["gauc"]} if "gauc" in final else {}),
-                   "eval_rows": final.get("count", 0), "eval_positives": final.get("positives", 0), "samples_per_s": (self.samples - self._samples_before) / max(train_s, 1e-9),
-                   "samples": self.samples, "steps": self.step, "out_of_time": self.out_of_time, **self.summary, "world_size": self.info.world_size,
-                   "wall_s": time.perf_counter() - start}
+        metrics = {
+            **{k: final.get(k, float("nan")) for k in ("auc", "logloss", "ne", "calibration")},
+            **({"gauc": final["gauc"]} if "gauc" in final else {}),
+            "eval_rows": final.get("count", 0),
+            "eval_positives": final.get("positives", 0),
+            "samples_per_s": (self.samples - self._samples_before) / max(train_s, 1e-9),
+            "samples": self.samples,
+            "steps": self.step,
+            "out_of_time": self.out_of_time,
+            **self.summary,
+            "world_size": self.info.world_size,
+            "wall_s": time.perf_counter() - start,
+        }
         if self.info.is_main:
             (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
             if self.writer is not None:
-                hparams = {k: v for k, v in _flatten(config_to_dict(self.cfg)).items() if isinstance(v, (int, float, str, bool))}
-                self.writer.add_hparams(hparams, {f"hparam/{k}": metrics[k] for k in ("auc", "logloss", "ne")}, run_name=".")
+                hparams = {
+                    k: v
+                    for k, v in _flatten(config_to_dict(self.cfg)).items()
+                    if isinstance(v, (int, float, str, bool))
+                }
+                self.writer.add_hparams(
+                    hparams, {f"hparam/{k}": metrics[k] for k in ("auc", "logloss", "ne")}, run_name="."
+                )
                 self.writer.close()
-            log.info("done: %d steps, %d samples, %.0f samples/s; final eval auc %.4f; run dir %s", self.step, self.samples,
-                     metrics["samples_per_s"], metrics["auc"], self.run_dir)
+            log.info(
+                "done: %d steps, %d samples, %.0f samples/s; final eval auc %.4f; run dir %s",
+                self.step,
+                self.samples,
+                metrics["samples_per_s"],
+                metrics["auc"],
+                self.run_dir,
+            )
         if dist.is_initialized():
             dist.barrier()
         return metrics

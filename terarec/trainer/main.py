@@ -1,6 +1,6 @@
 """``terarec train``: one process alone, or every rank under ``torchrun -m terarec.trainer.main``.
 
-    torchrun --nproc_per_node 2 -m terarec.trainer.main --config dcnv2_synth train.max_steps=100
+torchrun --nproc_per_node 2 -m terarec.trainer.main --config dcnv2_synth train.max_steps=100
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -20,8 +20,8 @@ from terarec.data_pipeline.loader import BatchLoader, LoaderSpec
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema
 from terarec.models import TrainWrapper
 from terarec.models.registry import ModelConfigError
-from terarec.trainer.distributed import DistInfo, init_distributed, seed_everything, setup_logging, shutdown_distributed
 from terarec.trainer.checkpoint import CheckpointManager
+from terarec.trainer.distributed import DistInfo, init_distributed, seed_everything, setup_logging, shutdown_distributed
 from terarec.trainer.loop import Trainer
 from terarec.trainer.model_factory import build_model
 from terarec.trainer.parallelize import ShardingConfigError, parallelize
@@ -36,19 +36,42 @@ def join_process_group(timeout_s: float = 600.0) -> DistInfo:
     return DistInfo(0, 1, 0, info.device, "gloo")
 
 
-def make_loaders(cfg: Config, schema: DatasetSchema, rows: dict[str, int], info: DistInfo) -> tuple[BatchLoader, Optional[BatchLoader]]:
-    common = dict(directory=cfg.data.path, table_rows=rows, dense_fill=cfg.data.dense_fill,
-                  dense_transform=cfg.data.dense_transform, max_history=cfg.data.max_history, seed=cfg.train.seed)
-    train = BatchLoader(LoaderSpec(split=cfg.data.train_split, batch_size=cfg.train.batch_size, shuffle_buffer=cfg.data.shuffle_buffer, **common),
-                        schema, info.rank, info.world_size, cfg.data.num_workers)
+def make_loaders(
+    cfg: Config, schema: DatasetSchema, rows: dict[str, int], info: DistInfo
+) -> tuple[BatchLoader, BatchLoader | None]:
+    common = dict(
+        directory=cfg.data.path,
+        table_rows=rows,
+        dense_fill=cfg.data.dense_fill,
+        dense_transform=cfg.data.dense_transform,
+        max_history=cfg.data.max_history,
+        seed=cfg.train.seed,
+    )
+    train = BatchLoader(
+        LoaderSpec(
+            split=cfg.data.train_split,
+            batch_size=cfg.train.batch_size,
+            shuffle_buffer=cfg.data.shuffle_buffer,
+            **common,
+        ),
+        schema,
+        info.rank,
+        info.world_size,
+        cfg.data.num_workers,
+    )
     evaluation = None
     if schema.rows.get(cfg.data.eval_split, 0) > 0:
-        evaluation = BatchLoader(LoaderSpec(split=cfg.data.eval_split, batch_size=cfg.train.eval_batch_size, shuffle_buffer=0, **common),
-                                 schema, info.rank, info.world_size, 0)
+        evaluation = BatchLoader(
+            LoaderSpec(split=cfg.data.eval_split, batch_size=cfg.train.eval_batch_size, shuffle_buffer=0, **common),
+            schema,
+            info.rank,
+            info.world_size,
+            0,
+        )
     return train, evaluation
 
 
-def group_key(schema: DatasetSchema, rows: dict[str, int]) -> Optional[str]:
+def group_key(schema: DatasetSchema, rows: dict[str, int]) -> str | None:
     """The feature that groups eval rows for GAUC (sequence datasets name one), if it has a table."""
     key = schema.extra.get("group_key")
     return key if key in rows else None
@@ -64,8 +87,14 @@ def run_training(cfg: Config) -> dict[str, Any]:
     try:
         torch.manual_seed(cfg.train.seed)  # the tables DMP materialises: identical on every rank
         summary = built.summary()
-        log.info("model %s/%s: %s dense params, %s sparse params, %s FLOPs/example", cfg.model.name, cfg.model.flavor,
-                 f"{summary['params_dense']:,}", f"{summary['params_sparse']:,}", f"{summary['flops_per_example']:,}")
+        log.info(
+            "model %s/%s: %s dense params, %s sparse params, %s FLOPs/example",
+            cfg.model.name,
+            cfg.model.flavor,
+            f"{summary['params_dense']:,}",
+            f"{summary['params_sparse']:,}",
+            f"{summary['flops_per_example']:,}",
+        )
         dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.rows))
         seed_everything(cfg.train.seed, info.rank)
         train_loader, eval_loader = make_loaders(cfg, schema, built.rows, info)
@@ -74,8 +103,23 @@ def run_training(cfg: Config) -> dict[str, Any]:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run_dir / "config.yaml")
         ckpt = cfg.checkpoint
-        checkpoints = CheckpointManager(run_dir, ckpt, info.rank) if (ckpt.final or ckpt.every_steps or ckpt.every_minutes) else None
-        trainer = Trainer(cfg, info, dmp, optimizer, train_loader, eval_loader, run_dir, summary, group_key(schema, built.rows), checkpoints)
+        checkpoints = (
+            CheckpointManager(run_dir, ckpt, info.rank)
+            if (ckpt.final or ckpt.every_steps or ckpt.every_minutes)
+            else None
+        )
+        trainer = Trainer(
+            cfg,
+            info,
+            dmp,
+            optimizer,
+            train_loader,
+            eval_loader,
+            run_dir,
+            summary,
+            group_key(schema, built.rows),
+            checkpoints,
+        )
         if cfg.resume == "auto" and not trainer.restore():
             log.info("resume=auto: no checkpoint in %s yet, starting from scratch", run_dir / "checkpoints")
         return trainer.fit()
@@ -84,8 +128,10 @@ def run_training(cfg: Config) -> dict[str, Any]:
 
 
 @record
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="terarec.trainer.main", description="terarec trainer entry point (for torchrun)")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="terarec.trainer.main", description="terarec trainer entry point (for torchrun)"
+    )
     parser.add_argument("--config", required=True)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)

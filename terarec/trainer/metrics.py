@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 import torch
 import torch.distributed as dist
 
@@ -35,8 +34,14 @@ class BinaryMetrics:
         logits, labels = logits[keep].double(), labels[keep].double()
         probs = torch.sigmoid(logits)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum")
-        self.sums += torch.stack([torch.tensor(float(labels.numel()), dtype=torch.float64, device=self.device),
-                                  labels.sum(), probs.sum(), loss])
+        self.sums += torch.stack(
+            [
+                torch.tensor(float(labels.numel()), dtype=torch.float64, device=self.device),
+                labels.sum(),
+                probs.sum(),
+                loss,
+            ]
+        )
         bins = (probs * AUC_BINS).long().clamp_(0, AUC_BINS - 1)
         self.hist.index_put_((labels.long(), bins), torch.ones_like(probs), accumulate=True)
 
@@ -48,7 +53,14 @@ class BinaryMetrics:
     def compute(self) -> dict[str, float]:
         n, positives, preds, loss = (float(x) for x in self.sums)
         if n == 0:
-            return {"auc": float("nan"), "logloss": float("nan"), "ne": float("nan"), "calibration": float("nan"), "count": 0, "positives": 0}
+            return {
+                "auc": float("nan"),
+                "logloss": float("nan"),
+                "ne": float("nan"),
+                "calibration": float("nan"),
+                "count": 0,
+                "positives": 0,
+            }
         negatives_hist, positives_hist = self.hist[0], self.hist[1]
         # P(score_pos > score_neg) + 0.5 P(tie), ties = same bin
         neg_below = torch.cumsum(negatives_hist, 0) - negatives_hist
@@ -58,8 +70,14 @@ class BinaryMetrics:
         ctr = positives / n
         entropy = -(ctr * math.log(max(ctr, EPS)) + (1 - ctr) * math.log(max(1 - ctr, EPS)))
         logloss = loss / n
-        return {"auc": auc, "logloss": logloss, "ne": logloss / entropy if entropy > 0 else float("nan"),
-                "calibration": preds / positives if positives > 0 else float("nan"), "count": int(n), "positives": int(positives)}
+        return {
+            "auc": auc,
+            "logloss": logloss,
+            "ne": logloss / entropy if entropy > 0 else float("nan"),
+            "calibration": preds / positives if positives > 0 else float("nan"),
+            "count": int(n),
+            "positives": int(positives),
+        }
 
 
 class GroupAUC:

@@ -26,8 +26,11 @@ class BuiltModel:
     rows: dict[str, int]  # feature -> embedding rows (the loader's modulo)
 
     def summary(self) -> dict[str, int]:
-        return {"params_dense": dense_param_count(self.model), "params_sparse": sparse_param_count(self.model),
-                "flops_per_example": int(self.model.flops_per_example())}
+        return {
+            "params_dense": dense_param_count(self.model),
+            "params_sparse": sparse_param_count(self.model),
+            "flops_per_example": int(self.model.flops_per_example()),
+        }
 
 
 def resolve_hparams(cfg: Config) -> Any:
@@ -57,23 +60,32 @@ def build_model(cfg: Config, schema: DatasetSchema, device: str | torch.device =
         raise ConfigError(str(err)) from None
     entry = get_model(cfg.model.name)
     if entry.embeddings == "sequence":
-        tables: nn.Module = EmbeddingCollection(tables=sequence_table_configs(rows, hp.embedding_dim, schema), device=torch.device(device))
+        tables: nn.Module = EmbeddingCollection(
+            tables=sequence_table_configs(rows, hp.embedding_dim, schema), device=torch.device(device)
+        )
     else:
-        tables = EmbeddingBagCollection(tables=bag_table_configs(rows, hp.embedding_dim, schema), device=torch.device(device))
+        tables = EmbeddingBagCollection(
+            tables=bag_table_configs(rows, hp.embedding_dim, schema), device=torch.device(device)
+        )
     model = entry.builder(tables, len(schema.dense), hp)
     return BuiltModel(model, hp, rows)
 
 
 def reference_schema() -> DatasetSchema:
     """Criteo 1TB layout (13 dense, 26 sparse with MLPerf-capped cardinalities) for ``terarec models``."""
-    return DatasetSchema(dense=list(DENSE_NAMES), sparse=[SparseFeature(n, c) for n, c in zip(SPARSE_NAMES, CRITEO_1TB_CARDINALITIES)])
+    return DatasetSchema(
+        dense=list(DENSE_NAMES), sparse=[SparseFeature(n, c) for n, c in zip(SPARSE_NAMES, CRITEO_1TB_CARDINALITIES)]
+    )
 
 
 def reference_sequence_schema(max_history: int = 50) -> DatasetSchema:
     """Full Taobao UserBehavior vocabularies (988k users, 4.16M items, 9.4k categories) for BST rows."""
     sizes = {"user": 987_995, "item": 4_162_025, "category": 9_440, "time_gap": TIME_GAP_BUCKETS}
-    return DatasetSchema(dense=[], sparse=[SparseFeature(n, c) for n, c in sizes.items()],
-                         sequence=[SequenceFeature(HISTORY_PREFIX + p, p, max_history) for p in HISTORY_PARTS])
+    return DatasetSchema(
+        dense=[],
+        sparse=[SparseFeature(n, c) for n, c in sizes.items()],
+        sequence=[SequenceFeature(HISTORY_PREFIX + p, p, max_history) for p in HISTORY_PARTS],
+    )
 
 
 def describe_models(max_rows: int = 40_000_000) -> list[dict[str, Any]]:
@@ -84,8 +96,12 @@ def describe_models(max_rows: int = 40_000_000) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for entry in list_models():
         for flavor in entry.flavors:
-            cfg = load_config(None, [f"model.name={entry.name}", f"model.flavor={flavor}", f"embeddings.max_rows={max_rows}"])
+            cfg = load_config(
+                None, [f"model.name={entry.name}", f"model.flavor={flavor}", f"embeddings.max_rows={max_rows}"]
+            )
             schema = reference_sequence_schema() if entry.embeddings == "sequence" else reference_schema()
             built = build_model(cfg, schema, "meta")
-            rows.append({"model": entry.name, "flavor": flavor, **built.summary(), "embedding_dim": built.hparams.embedding_dim})
+            rows.append(
+                {"model": entry.name, "flavor": flavor, **built.summary(), "embedding_dim": built.hparams.embedding_dim}
+            )
     return rows

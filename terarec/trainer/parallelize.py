@@ -16,9 +16,9 @@ from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torchrec.distributed import DistributedModelParallel
-from torchrec.distributed.model_parallel import DataParallelWrapper, DefaultDataParallelWrapper
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.model_parallel import DataParallelWrapper, DefaultDataParallelWrapper
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
 from torchrec.distributed.types import ShardedModule, ShardingEnv, ShardingType
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
@@ -35,10 +35,18 @@ from terarec.trainer.distributed import DistInfo
 
 log = logging.getLogger("terarec")
 
-SPARSE_OPTIMIZERS: dict[str, type] = {"rowwise_adagrad": RowWiseAdagrad, "adagrad": torch.optim.Adagrad,
-                                      "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
-DENSE_OPTIMIZERS: dict[str, type] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-                                     "sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad}
+SPARSE_OPTIMIZERS: dict[str, type] = {
+    "rowwise_adagrad": RowWiseAdagrad,
+    "adagrad": torch.optim.Adagrad,
+    "adam": torch.optim.Adam,
+    "sgd": torch.optim.SGD,
+}
+DENSE_OPTIMIZERS: dict[str, type] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "adagrad": torch.optim.Adagrad,
+}
 CUDA_ONLY_SHARDING = {"row_wise", "table_row_wise", "grid_shard"}
 
 
@@ -50,7 +58,9 @@ def sharding_constraints(cfg: Config, features: list[str], device: torch.device)
     """Per-table planner constraints from ``sharding.sharding_type`` / ``sharding.per_table``."""
     unknown = sorted(set(cfg.sharding.per_table) - set(features))
     if unknown:
-        raise ShardingConfigError(f"sharding.per_table names '{unknown[0]}', not a sparse feature (features: {', '.join(features)})")
+        raise ShardingConfigError(
+            f"sharding.per_table names '{unknown[0]}', not a sparse feature (features: {', '.join(features)})"
+        )
     valid = {t.value for t in ShardingType}
     constraints: dict[str, ParameterConstraints] = {}
     for feature in features:
@@ -60,9 +70,14 @@ def sharding_constraints(cfg: Config, features: list[str], device: torch.device)
         if kind is not None and kind not in valid:
             raise ShardingConfigError(f"sharding type '{kind}' for '{feature}' is not one of {sorted(valid)}")
         if kind in CUDA_ONLY_SHARDING and device.type != "cuda":
-            raise ShardingConfigError(f"sharding type '{kind}' needs CUDA; on CPU use data_parallel, table_wise, column_wise or table_column_wise")
+            raise ShardingConfigError(
+                f"sharding type '{kind}' needs CUDA; on CPU use data_parallel, table_wise, "
+                "column_wise or table_column_wise"
+            )
         kernels = [cfg.sharding.compute_kernel] if cfg.sharding.compute_kernel else None
-        constraints[table_name(feature)] = ParameterConstraints(sharding_types=[kind] if kind else None, compute_kernels=kernels)
+        constraints[table_name(feature)] = ParameterConstraints(
+            sharding_types=[kind] if kind else None, compute_kernels=kernels
+        )
     return constraints
 
 
@@ -85,18 +100,24 @@ def planner_topology(info: DistInfo) -> Topology:
     return Topology(world_size=info.world_size, compute_device=info.device.type, local_world_size=local, **kwargs)
 
 
-def parallelize(model: nn.Module, cfg: Config, info: DistInfo, features: list[str]) -> tuple[DistributedModelParallel, CombinedOptimizer]:
+def parallelize(
+    model: nn.Module, cfg: Config, info: DistInfo, features: list[str]
+) -> tuple[DistributedModelParallel, CombinedOptimizer]:
     """Shard ``model`` (built on ``meta``) over the process group and build its optimizers."""
     tables = embedding_modules(model)
     table_paths = [name for name, m in model.named_modules() if any(m is t for t in tables)]  # before DMP swaps them
     for ebc in tables:
-        apply_optimizer_in_backward(SPARSE_OPTIMIZERS[cfg.optim.sparse], ebc.parameters(), _sparse_optimizer_kwargs(cfg))
+        apply_optimizer_in_backward(
+            SPARSE_OPTIMIZERS[cfg.optim.sparse], ebc.parameters(), _sparse_optimizer_kwargs(cfg)
+        )
     topology = planner_topology(info)
     planner = EmbeddingShardingPlanner(topology=topology, constraints=sharding_constraints(cfg, features, info.device))
     sharders = [EmbeddingBagCollectionSharder(), EmbeddingCollectionSharder()]
     plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
     wrapper = FullyShardDense() if cfg.sharding.dense == "fsdp2" else DefaultDataParallelWrapper()
-    dmp = DistributedModelParallel(module=model, device=info.device, plan=plan, sharders=sharders, data_parallel_wrapper=wrapper)
+    dmp = DistributedModelParallel(
+        module=model, device=info.device, plan=plan, sharders=sharders, data_parallel_wrapper=wrapper
+    )
     if info.is_main:
         log.info("sharding plan:\n%s", plan)
     return dmp, _optimizers(dmp, cfg, table_paths)
@@ -121,7 +142,9 @@ def dense_subtrees(module: nn.Module) -> list[nn.Module]:
     if not any(isinstance(m, ShardedModule) for m in module.modules()):
         return [module] if any(True for _ in module.parameters()) else []
     if any(True for _ in module.parameters(recurse=False)):
-        raise ShardingConfigError(f"{type(module).__name__} holds parameters next to sharded tables: FSDP2 cannot wrap it alone")
+        raise ShardingConfigError(
+            f"{type(module).__name__} holds parameters next to sharded tables: FSDP2 cannot wrap it alone"
+        )
     return [sub for child in module.children() for sub in dense_subtrees(child)]
 
 
@@ -143,7 +166,9 @@ def _optimizers(dmp: DistributedModelParallel, cfg: Config, table_modules: list[
     optimizers: list[tuple[str, Any]] = [("sparse", dmp.fused_optimizer), ("dense", dense)]
     if replicated:
         sparse_cls = SPARSE_OPTIMIZERS[cfg.optim.sparse]
-        optimizers.append(("sparse_dp", KeyedOptimizerWrapper(replicated, lambda p: sparse_cls(p, **_sparse_optimizer_kwargs(cfg)))))
+        optimizers.append(
+            ("sparse_dp", KeyedOptimizerWrapper(replicated, lambda p: sparse_cls(p, **_sparse_optimizer_kwargs(cfg))))
+        )
     return CombinedOptimizer(optimizers)
 
 

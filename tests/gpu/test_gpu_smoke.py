@@ -12,7 +12,10 @@ from terarec.cli import main
 from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 from terarec.models import get_model, list_models
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run on a GPU host)")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run on a GPU host)"),
+]
 
 
 @pytest.mark.parametrize("model", [e.name for e in list_models()])
@@ -29,8 +32,23 @@ def test_twenty_steps_row_wise_fused(model: str, tmp_path: Path) -> None:
         write_synthetic(SynthSpec(rows=30000, eval_fraction=0.1), tmp_path / "data", progress=False)
         recipe, eval_rows = "dcnv2_synth", 3000
     run = tmp_path / "run"
-    assert main(["train", "--config", recipe, f"model.name={model}", "model.flavor=small", f"data.path={tmp_path / 'data'}",
-                 f"run.dir={run}", "train.max_steps=20", "sharding.sharding_type=row_wise", "sharding.compute_kernel=fused"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                recipe,
+                f"model.name={model}",
+                "model.flavor=small",
+                f"data.path={tmp_path / 'data'}",
+                f"run.dir={run}",
+                "train.max_steps=20",
+                "sharding.sharding_type=row_wise",
+                "sharding.compute_kernel=fused",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 20 and metrics["eval_rows"] == eval_rows and metrics["auc"] == metrics["auc"]  # not NaN
 
@@ -39,6 +57,18 @@ def test_fused_uvm_caching_kernel(tmp_path: Path) -> None:
     """Tables larger than GPU memory: the UVM-caching kernel trains too."""
     write_synthetic(SynthSpec(rows=30000, eval_fraction=0.1), tmp_path / "data", progress=False)
     run = tmp_path / "run"
-    assert main(["train", "--config", "dcnv2_synth", f"data.path={tmp_path / 'data'}", f"run.dir={run}", "train.max_steps=20",
-                 "sharding.compute_kernel=fused_uvm_caching"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "dcnv2_synth",
+                f"data.path={tmp_path / 'data'}",
+                f"run.dir={run}",
+                "train.max_steps=20",
+                "sharding.compute_kernel=fused_uvm_caching",
+            ]
+        )
+        == 0
+    )
     assert json.loads((run / "metrics.json").read_text())["steps"] == 20

@@ -39,7 +39,9 @@ from terarec.trainer.parallelize import parallelize
 def _concat(batches: list[Batch]) -> Batch:
     from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-    kjt = KeyedJaggedTensor.from_jt_dict({key: _cat_jt([b.sparse_features[key] for b in batches]) for key in batches[0].sparse_features.keys()})
+    kjt = KeyedJaggedTensor.from_jt_dict(
+        {key: _cat_jt([b.sparse_features[key] for b in batches]) for key in batches[0].sparse_features.keys()}
+    )
     return Batch(torch.cat([b.dense_features for b in batches]), kjt, torch.cat([b.labels for b in batches]))
 
 
@@ -77,10 +79,21 @@ def main() -> None:
     args = parser.parse_args()
     info = init_distributed()
     world = info.world_size
-    cfg = load_config(args.recipe, [
-        f"data.path={args.data}", "data.shuffle_buffer=0", "embeddings.max_rows=500", "train.batch_size=64",
-        f"sharding.sharding_type={args.sharding}", "optim.sparse=sgd", "optim.sparse_lr=2.0", "optim.dense=sgd", "optim.lr=0.1",
-        f"sharding.dense={args.dense}"])
+    cfg = load_config(
+        args.recipe,
+        [
+            f"data.path={args.data}",
+            "data.shuffle_buffer=0",
+            "embeddings.max_rows=500",
+            "train.batch_size=64",
+            f"sharding.sharding_type={args.sharding}",
+            "optim.sparse=sgd",
+            "optim.sparse_lr=2.0",
+            "optim.dense=sgd",
+            "optim.lr=0.1",
+            f"sharding.dense={args.dense}",
+        ],
+    )
     schema = DatasetSchema.load(args.data)
     torch.manual_seed(0)
     reference = TrainWrapper(build_model(cfg, schema, "cpu").model)
@@ -122,15 +135,27 @@ def main() -> None:
         reference_losses.append(float(ref_loss.detach()))
 
     with torch.no_grad():
-        diffs = [float((local - full).abs().max()) for local, full in _shard_views(dmp.state_dict(), reference.state_dict()) if local.numel()]
+        diffs = [
+            float((local - full).abs().max())
+            for local, full in _shard_views(dmp.state_dict(), reference.state_dict())
+            if local.numel()
+        ]
     worst = torch.tensor([max(diffs)])
     dist.all_reduce(worst, op=dist.ReduceOp.MAX)
     moved = {k: float((v - initial[k]).abs().max()) for k, v in reference.state_dict().items()}
     if info.rank == 0:
         with open(args.out, "w") as f:
-            json.dump({"sharded": sharded_losses, "reference": reference_losses, "max_weight_diff": float(worst), "moved": moved,
-                       "dtensor_params": sum(isinstance(v, DTensor) for v in dmp.state_dict().values()),
-                       "plan": str(dmp.plan)}, f)
+            json.dump(
+                {
+                    "sharded": sharded_losses,
+                    "reference": reference_losses,
+                    "max_weight_diff": float(worst),
+                    "moved": moved,
+                    "dtensor_params": sum(isinstance(v, DTensor) for v in dmp.state_dict().values()),
+                    "plan": str(dmp.plan),
+                },
+                f,
+            )
     dist.destroy_process_group()
 
 

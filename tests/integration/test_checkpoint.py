@@ -30,8 +30,18 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _args(data: Path, run: Path, *extra: str) -> list[str]:
-    return ["--config", "dcnv2_synth", f"data.path={data}", f"run.dir={run}", "embeddings.max_rows=5000", "train.batch_size=64",
-            "checkpoint.every_steps=50", "logging.progress=false", "logging.tensorboard=false", *extra]
+    return [
+        "--config",
+        "dcnv2_synth",
+        f"data.path={data}",
+        f"run.dir={run}",
+        "embeddings.max_rows=5000",
+        "train.batch_size=64",
+        "checkpoint.every_steps=50",
+        "logging.progress=false",
+        "logging.tensorboard=false",
+        *extra,
+    ]
 
 
 def _metrics(run: Path) -> dict:
@@ -60,7 +70,9 @@ def test_sigkill_then_resume_equals_uninterrupted_run(synth_dir: Path, uninterru
     while not (run / "checkpoints" / "step_100").is_dir() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL and not (run / "metrics.json").exists(), "the run ended before it could be killed"
+    assert proc.wait() == -signal.SIGKILL and not (run / "metrics.json").exists(), (
+        "the run ended before it could be killed"
+    )
     done = subprocess.run([*cmd, "resume=auto"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "loaded checkpoint" in done.stderr
@@ -75,7 +87,9 @@ def test_sigkill_then_resume_equals_uninterrupted_run(synth_dir: Path, uninterru
 
 
 @pytest.mark.slow
-def test_truncated_newest_checkpoint_falls_back_to_the_previous(synth_dir: Path, uninterrupted: Path, tmp_path: Path) -> None:
+def test_truncated_newest_checkpoint_falls_back_to_the_previous(
+    synth_dir: Path, uninterrupted: Path, tmp_path: Path
+) -> None:
     run = tmp_path / "copy"
     shutil.copytree(uninterrupted, run)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_250", "step_282"]  # keep_last=2
@@ -96,21 +110,48 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(synth_dir: Path,
 @pytest.mark.distributed
 def test_checkpoints_reshard_between_world_sizes(synth_dir: Path, uninterrupted: Path, tmp_path: Path) -> None:
     run = tmp_path / "two"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "terarec.trainer.main",
-           *_args(synth_dir, run, "train.max_steps=40", "sharding.sharding_type=table_wise")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "terarec.trainer.main",
+        *_args(synth_dir, run, "train.max_steps=40", "sharding.sharding_type=table_wise"),
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     trained = _metrics(run)
-    for nproc, plan in ((1, []), (2, []), (2, ["sharding.sharding_type=column_wise"])):  # 2 -> 1, 2 -> 2, 2 -> 2 resharded
-        out = subprocess.run([sys.executable, "-m", "terarec.cli", "eval", "--run", str(run), "--nproc", str(nproc), *plan],
-                             cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    for nproc, plan in (
+        (1, []),
+        (2, []),
+        (2, ["sharding.sharding_type=column_wise"]),
+    ):  # 2 -> 1, 2 -> 2, 2 -> 2 resharded
+        out = subprocess.run(
+            [sys.executable, "-m", "terarec.cli", "eval", "--run", str(run), "--nproc", str(nproc), *plan],
+            cwd=ROOT,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         result = json.loads((run / "eval.json").read_text())
         assert result["world_size"] == nproc and result["checkpoint_world_size"] == 2 and result["count"] == 2000
-        assert result["auc"] == pytest.approx(trained["auc"], abs=1e-12) and result["logloss"] == pytest.approx(trained["logloss"], rel=1e-9)
+        assert result["auc"] == pytest.approx(trained["auc"], abs=1e-12) and result["logloss"] == pytest.approx(
+            trained["logloss"], rel=1e-9
+        )
     # 1 -> 2: the single-process run's final checkpoint evaluated on 2 processes
-    out = subprocess.run([sys.executable, "-m", "terarec.cli", "eval", "--run", str(uninterrupted), "--nproc", "2"],
-                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "terarec.cli", "eval", "--run", str(uninterrupted), "--nproc", "2"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((uninterrupted / "eval.json").read_text())
     assert result["world_size"] == 2 and result["auc"] == pytest.approx(_metrics(uninterrupted)["auc"], abs=1e-12)
@@ -126,16 +167,32 @@ def test_eval_of_a_non_run_is_one_clear_error(tmp_path: Path, capsys: pytest.Cap
 @pytest.mark.distributed
 def test_elastic_restart_after_a_worker_is_killed(synth_dir: Path, tmp_path: Path) -> None:
     """torchrun --max-restarts: SIGKILL one worker; the group restarts, resumes, and ends as if nothing happened."""
+
     def launch(run: Path, restarts: int) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--max-restarts", str(restarts), "--nproc_per_node", "2",
-               "-m", "terarec.trainer.main", *_args(synth_dir, run, "checkpoint.every_steps=20", "sharding.sharding_type=table_wise", "resume=auto")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--max-restarts",
+            str(restarts),
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "terarec.trainer.main",
+            *_args(synth_dir, run, "checkpoint.every_steps=20", "sharding.sharding_type=table_wise", "resume=auto"),
+        ]
         return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     reference = launch(tmp_path / "reference", 0)
     assert reference.wait(timeout=600) == 0, reference.stdout.read()[-3000:]
     job = launch(tmp_path / "elastic", 2)
     deadline = time.monotonic() + 300
-    while not (tmp_path / "elastic" / "checkpoints" / "step_40").is_dir() and job.poll() is None and time.monotonic() < deadline:
+    while (
+        not (tmp_path / "elastic" / "checkpoints" / "step_40").is_dir()
+        and job.poll() is None
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.02)
     workers = subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True, text=True).stdout.split()
     assert workers, "no worker to kill: the job ended early"

@@ -27,25 +27,63 @@ def test_compare_models_and_baselines_on_criteo_10k(criteo_10k_prepared: Path, t
     """First 8000 rows train, last 2000 eval (time order). The README of the sample gives LightGBM
     (50 trees, lr 0.05, 31 leaves, categoricals as categories) AUC ~0.728 / logloss ~0.476."""
     out = tmp_path / "cmp"
-    assert main(["compare", "--data", str(criteo_10k_prepared), "--models", "dlrm,dcnv2,wukong", "--baseline", "lightgbm,logreg",
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--data",
+                str(criteo_10k_prepared),
+                "--models",
+                "dlrm,dcnv2,wukong",
+                "--baseline",
+                "lightgbm,logreg",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "compare.json").read_text())
     by_name = {r["name"]: r["runs"][0] for r in report["results"]}
     assert list(by_name) == ["dlrm", "dcnv2", "wukong", "lightgbm", "logreg"]
     assert {r["eval_rows"] for r in by_name.values()} == {2000}  # one eval split for everyone
-    assert {r["samples"] for r in by_name.values()} == {8000}  # one epoch for the models; every train row for the baselines
+    assert {r["samples"] for r in by_name.values()} == {
+        8000
+    }  # one epoch for the models; every train row for the baselines
     for name in ("dlrm", "dcnv2", "wukong"):
         assert by_name[name]["auc"] >= 0.70, (name, by_name[name])
-    assert by_name["lightgbm"]["auc"] == pytest.approx(0.728, abs=0.006) and by_name["lightgbm"]["logloss"] == pytest.approx(0.476, abs=0.006)
+    assert by_name["lightgbm"]["auc"] == pytest.approx(0.728, abs=0.006) and by_name["lightgbm"][
+        "logloss"
+    ] == pytest.approx(0.476, abs=0.006)
     assert by_name["logreg"]["auc"] >= 0.68
-    assert report["budget"] == {"train.batch_size": 128, "train.epochs": 1, "train.max_steps": 0, "train.max_minutes": 0.0}
+    assert report["budget"] == {
+        "train.batch_size": 128,
+        "train.epochs": 1,
+        "train.max_steps": 0,
+        "train.max_minutes": 0.0,
+    }
     assert report["auc_standard_error"] == pytest.approx(0.0146, abs=0.001)  # ~420 positives, ~1580 negatives
     table = (out / "compare.md").read_text()
     assert all(f"| {name} |" in table for name in by_name) and table.count("**") == 2  # best AUC in bold, once
     assert (out / "compare.png").stat().st_size > 10_000
     # a re-run with the same settings reuses every run
     stamps = {p: p.stat().st_mtime for p in out.rglob("metrics.json")}
-    assert main(["compare", "--data", str(criteo_10k_prepared), "--models", "dlrm", "--baseline", "lightgbm", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--data",
+                str(criteo_10k_prepared),
+                "--models",
+                "dlrm",
+                "--baseline",
+                "lightgbm",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert all(p.stat().st_mtime == t for p, t in stamps.items())
 
 
@@ -64,4 +102,6 @@ def test_baseline_scores_equal_sklearn_on_its_own_predictions(criteo_10k_prepare
     assert result["auc"] == pytest.approx(roc_auc_score(evaluation.labels, model.predict_logits(evaluation)), abs=1e-4)
     probs = 1 / (1 + np.exp(-model.predict_logits(evaluation)))
     assert result["calibration"] == pytest.approx(probs.sum() / evaluation.labels.sum(), rel=1e-6)
-    assert result["features"]["categorical"] == [f"cat_{i}" for i in range(26)] and len(result["features"]["dense"]) == 13
+    assert (
+        result["features"]["categorical"] == [f"cat_{i}" for i in range(26)] and len(result["features"]["dense"]) == 13
+    )

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
@@ -18,7 +17,7 @@ from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _worker_pid(local_rank: int) -> Optional[int]:
+def _worker_pid(local_rank: int) -> int | None:
     """The trainer process of ``local_rank`` (not the torchrun agent), from /proc."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -27,7 +26,11 @@ def _worker_pid(local_rank: int) -> Optional[int]:
             cmdline, environ = (entry / "cmdline").read_bytes(), (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"terarec.trainer.main" in cmdline and b"torch.distributed.run" not in cmdline and f"LOCAL_RANK={local_rank}".encode() in environ:
+        if (
+            b"terarec.trainer.main" in cmdline
+            and b"torch.distributed.run" not in cmdline
+            and f"LOCAL_RANK={local_rank}".encode() in environ
+        ):
             return int(entry.name)
     return None
 
@@ -38,10 +41,27 @@ def _worker_pid(local_rank: int) -> Optional[int]:
 def test_a_frozen_rank_fails_the_job_after_the_collective_timeout(tmp_path: Path) -> None:
     write_synthetic(SynthSpec(rows=40000, eval_fraction=0.1, seed=1), tmp_path / "data", progress=False)
     env = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "terarec.trainer.main",
-           "--config", "dcnv2_synth", f"data.path={tmp_path / 'data'}", f"run.dir={tmp_path / 'run'}", "train.batch_size=64",
-           "train.epochs=5", "train.log_every=1", "train.collective_timeout_s=10", "embeddings.max_rows=5000",
-           "logging.tensorboard=false", "logging.progress=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "terarec.trainer.main",
+        "--config",
+        "dcnv2_synth",
+        f"data.path={tmp_path / 'data'}",
+        f"run.dir={tmp_path / 'run'}",
+        "train.batch_size=64",
+        "train.epochs=5",
+        "train.log_every=1",
+        "train.collective_timeout_s=10",
+        "embeddings.max_rows=5000",
+        "logging.tensorboard=false",
+        "logging.progress=false",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = []
     try:

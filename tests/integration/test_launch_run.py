@@ -23,10 +23,32 @@ def test_torchx_cli_runs_the_component_on_local_cwd_with_2_processes(tmp_path: P
     component and its interpreter, ``-j 1x2`` the job size."""
     write_synthetic(SynthSpec(rows=6000, eval_fraction=0.2, seed=5), tmp_path / "data", progress=False)
     torchx = Path(sys.executable).parent / "torchx"
-    done = subprocess.run([str(torchx), "run", "-s", "local_cwd", "-cfg", f"log_dir={tmp_path / 'logs'}", "--wait", "--",
-                           "-j", "1x2", "--python", sys.executable, "--",
-                           "--config", "dcnv2_synth", f"data.path={tmp_path / 'data'}", f"run.dir={tmp_path / 'run'}", *TINY_RUN],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            str(torchx),
+            "run",
+            "-s",
+            "local_cwd",
+            "-cfg",
+            f"log_dir={tmp_path / 'logs'}",
+            "--wait",
+            "--",
+            "-j",
+            "1x2",
+            "--python",
+            sys.executable,
+            "--",
+            "--config",
+            "dcnv2_synth",
+            f"data.path={tmp_path / 'data'}",
+            f"run.dir={tmp_path / 'run'}",
+            *TINY_RUN,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "SUCCEEDED" in done.stdout + done.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -38,8 +60,22 @@ def test_torchx_cli_runs_the_component_on_local_cwd_with_2_processes(tmp_path: P
 def test_run_local_script_trains_ngpu_processes(tmp_path: Path) -> None:
     write_synthetic(SynthSpec(rows=6000, eval_fraction=0.2, seed=6), tmp_path / "data", progress=False)
     env = {**os.environ, "NGPU": "2", "PYTHON": sys.executable}
-    done = subprocess.run(["bash", "scripts/run_local.sh", "--config", "dcnv2_synth", f"data.path={tmp_path / 'data'}",
-                           f"run.dir={tmp_path / 'run'}", *TINY_RUN], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            "bash",
+            "scripts/run_local.sh",
+            "--config",
+            "dcnv2_synth",
+            f"data.path={tmp_path / 'data'}",
+            f"run.dir={tmp_path / 'run'}",
+            *TINY_RUN,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == 6
@@ -47,6 +83,8 @@ def test_run_local_script_trains_ngpu_processes(tmp_path: Path) -> None:
 
 def test_run_local_script_rejects_a_bad_ngpu_in_one_line() -> None:
     env = {**os.environ, "NGPU": "two", "PYTHON": sys.executable}
-    done = subprocess.run(["bash", "scripts/run_local.sh", "--config", "dcnv2_synth"], cwd=REPO, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        ["bash", "scripts/run_local.sh", "--config", "dcnv2_synth"], cwd=REPO, env=env, capture_output=True, text=True
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == "terarec: error: environment variable NGPU='two' must be an integer >= 1"

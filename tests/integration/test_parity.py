@@ -25,8 +25,27 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _run(data: Path, recipe: str, sharding: str, out: Path, dense: str = "ddp") -> dict:
     env = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER),
-           "--data", str(data), "--recipe", recipe, "--sharding", sharding, "--steps", "8", "--out", str(out), "--dense", dense]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(WORKER),
+        "--data",
+        str(data),
+        "--recipe",
+        recipe,
+        "--sharding",
+        sharding,
+        "--steps",
+        "8",
+        "--out",
+        str(out),
+        "--dense",
+        dense,
+    ]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text())

@@ -34,18 +34,45 @@ def _scalars(tb_dir: Path) -> dict[str, list[float]]:
 @pytest.mark.slow
 def test_single_process_run_dir_metrics_and_tensorboard(synth_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    args = ["train", "--config", "dcnv2_synth", f"data.path={synth_dir}", f"run.dir={run}", "train.batch_size=256",
-            "train.epochs=1", "train.eval_every=30", "train.log_every=10", "embeddings.max_rows=5000"]
+    args = [
+        "train",
+        "--config",
+        "dcnv2_synth",
+        f"data.path={synth_dir}",
+        f"run.dir={run}",
+        "train.batch_size=256",
+        "train.epochs=1",
+        "train.eval_every=30",
+        "train.log_every=10",
+        "embeddings.max_rows=5000",
+    ]
     assert main(args) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["samples"] == TRAIN_ROWS and metrics["eval_rows"] == EVAL_ROWS  # nothing dropped or duplicated
     assert metrics["steps"] == -(-TRAIN_ROWS // 256) and metrics["world_size"] == 1
     assert metrics["auc"] > 0.65  # the planted signal is learnable within one small epoch
-    for key in ("logloss", "ne", "calibration", "samples_per_s", "params_dense", "params_sparse", "flops_per_example", "wall_s"):
+    for key in (
+        "logloss",
+        "ne",
+        "calibration",
+        "samples_per_s",
+        "params_dense",
+        "params_sparse",
+        "flops_per_example",
+        "wall_s",
+    ):
         assert key in metrics
     assert load_config(str(run / "config.yaml")) == load_config("dcnv2_synth", args[3:])
     scalars = _scalars(run / "tb")
-    for tag in ("train/loss", "train/lr", "perf/samples_per_s", "eval/auc", "eval/ne", "eval/logloss", "eval/calibration"):
+    for tag in (
+        "train/loss",
+        "train/lr",
+        "perf/samples_per_s",
+        "eval/auc",
+        "eval/ne",
+        "eval/logloss",
+        "eval/calibration",
+    ):
         assert tag in scalars, tag
     assert len(scalars["eval/auc"]) == 3  # steps 30, 60 and the final one (71)
     assert scalars["eval/auc"][-1] == pytest.approx(metrics["auc"])
@@ -68,9 +95,25 @@ def test_bad_model_key_fails_before_training(synth_dir: Path, capsys: pytest.Cap
 def test_two_process_torchrun(synth_dir: Path, tmp_path: Path, sharding: str) -> None:
     run = tmp_path / "run"
     env = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "terarec.trainer.main",
-           "--config", "dcnv2_synth", f"data.path={synth_dir}", f"run.dir={run}", "train.batch_size=256", "train.max_steps=20",
-           f"sharding.sharding_type={sharding}", "embeddings.max_rows=5000", "logging.tensorboard=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "terarec.trainer.main",
+        "--config",
+        "dcnv2_synth",
+        f"data.path={synth_dir}",
+        f"run.dir={run}",
+        "train.batch_size=256",
+        "train.max_steps=20",
+        f"sharding.sharding_type={sharding}",
+        "embeddings.max_rows=5000",
+        "logging.tensorboard=false",
+    ]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
@@ -85,9 +128,26 @@ def test_time_budget_stops_every_rank_at_the_same_step(synth_dir: Path, tmp_path
     """train.max_minutes: checked every log_every steps, agreed over ranks; 3 epochs would be ~100 steps."""
     run = tmp_path / "run"
     env = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "terarec.trainer.main",
-           "--config", "dcnv2_synth", f"data.path={synth_dir}", f"run.dir={run}", "train.batch_size=256", "train.epochs=3",
-           "train.max_minutes=0.001", "train.log_every=4", "embeddings.max_rows=5000", "logging.tensorboard=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "terarec.trainer.main",
+        "--config",
+        "dcnv2_synth",
+        f"data.path={synth_dir}",
+        f"run.dir={run}",
+        "train.batch_size=256",
+        "train.epochs=3",
+        "train.max_minutes=0.001",
+        "train.log_every=4",
+        "embeddings.max_rows=5000",
+        "logging.tensorboard=false",
+    ]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
@@ -106,8 +166,19 @@ def test_bst_movielens_history_matters(movielens_dir: Path, tmp_path: Path) -> N
     auc = {}
     for history in (20, 0):
         run = tmp_path / f"run{history}"
-        assert main(["train", "--config", "bst_movielens", f"data.path={tmp_path / 'data'}", f"run.dir={run}",
-                     f"data.max_history={history}"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--config",
+                    "bst_movielens",
+                    f"data.path={tmp_path / 'data'}",
+                    f"run.dir={run}",
+                    f"data.max_history={history}",
+                ]
+            )
+            == 0
+        )
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["eval_rows"] == 19_978 and metrics["samples"] == 2 * 80_022
         auc[history] = metrics["auc"]

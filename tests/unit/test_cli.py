@@ -9,8 +9,20 @@ import pytest
 
 from terarec.cli import build_parser, main
 
-COMMANDS = [[], ["prepare"], ["prepare", "criteo"], ["prepare", "movielens"], ["prepare", "taobao"], ["synth"],
-            ["train"], ["eval"], ["sweep"], ["models"], ["compare"], ["launch"]]
+COMMANDS = [
+    [],
+    ["prepare"],
+    ["prepare", "criteo"],
+    ["prepare", "movielens"],
+    ["prepare", "taobao"],
+    ["synth"],
+    ["train"],
+    ["eval"],
+    ["sweep"],
+    ["models"],
+    ["compare"],
+    ["launch"],
+]
 
 
 @pytest.mark.parametrize("words", COMMANDS, ids=lambda w: " ".join(w) or "terarec")
@@ -28,8 +40,11 @@ def test_unknown_config_key_exits_2_naming_it(capsys: pytest.CaptureFixture[str]
 
 
 def test_console_script_is_installed() -> None:
-    out = subprocess.run([sys.executable, "-m", "terarec.cli", "train", "--config", "dcnv2_synth", "bad.key=1"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "terarec.cli", "train", "--config", "dcnv2_synth", "bad.key=1"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and "bad.key" in out.stderr and "Traceback" not in out.stderr
 
 

@@ -37,8 +37,9 @@ def test_sliced_and_chunked_columns_read_their_own_rows() -> None:
     column = pa.chunked_array([base.slice(3, 11), base.slice(17, 9)])
     table = pa.table({"x": column})
     expected = _reference_log1p(VALUES * 3, 1.0)
-    np.testing.assert_array_equal(dense_columns(table, ["x"], 1.0, "log1p", None)[0],
-                                  np.concatenate([expected[3:14], expected[17:26]]))
+    np.testing.assert_array_equal(
+        dense_columns(table, ["x"], 1.0, "log1p", None)[0], np.concatenate([expected[3:14], expected[17:26]])
+    )
 
 
 def test_untransformed_integers_keep_a_fractional_fill() -> None:

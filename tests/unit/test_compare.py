@@ -35,25 +35,36 @@ def test_unequal_budgets_are_refused_naming_the_difference(dataset: Path, capsys
     assert err.startswith("terarec: error: compare: the models' budgets differ (dlrm: train.batch_size=128")
     assert "dcnv2_synth: train.batch_size=512" in err and "\n" not in err
     # the same override for every model makes them equal: then only the (bad) model key would fail
-    assert main(["compare", "--data", str(dataset), "--models", "dlrm,dcnv2_synth", "train.batch_size=256", "model.bogus=1"]) == 2
+    assert (
+        main(
+            ["compare", "--data", str(dataset), "--models", "dlrm,dcnv2_synth", "train.batch_size=256", "model.bogus=1"]
+        )
+        == 2
+    )
     assert "unknown config key 'model.bogus'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--baseline", "xgboost"], "--baseline xgboost: unknown (choose from lightgbm, logreg)"),
-    (["--seeds", "0,one"], "--seeds '0,one': expected a comma list of integers"),
-    (["--models", "dlrm,dlrm"], "named twice"),
-    (["--models", "no_such_recipe"], "no_such_recipe"),
-])
-def test_bad_compare_arguments_fail_in_one_line(dataset: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--baseline", "xgboost"], "--baseline xgboost: unknown (choose from lightgbm, logreg)"),
+        (["--seeds", "0,one"], "--seeds '0,one': expected a comma list of integers"),
+        (["--models", "dlrm,dlrm"], "named twice"),
+        (["--models", "no_such_recipe"], "no_such_recipe"),
+    ],
+)
+def test_bad_compare_arguments_fail_in_one_line(
+    dataset: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
     args = ["compare", "--data", str(dataset), "--models", "dlrm", *argv]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
 
-def test_missing_dataset_and_missing_baseline_library(tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture[str],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_dataset_and_missing_baseline_library(
+    tmp_path: Path, dataset: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert main(["compare", "--data", str(tmp_path / "nope"), "--models", "dlrm"]) == 2
     assert "no schema.json there" in capsys.readouterr().err
     real = importlib.util.find_spec
@@ -66,17 +77,43 @@ def test_category_codes_by_frequency_unknown_ids_missing() -> None:
     train = np.array([[7, 1], [7, 1], [7, 2], [9, 3], [5, 3]], dtype=np.uint32)
     codes = CategoryCodes(train, max_categories=2)
     # feature 0: 7 (x3) -> 0, then the tie 5/9 (x1) keeps the smaller id 5 -> 1; 9 is past the cap
-    assert codes.encode(np.array([[7, 1], [5, 3], [9, 2], [123, 8]], dtype=np.uint32)).tolist() == [[0, 0], [1, 1], [-1, -1], [-1, -1]]
+    assert codes.encode(np.array([[7, 1], [5, 3], [9, 2], [123, 8]], dtype=np.uint32)).tolist() == [
+        [0, 0],
+        [1, 1],
+        [-1, -1],
+        [-1, -1],
+    ]
     assert codes.sizes == [2, 2]
 
 
 def test_markdown_marks_the_best_auc_and_states_the_noise() -> None:
-    run = {"auc": 0.72, "logloss": 0.48, "ne": 0.9, "calibration": 1.0, "params_dense": 10, "params_sparse": 20,
-           "flops_per_example": 30, "samples_per_s": 1000.0, "wall_s": 2.0}
-    results = [{"name": n, "kind": k, "recipe": n, "runs": [run, run], "mean": {**run, "auc": a}, "std": {**run, "auc": 0.001}}
-               for n, k, a in (("dlrm", "model", 0.72), ("lightgbm", "baseline", 0.73))]
-    report = {"data": "d", "seeds": [0, 1], "nproc": 1, "overrides": [], "train_samples": 8000, "eval_rows": 2000,
-              "auc_standard_error": 0.0116, "baseline_max_train_rows": 100, "budget": {"train.batch_size": 128}, "results": results}
+    run = {
+        "auc": 0.72,
+        "logloss": 0.48,
+        "ne": 0.9,
+        "calibration": 1.0,
+        "params_dense": 10,
+        "params_sparse": 20,
+        "flops_per_example": 30,
+        "samples_per_s": 1000.0,
+        "wall_s": 2.0,
+    }
+    results = [
+        {"name": n, "kind": k, "recipe": n, "runs": [run, run], "mean": {**run, "auc": a}, "std": {**run, "auc": 0.001}}
+        for n, k, a in (("dlrm", "model", 0.72), ("lightgbm", "baseline", 0.73))
+    ]
+    report = {
+        "data": "d",
+        "seeds": [0, 1],
+        "nproc": 1,
+        "overrides": [],
+        "train_samples": 8000,
+        "eval_rows": 2000,
+        "auc_standard_error": 0.0116,
+        "baseline_max_train_rows": 100,
+        "budget": {"train.batch_size": 128},
+        "results": results,
+    }
     text = render_markdown(report)
     assert "| dlrm | dlrm | 0.7200 ± 0.0010 |" in text and "| lightgbm | lightgbm | **0.7300 ± 0.0010** |" in text
     assert "standard error of about 0.0116" in text and "`train.batch_size=128`" in text and "Warning" not in text

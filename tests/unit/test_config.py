@@ -65,7 +65,14 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("recipe", available_recipes())
 def test_every_recipe_loads_and_accepts_contract_overrides(recipe: str, tmp_path: Path) -> None:
-    overrides = [f"data.path={tmp_path}", f"run.dir={tmp_path}/run", "train.epochs=2", "train.max_steps=5",
-                 "train.batch_size=32", "train.seed=3", f"model.flavor={load_config(recipe).model.flavor}"]
+    overrides = [
+        f"data.path={tmp_path}",
+        f"run.dir={tmp_path}/run",
+        "train.epochs=2",
+        "train.max_steps=5",
+        "train.batch_size=32",
+        "train.seed=3",
+        f"model.flavor={load_config(recipe).model.flavor}",
+    ]
     cfg = load_config(recipe, overrides)
     assert cfg.train.max_steps == 5 and cfg.train.seed == 3 and cfg.data.path == str(tmp_path)

@@ -44,9 +44,11 @@ def _write(path: Path, lines: list[str]) -> Path:
 
 @pytest.mark.parametrize(
     "bad_line, reason",
-    [("1\t2\t3", "expected 40 tab-separated fields, got 3"),
-     (GOOD.replace("\t5\t", "\tfive\t", 1), "int_0 is not an integer"),
-     (GOOD.replace("0000000a", "zz00000a", 1), "cat_0 is not 8 hex digits")],
+    [
+        ("1\t2\t3", "expected 40 tab-separated fields, got 3"),
+        (GOOD.replace("\t5\t", "\tfive\t", 1), "int_0 is not an integer"),
+        (GOOD.replace("0000000a", "zz00000a", 1), "cat_0 is not 8 hex digits"),
+    ],
 )
 def test_malformed_rows_fail_naming_file_and_line(tmp_path: Path, bad_line: str, reason: str) -> None:
     raw = _write(tmp_path / "day_0", [*ROWS_OK, bad_line, GOOD])
@@ -62,7 +64,10 @@ def test_malformed_rows_skipped_are_written_and_counted(tmp_path: Path) -> None:
     assert schema.rejects == 3 and schema.rows == {"train": 3, "eval": 0}
     rejects = (tmp_path / "out" / "rejects" / "day_1.tsv").read_text().splitlines()
     assert [r.split("\t")[:2] for r in rejects[1:]] == [
-        ["2", "wrong field count"], ["4", "int_0 is not an integer"], ["6", "cat_0 is not 8 hex digits"]]
+        ["2", "wrong field count"],
+        ["4", "int_0 is not an integer"],
+        ["6", "cat_0 is not 8 hex digits"],
+    ]
 
 
 def test_cli_exit_code_and_resume_per_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,7 +86,10 @@ def test_cli_exit_code_and_resume_per_file(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_eval_fraction_takes_the_last_rows_across_files(tmp_path: Path) -> None:
-    files = [_write(tmp_path / f"day_{d}", [GOOD.replace("\t5\t", f"\t{d * 10 + i}\t", 1) for i in range(10)]) for d in range(3)]
+    files = [
+        _write(tmp_path / f"day_{d}", [GOOD.replace("\t5\t", f"\t{d * 10 + i}\t", 1) for i in range(10)])
+        for d in range(3)
+    ]
     prepare_criteo([str(f) for f in files], str(tmp_path / "out"), eval_fraction=0.25, workers=2, progress=False)
     ev = np.sort(pq.read_table(tmp_path / "out" / "eval")["int_0"].to_numpy())
     assert ev.tolist() == list(range(22, 30))  # the last 8 of 30 rows, in time order

@@ -22,19 +22,37 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     start = 0
     for part, (rows, group) in enumerate([(430, 100), (370, 64), (200, 200)]):
         ids = np.arange(start, start + rows)
-        table = pa.table({"label": (ids % 2).astype(np.int8), "int_0": ids.astype(np.int64),
-                          "cat_0": ids.astype(np.uint32), "cat_1": (ids * 7).astype(np.uint32),
-                          "hist": pa.array([list(range(i % 5)) for i in ids], pa.list_(pa.uint32()))})
+        table = pa.table(
+            {
+                "label": (ids % 2).astype(np.int8),
+                "int_0": ids.astype(np.int64),
+                "cat_0": ids.astype(np.uint32),
+                "cat_1": (ids * 7).astype(np.uint32),
+                "hist": pa.array([list(range(i % 5)) for i in ids], pa.list_(pa.uint32())),
+            }
+        )
         pq.write_table(table, root / "train" / f"part-{part:05d}.parquet", row_group_size=group)
         start += rows
-    DatasetSchema(dense=["int_0"], sparse=[SparseFeature("cat_0", 2000), SparseFeature("cat_1", 10_000)],
-                  sequence=[SequenceFeature("hist", "cat_0", 4)], rows={"train": 1000}).save(root)
+    DatasetSchema(
+        dense=["int_0"],
+        sparse=[SparseFeature("cat_0", 2000), SparseFeature("cat_1", 10_000)],
+        sequence=[SequenceFeature("hist", "cat_0", 4)],
+        rows={"train": 1000},
+    ).save(root)
     return root
 
 
 def _spec(root: Path, **kw) -> LoaderSpec:
-    args = dict(directory=str(root), split="train", batch_size=32, table_rows={"cat_0": 2000, "cat_1": 500},
-                shuffle_buffer=150, seed=1, dense_transform="none", max_history=3)
+    args = dict(
+        directory=str(root),
+        split="train",
+        batch_size=32,
+        table_rows={"cat_0": 2000, "cat_1": 500},
+        shuffle_buffer=150,
+        seed=1,
+        dense_transform="none",
+        max_history=3,
+    )
     return LoaderSpec(**{**args, **kw})
 
 

@@ -23,8 +23,10 @@ KEYS = [f"f{i}" for i in range(F)]
 
 def _ebc(device: str = "cpu") -> EmbeddingBagCollection:
     torch.manual_seed(0)
-    return EmbeddingBagCollection(tables=[EmbeddingBagConfig(name=f"t_{k}", embedding_dim=D, num_embeddings=20, feature_names=[k]) for k in KEYS],
-                                  device=torch.device(device))
+    return EmbeddingBagCollection(
+        tables=[EmbeddingBagConfig(name=f"t_{k}", embedding_dim=D, num_embeddings=20, feature_names=[k]) for k in KEYS],
+        device=torch.device(device),
+    )
 
 
 def _inputs() -> tuple[torch.Tensor, KeyedJaggedTensor]:
@@ -52,18 +54,34 @@ def test_dcnv2_stacked_matches_torchrec_dlrm_dcn() -> None:
 
 # FlopCounterMode has no formula for the fused CPU attention kernel; it is the same as SDPA's
 CPU_ATTENTION_FLOPS = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *args, out_shape=None, **kw: sdpa_flop_count(q, k, v),
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *args, out_shape=None, **kw: (
+        sdpa_flop_count(q, k, v)
+    ),
 }
-SMALL = {"embedding_dim": D, "bottom_mlp": [16, D], "top_mlp": [12, 1], "dense_mlp": [16], "fm_mlp": [16],
-         "fm_embeddings": 4, "lc_embeddings": 3, "fm_rank": 3, "num_heads": 2, "max_history": 4}
+SMALL = {
+    "embedding_dim": D,
+    "bottom_mlp": [16, D],
+    "top_mlp": [12, 1],
+    "dense_mlp": [16],
+    "fm_mlp": [16],
+    "fm_embeddings": 4,
+    "lc_embeddings": 3,
+    "fm_rank": 3,
+    "num_heads": 2,
+    "max_history": 4,
+}
 SEQ_KEYS = ["item", "category", "time_gap", "user", "hist_item", "hist_category", "hist_time_gap"]
 
 
 def _ec() -> EmbeddingCollection:
     torch.manual_seed(0)
-    tables = [EmbeddingConfig(name=f"t_{k}", embedding_dim=D, num_embeddings=20, feature_names=[k, f"hist_{k}"])
-              for k in ("item", "category", "time_gap")]
-    return EmbeddingCollection(tables=[*tables, EmbeddingConfig(name="t_user", embedding_dim=D, num_embeddings=20, feature_names=["user"])])
+    tables = [
+        EmbeddingConfig(name=f"t_{k}", embedding_dim=D, num_embeddings=20, feature_names=[k, f"hist_{k}"])
+        for k in ("item", "category", "time_gap")
+    ]
+    return EmbeddingCollection(
+        tables=[*tables, EmbeddingConfig(name="t_user", embedding_dim=D, num_embeddings=20, feature_names=["user"])]
+    )
 
 
 def _seq_inputs(history: list[int], seed: int = 1) -> tuple[torch.Tensor, KeyedJaggedTensor]:
@@ -139,7 +157,10 @@ def test_flavors_param_counts_on_meta() -> None:
     cross = 3 * (w * 512 + 512 * w + w)
     top = w * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 512 + 512 + 512 * 256 + 256 + 256 + 1
     assert mlperf["params_dense"] == bottom + cross + top
-    assert mlperf["params_sparse"] == 128 * sum(min(c, 40_000_000) for c in __import__("terarec.data_pipeline.criteo_layout", fromlist=["x"]).CRITEO_1TB_CARDINALITIES)
+    assert mlperf["params_sparse"] == 128 * sum(
+        min(c, 40_000_000)
+        for c in __import__("terarec.data_pipeline.criteo_layout", fromlist=["x"]).CRITEO_1TB_CARDINALITIES
+    )
     assert get_model("dcnv2").resolve("mlperf").top_mlp == [1024, 1024, 512, 256, 1]
 
 
@@ -147,7 +168,9 @@ def test_wukong_optimized_fm_equals_pairwise_when_rank_is_n() -> None:
     from terarec.models.wukong import optimized_fm
 
     x = torch.randn(4, 7, D, dtype=torch.float64)
-    pairwise = torch.stack([torch.stack([torch.stack([(x[b, i] * x[b, j]).sum() for j in range(7)]) for i in range(7)]) for b in range(4)])
+    pairwise = torch.stack(
+        [torch.stack([torch.stack([(x[b, i] * x[b, j]).sum() for j in range(7)]) for i in range(7)]) for b in range(4)]
+    )
     torch.testing.assert_close(optimized_fm(x, torch.eye(7, dtype=torch.float64)), pairwise)  # k = n, Y = I
     y = torch.randn(7, 3, dtype=torch.float64)  # any rank-k projection of the pairwise matrix
     torch.testing.assert_close(optimized_fm(x, y), pairwise @ y)
@@ -156,7 +179,9 @@ def test_wukong_optimized_fm_equals_pairwise_when_rank_is_n() -> None:
 def test_wukong_layer_shapes_and_residual_projection() -> None:
     from terarec.models.wukong import Wukong, WukongParams
 
-    model = Wukong(_ebc(), N, WukongParams(embedding_dim=D, num_layers=3, num_dense_embeddings=2, fm_embeddings=4, lc_embeddings=3))
+    model = Wukong(
+        _ebc(), N, WukongParams(embedding_dim=D, num_layers=3, num_dense_embeddings=2, fm_embeddings=4, lc_embeddings=3)
+    )
     assert model.layer_inputs() == [F + 2, 7, 7]
     assert not isinstance(model.layers[0].residual, torch.nn.Identity)  # 5 -> 7 embeddings: projected
     assert isinstance(model.layers[1].residual, torch.nn.Identity)
@@ -219,5 +244,8 @@ def test_documented_param_counts_match_models_on_meta() -> None:
         cells = [c.strip().replace(",", "") for c in line.strip("|").split("|")]
         if len(cells) == 6 and cells[2].isdigit():
             documented[(cells[0], cells[1])] = tuple(int(c) for c in cells[2:5])
-    computed = {(r["model"], r["flavor"]): (r["params_dense"], r["params_sparse"], r["flops_per_example"]) for r in describe_models()}
+    computed = {
+        (r["model"], r["flavor"]): (r["params_dense"], r["params_sparse"], r["flops_per_example"])
+        for r in describe_models()
+    }
     assert documented == computed

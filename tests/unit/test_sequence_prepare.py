@@ -22,11 +22,27 @@ def test_history_index_takes_the_last_eligible_events_of_the_same_user() -> None
     histories = [gather[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])]
     assert histories == [[], [0], [0], [0, 2], [], [], [5]]
     offsets, gather = history_index(user, 2)
-    assert [gather[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])] == [[], [0], [0, 1], [1, 2], [], [4], [4, 5]]
+    assert [gather[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])] == [
+        [],
+        [0],
+        [0, 1],
+        [1, 2],
+        [],
+        [4],
+        [4, 5],
+    ]
 
 
 def test_time_gap_buckets() -> None:
-    assert time_gap_bucket(np.array([0, 59, 60, 3600, 86400, 10**12, 10**25], dtype=np.float64)).tolist() == [1, 1, 2, 6, 11, 34, 63]
+    assert time_gap_bucket(np.array([0, 59, 60, 3600, 86400, 10**12, 10**25], dtype=np.float64)).tolist() == [
+        1,
+        1,
+        2,
+        6,
+        11,
+        34,
+        63,
+    ]
 
 
 def _rows(directory: Path) -> list[dict]:
@@ -38,11 +54,21 @@ def test_movielens_rows_labels_split_and_histories(movielens_dir: Path, tmp_path
     assert sum(schema.rows.values()) == 100_000 and abs(schema.rows["eval"] / 100_000 - 0.2) < 0.01
     assert schema.extra["positives"]["train"] + schema.extra["positives"]["eval"] == 55_375  # ratings >= 4
     cutoff = schema.extra["eval_cutoff_unix"]
-    assert max(pq.read_table(tmp_path / "train")["timestamp"].to_numpy()) < cutoff <= min(pq.read_table(tmp_path / "eval")["timestamp"].to_numpy())
+    assert (
+        max(pq.read_table(tmp_path / "train")["timestamp"].to_numpy())
+        < cutoff
+        <= min(pq.read_table(tmp_path / "eval")["timestamp"].to_numpy())
+    )
     assert [s.name for s in schema.sequence] == ["hist_item", "hist_category", "hist_time_gap"]
     # recompute user 1's histories from u.data: the 5 most recent earlier ratings >= 4
-    raw = sorted((int(t), int(i), int(r)) for u, i, r, t in (line.split("\t") for line in (movielens_dir / "u.data").read_text().splitlines()) if u == "1")
-    rows = sorted((r for r in _rows(tmp_path) if r["user"] == 1), key=lambda r: r["timestamp"])  # user ids re-indexed: 1 -> 1
+    raw = sorted(
+        (int(t), int(i), int(r))
+        for u, i, r, t in (line.split("\t") for line in (movielens_dir / "u.data").read_text().splitlines())
+        if u == "1"
+    )
+    rows = sorted(
+        (r for r in _rows(tmp_path) if r["user"] == 1), key=lambda r: r["timestamp"]
+    )  # user ids re-indexed: 1 -> 1
     assert len(rows) == len(raw) == 272
     item_ids = {}  # raw item -> re-indexed item, from the rows themselves
     for row, (_, item, _) in zip(rows, raw):

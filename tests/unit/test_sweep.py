@@ -16,7 +16,11 @@ def test_power_law_fit_recovers_exponent_scale_and_floor() -> None:
     x = np.array([1e5, 3e5, 1e6, 3e6, 1e7, 3e7])
     fit = fit_power_law(x, 40.0 * x**-0.3 + 0.42)
     assert fit["form"] == "a*C^-b+c"
-    assert fit["a"] == pytest.approx(40.0, rel=1e-3) and fit["b"] == pytest.approx(0.3, rel=1e-3) and fit["c"] == pytest.approx(0.42, rel=1e-3)
+    assert (
+        fit["a"] == pytest.approx(40.0, rel=1e-3)
+        and fit["b"] == pytest.approx(0.3, rel=1e-3)
+        and fit["c"] == pytest.approx(0.42, rel=1e-3)
+    )
     assert fit["rmse"] < 1e-6 and fit["b_err"] < 1e-3
     pure = fit_power_law(x[:3], 2.5 * x[:3] ** -0.07)  # too few points for 3 parameters: the pure power law
     assert pure["form"] == "a*C^-b" and pure["a"] == pytest.approx(2.5) and pure["b"] == pytest.approx(0.07)
@@ -33,7 +37,10 @@ def test_a_loss_that_does_not_fall_is_flagged_not_fitted() -> None:
 
 def test_spec_expands_the_grid_and_checks_every_point(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
-    path.write_text("base: wukong_synth\ngrid:\n  model.num_layers: [1, 2]\n  train.batch_size: [64, 128]\noverrides: [train.max_steps=5]\n")
+    path.write_text(
+        "base: wukong_synth\ngrid:\n  model.num_layers: [1, 2]\n  train.batch_size: [64, "
+        "128]\noverrides: [train.max_steps=5]\n"
+    )
     spec = SweepSpec.load(str(path), ["train.seed=3"])
     assert len(spec.points()) == 4 and spec.overrides == ["train.max_steps=5", "train.seed=3"]
     assert point_name(spec.points()[1]) == "num_layers=1,batch_size=128"
@@ -50,8 +57,17 @@ def test_bad_sweep_file_is_one_line_error(tmp_path: Path, capsys: pytest.Capture
     assert err.startswith("terarec: error:") and "gird" in err and "\n" not in err
 
 
-@pytest.mark.parametrize("name", ["wukong_layers", "dcnv2_layers", "bst_blocks", "wukong_layers_criteo1tb", "dcnv2_layers_criteo1tb",
-                                  "bst_blocks_taobao"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "wukong_layers",
+        "dcnv2_layers",
+        "bst_blocks",
+        "wukong_layers_criteo1tb",
+        "dcnv2_layers_criteo1tb",
+        "bst_blocks_taobao",
+    ],
+)
 def test_shipped_sweeps_are_valid(name: str) -> None:
     spec = SweepSpec.load(name, [])
     assert len(spec.points()) >= 3 and list(spec.grid) == ["model.num_layers"]

@@ -22,7 +22,9 @@ def test_synth_layout_determinism_and_split(tmp_path: Path) -> None:
     for i, card in enumerate(CRITEO_1TB_CARDINALITIES):
         assert a[f"cat_{i}"].to_numpy().max() < card
     assert 0.2 < a["label"].to_numpy().mean() < 0.3
-    other = pq.read_table(write_synthetic(SynthSpec(rows=20000, seed=4), tmp_path / "c", progress=False) and tmp_path / "c" / "train")
+    other = pq.read_table(
+        write_synthetic(SynthSpec(rows=20000, seed=4), tmp_path / "c", progress=False) and tmp_path / "c" / "train"
+    )
     assert not other["label"].equals(a["label"])
 
 
