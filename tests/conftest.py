@@ -1,10 +1,16 @@
-"""Shared fixtures: paths to the real data samples in ../shared/data (never copied into the repo)."""
+"""Shared fixtures: paths to the real data samples in ../shared/data (never copied into the repo) and the
+torchrun command builder for multi-process tests."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from terarec.launch.torchrun import RESTART_SAFE_ENV, torchrun_command
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -31,3 +37,19 @@ def movielens_dir() -> Path:
 @pytest.fixture
 def taobao_csv() -> Path:
     return shared_sample("taobao_userbehavior_head/UserBehavior_head.csv")
+
+
+@dataclass(frozen=True)
+class Torchrun:
+    """Command lines for multi-process tests, built by terarec's own torchrun builder
+    (``terarec.launch.torchrun``) so tests launch exactly as ``eval --nproc``, sweeps and launch do."""
+
+    env: dict[str, str]  # restart-safe rendezvous, one thread per worker on the 2-core CI machine
+
+    def command(self, module: str, args: Sequence[str], nproc: int = 2, max_restarts: int = 0) -> list[str]:
+        return torchrun_command(module, list(args), nproc, max_restarts=max_restarts)
+
+
+@pytest.fixture(scope="session")
+def torchrun() -> Torchrun:
+    return Torchrun(env={**os.environ, **RESTART_SAFE_ENV, "OMP_NUM_THREADS": "1"})

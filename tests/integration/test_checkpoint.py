@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -17,6 +18,9 @@ from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from terarec.cli import main
 from terarec.data_pipeline.synth import SynthSpec, write_synthetic
+
+if TYPE_CHECKING:
+    from tests.conftest import Torchrun
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", "OMP_NUM_THREADS": "1"}
@@ -108,20 +112,14 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_checkpoints_reshard_between_world_sizes(synth_dir: Path, uninterrupted: Path, tmp_path: Path) -> None:
+def test_checkpoints_reshard_between_world_sizes(
+    synth_dir: Path, uninterrupted: Path, tmp_path: Path, torchrun: Torchrun
+) -> None:
     run = tmp_path / "two"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "terarec.trainer.main",
-        *_args(synth_dir, run, "train.max_steps=40", "sharding.sharding_type=table_wise"),
-    ]
-    done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    args = _args(synth_dir, run, "train.max_steps=40", "sharding.sharding_type=table_wise")
+    done = subprocess.run(
+        torchrun.command("terarec.trainer.main", args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     trained = _metrics(run)
     for nproc, plan in (
@@ -165,23 +163,12 @@ def test_eval_of_a_non_run_is_one_clear_error(tmp_path: Path, capsys: pytest.Cap
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_elastic_restart_after_a_worker_is_killed(synth_dir: Path, tmp_path: Path) -> None:
+def test_elastic_restart_after_a_worker_is_killed(synth_dir: Path, tmp_path: Path, torchrun: Torchrun) -> None:
     """torchrun --max-restarts: SIGKILL one worker; the group restarts, resumes, and ends as if nothing happened."""
 
     def launch(run: Path, restarts: int) -> subprocess.Popen:
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--max-restarts",
-            str(restarts),
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "terarec.trainer.main",
-            *_args(synth_dir, run, "checkpoint.every_steps=20", "sharding.sharding_type=table_wise", "resume=auto"),
-        ]
+        args = _args(synth_dir, run, "checkpoint.every_steps=20", "sharding.sharding_type=table_wise", "resume=auto")
+        cmd = torchrun.command("terarec.trainer.main", args, max_restarts=restarts)
         return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     reference = launch(tmp_path / "reference", 0)

@@ -7,12 +7,15 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from terarec.data_pipeline.synth import SynthSpec, write_synthetic
+
+if TYPE_CHECKING:
+    from tests.conftest import Torchrun
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,18 +41,9 @@ def _worker_pid(local_rank: int) -> int | None:
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc to find the worker")
-def test_a_frozen_rank_fails_the_job_after_the_collective_timeout(tmp_path: Path) -> None:
+def test_a_frozen_rank_fails_the_job_after_the_collective_timeout(tmp_path: Path, torchrun: Torchrun) -> None:
     write_synthetic(SynthSpec(rows=40000, eval_fraction=0.1, seed=1), tmp_path / "data", progress=False)
-    env = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "terarec.trainer.main",
+    args = [
         "--config",
         "dcnv2_synth",
         f"data.path={tmp_path / 'data'}",
@@ -62,7 +56,10 @@ def test_a_frozen_rank_fails_the_job_after_the_collective_timeout(tmp_path: Path
         "logging.tensorboard=false",
         "logging.progress=false",
     ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cmd = torchrun.command("terarec.trainer.main", args)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=torchrun.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     output = []
     try:
         for line in proc.stdout:  # wait until training is under way

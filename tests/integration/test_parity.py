@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from terarec.data_pipeline.synth import SynthSpec, write_synthetic
+
+if TYPE_CHECKING:
+    from tests.conftest import Torchrun
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 WORKER = Path(__file__).resolve().parent / "parity_worker.py"
@@ -23,30 +25,11 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _run(data: Path, recipe: str, sharding: str, out: Path, dense: str = "ddp") -> dict:
-    env = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(WORKER),
-        "--data",
-        str(data),
-        "--recipe",
-        recipe,
-        "--sharding",
-        sharding,
-        "--steps",
-        "8",
-        "--out",
-        str(out),
-        "--dense",
-        dense,
-    ]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+def _run(data: Path, recipe: str, sharding: str, out: Path, torchrun: Torchrun, dense: str = "ddp") -> dict:
+    args = ["--data", str(data), "--recipe", recipe, "--sharding", sharding, "--steps", "8", "--out", str(out)]
+    # the worker runs as a module from its own folder (tests are not an installed package)
+    cmd = torchrun.command(WORKER.stem, [*args, "--dense", dense])
+    done = subprocess.run(cmd, cwd=WORKER.parent, env=torchrun.env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text())
 
@@ -63,22 +46,26 @@ def _assert_parity(result: dict, sharding: str) -> None:
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.parametrize("sharding", ["table_wise", "column_wise", "data_parallel", "table_column_wise"])
-def test_sharded_dcnv2_matches_unsharded(synth_dir: Path, tmp_path: Path, sharding: str) -> None:
-    _assert_parity(_run(synth_dir, "dcnv2_synth", sharding, tmp_path / "parity.json"), sharding)
+def test_sharded_dcnv2_matches_unsharded(synth_dir: Path, tmp_path: Path, sharding: str, torchrun: Torchrun) -> None:
+    _assert_parity(_run(synth_dir, "dcnv2_synth", sharding, tmp_path / "parity.json", torchrun), sharding)
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_sharded_bst_embedding_collection_matches_unsharded(movielens_dir: Path, tmp_path: Path) -> None:
+def test_sharded_bst_embedding_collection_matches_unsharded(
+    movielens_dir: Path, tmp_path: Path, torchrun: Torchrun
+) -> None:
     from terarec.data_pipeline.sequence_sources import prepare_movielens
 
     prepare_movielens(str(movielens_dir), str(tmp_path / "data"), max_history=10)
-    _assert_parity(_run(tmp_path / "data", "bst_movielens", "table_wise", tmp_path / "parity.json"), "table_wise")
+    _assert_parity(
+        _run(tmp_path / "data", "bst_movielens", "table_wise", tmp_path / "parity.json", torchrun), "table_wise"
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_fsdp2_dense_matches_unsharded(synth_dir: Path, tmp_path: Path) -> None:
-    result = _run(synth_dir, "dcnv2_synth", "table_wise", tmp_path / "parity.json", dense="fsdp2")
+def test_fsdp2_dense_matches_unsharded(synth_dir: Path, tmp_path: Path, torchrun: Torchrun) -> None:
+    result = _run(synth_dir, "dcnv2_synth", "table_wise", tmp_path / "parity.json", torchrun, dense="fsdp2")
     assert result["dtensor_params"] > 0  # the dense layers really are FSDP2-sharded
     _assert_parity(result, "table_wise")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
@@ -14,6 +13,9 @@ from tensorboard.backend.event_processing.event_accumulator import SCALARS, Even
 from terarec.cli import main
 from terarec.configs import load_config
 from terarec.data_pipeline.synth import SynthSpec, write_synthetic
+
+if TYPE_CHECKING:
+    from tests.conftest import Torchrun
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN_ROWS, EVAL_ROWS = 18000, 2000
@@ -92,18 +94,9 @@ def test_bad_model_key_fails_before_training(synth_dir: Path, capsys: pytest.Cap
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.parametrize("sharding", ["table_wise", "column_wise", "data_parallel"])
-def test_two_process_torchrun(synth_dir: Path, tmp_path: Path, sharding: str) -> None:
+def test_two_process_torchrun(synth_dir: Path, tmp_path: Path, sharding: str, torchrun: Torchrun) -> None:
     run = tmp_path / "run"
-    env = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "terarec.trainer.main",
+    args = [
         "--config",
         "dcnv2_synth",
         f"data.path={synth_dir}",
@@ -114,7 +107,8 @@ def test_two_process_torchrun(synth_dir: Path, tmp_path: Path, sharding: str) ->
         "embeddings.max_rows=5000",
         "logging.tensorboard=false",
     ]
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    cmd = torchrun.command("terarec.trainer.main", args)
+    out = subprocess.run(cmd, cwd=ROOT, env=torchrun.env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == 20 and metrics["eval_rows"] == EVAL_ROWS
@@ -124,19 +118,10 @@ def test_two_process_torchrun(synth_dir: Path, tmp_path: Path, sharding: str) ->
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_time_budget_stops_every_rank_at_the_same_step(synth_dir: Path, tmp_path: Path) -> None:
+def test_time_budget_stops_every_rank_at_the_same_step(synth_dir: Path, tmp_path: Path, torchrun: Torchrun) -> None:
     """train.max_minutes: checked every log_every steps, agreed over ranks; 3 epochs would be ~100 steps."""
     run = tmp_path / "run"
-    env = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "terarec.trainer.main",
+    args = [
         "--config",
         "dcnv2_synth",
         f"data.path={synth_dir}",
@@ -148,7 +133,8 @@ def test_time_budget_stops_every_rank_at_the_same_step(synth_dir: Path, tmp_path
         "embeddings.max_rows=5000",
         "logging.tensorboard=false",
     ]
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    cmd = torchrun.command("terarec.trainer.main", args)
+    out = subprocess.run(cmd, cwd=ROOT, env=torchrun.env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     # stopped at the first check (step 4); the pipeline then trains the batches it already holds
