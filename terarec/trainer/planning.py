@@ -104,4 +104,5 @@ def plan_summary(plan: ShardingPlan, world_size: int) -> str:
         for sharding in module_plan.values()  # type: ignore[attr-defined]
     )
     parts = ", ".join(f"{n} {kind} ({kernel})" for (kind, kernel), n in kinds.most_common())
-    return f"sharding plan: {sum(kinds.values())} tables over {world_size} ranks: {parts}"
+    ranks = f"{world_size} rank{'s' if world_size != 1 else ''}"
+    return f"sharding plan: {sum(kinds.values())} tables over {ranks}: {parts} (the full plan at logging.level=DEBUG)"
