@@ -43,9 +43,9 @@ KNOWN_PYTHON_WARNINGS: tuple[tuple[type[Warning], str, str], ...] = (
         r"torch\.distributed\.checkpoint\.",
         r"Please use DTensor instead and we are deprecating ShardedTensor",
     ),
-    # the CPU dense kernel of data-parallel tables computes its gradient in its own autograd
-    # function, so torch's fallback check misfires; tests/integration/test_parity.py shows
-    # data-parallel tables train exactly like the unsharded model
+    # fbgemm registers the dense kernel of data-parallel tables on the CPU key only, as a kernel
+    # that runs its own autograd function, so torch's check for an Autograd-key kernel misfires;
+    # tests/integration/test_parity.py shows data-parallel tables train like the unsharded model
     (
         UserWarning,
         r"torch\.autograd\.graph$",
