@@ -1,1 +1,2 @@
-"""terarec.embeddings."""
+"""terarec.embeddings: one table per sparse feature (``tables``) and the per-table sharding policy
+(``sharding``)."""
