@@ -151,6 +151,28 @@ def check_range(key: str, value: Any, rule: Mapping[str, Any]) -> None:
         raise ConfigError(f"config key '{key}' must be {text}, got {value!r}")
 
 
+def rows_per_rank(rows: int, world_size: int) -> int:
+    """A rank's share of a split's ``rows``, rounded up (the loader pads the short ranks)."""
+    return math.ceil(rows / world_size)
+
+
+def check_batch_fits(batch_size: int, split: str, rows: int, world_size: int) -> None:
+    """Raise if ``train.batch_size`` is more than a rank's share of the ``split``'s ``rows``.
+
+    Every batch is padded to the full size, so a larger one only allocates padding
+    (``train.batch_size=10000000`` on 8,000 rows grows until memory runs out).
+    """
+    if rows <= 0:
+        raise ConfigError(f"data.train_split '{split}' has no rows: nothing to train on")
+    share = rows_per_rank(rows, world_size)
+    if batch_size > share:
+        ranks = f"{world_size} rank{'s' if world_size > 1 else ''}"
+        raise ConfigError(
+            f"train.batch_size={batch_size} exceeds the {share:,} train rows per rank "
+            f"({rows:,} rows in '{split}' over {ranks}): use at most {share:,}"
+        )
+
+
 def _first_leaf(key: str, value: Any) -> str:
     """``bad`` holding ``{"key": 1}`` -> ``bad.key``: name the key exactly as the user wrote it."""
     while isinstance(value, dict) and len(value) == 1:
