@@ -1,0 +1,57 @@
+"""Config against data before any process group starts: the train batch must fit a rank's rows,
+the eval batch is clamped to them (with one warning line)."""
+
+from __future__ import annotations
+
+import pytest
+
+from terarec.configs import ConfigError, load_config
+from terarec.data_pipeline.schema import DatasetSchema
+from terarec.trainer.preflight import check_config_against_data, eval_batch_size
+
+SCHEMA = DatasetSchema(dense=[], sparse=[], rows={"train": 8000, "eval": 2000})
+
+
+def test_a_train_batch_larger_than_a_ranks_rows_is_refused_naming_the_limit() -> None:
+    cfg = load_config(None, ["train.batch_size=10000000"])
+    with pytest.raises(ConfigError) as err:
+        check_config_against_data(cfg, SCHEMA, world_size=1)
+    assert str(err.value) == (
+        "train.batch_size=10000000 exceeds the 8,000 train rows per rank (8,000 rows in 'train' over 1 rank): "
+        "use at most 8,000"
+    )
+    with pytest.raises(ConfigError, match=r"exceeds the 2,667 train rows per rank \(8,000 rows in 'train' over 3"):
+        check_config_against_data(load_config(None, ["train.batch_size=2668"]), SCHEMA, world_size=3)
+    check_config_against_data(load_config(None, ["train.batch_size=2667"]), SCHEMA, world_size=3)  # fits exactly
+
+
+def test_the_world_size_comes_from_torchruns_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(None, ["train.batch_size=4001"])
+    check_config_against_data(cfg, SCHEMA)  # alone: 8,000 rows on the one rank
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="exceeds the 4,000 train rows per rank"):
+        check_config_against_data(cfg, SCHEMA)
+
+
+def test_an_empty_train_split_is_refused() -> None:
+    empty = DatasetSchema(dense=[], sparse=[], rows={"train": 0, "eval": 10})
+    with pytest.raises(ConfigError, match="data.train_split 'train' has no rows"):
+        check_config_against_data(load_config(None, []), empty, world_size=1)
+
+
+def test_a_large_eval_batch_is_clamped_with_one_warning_on_rank_0(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = load_config(None, ["train.eval_batch_size=1024"])
+    assert eval_batch_size(cfg, SCHEMA, 1) == 1024 and eval_batch_size(cfg, SCHEMA, 2) == 1000
+    assert eval_batch_size(cfg, SCHEMA, 3) == 667
+    check_config_against_data(cfg, SCHEMA, world_size=2)
+    assert capsys.readouterr().err == (
+        "terarec: warning: train.eval_batch_size=1024 exceeds the 1,000 eval rows per rank "
+        "(2,000 rows in 'eval' over 2 ranks): using 1,000\n"
+    )
+    monkeypatch.setenv("RANK", "1")
+    check_config_against_data(cfg, SCHEMA, world_size=2)
+    assert capsys.readouterr().err == ""  # the other ranks stay quiet
+    no_eval = DatasetSchema(dense=[], sparse=[], rows={"train": 8000})
+    assert eval_batch_size(cfg, no_eval, 2) == 1024  # nothing counted: nothing to clamp to
