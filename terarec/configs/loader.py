@@ -129,10 +129,10 @@ def _breaks_rule(value: float, rule: Mapping[str, Any]) -> bool:
     if isinstance(value, float) and math.isnan(value):
         return True  # NaN compares False to everything: it would pass any range test below
     if "positive_multiple_of" in rule:
-        return value <= 0 or value % rule["positive_multiple_of"] != 0
+        return value <= 0 or value % int(rule["positive_multiple_of"]) != 0
     if "above" in rule:
-        return value <= rule["above"]
-    return value < rule["min"]
+        return value <= float(rule["above"])
+    return value < float(rule["min"])
 
 
 def check_range(key: str, value: Any, rule: Mapping[str, Any]) -> None:
