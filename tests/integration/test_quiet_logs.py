@@ -74,7 +74,8 @@ def test_healthy_run_prints_progress_and_results_and_no_warning(synth_dir: Path,
     assert (metrics["steps"], metrics["world_size"], metrics["samples"]) == (20, 2, 20 * 2 * 256)
     assert f"final eval auc {metrics['auc']:.4f}" in text  # the result line reports what was written
 
-    resumed = _train(synth_dir, run, "train.max_steps=30", "resume=auto")  # loads the step-20 checkpoint
+    # loads the step-20 checkpoint; one epoch is 22 steps (10,800 rows over 2 ranks at 256), so 2 epochs let 30 stop it
+    resumed = _train(synth_dir, run, "train.max_steps=30", "train.epochs=2", "resume=auto")
     assert _warning_lines(resumed) == []
     assert any("INFO loaded checkpoint" in line and "step_20" in line for line in resumed)
     assert any("INFO done: 30 steps" in line for line in resumed)

@@ -1,7 +1,9 @@
-"""Config against data before any process group starts: the train batch must fit a rank's rows,
-the eval batch is clamped to them (with one warning line)."""
+"""Config against data before any process group starts: the train batch must fit a rank's rows;
+the eval batch is clamped to them (said in one INFO line)."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 
@@ -39,19 +41,24 @@ def test_an_empty_train_split_is_refused() -> None:
         check_config_against_data(load_config(None, []), empty, world_size=1)
 
 
-def test_a_large_eval_batch_is_clamped_with_one_warning_on_rank_0(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def test_a_large_eval_batch_is_clamped_and_said_in_one_info_line(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = load_config(None, ["train.eval_batch_size=1024"])
-    assert eval_batch_size(cfg, SCHEMA, 1) == 1024 and eval_batch_size(cfg, SCHEMA, 2) == 1000
-    assert eval_batch_size(cfg, SCHEMA, 3) == 667
-    check_config_against_data(cfg, SCHEMA, world_size=2)
-    assert capsys.readouterr().err == (
-        "terarec: warning: train.eval_batch_size=1024 exceeds the 1,000 eval rows per rank "
-        "(2,000 rows in 'eval' over 2 ranks): using 1,000\n"
+    logger = logging.getLogger("terarec")  # the trainer stops it propagating once logging is set up: listen on it
+    monkeypatch.setattr(logger, "propagate", False)
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="terarec"):
+            cfg = load_config(None, ["train.eval_batch_size=1024"])
+            assert eval_batch_size(cfg, SCHEMA, 1) == 1024 and not caplog.records  # fits: nothing to say
+            assert eval_batch_size(cfg, SCHEMA, 3) == 667
+            assert eval_batch_size(cfg, SCHEMA, 2) == 1000
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert [r.levelname for r in caplog.records] == ["INFO", "INFO"]
+    assert caplog.records[-1].getMessage() == (
+        "train.eval_batch_size=1024 is more than the 1,000 eval rows per rank (2,000 in 'eval' over 2 ranks): "
+        "eval batches of 1,000"
     )
-    monkeypatch.setenv("RANK", "1")
-    check_config_against_data(cfg, SCHEMA, world_size=2)
-    assert capsys.readouterr().err == ""  # the other ranks stay quiet
     no_eval = DatasetSchema(dense=[], sparse=[], rows={"train": 8000})
     assert eval_batch_size(cfg, no_eval, 2) == 1024  # nothing counted: nothing to clamp to
