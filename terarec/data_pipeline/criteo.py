@@ -240,7 +240,7 @@ class _FileConverter:
             self.sketches[j] = kmv_update(self.sketches[j], np.unique(table.column(name).to_numpy()))
         self.rows_seen += batch.num_rows
 
-    def finish(self) -> dict:
+    def finish(self) -> dict[str, Any]:
         """Close the parts, write the rejects and the done marker; returns the marker."""
         if self.job.on_error == "fail" and self.skipped:  # blocks of only such rows yield no batch
             raise self.malformed([s[:2] for s in self.skipped[:1]])
@@ -266,7 +266,7 @@ class _FileConverter:
         return result
 
 
-def prepare_file(job: FileJob) -> dict:
+def prepare_file(job: FileJob) -> dict[str, Any]:
     """Convert one raw file; returns its done marker. Raises DatasetError in fail mode."""
     converter = _FileConverter(job)
     stream, raw = _open(job.path)
@@ -376,18 +376,25 @@ def prepare_criteo(
     return schema
 
 
-def _done_marker(out: Path, job: FileJob) -> dict:
-    return json.loads((out / ".done" / f"{job.stem}.json").read_text())
+def _done_marker(out: Path, job: FileJob) -> dict[str, Any]:
+    marker: dict[str, Any] = json.loads((out / ".done" / f"{job.stem}.json").read_text())
+    return marker
 
 
 def _jobs_to_run(jobs: list[FileJob], out: Path) -> list[FileJob]:
-    """Jobs without a matching done marker and intact parts; removes every output of inputs that
-    are no longer in the build and of the jobs to redo, so no stale part survives."""
-    outputs = _outputs_by_stem(out)
+    """Jobs without a matching done marker and intact parts. Every output named after an input
+    (``part-{stem}-NNNNN``, markers, rejects) that no finished job lists is removed: those of the
+    jobs to redo, of inputs no longer in the build and strays, so no stale part survives."""
     todo = [job for job in jobs if not _finished(job, out)]
-    for stem in set(outputs) - {job.stem for job in jobs if job not in todo}:
-        for path in outputs[stem]:
-            path.unlink()
+    keep = {
+        out / ".done" / f"{job.stem}{suffix}" for job in jobs if job not in todo for suffix in (".json", ".kmv.npy")
+    }
+    keep |= {out / "rejects" / f"{job.stem}.tsv" for job in jobs if job not in todo}
+    keep |= {out / p["path"] for job in jobs if job not in todo for p in _done_marker(out, job)["parts"]}
+    for paths in _outputs_by_stem(out).values():
+        for path in paths:
+            if path not in keep:
+                path.unlink()
     if len(todo) < len(jobs):
         print(f"prepare: {len(jobs) - len(todo)} of {len(jobs)} files already done, resuming")
     return todo

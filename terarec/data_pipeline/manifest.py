@@ -278,9 +278,12 @@ def start_build(target: str | Path, request: DatasetManifest, overwrite: bool = 
     """Claim ``target`` for ``request``; see the module docstring for the rules. A failed
     ``--overwrite`` build is removed and leaves the old dataset as it was."""
     out = Path(target)
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"{out} is a file, not a dataset directory")
     if not overwrite:
         yield _claim_in_place(out, request)
         return
+    out = out.resolve()  # a name to put the new dataset beside, even for "." or a symlink
     build = Build(out, out.with_name(f"{out.name}.tmp-{os.getpid()}"), request)
     if build.directory.exists():  # left by a killed run whose pid this process now has
         shutil.rmtree(build.directory)
@@ -309,7 +312,7 @@ def _claim_in_place(out: Path, request: DatasetManifest) -> Build:
         difference = previous.first_difference(request)
         if previous.complete and difference:
             raise DatasetError(f"{out} was prepared differently: {difference}; use --overwrite to rebuild it")
-        if previous.complete and _intact(previous, out):
+        if previous.complete and _intact(out):
             return Build(out, out, request, previous, up_to_date=True)
         if difference:  # an unfinished build is no dataset yet: continue it with the new settings
             print(f"prepare: {out} holds an unfinished build ({difference}); continuing with the new settings")
@@ -318,9 +321,10 @@ def _claim_in_place(out: Path, request: DatasetManifest) -> Build:
     return Build(out, out, request, previous)
 
 
-def _intact(manifest: DatasetManifest, directory: Path) -> bool:
+def _intact(directory: Path) -> bool:
+    """Loadable as it is: schema.json present, parts as listed, row counts agreeing."""
     try:
-        manifest.verify(directory)
+        DatasetSchema.load(directory)
     except DatasetError as err:
         print(f"prepare: rebuilding {directory}, as {err}")
         return False

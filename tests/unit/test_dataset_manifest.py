@@ -121,6 +121,13 @@ def test_same_inputs_and_options_resume_what_is_missing(
     assert _prepare(criteo_10k, d, "--eval-fraction", "0.2") == 0
     assert "part-train_10k_tsv-00001.parquet is missing" in capsys.readouterr().out
     assert dataset_fingerprint(d) == fingerprint and _loader_rows(d) == 8000  # rebuilt, byte for byte
+    parts = {name: mtime for name, mtime in _files(d).items() if name.endswith(".parquet")}
+    stray = d / "train" / "part-train_10k_tsv-00009.parquet"
+    shutil.copy(d / "train" / "part-train_10k_tsv-00000.parquet", stray)
+    assert _prepare(criteo_10k, d, "--eval-fraction", "0.2") == 0
+    assert "1 of 1 files already done" in capsys.readouterr().out and not stray.exists()
+    assert {name: mtime for name, mtime in _files(d).items() if name.endswith(".parquet")} == parts
+    assert dataset_fingerprint(d) == fingerprint
 
 
 def test_overwrite_swaps_only_when_complete(
