@@ -53,7 +53,7 @@ def eval_config(run: str, data: str | None = None, overrides: list[str] | None =
 def _load_model(dmp: DistributedModelParallel, cfg: Config, info: DistInfo) -> dict[str, Any]:
     """The newest loadable checkpoint's model weights into ``dmp`` (DCP reshards them); its trainer state."""
     run_dir = Path(cfg.run.dir)
-    state = {"model": dmp.state_dict()}  # the model part only: no optimizer state is built or read
+    state = {"model": dmp.state_dict()}  # the model part only: the optimizer state is neither read nor needed
     loaded = CheckpointManager(run_dir, cfg.checkpoint, info.rank).load_newest(state)
     if loaded is None:
         raise ConfigError(f"no loadable checkpoint in {run_dir / 'checkpoints'}")

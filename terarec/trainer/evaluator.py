@@ -24,8 +24,8 @@ METRIC_KEYS = ("auc", "ne", "logloss", "calibration", "gauc")  # the scalar metr
 
 def forward_pipeline(dmp: DistributedModelParallel, device: torch.device) -> TrainPipelineSparseDist:
     """A pipeline for forward passes only: while the model is in eval mode TorchRec's pipeline never
-    touches its optimizer, so it gets none (evaluation builds no optimizer state)."""
-    return TrainPipelineSparseDist(dmp, None, device, execute_all_batches=True)  # type: ignore[arg-type]
+    touches its optimizer, so it gets none."""
+    return TrainPipelineSparseDist(dmp, None, device, execute_all_batches=True)
 
 
 class Evaluator:

@@ -46,7 +46,6 @@ class Trainer:
         checkpoints: CheckpointManager | None = None,
     ) -> None:
         self.cfg, self.info, self.dmp, self.optimizer = cfg, info, dmp, optimizer
-        self.group_key = group_key  # sparse feature whose id groups eval rows for GAUC (e.g. user)
         self.train_loader, self.eval_loader, self.run_dir, self.summary = train_loader, eval_loader, run_dir, summary
         self.pipeline = TrainPipelineSparseDist(dmp, optimizer, info.device, execute_all_batches=True)
         self.evaluator = (  # the training pipeline: a second pipeline must not rewrite the same model

@@ -79,13 +79,13 @@ ENTRY_POINTS: list[tuple[str, Callable[[list[str]], int], list[str], str]] = [
 ]
 
 
-@pytest.mark.filterwarnings("ignore:Unable to enable fault handler")  # torchrun's @record under capsys
 @pytest.mark.parametrize("entry, argv, expected", [e[1:] for e in ENTRY_POINTS], ids=[e[0] for e in ENTRY_POINTS])
 def test_every_entry_point_prints_one_line_and_exits_2(
-    entry: Callable[[list[str]], int], argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+    entry: Callable[[list[str]], int], argv: list[str], expected: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    """capfd: what reaches the process's stderr, as a user would see it (torchrun's @record wants a real fd)."""
     assert entry(argv) == EXIT_USAGE
-    out, err = capsys.readouterr()
+    out, err = capfd.readouterr()
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("terarec: error: ") and expected in lines[0], err
     assert out == ""
