@@ -108,3 +108,17 @@ def test_sweep_file_mistakes_are_one_line_naming_file_and_key(
     assert main(["sweep", "--config", str(path), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"terarec: error: {path}: ") and expected in err and err.count("\n") == 1, err
+
+
+def test_a_point_that_fails_with_a_user_error_is_that_error(tmp_path: Path) -> None:
+    """The point's child (a real trainer process) finds the mistake: its one line, not 'exit 2, see the log'."""
+    from terarec.errors import UserError
+    from terarec.launch.sweep import run_point
+
+    spec = SweepSpec("dcnv2_synth", {"train.seed": [1]}, [f"data.path={tmp_path / 'nope'}"])
+    with pytest.raises(UserError) as err:
+        run_point(spec, spec.points()[0], tmp_path / "point")
+    assert str(err.value) == (
+        f"sweep point seed=1: {tmp_path / 'nope' / 'schema.json'} not found: prepare the dataset first "
+        f"(terarec prepare / terarec synth) (log: {tmp_path / 'point' / 'train.log'})"
+    )
