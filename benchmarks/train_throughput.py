@@ -53,9 +53,9 @@ from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 from terarec.embeddings.tables import bag_table_configs
 from terarec.models import TrainWrapper
 from terarec.trainer.loop import Trainer
-from terarec.trainer.main import join_process_group
 from terarec.trainer.model_factory import BuiltModel, build_model
 from terarec.trainer.parallelize import parallelize
+from terarec.trainer.setup import join_process_group
 
 
 class InMemoryBatches:

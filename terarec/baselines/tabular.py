@@ -21,7 +21,6 @@ how many were used is written to ``metrics.json`` and logged.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -36,6 +35,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, dataset_files
+from terarec.errors import UserArgumentParser, UserError, run_entry
 from terarec.trainer.metrics import BinaryMetrics
 
 log = logging.getLogger("terarec")
@@ -269,7 +269,12 @@ def run_baseline(kind: str, data: str, seed: int = 0, max_train_rows: int = 10_0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m terarec.baselines.tabular", description=__doc__.split("\n\n")[0])
+    """``python -m terarec.baselines.tabular`` (what ``terarec compare`` runs), inside the one error boundary."""
+    return run_entry(_baseline_entry, argv)
+
+
+def _baseline_entry(argv: list[str] | None) -> None:
+    parser = UserArgumentParser(prog="python -m terarec.baselines.tabular", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kind", choices=KINDS, required=True)
     parser.add_argument("--data", required=True, metavar="DIR")
     parser.add_argument("--output", required=True, metavar="DIR", help="writes DIR/metrics.json")
@@ -279,16 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         result = run_baseline(args.kind, args.data, args.seed, args.max_train_rows)
-    except (DatasetError, ImportError) as err:
-        print(f"terarec: error: {args.kind}: {err}", file=sys.stderr)
-        return 2
+    except (UserError, ImportError) as err:  # a missing optional library is the user's to install
+        raise UserError(f"{args.kind}: {err}") from err
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     log.info(
         "%s: auc %.4f logloss %.4f on %d eval rows", args.kind, result["auc"], result["logloss"], result["eval_rows"]
     )
-    return 0
 
 
 if __name__ == "__main__":

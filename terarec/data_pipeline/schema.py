@@ -11,10 +11,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from terarec.errors import UserError
+
 SCHEMA_FILE = "schema.json"
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A prepared dataset or raw input is missing or malformed: the message names the file."""
 
 

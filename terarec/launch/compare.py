@@ -28,7 +28,8 @@ import numpy as np
 import yaml
 
 from terarec.configs.loader import ConfigError, check_batch_fits, config_to_dict, load_config
-from terarec.launch.torchrun import run_child, trainer_command
+from terarec.errors import RunFailedError, UserError
+from terarec.launch.torchrun import child_user_error, run_child, trainer_command
 
 log = logging.getLogger("terarec")
 DEFAULT_RECIPES = {
@@ -52,8 +53,8 @@ METRICS = (
 )
 
 
-class CompareError(RuntimeError):
-    """A run failed: the message names it and its log file."""
+class CompareError(RunFailedError):
+    """A run failed (not a user error): the message names it and its log file."""
 
 
 @dataclass
@@ -176,6 +177,9 @@ def _run_or_reuse(
         done.unlink(missing_ok=True)
         log.info("%s seed %d: training", name, seed)
         code = run_child(command, run_dir / "train.log")
+        mistake = child_user_error(run_dir / "train.log") if code != 0 else None
+        if mistake is not None:
+            raise UserError(f"{name} seed {seed}: {mistake} (log: {run_dir / 'train.log'})")
         if code != 0 or not done.is_file():
             raise CompareError(f"{name} seed {seed} failed (exit {code}); see {run_dir / 'train.log'}")
     return json.loads(done.read_text())

@@ -13,8 +13,10 @@ from typing import Any
 
 from torch import nn
 
+from terarec.errors import UserError
 
-class ModelConfigError(ValueError):
+
+class ModelConfigError(UserError, ValueError):
     """Unknown model, flavor or hyper-parameter: the message names it."""
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import nullcontext
 from itertools import islice
@@ -24,9 +22,10 @@ from tqdm import tqdm
 from terarec.configs.loader import config_to_dict
 from terarec.configs.schema import Config
 from terarec.data_pipeline.loader import BatchLoader
+from terarec.errors import stderr_is_terminal
 from terarec.trainer.checkpoint import CheckpointManager, checkpoint_dirs
 from terarec.trainer.distributed import DistInfo, any_rank, sum_over_ranks
-from terarec.trainer.metrics import BinaryMetrics, GroupAUC
+from terarec.trainer.evaluator import METRIC_KEYS, Evaluator
 from terarec.trainer.parallelize import lr_multiplier
 
 log = logging.getLogger("terarec")
@@ -47,9 +46,13 @@ class Trainer:
         checkpoints: CheckpointManager | None = None,
     ) -> None:
         self.cfg, self.info, self.dmp, self.optimizer = cfg, info, dmp, optimizer
-        self.group_key = group_key  # sparse feature whose id groups eval rows for GAUC (e.g. user)
         self.train_loader, self.eval_loader, self.run_dir, self.summary = train_loader, eval_loader, run_dir, summary
         self.pipeline = TrainPipelineSparseDist(dmp, optimizer, info.device, execute_all_batches=True)
+        self.evaluator = (  # the training pipeline: a second pipeline must not rewrite the same model
+            Evaluator(dmp, eval_loader, info.device, cfg.train.bf16, group_key, self.pipeline)
+            if eval_loader is not None
+            else None
+        )
         self.writer = SummaryWriter(str(run_dir / "tb")) if info.is_main and cfg.logging.tensorboard else None
         self.checkpoints, self._saved_step = checkpoints, -1
         self.step, self.samples, self._samples_before = 0, 0, 0  # _samples_before: from a resumed checkpoint
@@ -80,29 +83,11 @@ class Trainer:
 
     # -- phases -------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
-        metrics = BinaryMetrics(self.info.device)
-        if self.eval_loader is None:
+        """The evaluator's metrics at this step, logged and written to TensorBoard ({} without eval rows)."""
+        if self.evaluator is None:
             return {}
-        gauc = GroupAUC() if self.group_key else None
-        groups: deque[torch.Tensor] = deque()  # the pipeline runs batches in order: FIFO matches outputs
-        self.dmp.eval()
-        iterator = _recording_groups(iter(self.eval_loader), self.group_key, groups) if gauc else iter(self.eval_loader)
-        with torch.no_grad():
-            while True:
-                try:
-                    with self._autocast():
-                        _, logits, labels = self.pipeline.progress(iterator)
-                except StopIteration:
-                    break
-                metrics.update(logits.float(), labels)
-                if gauc is not None:
-                    gauc.update(groups.popleft(), logits.float(), labels)
-        self.dmp.train()
-        metrics.reduce()
-        result = metrics.compute()
-        if gauc is not None:
-            result["gauc"] = gauc.compute()
-        for key in ("auc", "ne", "logloss", "calibration", "gauc"):
+        result = self.evaluator.evaluate()
+        for key in METRIC_KEYS:
             if key in result:
                 self._scalar(f"eval/{key}", result[key])
         log.info(
@@ -208,7 +193,7 @@ class Trainer:
                 log.info("train.max_minutes=%g reached at step %d: stopping", self.cfg.train.max_minutes, self.step)
 
     def _train_epochs(self) -> None:
-        progress = self.cfg.logging.progress and self.info.is_main and sys.stderr.isatty()
+        progress = self.cfg.logging.progress and self.info.is_main and stderr_is_terminal()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress, unit="step", desc="train")
         iterator = iter(self.train_loader)
         while self.step < self.total_steps and not self.out_of_time:
@@ -284,16 +269,6 @@ class Trainer:
         if dist.is_initialized():
             dist.barrier()
         return metrics
-
-
-def _recording_groups(batches: Iterator, key: str, groups: deque) -> Iterator:
-    """Pass batches through, queueing each row's ``key`` id (-1 for padding rows without one)."""
-    for batch in batches:
-        jagged = batch.sparse_features[key]
-        row_ids = torch.full((len(batch.labels),), -1, dtype=torch.int64)
-        row_ids[jagged.lengths() > 0] = jagged.values()[jagged.offsets()[:-1][jagged.lengths() > 0]].cpu()
-        groups.append(row_ids)
-        yield batch
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
