@@ -49,8 +49,8 @@ def run_eval(run: str, data: str | None = None, overrides: list[str] | None = No
     info = join_process_group(cfg.train.collective_timeout_s)
     log = setup_logging(info.rank, cfg.logging.level)
     try:
-        dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.rows))
-        train_loader, eval_loader = make_loaders(cfg, schema, built.rows, info)
+        dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
+        train_loader, eval_loader = make_loaders(cfg, schema, built.table_sizes, info)
         if eval_loader is None:
             raise DatasetError(f"{cfg.data.path} has no '{cfg.data.eval_split}' rows to evaluate")
         checkpoints = CheckpointManager(run_dir, cfg.checkpoint, info.rank)
@@ -63,7 +63,7 @@ def run_eval(run: str, data: str | None = None, overrides: list[str] | None = No
             eval_loader,
             run_dir,
             built.summary(),
-            group_key(schema, built.rows),
+            group_key(schema, built.table_sizes),
             checkpoints,
         )
         state = {"model": dmp.state_dict()}

@@ -37,11 +37,11 @@ def join_process_group(timeout_s: float = 600.0) -> DistInfo:
 
 
 def make_loaders(
-    cfg: Config, schema: DatasetSchema, rows: dict[str, int], info: DistInfo
+    cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int], info: DistInfo
 ) -> tuple[BatchLoader, BatchLoader | None]:
     common = dict(
         directory=cfg.data.path,
-        table_rows=rows,
+        table_sizes=table_sizes,
         dense_fill=cfg.data.dense_fill,
         dense_transform=cfg.data.dense_transform,
         max_history=cfg.data.max_history,
@@ -71,10 +71,10 @@ def make_loaders(
     return train, evaluation
 
 
-def group_key(schema: DatasetSchema, rows: dict[str, int]) -> str | None:
+def group_key(schema: DatasetSchema, table_sizes: dict[str, int]) -> str | None:
     """The feature that groups eval rows for GAUC (sequence datasets name one), if it has a table."""
     key = schema.extra.get("group_key")
-    return key if key in rows else None
+    return key if key in table_sizes else None
 
 
 def run_training(cfg: Config) -> dict[str, Any]:
@@ -95,9 +95,9 @@ def run_training(cfg: Config) -> dict[str, Any]:
             f"{summary['params_sparse']:,}",
             f"{summary['flops_per_example']:,}",
         )
-        dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.rows))
+        dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
         seed_everything(cfg.train.seed, info.rank)
-        train_loader, eval_loader = make_loaders(cfg, schema, built.rows, info)
+        train_loader, eval_loader = make_loaders(cfg, schema, built.table_sizes, info)
         run_dir = Path(cfg.run.dir)
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +117,7 @@ def run_training(cfg: Config) -> dict[str, Any]:
             eval_loader,
             run_dir,
             summary,
-            group_key(schema, built.rows),
+            group_key(schema, built.table_sizes),
             checkpoints,
         )
         if cfg.resume == "auto" and not trainer.restore():

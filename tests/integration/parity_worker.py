@@ -98,7 +98,7 @@ def main() -> None:
     torch.manual_seed(0)
     reference = TrainWrapper(build_model(cfg, schema, "cpu").model)
     built = build_model(cfg, schema, "meta")
-    dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.rows))
+    dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
     with torch.no_grad():
         for local, full in _shard_views(dmp.state_dict(), reference.state_dict()):
             local.copy_(full)
@@ -111,7 +111,7 @@ def main() -> None:
     ref_sparse = torch.optim.SGD(sparse_params, lr=cfg.optim.sparse_lr)
 
     def loader(rank: int) -> BatchLoader:
-        spec = LoaderSpec(args.data, "train", cfg.train.batch_size, built.rows, shuffle_buffer=0)
+        spec = LoaderSpec(args.data, "train", cfg.train.batch_size, built.table_sizes, shuffle_buffer=0)
         return BatchLoader(spec, schema, rank, world)
 
     mine = list(islice(iter(loader(info.rank)), args.steps))

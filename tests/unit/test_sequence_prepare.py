@@ -120,8 +120,8 @@ def test_taobao_unknown_behavior_is_one_clear_error(tmp_path: Path, capsys: pyte
 
 def test_loader_yields_capped_jagged_histories(movielens_dir: Path, tmp_path: Path) -> None:
     schema = prepare_movielens(str(movielens_dir), str(tmp_path), max_history=20)
-    rows = {f.name: f.cardinality for f in schema.sparse}
-    spec = LoaderSpec(str(tmp_path), "eval", batch_size=512, table_rows=rows, shuffle_buffer=0, max_history=7)
+    sizes = {f.name: f.cardinality for f in schema.sparse}
+    spec = LoaderSpec(str(tmp_path), "eval", batch_size=512, table_sizes=sizes, shuffle_buffer=0, max_history=7)
     batch = next(iter(BatchLoader(spec, DatasetSchema.load(tmp_path))))
     kjt = batch.sparse_features
     assert kjt.keys()[-3:] == ["hist_item", "hist_category", "hist_time_gap"]
