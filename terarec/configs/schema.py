@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# Keys that older versions accepted but never read: a saved RUN/config.yaml may still hold them, so
+# they are dropped when a config file is read (and unknown keys anywhere else).
+RETIRED_KEYS: tuple[tuple[str, str], ...] = (("embeddings", "hash"), ("sharding", "pipeline"))
+
 
 @dataclass
 class DataConfig:
@@ -30,9 +34,8 @@ class EmbeddingsConfig:
     """Embedding tables: one per sparse feature, sized from the schema and capped here."""
 
     dim: int | None = None  # None: the model flavor's embedding_dim
-    max_rows: int = 1_000_000  # raw ids are hashed modulo min(cardinality, max_rows)
+    max_rows: int = 1_000_000  # a table has min(cardinality, max_rows) rows; raw ids are taken modulo that
     rows: dict[str, int] = field(default_factory=dict)  # per-feature row count overrides
-    hash: Literal["modulo"] = "modulo"
 
 
 @dataclass
@@ -86,7 +89,6 @@ class ShardingConfig:
     per_table: dict[str, str] = field(default_factory=dict)  # feature -> sharding type
     compute_kernel: str | None = None  # fused|dense|fused_uvm_caching|...
     dense: Literal["ddp", "fsdp2"] = "ddp"
-    pipeline: bool = True  # TrainPipelineSparseDist
 
 
 @dataclass
