@@ -176,7 +176,7 @@ def _prepare_criteo(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
         command=_command_line(),
     )
-    print(f"prepared {args.output}: rows {schema.rows}, rejects {schema.rejects}")
+    print(f"prepared {args.output}: rows {schema.split_rows}, rejects {schema.rejects}")
     return 0
 
 
@@ -193,7 +193,8 @@ def _prepare_sequences(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
     )
     print(
-        f"prepared {args.output}: rows {schema.rows}, positives {schema.extra['positives']} ({schema.extra['label']})"
+        f"prepared {args.output}: rows {schema.split_rows}, "
+        f"positives {schema.extra['positives']} ({schema.extra['label']})"
     )
     return 0
 
@@ -203,7 +204,7 @@ def _synth(args: argparse.Namespace) -> int:
 
     spec = SynthSpec(args.preset, args.rows, args.multi_hot, args.seed, args.eval_fraction)
     schema = write_synthetic(spec, args.output, progress=sys.stderr.isatty(), command=_command_line())
-    print(f"wrote {args.output}: rows {schema.rows}")
+    print(f"wrote {args.output}: rows {schema.split_rows}")
     return 0
 
 

@@ -235,7 +235,7 @@ def run_baseline(kind: str, data: str, seed: int = 0, max_train_rows: int = MAX_
     train = _concat(list(read_blocks(data, "train", schema, max_train_rows)))
     if len(train.labels) == 0:
         raise DatasetError(f"{data}/train has no rows")
-    available = schema.rows.get("train", len(train.labels))
+    available = schema.split_rows.get("train", len(train.labels))
     if len(train.labels) < available:
         log.warning(
             "%s: trained on the first %d of %d train rows (--max-train-rows)", kind, len(train.labels), available

@@ -60,7 +60,7 @@ def make_loaders(
         cfg.data.num_workers,
     )
     evaluation = None
-    if schema.rows.get(cfg.data.eval_split, 0) > 0:
+    if schema.split_rows.get(cfg.data.eval_split, 0) > 0:
         evaluation = BatchLoader(
             LoaderSpec(split=cfg.data.eval_split, batch_size=cfg.train.eval_batch_size, shuffle_buffer=0, **common),
             schema,

@@ -37,7 +37,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
         dense=["int_0"],
         sparse=[SparseFeature("cat_0", 2000), SparseFeature("cat_1", 10_000)],
         sequence=[SequenceFeature("hist", "cat_0", 4)],
-        rows={"train": 1000},
+        split_rows={"train": 1000},
     ).save(root)
     return root
 
