@@ -1,1 +1,1 @@
-"""terarec.embeddings."""
+"""terarec.embeddings: the embedding-table policy (``tables``: sizes, widths, names, id -> row)."""
