@@ -39,6 +39,7 @@ def train_samples_per_s(data: Path, run_dir: Path, nproc: int, steps: int, batch
         f"data.path={data}",
         f"run.dir={run_dir}",
         f"train.max_steps={steps}",
+        "train.epochs=1000",  # the step count is the budget: epochs must not end the run first
         f"train.batch_size={batch_size}",
         f"train.log_every={steps}",
         "sharding.sharding_type=table_wise",

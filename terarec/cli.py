@@ -38,6 +38,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         help="malformed rows: stop (default) or skip into DIR/rejects/",
     )
     criteo.add_argument("--workers", type=int, default=0, help="parallel file workers (0: one per core)")
+    criteo.add_argument("--overwrite", action="store_true", help="replace DIR: build beside it, swap in when complete")
     criteo.set_defaults(handler=_prepare_criteo)
     for name, what in (
         ("movielens", "MovieLens-100K folder (u.data, u.item, u.user)"),
@@ -50,6 +51,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         seq.add_argument(
             "--eval-fraction", type=float, default=0.2, help="last fraction of events (time order) -> eval"
         )
+        seq.add_argument("--overwrite", action="store_true", help="replace DIR: build beside it, swap in when complete")
         seq.set_defaults(handler=_prepare_sequences)
 
 
@@ -65,6 +67,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--multi-hot", action="store_true", help="MLPerf DLRMv2 multi-hot sizes")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--eval-fraction", type=float, default=0.1)
+    synth.add_argument("--overwrite", action="store_true", help="replace DIR: build beside it, swap in when complete")
     synth.set_defaults(handler=_synth)
 
 
@@ -175,6 +178,7 @@ def _prepare_criteo(args: argparse.Namespace) -> int:
         args.workers,
         progress=sys.stderr.isatty(),
         command=_command_line(),
+        overwrite=args.overwrite,
     )
     print(f"prepared {args.output}: rows {schema.split_rows}, rejects {schema.rejects}")
     return 0
@@ -191,6 +195,7 @@ def _prepare_sequences(args: argparse.Namespace) -> int:
         args.eval_fraction,
         command=_command_line(),
         progress=sys.stderr.isatty(),
+        overwrite=args.overwrite,
     )
     print(
         f"prepared {args.output}: rows {schema.split_rows}, "
@@ -203,7 +208,9 @@ def _synth(args: argparse.Namespace) -> int:
     from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 
     spec = SynthSpec(args.preset, args.rows, args.multi_hot, args.seed, args.eval_fraction)
-    schema = write_synthetic(spec, args.output, progress=sys.stderr.isatty(), command=_command_line())
+    schema = write_synthetic(
+        spec, args.output, progress=sys.stderr.isatty(), command=_command_line(), overwrite=args.overwrite
+    )
     print(f"wrote {args.output}: rows {schema.split_rows}")
     return 0
 

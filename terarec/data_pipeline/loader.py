@@ -35,6 +35,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from terarec.batch import PAD_LABEL
 from terarec.data_pipeline.columns import dense_columns, filled, pooled_empty, reduce_ids
+from terarec.data_pipeline.manifest import footer_metadata
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, dataset_files
 
 
@@ -86,7 +87,7 @@ def split_units(units: list[Unit], streams: int) -> list[Unit]:
 def list_units(directory: str, split: str) -> list[Unit]:
     units: list[Unit] = []
     for path in dataset_files(directory, split):
-        meta = pq.ParquetFile(path).metadata
+        meta = footer_metadata(path)  # a damaged part: one line naming it, even without a manifest
         units += [Unit(str(path), g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
     return units
 
@@ -159,6 +160,14 @@ def _key_layout(schema: DatasetSchema, spec: LoaderSpec, list_columns: set[str])
         [c for _, _, c in jagged],
         source,
     )
+
+
+def _read_row_group(unit: Unit, columns: list[str]) -> pa.Table:
+    """One row group; damage the footer checks cannot see (a corrupt page) is one line naming the file."""
+    try:
+        return pq.ParquetFile(unit.file, memory_map=True).read_row_group(unit.row_group, columns=columns)
+    except (pa.ArrowException, OSError) as err:
+        raise DatasetError(f"{unit.file} is damaged: row group {unit.row_group} is unreadable ({err})") from None
 
 
 def _list_columns(path: str) -> set[str]:
@@ -238,9 +247,7 @@ class ParquetBatchStream(IterableDataset):
         groups: dict[tuple[str, int], pa.Table] = {}  # each row group is decoded once per window
         for u in units:
             if (u.file, u.row_group) not in groups:
-                groups[(u.file, u.row_group)] = pq.ParquetFile(u.file, memory_map=True).read_row_group(
-                    u.row_group, columns=self.columns
-                )
+                groups[(u.file, u.row_group)] = _read_row_group(u, self.columns)
         return pa.concat_tables([groups[(u.file, u.row_group)].slice(u.start, u.num_rows) for u in units])
 
     # -- iteration ------------------------------------------------------------------------

@@ -73,13 +73,16 @@ class DatasetSchema:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, directory: str | Path) -> DatasetSchema:
+    def load(cls, directory: str | Path, check_parts: bool = True) -> DatasetSchema:
+        """Read schema.json; ``check_parts``: also check the parquet parts against the dataset's
+        manifest (present, none extra, sizes, footer row counts), so nothing trains on a dataset
+        with a lost, stray or damaged part."""
         path = Path(directory) / SCHEMA_FILE
         if not path.is_file():
             raise DatasetError(f"{path} not found: prepare the dataset first (terarec prepare / terarec synth)")
         try:
             raw = json.loads(path.read_text())
-            return cls(
+            schema = cls(
                 dense=list(raw["dense"]),
                 sparse=[SparseFeature(**s) for s in raw["sparse"]],
                 sequence=[SequenceFeature(**s) for s in raw.get("sequence", [])],
@@ -91,6 +94,11 @@ class DatasetSchema:
             )
         except (KeyError, TypeError, json.JSONDecodeError) as err:
             raise DatasetError(f"{path}: not a terarec schema ({err})") from None
+        if check_parts:
+            from terarec.data_pipeline.manifest import check_dataset  # manifest.py imports this module
+
+            check_dataset(directory, schema)
+        return schema
 
 
 def dataset_files(directory: str | Path, split: str) -> list[Path]:

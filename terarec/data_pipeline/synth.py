@@ -3,7 +3,8 @@
 Labels come from a fixed logistic model with main effects, sparse x sparse crosses and a dense x
 sparse cross, so a model that learns embeddings and interactions shows it in AUC. Rows are made in
 chunks of ``CHUNK_ROWS`` from a per-chunk seeded generator: the output is the same for a seed, and
-memory is bounded whatever ``rows`` is.
+memory is bounded whatever ``rows`` is. The output directory is claimed by a manifest
+(``manifest.py``): synth never writes into a directory that holds another dataset.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tqdm import tqdm
 
 from terarec.data_pipeline.criteo_layout import DENSE_NAMES, LABEL, MLPERF_MULTI_HOT_SIZES, PRESETS, SPARSE_NAMES
 from terarec.data_pipeline.hashing import splitmix64
+from terarec.data_pipeline.manifest import DatasetManifest, PartFile, start_build
 from terarec.data_pipeline.parquet_io import PartWriter
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SparseFeature
 
@@ -123,13 +125,34 @@ def calibrate_bias(spec: SynthSpec) -> float:
     return (lo + hi) / 2
 
 
-def write_synthetic(spec: SynthSpec, output: str | Path, progress: bool = True, command: str = "") -> DatasetSchema:
-    """Stream ``spec.rows`` rows to ``output/{train,eval}/part-*.parquet`` and write schema.json."""
+def write_synthetic(
+    spec: SynthSpec, output: str | Path, progress: bool = True, command: str = "", overwrite: bool = False
+) -> DatasetSchema:
+    """Stream ``spec.rows`` rows to ``output/{train,eval}/part-*.parquet``, write schema.json, then
+    the manifest. A re-run of the same spec into a complete dataset does nothing; ``overwrite``
+    builds beside ``output`` and swaps the new dataset in when it is complete."""
     if spec.rows <= 0:
         raise DatasetError(f"--rows must be positive, got {spec.rows}")
     if not 0.0 <= spec.eval_fraction < 1.0:
         raise DatasetError(f"--eval-fraction must be in [0, 1), got {spec.eval_fraction}")
-    out = Path(output)
+    options = {
+        "--preset": spec.preset,
+        "--rows": spec.rows,
+        "--multi-hot": spec.multi_hot,
+        "--seed": spec.seed,
+        "--eval-fraction": float(spec.eval_fraction),
+    }
+    with start_build(output, DatasetManifest("synth", [], options), overwrite) as build:
+        if build.up_to_date:
+            print(f"synth: {output} already holds this dataset; nothing to do")
+            return DatasetSchema.load(output)
+        build.clear_parts()  # synth is not resumable: an unfinished attempt starts over
+        schema, parts = _write_rows(spec, build.directory, progress, command)
+        build.commit(parts)
+    return schema
+
+
+def _write_rows(spec: SynthSpec, out: Path, progress: bool, command: str) -> tuple[DatasetSchema, list[PartFile]]:
     bias = calibrate_bias(spec)
     eval_rows = int(round(spec.rows * spec.eval_fraction))
     train_rows = spec.rows - eval_rows
@@ -158,4 +181,4 @@ def write_synthetic(spec: SynthSpec, output: str | Path, progress: bool = True, 
         extra={"seed": spec.seed, "multi_hot_sizes": spec.bag_sizes, "observed_max_id": observed_max.tolist()},
     )
     schema.save(out)
-    return schema
+    return schema, [p for w in writers.values() for p in w.parts]

@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from terarec.configs.baselines import MAX_TRAIN_ROWS, describe_baselines
-from terarec.configs.loader import ConfigError, config_to_dict, load_config
+from terarec.configs.loader import ConfigError, check_batch_fits, config_to_dict, load_config
 from terarec.launch.torchrun import run_child, trainer_command
 
 log = logging.getLogger("terarec")
@@ -94,6 +94,8 @@ class CompareSpec:
         names = [m.strip() for m in models.split(",") if m.strip()]
         if not names or not seed_list or nproc < 1:
             raise ConfigError("compare needs at least one model (--models), one seed (--seeds) and --nproc >= 1")
+        if len(set(seed_list)) != len(seed_list):
+            raise ConfigError(f"--seeds {seeds!r}: a seed is named twice (each seed is one run per model)")
         entries = [Entry(n, "model", DEFAULT_RECIPES.get(n, n)) for n in names]
         for kind in [b.strip() for b in baselines.split(",") if b.strip()]:
             if kind not in BASELINES:
@@ -107,6 +109,7 @@ class CompareSpec:
             raise ConfigError(f"compare: a model or baseline is named twice in {models!r} / {baselines!r}")
         spec = cls(data, entries, seed_list, nproc, list(overrides or []), max_train_rows)
         spec._check_budget()
+        spec._check_splits()
         return spec
 
     def model_overrides(self, seed: int, run_dir: Path) -> list[str]:
@@ -125,6 +128,23 @@ class CompareSpec:
         cfg = load_config(recipe, self.model_overrides(self.seeds[0], Path("unused")))
         return {f"{section}.{key}": getattr(getattr(cfg, section), key) for section, key in BUDGET_KEYS}
 
+    def _check_splits(self) -> None:
+        """Every run is scored on the eval split: without eval rows compare would train everything and
+        then have nothing to compare, so it stops here; the shared batch must also fit the train split."""
+        rows = _split_rows(self.data)
+        for entry in self.entries:
+            train, evaluation, cfg = "train", "eval", None  # the baselines' fixed splits
+            if entry.kind == "model":
+                cfg = load_config(entry.recipe, self.model_overrides(self.seeds[0], Path("unused")))
+                train, evaluation = cfg.data.train_split, cfg.data.eval_split
+            if rows.get(evaluation, 0) <= 0:
+                raise ConfigError(
+                    f"compare: --data {self.data} has no eval rows in split '{evaluation}' (rows: {rows}); "
+                    "prepare it with an eval split (e.g. --eval-fraction 0.2)"
+                )
+            if cfg is not None:
+                check_batch_fits(cfg.train.batch_size, train, rows.get(train, 0), self.nproc)
+
     def _check_budget(self) -> None:
         budgets = {e.name: tuple(self.budget(e.recipe).items()) for e in self.entries if e.kind == "model"}
         values = set(budgets.values())
@@ -134,6 +154,15 @@ class CompareSpec:
                 f"compare: the models' budgets differ ({detail}); set them for all, e.g. "
                 "train.batch_size=N train.epochs=N"
             )
+
+
+def _split_rows(data: str) -> dict[str, int]:
+    """Split -> row count, as ``schema.json`` records them (read here: launch does not import the data layer)."""
+    try:
+        rows = json.loads((Path(data) / "schema.json").read_text()).get("rows") or {}
+        return {str(split): int(count) for split, count in rows.items()}
+    except (OSError, ValueError, TypeError, AttributeError) as err:  # JSONDecodeError is a ValueError
+        raise ConfigError(f"--data {data}: schema.json has no readable row counts ({err})") from None
 
 
 def _run_or_reuse(

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-# restarts must not reuse the previous rendezvous store (pytorch#135712; STACK_NOTES)
+# restarts must not reuse the previous rendezvous store (pytorch#135712; docs/stack.md)
 RESTART_SAFE_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 
 

@@ -56,8 +56,8 @@ class Trainer:
         self.step, self.samples, self._samples_before = 0, 0, 0  # _samples_before: from a resumed checkpoint
         self._window_t, self._window_samples, self._local_samples = time.perf_counter(), 0, 0
         self._train_start, self.out_of_time = time.perf_counter(), False  # fit() resets the start; train.max_minutes
-        per_epoch = len(train_loader)
-        self.total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * per_epoch
+        epoch_steps = cfg.train.epochs * len(train_loader)  # the run ends at epochs or max_steps, whichever is first
+        self.total_steps = min(epoch_steps, cfg.train.max_steps) if cfg.train.max_steps > 0 else epoch_steps
         self.dense_optimizers = members_of(optimizer, OptimizerGroup.DENSE)
         self.base_lrs = [[g["lr"] for g in opt.param_groups] for opt in self.dense_optimizers]
 

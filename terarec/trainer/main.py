@@ -25,6 +25,7 @@ from terarec.trainer.distributed import DistInfo, init_distributed, seed_everyth
 from terarec.trainer.loop import Trainer
 from terarec.trainer.model_factory import build_model
 from terarec.trainer.parallelize import ShardingConfigError, parallelize
+from terarec.trainer.preflight import check_config_against_data, eval_batch_size
 
 
 def join_process_group(timeout_s: float = 600.0) -> DistInfo:
@@ -62,7 +63,12 @@ def make_loaders(
     evaluation = None
     if schema.split_rows.get(cfg.data.eval_split, 0) > 0:
         evaluation = BatchLoader(
-            LoaderSpec(split=cfg.data.eval_split, batch_size=cfg.train.eval_batch_size, shuffle_buffer=0, **common),
+            LoaderSpec(
+                split=cfg.data.eval_split,
+                batch_size=eval_batch_size(cfg, schema, info.world_size),
+                shuffle_buffer=0,
+                **common,
+            ),
             schema,
             info.rank,
             info.world_size,
@@ -80,6 +86,7 @@ def group_key(schema: DatasetSchema, table_sizes: dict[str, int]) -> str | None:
 def run_training(cfg: Config) -> dict[str, Any]:
     """Train as ``cfg`` says; returns (and on rank 0 writes) ``RUN/metrics.json``."""
     schema = DatasetSchema.load(cfg.data.path)  # bad data or model config fails before any group starts
+    check_config_against_data(cfg, schema)  # batch sizes vs each rank's share of the rows
     torch.manual_seed(cfg.train.seed)  # dense layers are initialised here: the same weights on every run and rank
     built = build_model(cfg, schema, "meta")
     info = join_process_group(cfg.train.collective_timeout_s)

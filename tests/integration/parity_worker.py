@@ -26,6 +26,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from torchrec.datasets.utils import Batch
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
+from terarec.batch import real_rows
 from terarec.configs.loader import load_config
 from terarec.data_pipeline.loader import BatchLoader, LoaderSpec
 from terarec.data_pipeline.schema import DatasetSchema
@@ -116,7 +117,9 @@ def main() -> None:
 
     mine = list(islice(iter(loader(info.rank)), args.steps))
     everyone = [list(islice(iter(loader(r)), args.steps)) for r in range(world)]
-    assert all((b.labels >= 0).all() for per_rank in everyone for b in per_rank), "parity needs batches without padding"
+    assert all(real_rows(b.labels).all() for per_rank in everyone for b in per_rank), (
+        "parity needs batches without padding"
+    )
 
     pipeline = TrainPipelineSparseDist(dmp, optimizer, info.device, execute_all_batches=True)
     sharded_losses, reference_losses = [], []

@@ -73,6 +73,45 @@ def test_missing_dataset_and_missing_baseline_library(
     assert "needs the 'lightgbm' package: pip install 'terarec[baselines]'" in capsys.readouterr().err
 
 
+def _counted(directory: Path, rows: dict[str, int]) -> Path:
+    directory.mkdir()
+    (directory / "schema.json").write_text(json.dumps({"dense": [], "sparse": [], "rows": rows}))
+    return directory
+
+
+@pytest.mark.parametrize("rows", [{"train": 8000}, {"train": 8000, "eval": 0}])
+def test_data_without_eval_rows_stops_before_any_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rows: dict[str, int]
+) -> None:
+    data, out = _counted(tmp_path / "data", rows), tmp_path / "out"
+    assert main(["compare", "--data", str(data), "--models", "dlrm", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"terarec: error: compare: --data {data} has no eval rows in split 'eval'")
+    assert err.count("\n") == 1 and not (out / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--nproc", "2"],
+            "train.batch_size=128 exceeds the 100 train rows per rank (200 rows in 'train' over 2 ranks)",
+        ),
+        (["--seeds", "0,1,0"], "--seeds '0,1,0': a seed is named twice"),
+        (["--seeds", "-1"], "config key 'train.seed' must be >= 0, got -1"),
+        (["train.log_every=0"], "config key 'train.log_every' must be >= 1, got 0"),
+        (["--nproc", "0"], "--nproc >= 1"),
+    ],
+)
+def test_compare_inputs_are_validated_like_a_training_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    data, out = _counted(tmp_path / "data", {"train": 200, "eval": 50}), tmp_path / "out"
+    assert main(["compare", "--data", str(data), "--models", "dlrm", "--output", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (out / "runs").exists()
+
+
 def test_category_codes_by_frequency_unknown_ids_missing() -> None:
     train = np.array([[7, 1], [7, 1], [7, 2], [9, 3], [5, 3]], dtype=np.uint32)
     codes = CategoryCodes(train, max_categories=2)

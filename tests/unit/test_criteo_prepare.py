@@ -73,12 +73,14 @@ def test_malformed_rows_skipped_are_written_and_counted(tmp_path: Path) -> None:
 def test_cli_exit_code_and_resume_per_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a, b = _write(tmp_path / "day_0", ROWS_OK), _write(tmp_path / "day_1.txt", [GOOD, "oops"])
     out = tmp_path / "out"
-    assert main(["prepare", "criteo", "--input", str(a), str(b), "--output", str(out), "--workers", "1"]) == 2
+    # the same options on both runs: a finished dataset with other options is refused (test_dataset_manifest.py)
+    prepare = ["prepare", "criteo", "--input", str(a), str(b), "--output", str(out), "--eval-fraction", "0.25"]
+    assert main([*prepare, "--workers", "1"]) == 2
     assert f"{b}:2:" in capsys.readouterr().err
     assert (out / ".done" / "day_0.json").is_file() and not (out / ".done" / "day_1_txt.json").exists()
     _write(b, [GOOD, GOOD])
     before = (out / "train" / "part-day_0-00000.parquet").stat().st_mtime_ns
-    assert main(["prepare", "criteo", "--input", str(a), str(b), "--output", str(out), "--eval-fraction", "0.25"]) == 0
+    assert main(prepare) == 0
     assert "1 of 2 files already done" in capsys.readouterr().out
     assert (out / "train" / "part-day_0-00000.parquet").stat().st_mtime_ns == before
     assert DatasetSchema.load(out).split_rows == {"train": 3, "eval": 1}
