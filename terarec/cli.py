@@ -173,7 +173,7 @@ def _prepare_criteo(args: argparse.Namespace) -> int:
         command=_command_line(),
         overwrite=args.overwrite,
     )
-    print(f"prepared {args.output}: rows {schema.rows}, rejects {schema.rejects}")
+    print(f"prepared {args.output}: rows {schema.split_rows}, rejects {schema.rejects}")
     return 0
 
 
@@ -191,7 +191,8 @@ def _prepare_sequences(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     print(
-        f"prepared {args.output}: rows {schema.rows}, positives {schema.extra['positives']} ({schema.extra['label']})"
+        f"prepared {args.output}: rows {schema.split_rows}, "
+        f"positives {schema.extra['positives']} ({schema.extra['label']})"
     )
     return 0
 
@@ -203,7 +204,7 @@ def _synth(args: argparse.Namespace) -> int:
     schema = write_synthetic(
         spec, args.output, progress=sys.stderr.isatty(), command=_command_line(), overwrite=args.overwrite
     )
-    print(f"wrote {args.output}: rows {schema.rows}")
+    print(f"wrote {args.output}: rows {schema.split_rows}")
     return 0
 
 

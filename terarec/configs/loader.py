@@ -18,11 +18,10 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from terarec.configs.schema import EMBEDDING_DIM_RULE, Config
+from terarec.configs.schema import EMBEDDING_DIM_RULE, RETIRED_KEYS, Config
 from terarec.errors import UserError
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
-SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
 
 
 class ConfigError(UserError, ValueError):
@@ -210,6 +209,9 @@ def build_dataclass(cls: type, tree: dict[str, Any], prefix: str = "") -> Any:
 def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Resolve ``recipe`` (name or YAML path; ``None`` = defaults) plus ``key=value`` overrides."""
     tree: dict[str, Any] = read_yaml(resolve_recipe(recipe)) if recipe else {}
+    for section, key in RETIRED_KEYS:
+        if isinstance(tree.get(section), dict):
+            tree[section].pop(key, None)
     for text in overrides:
         key, value = parse_override(text)
         set_dotted(tree, key, value)

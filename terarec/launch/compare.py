@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from terarec.configs.baselines import MAX_TRAIN_ROWS, describe_baselines
 from terarec.configs.loader import ConfigError, check_batch_fits, config_to_dict, load_config
 from terarec.errors import RunFailedError, UserError
 from terarec.launch.torchrun import child_user_error, run_child, trainer_command
@@ -71,7 +72,7 @@ class CompareSpec:
     seeds: list[int]
     nproc: int = 1
     overrides: list[str] = field(default_factory=list)
-    max_train_rows: int = 10_000_000  # baselines train in memory on at most this many rows
+    max_train_rows: int = MAX_TRAIN_ROWS  # baselines train in memory on at most this many rows
 
     @classmethod
     def build(
@@ -82,7 +83,7 @@ class CompareSpec:
         seeds: str,
         nproc: int = 1,
         overrides: list[str] | None = None,
-        max_train_rows: int = 10_000_000,
+        max_train_rows: int = MAX_TRAIN_ROWS,
     ) -> CompareSpec:
         """Parse and validate everything (recipes, budget, baselines' libraries) before any run."""
         if not (Path(data) / "schema.json").is_file():
@@ -303,8 +304,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Models' shared budget: {', '.join(f'`{k}={v}`' for k, v in report.get('budget', {}).items()) or 'n/a'}"
         f"{'; overrides: ' + ' '.join(f'`{o}`' for o in report['overrides']) if report['overrides'] else ''}.",
         f"Baselines train on at most {report['baseline_max_train_rows']:,} train rows with their libraries' "
-        "budgets (LightGBM: 50 trees, lr 0.05, 31 leaves; logreg: L2, C=1, lbfgs, 100 iterations); "
-        "their params are tree nodes / "
+        f"budgets ({describe_baselines()}); their params are tree nodes / "
         "weights and their FLOPs/example comparisons (trees) or multiply-adds (logreg).",
         f"On this eval set an AUC has a standard error of about {report['auc_standard_error']:.4f} (Hanley & McNeil): "
         "AUCs closer than about twice that are not distinguishable on this data.",

@@ -70,13 +70,13 @@ def run_eval(run: str, data: str | None = None, overrides: list[str] | None = No
     info = join_process_group(cfg.train.collective_timeout_s)
     log = setup_logging(info.rank, cfg.logging.level)
     try:
-        batches = eval_loader(cfg, schema, built.rows, info)
+        batches = eval_loader(cfg, schema, built.table_sizes, info)
         if batches is None:
             raise DatasetError(f"{cfg.data.path} has no '{cfg.data.eval_split}' rows to evaluate")
         # parallelize also builds the optimizers; they are dropped unused (their state is allocated lazily)
-        dmp, _ = parallelize(TrainWrapper(built.model), cfg, info, list(built.rows))
+        dmp, _ = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
         loaded = _load_model(dmp, cfg, info)
-        evaluator = Evaluator(dmp, batches, info.device, cfg.train.bf16, group_key(schema, built.rows))
+        evaluator = Evaluator(dmp, batches, info.device, cfg.train.bf16, group_key(schema, built.table_sizes))
         result = {
             **evaluator.evaluate(),
             "checkpoint": loaded["path"],

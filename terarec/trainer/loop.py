@@ -19,6 +19,7 @@ from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from torchrec.optim.keyed import CombinedOptimizer
 from tqdm import tqdm
 
+from terarec.batch import real_rows
 from terarec.configs.loader import config_to_dict
 from terarec.configs.schema import Config
 from terarec.data_pipeline.loader import BatchLoader
@@ -26,7 +27,7 @@ from terarec.errors import stderr_is_terminal
 from terarec.trainer.checkpoint import CheckpointManager, checkpoint_dirs
 from terarec.trainer.distributed import DistInfo, any_rank, sum_over_ranks
 from terarec.trainer.evaluator import METRIC_KEYS, Evaluator
-from terarec.trainer.parallelize import lr_multiplier
+from terarec.trainer.optimizers import OptimizerGroup, lr_multiplier, members_of
 
 log = logging.getLogger("terarec")
 
@@ -60,7 +61,7 @@ class Trainer:
         self._train_start, self.out_of_time = time.perf_counter(), False  # fit() resets the start; train.max_minutes
         epoch_steps = cfg.train.epochs * len(train_loader)  # the run ends at epochs or max_steps, whichever is first
         self.total_steps = min(epoch_steps, cfg.train.max_steps) if cfg.train.max_steps > 0 else epoch_steps
-        self.dense_optimizers = [opt for name, opt in optimizer.optimizers if name == "dense"]
+        self.dense_optimizers = members_of(optimizer, OptimizerGroup.DENSE)
         self.base_lrs = [[g["lr"] for g in opt.param_groups] for opt in self.dense_optimizers]
 
     # -- helpers ------------------------------------------------------------------------
@@ -145,9 +146,8 @@ class Trainer:
         """``resume=auto``: continue from the newest loadable checkpoint (False when there is none)."""
         if self.checkpoints is None or not checkpoint_dirs(self.run_dir):
             return False
-        for name, opt in self.optimizer.optimizers:  # lazy optimizer state must exist to be loaded into
-            if name != "sparse":
-                opt.init_state()
+        for opt in members_of(self.optimizer, *(g for g in OptimizerGroup if g.lazy_state)):
+            opt.init_state()  # lazy optimizer state must exist to be loaded into
         self.optimizer.zero_grad(set_to_none=True)
         state = self._state()
         trainer_state = self.checkpoints.load_newest(state)
@@ -209,7 +209,7 @@ class Trainer:
 
     def _after_step(self, loss: float, lr: float, labels: torch.Tensor, bar: tqdm) -> None:
         self.step += 1
-        real = int((labels >= 0).sum())  # this rank's rows, padding excluded
+        real = int(real_rows(labels).sum())  # this rank's rows, padding excluded
         self._local_samples += real
         self._window_samples += real
         bar.update(1)

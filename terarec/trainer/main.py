@@ -46,10 +46,10 @@ def run_training(cfg: Config) -> dict[str, Any]:
             f"{summary['params_sparse']:,}",
             f"{summary['flops_per_example']:,}",
         )
-        dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.rows))
+        dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
         seed_everything(cfg.train.seed, info.rank)
-        train_batches = train_loader(cfg, schema, built.rows, info)
-        eval_batches = eval_loader(cfg, schema, built.rows, info)
+        train_batches = train_loader(cfg, schema, built.table_sizes, info)
+        eval_batches = eval_loader(cfg, schema, built.table_sizes, info)
         run_dir = Path(cfg.run.dir)
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,7 @@ def run_training(cfg: Config) -> dict[str, Any]:
             eval_batches,
             run_dir,
             summary,
-            group_key(schema, built.rows),
+            group_key(schema, built.table_sizes),
             checkpoints,
         )
         if cfg.resume == "auto" and not trainer.restore():

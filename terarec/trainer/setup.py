@@ -26,11 +26,11 @@ def join_process_group(timeout_s: float = 600.0) -> DistInfo:
     return DistInfo(0, 1, 0, info.device, "gloo")
 
 
-def _loader_common(cfg: Config, rows: dict[str, int]) -> dict[str, Any]:
+def _loader_common(cfg: Config, table_sizes: dict[str, int]) -> dict[str, Any]:
     """The LoaderSpec fields that the train and eval loaders share."""
     return dict(
         directory=cfg.data.path,
-        table_rows=rows,
+        table_sizes=table_sizes,
         dense_fill=cfg.data.dense_fill,
         dense_transform=cfg.data.dense_transform,
         max_history=cfg.data.max_history,
@@ -38,31 +38,31 @@ def _loader_common(cfg: Config, rows: dict[str, int]) -> dict[str, Any]:
     )
 
 
-def train_loader(cfg: Config, schema: DatasetSchema, rows: dict[str, int], info: DistInfo) -> BatchLoader:
-    """This rank's shuffled batches of ``data.train_split`` (``rows``: table name -> table size)."""
+def train_loader(cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int], info: DistInfo) -> BatchLoader:
+    """This rank's shuffled batches of ``data.train_split`` (``table_sizes``: feature -> table size)."""
     spec = LoaderSpec(
         split=cfg.data.train_split,
         batch_size=cfg.train.batch_size,
         shuffle_buffer=cfg.data.shuffle_buffer,
-        **_loader_common(cfg, rows),
+        **_loader_common(cfg, table_sizes),
     )
     return BatchLoader(spec, schema, info.rank, info.world_size, cfg.data.num_workers)
 
 
-def eval_loader(cfg: Config, schema: DatasetSchema, rows: dict[str, int], info: DistInfo) -> BatchLoader | None:
+def eval_loader(cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int], info: DistInfo) -> BatchLoader | None:
     """This rank's batches of ``data.eval_split`` in file order, or None when the dataset has no eval rows."""
-    if schema.rows.get(cfg.data.eval_split, 0) <= 0:
+    if schema.split_rows.get(cfg.data.eval_split, 0) <= 0:
         return None
     spec = LoaderSpec(
         split=cfg.data.eval_split,
         batch_size=eval_batch_size(cfg, schema, info.world_size),  # clamped to a rank's eval rows
         shuffle_buffer=0,
-        **_loader_common(cfg, rows),
+        **_loader_common(cfg, table_sizes),
     )
     return BatchLoader(spec, schema, info.rank, info.world_size, 0)
 
 
-def group_key(schema: DatasetSchema, rows: dict[str, int]) -> str | None:
+def group_key(schema: DatasetSchema, table_sizes: dict[str, int]) -> str | None:
     """The feature that groups eval rows for GAUC (sequence datasets name one), if it has a table."""
     key = schema.extra.get("group_key")
-    return key if key in rows else None
+    return key if key in table_sizes else None
