@@ -36,7 +36,8 @@ class DataConfig:
     shuffle_buffer: int = field(default=16384, metadata={"min": 0})
     dense_fill: float = 0.0  # value for null dense features before the transform
     dense_transform: Literal["log1p", "none"] = "log1p"  # log(1 + max(x, 0)), as DLRM does
-    max_history: int = field(default=50, metadata={"min": 1})  # sequence features are cut to the most recent N items
+    # sequence features are cut to the most recent N items; 0 drops histories (an ablation)
+    max_history: int = field(default=50, metadata={"min": 0})
     num_workers: int = field(default=0, metadata={"min": 0})  # DataLoader workers; 0 is fastest on 2 cores
 
 

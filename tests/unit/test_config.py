@@ -104,7 +104,7 @@ OUT_OF_RANGE = [
     (["optim.warmup_steps=-3"], "'optim.warmup_steps' must be >= 0, got -3"),
     (["optim.grad_clip=-1"], "'optim.grad_clip' must be >= 0, got -1.0"),
     (["data.shuffle_buffer=-1"], "'data.shuffle_buffer' must be >= 0, got -1"),
-    (["data.max_history=0"], "'data.max_history' must be >= 1, got 0"),
+    (["data.max_history=-1"], "'data.max_history' must be >= 0, got -1"),
     (["data.num_workers=-1"], "'data.num_workers' must be >= 0, got -1"),
     (["embeddings.max_rows=0"], "'embeddings.max_rows' must be >= 1, got 0"),
     (["embeddings.rows={cat_0: 0}"], "'embeddings.rows.cat_0' must be >= 1, got 0"),
