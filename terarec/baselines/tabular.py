@@ -147,7 +147,8 @@ class LightGBMBaseline:
         self.booster = lightgbm.train(self.params, data, num_boost_round=self.num_trees)
 
     def predict_logits(self, block: Columns) -> np.ndarray:
-        return self.booster.predict(self._matrix(block), raw_score=True)
+        logits: np.ndarray = np.asarray(self.booster.predict(self._matrix(block), raw_score=True))
+        return logits
 
     def size(self) -> dict[str, int]:
         """Tree nodes as parameters; FLOPs/example as the comparisons of the deepest path of every tree."""

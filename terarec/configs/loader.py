@@ -196,7 +196,7 @@ def build_dataclass(cls: type, tree: dict[str, Any], prefix: str = "") -> Any:
                 f"unknown config key '{_first_leaf(key, value)}' (valid keys in {where}: {', '.join(sorted(names))})"
             )
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{key}' is a section: set '{key}.<field>=...'")
             kwargs[name] = build_dataclass(hint, value, f"{key}.")

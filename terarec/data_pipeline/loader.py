@@ -125,6 +125,7 @@ class _Window:
             lists = lists.take(arrow_perm)
         self.jagged: list[tuple[np.ndarray, np.ndarray]] = []  # per list feature: (values, offsets)
         for name, size, cap in zip(layout.jagged, layout.jagged_sizes, layout.jagged_caps):
+            assert lists is not None  # there are list columns
             values, offsets = _jagged_column(lists.column(name), cap)
             self.jagged.append((reduce_ids(values, size), offsets))
 
@@ -199,7 +200,7 @@ def _jagged_column(column: pa.ChunkedArray, cap: int | None) -> tuple[np.ndarray
     return values, offsets
 
 
-class ParquetBatchStream(IterableDataset):
+class ParquetBatchStream(IterableDataset[Batch]):
     """One epoch of one rank's batches; workers of a DataLoader split the rank's units further."""
 
     def __init__(self, spec: LoaderSpec, schema: DatasetSchema, rank: int, world_size: int, workers: int) -> None:
@@ -324,7 +325,7 @@ class ParquetBatchStream(IterableDataset):
         num_rows = part["num_rows"] if part else 0
         # batch-sized transposes stay in cache, unlike a whole window's
         dense = pooled_empty((pad_to, len(self.schema.dense)), np.float32)
-        if num_rows == pad_to:
+        if part is not None and num_rows == pad_to:
             dense[:], labels = part["dense"].T, part["labels"]
         else:
             dense[num_rows:], labels = 0.0, np.full(pad_to, PAD_LABEL, np.float32)

@@ -38,7 +38,7 @@ class PartWriter:
         offset = 0
         while offset < table.num_rows:
             if self._writer is None:
-                self._open()
+                self._writer = self._open()
             take = min(table.num_rows - offset, self.rows_per_file - self.rows_in_file)
             self._writer.write_table(table.slice(offset, take), row_group_size=ROW_GROUP_ROWS)
             self.rows_in_file += take
@@ -47,10 +47,10 @@ class PartWriter:
             if self.rows_in_file >= self.rows_per_file:
                 self._close_file()
 
-    def _open(self) -> None:
+    def _open(self) -> pq.ParquetWriter:
         final = self.directory / f"part-{self.prefix}{self.index:05d}.parquet"
         self._tmp = final.with_suffix(".parquet.tmp")
-        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="snappy")
+        return pq.ParquetWriter(self._tmp, self.schema, compression="snappy")
 
     def _close_file(self) -> None:
         assert self._writer is not None and self._tmp is not None

@@ -34,7 +34,8 @@ _HOUR0, _HOURS = 0, 80 * 8784
 def time_gap_bucket(gap_seconds: np.ndarray) -> np.ndarray:
     """Seconds between target and history event -> bucket in ``[1, 63]`` (log2 of minutes)."""
     minutes = np.maximum(gap_seconds, 0) / 60.0
-    return np.minimum(1 + np.floor(np.log2(1.0 + minutes)), TIME_GAP_BUCKETS - 1).astype(np.uint32)
+    buckets: np.ndarray = np.minimum(1 + np.floor(np.log2(1.0 + minutes)), TIME_GAP_BUCKETS - 1).astype(np.uint32)
+    return buckets
 
 
 def check_max_history(max_history: int) -> None:
@@ -108,7 +109,10 @@ def sequence_table(events: Events, max_history: int) -> pa.Table:
     offsets, gather = history_index(events.user, max_history, events.history_eligible)
     owner = np.repeat(np.arange(len(events.user)), np.diff(offsets))
     gaps = time_gap_bucket(events.time[owner] - events.time[gather])
-    as_list = lambda values: pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values, pa.uint32()))  # noqa: E731
+
+    def as_list(values: np.ndarray) -> pa.ListArray:
+        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values, pa.uint32()))
+
     columns: dict[str, pa.Array] = {"label": pa.array(events.label, pa.int8())}
     for name, values in events.dense.items():
         columns[name] = pa.array(values, pa.float32(), mask=np.isnan(values))

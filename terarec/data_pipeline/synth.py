@@ -54,7 +54,8 @@ def hashed_effect(ids: np.ndarray, salt: int) -> np.ndarray:
     """A fixed pseudo-random unit-variance effect per id (splitmix64 of ``id ^ salt``)."""
     z = splitmix64(ids, salt)
     uniform = (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
-    return (uniform * 2.0 - 1.0) * np.sqrt(3.0)
+    effect: np.ndarray = (uniform * 2.0 - 1.0) * np.sqrt(3.0)
+    return effect
 
 
 def zipf_ids(rng: np.random.Generator, cardinality: int, size: int) -> np.ndarray:
@@ -63,7 +64,8 @@ def zipf_ids(rng: np.random.Generator, cardinality: int, size: int) -> np.ndarra
     u = rng.random(size)
     top = float(cardinality) ** (1.0 - s)
     ranks = (1.0 + u * (top - 1.0)) ** (1.0 / (1.0 - s))
-    return np.minimum(ranks.astype(np.int64) - 1, cardinality - 1).astype(np.uint32)
+    ids: np.ndarray = np.minimum(ranks.astype(np.int64) - 1, cardinality - 1).astype(np.uint32)
+    return ids
 
 
 def _dense(rng: np.random.Generator, rows: int) -> tuple[list[pa.Array], np.ndarray]:
@@ -93,16 +95,18 @@ def _sparse(rng: np.random.Generator, spec: SynthSpec, rows: int) -> tuple[list[
 def planted_logit(dense_z: np.ndarray, first_ids: list[np.ndarray]) -> np.ndarray:
     """The label model (before the bias): what a good CTR model should recover."""
     centred = (dense_z - 2.5) / 1.5
-    logit = sum(w * centred[:, i] for i, w in DENSE_WEIGHTS.items())
+    logit: np.ndarray = np.zeros(len(dense_z))
+    logit = logit + sum(w * centred[:, i] for i, w in DENSE_WEIGHTS.items())
     logit = logit + sum(w * hashed_effect(first_ids[f], 100 + f) for f, w in MAIN_EFFECTS.items())
     for a, b, w in CROSSES:
         pair = first_ids[a].astype(np.uint64) * np.uint64(1_000_003) + first_ids[b]
         logit = logit + w * hashed_effect(pair, 200 + a)
     d, f, w = DENSE_X_SPARSE
-    return logit + w * centred[:, d] * hashed_effect(first_ids[f], 300 + f)
+    planted: np.ndarray = logit + w * centred[:, d] * hashed_effect(first_ids[f], 300 + f)
+    return planted
 
 
-def make_chunk(spec: SynthSpec, chunk: int, rows: int, bias: float) -> tuple[pa.Table, np.ndarray]:
+def make_chunk(spec: SynthSpec, chunk: int, rows: int, bias: float) -> tuple[pa.Table, list[np.ndarray]]:
     rng = np.random.default_rng([spec.seed, chunk])
     dense_arrays, dense_z = _dense(rng, rows)
     sparse_arrays, first_ids = _sparse(rng, spec, rows)

@@ -159,7 +159,13 @@ def fit_power_law(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
 
     lx, ly = np.log(x), np.log(y)
     slope, log_a = np.polyfit(lx, ly, 1)
-    pure = {"form": "a*C^-b", "a": float(np.exp(log_a)), "b": float(-slope), "c": 0.0, "loglog_slope": float(slope)}
+    pure: dict[str, Any] = {
+        "form": "a*C^-b",
+        "a": float(np.exp(log_a)),
+        "b": float(-slope),
+        "c": 0.0,
+        "loglog_slope": float(slope),
+    }
     pure["rmse"] = float(np.sqrt(np.mean((pure["a"] * x ** -pure["b"] - y) ** 2)))
     if slope >= 0:
         pure["note"] = NO_SCALING

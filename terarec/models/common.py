@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torchrec.datasets.utils import Batch
 from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from terarec.batch import real_rows
 
@@ -48,6 +49,17 @@ def sparse_param_count(model: nn.Module) -> int:
 def dense_param_count(model: nn.Module) -> int:
     sparse = {id(p) for m in embedding_modules(model) for p in m.parameters()}
     return sum(p.numel() for p in model.parameters() if id(p) not in sparse)
+
+
+class RankingModel(nn.Module):
+    """What every registered model is: ``B x N`` dense features + a KJT -> logits ``B x 1``, with
+    its analytic forward FLOPs per example (the x axis of scaling-law sweeps)."""
+
+    def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def flops_per_example(self) -> int:
+        raise NotImplementedError
 
 
 class TrainWrapper(nn.Module):

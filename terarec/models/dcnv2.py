@@ -66,7 +66,7 @@ class DCNv2(DLRM):
     @property
     def width(self) -> int:
         """``W = (F + 1) * D``: the flattened ``x0``."""
-        return (self.num_sparse + 1) * self.params.embedding_dim
+        return (self.num_sparse + 1) * int(self.params.embedding_dim)
 
     def interaction(self) -> tuple[nn.Module, int]:
         p = self.params
@@ -79,7 +79,8 @@ class DCNv2(DLRM):
         return ParallelDCNArch(self.num_sparse, crossnet, self.width, p.deep_mlp), self.width + p.deep_mlp[-1]
 
     def cross_flops(self) -> int:
-        p, w = self.params, self.width
+        p: DCNv2Params = self.params
+        w = self.width
         per_expert = 2 * w * p.low_rank * 2 + (2 * p.low_rank * p.low_rank if p.num_experts > 1 else 0)
         # gates (W -> 1 each) and the gated sum of expert outputs (bmm of W x K by K x 1)
         gates = 2 * (2 * w * p.num_experts) if p.num_experts > 1 else 0

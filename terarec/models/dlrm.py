@@ -19,7 +19,7 @@ from torchrec.models.dlrm import DenseArch, InteractionArch, OverArch, SparseArc
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from terarec.models.common import mlp_flops
+from terarec.models.common import RankingModel, mlp_flops
 from terarec.models.registry import ModelConfigError, ModelEntry, register_model
 
 
@@ -43,7 +43,7 @@ def bottom_mlp_follows_dim(hparams: Any, dim: int) -> Any:
     return dataclasses.replace(hparams, embedding_dim=dim, bottom_mlp=[*hparams.bottom_mlp[:-1], dim])
 
 
-class DLRM(nn.Module):
+class DLRM(RankingModel):
     """Bottom MLP and pooled embeddings -> an interaction -> top MLP; subclasses (DCNv2) replace
     the interaction only (:meth:`interaction`, :meth:`interaction_flops`), as torchrec's
     ``DLRM_DCN(DLRM)`` does."""
@@ -74,10 +74,13 @@ class DLRM(nn.Module):
         """``B x N`` dense + KJT of F keys -> logits ``B x 1``."""
         embedded_dense = self.dense_arch(dense_features)
         embedded_sparse = self.sparse_arch(sparse_features)
-        return self.over_arch(self.inter_arch(dense_features=embedded_dense, sparse_features=embedded_sparse))
+        logits: torch.Tensor = self.over_arch(
+            self.inter_arch(dense_features=embedded_dense, sparse_features=embedded_sparse)
+        )
+        return logits
 
     def interaction_flops(self) -> int:
-        f1, d = self.num_sparse + 1, self.params.embedding_dim
+        f1, d = self.num_sparse + 1, int(self.params.embedding_dim)
         return 2 * f1 * f1 * d  # bmm of (F+1) x D by D x (F+1)
 
     def flops_per_example(self) -> int:

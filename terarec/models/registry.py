@@ -11,9 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from torch import nn
-
 from terarec.errors import UserError
+from terarec.models.common import RankingModel
 
 
 class ModelConfigError(UserError, ValueError):
@@ -32,7 +31,7 @@ class ModelEntry:
 
     name: str
     hparams: type  # a dataclass of the model's hyper-parameters, defaults = the base flavor
-    builder: Callable[..., nn.Module]  # (embedding collection, dense input count, hparams) -> model: the model class
+    builder: Callable[..., RankingModel]  # (embedding collection, dense input count, hparams) -> model: the model class
     flavors: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
     # "bag": pooled EmbeddingBagCollection (one table per sparse feature);

@@ -15,12 +15,12 @@ from terarec.data_pipeline.criteo_layout import criteo_1tb_reference_schema
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.data_pipeline.sequence_sources import taobao_reference_schema
 from terarec.embeddings.tables import TablePlan, plan_tables, table_dim
-from terarec.models import ModelEntry, dense_param_count, get_model, list_models, sparse_param_count
+from terarec.models import ModelEntry, RankingModel, dense_param_count, get_model, list_models, sparse_param_count
 
 
 @dataclass
 class BuiltModel:
-    model: nn.Module
+    model: RankingModel
     hparams: Any
     tables: TablePlan
 

@@ -101,7 +101,7 @@ def plan_summary(plan: ShardingPlan, world_size: int) -> str:
     kinds = Counter(
         (sharding.sharding_type, sharding.compute_kernel)
         for module_plan in plan.plan.values()
-        for sharding in module_plan.values()  # type: ignore[attr-defined]
+        for sharding in module_plan.values()
     )
     parts = ", ".join(f"{n} {kind} ({kernel})" for (kind, kernel), n in kinds.most_common())
     ranks = f"{world_size} rank{'s' if world_size != 1 else ''}"
