@@ -97,6 +97,16 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(handler=_eval)
 
 
+def _add_on_change(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--on-change",
+        choices=["stop", "rerun"],
+        default="stop",
+        help=f"a finished {what} made with another config or dataset: stop and list them (default), or move "
+        f"it aside (NAME.stale-<time>) and run it again",
+    )
+
+
 def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
     sweep = sub.add_parser(
         "sweep", help="scaling-law sweep", description="Run a grid of trainings and fit a power law."
@@ -108,6 +118,7 @@ def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
         "--scheduler",
         help="torchx scheduler for --launcher torchx (default local_cwd; e.g. slurm, settings from .torchxconfig)",
     )
+    _add_on_change(sweep, "point")
     sweep.add_argument("overrides", nargs="*", metavar="key=value")
     sweep.set_defaults(handler=_sweep)
     models = sub.add_parser(
@@ -141,6 +152,7 @@ def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
         help="baselines train in memory on at most the first N train rows",
     )
     compare.add_argument("--output", metavar="DIR", help="default runs/compare/<data dir name>")
+    _add_on_change(compare, "run")
     compare.add_argument(
         "overrides", nargs="*", metavar="key=value", help="applied to every model run, e.g. train.max_steps=500"
     )
@@ -252,7 +264,7 @@ def _sweep(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sweep %(message)s", datefmt="%H:%M:%S", force=True)
     try:
-        rows = run_sweep(spec, output, args.launcher, scheduler)
+        rows = run_sweep(spec, output, args.launcher, scheduler, args.on_change)
     except SweepError as err:  # finished points are kept: a re-run continues after the failed one
         print(f"terarec: error: {err}", file=sys.stderr)
         return 1
@@ -275,7 +287,7 @@ def _compare(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s compare %(message)s", datefmt="%H:%M:%S", force=True)
     try:
-        run_compare(spec, output)
+        run_compare(spec, output, args.on_change)
     except CompareError as err:  # finished runs are kept: a re-run continues after them
         print(f"terarec: error: {err}", file=sys.stderr)
         return 1

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, dataset_files
 from terarec.trainer.metrics import BinaryMetrics
 
@@ -264,6 +265,7 @@ def run_baseline(kind: str, data: str, seed: int = 0, max_train_rows: int = 10_0
         "seed": seed,
         "kind": kind,
         "data": str(Path(data).resolve()),
+        "dataset_fingerprint": dataset_fingerprint(data),  # compare reuses results of this data only
         "max_train_rows": max_train_rows,
     }
 

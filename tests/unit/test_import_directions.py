@@ -15,7 +15,7 @@ ALLOWED: dict[str, set[str]] = {
     "configs": set(),
     "models": set(),
     "data_pipeline": set(),
-    "launch": {"configs"},
+    "launch": {"configs", "data_pipeline.schema", "data_pipeline.manifest"},  # datasets' row counts and identity
     "baselines": {"data_pipeline", "trainer.metrics"},  # scored by the trainer's metric code, nothing else of it
 }
 # top-level leaf modules of shared contracts (they import nothing of terarec): any layer may use them
