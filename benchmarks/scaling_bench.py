@@ -60,11 +60,12 @@ def plan_report(world_size: int, global_batch: int = 65536, hbm_gib: int = 80) -
     from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
     from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
 
+    from terarec.data_pipeline.criteo_layout import criteo_1tb_reference_schema
     from terarec.models import TrainWrapper
-    from terarec.trainer.model_factory import build_model, reference_schema
+    from terarec.trainer.model_factory import build_model
 
     cfg = load_config("dcnv2_mlperf", [])
-    built = build_model(cfg, reference_schema(), "meta")
+    built = build_model(cfg, criteo_1tb_reference_schema(), "meta")
     topology = Topology(
         world_size=world_size,
         compute_device="cuda",

@@ -18,13 +18,13 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from terarec.configs.schema import EMBEDDING_DIM_RULE, Config
+from terarec.configs.schema import EMBEDDING_DIM_RULE, RETIRED_KEYS, Config
+from terarec.errors import UserError
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
-SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A user mistake in a recipe or override: the message names the key or file."""
 
 
@@ -45,13 +45,14 @@ def resolve_recipe(name_or_path: str) -> Path:
     return recipe
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, holds: str = "config sections") -> dict[str, Any]:
+    """A YAML file's top-level mapping (of ``holds``); malformed YAML or another top level is a ConfigError."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of config sections")
+        raise ConfigError(f"{path}: top level must be a mapping of {holds}")
     return data
 
 
@@ -208,6 +209,9 @@ def build_dataclass(cls: type, tree: dict[str, Any], prefix: str = "") -> Any:
 def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Resolve ``recipe`` (name or YAML path; ``None`` = defaults) plus ``key=value`` overrides."""
     tree: dict[str, Any] = read_yaml(resolve_recipe(recipe)) if recipe else {}
+    for section, key in RETIRED_KEYS:
+        if isinstance(tree.get(section), dict):
+            tree[section].pop(key, None)
     for text in overrides:
         key, value = parse_override(text)
         set_dotted(tree, key, value)

@@ -16,6 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+# Keys that older versions accepted but never read: a saved RUN/config.yaml may still hold them, so
+# they are dropped when a config file is read (and unknown keys anywhere else).
+RETIRED_KEYS: tuple[tuple[str, str], ...] = (("embeddings", "hash"), ("sharding", "pipeline"))
 # torchrec's fused kernels (CPU and CUDA) and fbgemm's CUDA TBE assert `embedding_dim % 4 == 0`. Measured
 # on CPU: dims 4, 8, 12, 16 train; 6 and 7 fail in torchrec's `_assert_local_cols_divisible_by_4` (2 only
 # passes while the planner happens to choose a non-fused kernel, so it is refused too).
@@ -42,10 +45,9 @@ class EmbeddingsConfig:
     """Embedding tables: one per sparse feature, sized from the schema and capped here."""
 
     dim: int | None = field(default=None, metadata=EMBEDDING_DIM_RULE)  # None: the model flavor's embedding_dim
-    # raw ids are hashed modulo min(cardinality, max_rows)
+    # a table has min(cardinality, max_rows) rows; raw ids are taken modulo that
     max_rows: int = field(default=1_000_000, metadata={"min": 1})
     rows: dict[str, int] = field(default_factory=dict, metadata={"min": 1})  # per-feature row count overrides
-    hash: Literal["modulo"] = "modulo"
 
 
 @dataclass
@@ -101,7 +103,6 @@ class ShardingConfig:
     per_table: dict[str, str] = field(default_factory=dict)  # feature -> sharding type
     compute_kernel: str | None = None  # fused|dense|fused_uvm_caching|...
     dense: Literal["ddp", "fsdp2"] = "ddp"
-    pipeline: bool = True  # TrainPipelineSparseDist
 
 
 @dataclass

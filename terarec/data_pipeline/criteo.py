@@ -465,7 +465,7 @@ def _write_schema(jobs: list[FileJob], out: Path, command: str) -> DatasetSchema
     schema = DatasetSchema(
         dense=list(DENSE_NAMES),
         sparse=[SparseFeature(n, max(kmv_estimate(s), 1)) for n, s in zip(SPARSE_NAMES, sketches)],
-        rows=rows,
+        split_rows=rows,
         rejects=rejects,
         source="criteo tsv: " + ", ".join(j.path for j in jobs),
         command=command,

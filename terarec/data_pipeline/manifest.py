@@ -231,7 +231,7 @@ def check_dataset(directory: str | Path, schema: DatasetSchema) -> None:
             )
         return
     manifest.verify(directory)
-    expected = {split: rows for split, rows in schema.rows.items() if rows}
+    expected = {split: rows for split, rows in schema.split_rows.items() if rows}
     if manifest.rows() != expected:
         raise DatasetError(
             f"{Path(directory) / 'schema.json'} says rows {expected}, but the parts listed in "

@@ -11,10 +11,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from terarec.errors import UserError
+
 SCHEMA_FILE = "schema.json"
+# attribute -> schema.json key where they differ (the file format predates the attribute's name)
+_ON_DISK = {"split_rows": "rows"}
+_IN_CODE = {disk: attr for attr, disk in _ON_DISK.items()}
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A prepared dataset or raw input is missing or malformed: the message names the file."""
 
 
@@ -46,7 +51,7 @@ class DatasetSchema:
     sparse: list[SparseFeature]
     sequence: list[SequenceFeature] = field(default_factory=list)
     label: str = "label"
-    rows: dict[str, int] = field(default_factory=dict)  # split -> row count
+    split_rows: dict[str, int] = field(default_factory=dict)  # split -> row count (schema.json: "rows")
     rejects: int = 0  # malformed input rows skipped (written to DIR/rejects/)
     source: str = ""
     command: str = ""
@@ -65,7 +70,8 @@ class DatasetSchema:
     def save(self, directory: str | Path) -> None:
         path = Path(directory) / SCHEMA_FILE
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        on_disk = {_ON_DISK.get(key, key): value for key, value in asdict(self).items()}
+        tmp.write_text(json.dumps(on_disk, indent=2) + "\n")
         tmp.replace(path)
 
     @classmethod
@@ -82,7 +88,11 @@ class DatasetSchema:
                 dense=list(raw["dense"]),
                 sparse=[SparseFeature(**s) for s in raw["sparse"]],
                 sequence=[SequenceFeature(**s) for s in raw.get("sequence", [])],
-                **{k: raw[k] for k in ("label", "rows", "rejects", "source", "command", "extra") if k in raw},
+                **{
+                    _IN_CODE.get(k, k): raw[k]
+                    for k in ("label", "rows", "rejects", "source", "command", "extra")
+                    if k in raw
+                },
             )
         except (KeyError, TypeError, json.JSONDecodeError) as err:
             raise DatasetError(f"{path}: not a terarec schema ({err})") from None

@@ -18,8 +18,11 @@ import pyarrow.csv as pacsv
 from tqdm import tqdm
 
 from terarec.data_pipeline.manifest import Build, DatasetManifest, InputFile, PartFile, start_build
-from terarec.data_pipeline.schema import DatasetError, DatasetSchema
+from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SequenceFeature, SparseFeature
 from terarec.data_pipeline.sequences import (
+    HISTORY_PARTS,
+    HISTORY_PREFIX,
+    TIME_GAP_BUCKETS,
     Events,
     SequenceDatasetWriter,
     TimeCutoff,
@@ -32,6 +35,8 @@ MOVIELENS_LABEL = "rating >= 4 (liked) = 1, else 0; history: the movies the user
 TAOBAO_LABEL = "behavior in {cart, fav, buy} = 1, pv = 0; history: the user's earlier events"
 TAOBAO_BEHAVIORS = {"pv": 0, "cart": 1, "fav": 1, "buy": 1}
 AGE_BUCKETS = np.array([18, 25, 35, 45, 50, 56])  # MovieLens-1M's age groups
+# the full UserBehavior file's vocabularies (988k users, 4.16M items, 9.4k categories)
+TAOBAO_VOCABULARY_SIZES = {"user": 987_995, "item": 4_162_025, "category": 9_440}
 
 
 def _read_table(
@@ -270,4 +275,16 @@ def _write_taobao_users(
             context={},
             dense={},
         )
+    )
+
+
+def taobao_reference_schema(max_history: int = 50) -> DatasetSchema:
+    """The layout of the full Taobao UserBehavior dataset without its data (its vocabulary sizes,
+    ``max_history``-item histories). ``terarec models`` sizes every sequence model on it."""
+    sizes = {**TAOBAO_VOCABULARY_SIZES, "time_gap": TIME_GAP_BUCKETS}
+    return DatasetSchema(
+        dense=[],
+        sparse=[SparseFeature(name, size) for name, size in sizes.items()],
+        sequence=[SequenceFeature(HISTORY_PREFIX + part, part, max_history) for part in HISTORY_PARTS],
+        source="Taobao UserBehavior (reference sizes, no data)",
     )

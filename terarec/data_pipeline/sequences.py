@@ -184,7 +184,7 @@ class SequenceDatasetWriter:
             dense=list(dense),
             sparse=sparse,
             sequence=sequence,
-            rows=rows,
+            split_rows=rows,
             source=source,
             command=command,
             extra={

@@ -175,7 +175,7 @@ def _write_rows(spec: SynthSpec, out: Path, progress: bool, command: str) -> tup
     schema = DatasetSchema(
         dense=list(DENSE_NAMES),
         sparse=[SparseFeature(n, int(c), spec.multi_hot) for n, c in zip(SPARSE_NAMES, spec.cardinalities)],
-        rows={"train": train_rows, "eval": eval_rows},
+        split_rows={"train": train_rows, "eval": eval_rows},
         source=f"synthetic {spec.preset} (Zipf s={ZIPF_EXPONENT}, planted logistic model, bias {bias:.4f})",
         command=command,
         extra={"seed": spec.seed, "multi_hot_sizes": spec.bag_sizes, "observed_max_id": observed_max.tolist()},

@@ -1,2 +1,2 @@
-"""terarec.embeddings: one table per sparse feature (``tables``) and the per-table sharding policy
-(``sharding``)."""
+"""terarec.embeddings: the embedding-table policy: ``tables`` (one table per sparse feature: sizes,
+widths, names, id -> row) and ``sharding`` (the per-table sharding policy)."""

@@ -29,11 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from terarec.configs.baselines import MAX_TRAIN_ROWS, describe_baselines
 from terarec.configs.loader import ConfigError, check_batch_fits, config_to_dict, load_config
 from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.data_pipeline.schema import DatasetSchema
+from terarec.errors import RunFailedError, UserError
 from terarec.launch.reuse import Identity, Planned, decide, make_room, move_aside, stop_on_changes
-from terarec.launch.torchrun import run_child, trainer_command
+from terarec.launch.torchrun import child_user_error, run_child, trainer_command
 
 log = logging.getLogger("terarec")
 DEFAULT_RECIPES = {
@@ -57,8 +59,8 @@ METRICS = (
 )
 
 
-class CompareError(RuntimeError):
-    """A run failed: the message names it and its log file."""
+class CompareError(RunFailedError):
+    """A run failed (not a user error): the message names it and its log file."""
 
 
 @dataclass
@@ -75,7 +77,7 @@ class CompareSpec:
     seeds: list[int]
     nproc: int = 1
     overrides: list[str] = field(default_factory=list)
-    max_train_rows: int = 10_000_000  # baselines train in memory on at most this many rows
+    max_train_rows: int = MAX_TRAIN_ROWS  # baselines train in memory on at most this many rows
 
     @classmethod
     def build(
@@ -86,7 +88,7 @@ class CompareSpec:
         seeds: str,
         nproc: int = 1,
         overrides: list[str] | None = None,
-        max_train_rows: int = 10_000_000,
+        max_train_rows: int = MAX_TRAIN_ROWS,
     ) -> CompareSpec:
         """Parse and validate everything (recipes, budget, baselines' libraries) before any run."""
         if not (Path(data) / "schema.json").is_file():
@@ -135,7 +137,7 @@ class CompareSpec:
     def _check_splits(self) -> None:
         """Every run is scored on the eval split: without eval rows compare would train everything and
         then have nothing to compare, so it stops here; the shared batch must also fit the train split."""
-        rows = DatasetSchema.load(self.data, check_parts=False).rows  # each run's trainer checks the parts
+        rows = DatasetSchema.load(self.data, check_parts=False).split_rows  # each run's trainer checks the parts
         for entry in self.entries:
             train, evaluation, cfg = "train", "eval", None  # the baselines' fixed splits
             if entry.kind == "model":
@@ -171,6 +173,9 @@ def _run_or_reuse(name: str, seed: int, planned: Planned, command: Callable[[boo
         resume = make_room(planned)
         log.info("%s seed %d: training", name, seed)
         code = run_child(command(resume), run_dir / "train.log")
+        mistake = child_user_error(run_dir / "train.log") if code != 0 else None
+        if mistake is not None:
+            raise UserError(f"{name} seed {seed}: {mistake} (log: {run_dir / 'train.log'})")
         if code != 0 or not done.is_file():
             raise CompareError(f"{name} seed {seed} failed (exit {code}); see {run_dir / 'train.log'}")
     return json.loads(done.read_text())
@@ -331,8 +336,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Models' shared budget: {', '.join(f'`{k}={v}`' for k, v in report.get('budget', {}).items()) or 'n/a'}"
         f"{'; overrides: ' + ' '.join(f'`{o}`' for o in report['overrides']) if report['overrides'] else ''}.",
         f"Baselines train on at most {report['baseline_max_train_rows']:,} train rows with their libraries' "
-        "budgets (LightGBM: 50 trees, lr 0.05, 31 leaves; logreg: L2, C=1, lbfgs, 100 iterations); "
-        "their params are tree nodes / "
+        f"budgets ({describe_baselines()}); their params are tree nodes / "
         "weights and their FLOPs/example comparisons (trees) or multiply-adds (logreg).",
         f"On this eval set an AUC has a standard error of about {report['auc_standard_error']:.4f} (Hanley & McNeil): "
         "AUCs closer than about twice that are not distinguishable on this data.",

@@ -32,18 +32,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from terarec.configs.loader import ConfigError, config_to_dict, load_config
+from terarec.configs.loader import ConfigError, config_to_dict, load_config, read_yaml
 from terarec.data_pipeline.manifest import dataset_fingerprint
+from terarec.errors import RunFailedError, UserError
 from terarec.launch.reuse import Identity, Planned, decide, make_room, move_aside, stop_on_changes
-from terarec.launch.torchrun import run_child, trainer_command
+from terarec.launch.torchrun import child_user_error, run_child, trainer_command
 
 log = logging.getLogger("terarec")
 
 
-class SweepError(RuntimeError):
-    """A point's training failed: the message names the point and its log file."""
+class SweepError(RunFailedError):
+    """A point's training failed (not a user error): the message names the point and its log file."""
 
 
 SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
@@ -81,17 +81,30 @@ class SweepSpec:
         if not file.is_file():
             shipped = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.yaml")))
             raise ConfigError(f"sweep file {path} not found (shipped sweeps: {shipped})")
-        raw = yaml.safe_load(file.read_text()) or {}
-        unknown = sorted(set(raw) - {"base", "grid", "overrides", "nproc"})
-        if unknown:
-            raise ConfigError(f"{path}: unknown sweep key '{unknown[0]}' (valid: base, grid, overrides, nproc)")
-        if "base" not in raw or not isinstance(raw.get("grid"), dict) or not raw["grid"]:
-            raise ConfigError(f"{path}: a sweep needs 'base' (a recipe) and a non-empty 'grid' of key: [values]")
-        grid = {str(k): v if isinstance(v, list) else [v] for k, v in raw["grid"].items()}
-        spec = cls(str(raw["base"]), grid, [*map(str, raw.get("overrides") or []), *extra], int(raw.get("nproc", 1)))
+        spec = cls.parse(read_yaml(file, holds="sweep keys (base, grid, overrides, nproc)"), str(file), extra)
         for point in spec.points():  # every point's config is checked before anything runs
             load_config(spec.base, spec.point_overrides(point))
         return spec
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], path: str, extra: list[str]) -> SweepSpec:
+        """A sweep file's mapping, checked key by key: every mistake is a ConfigError naming the file and key."""
+        unknown = sorted(set(raw) - {"base", "grid", "overrides", "nproc"})
+        if unknown:
+            raise ConfigError(f"{path}: unknown sweep key '{unknown[0]}' (valid: base, grid, overrides, nproc)")
+        if not isinstance(raw.get("base"), str) or not isinstance(raw.get("grid"), dict) or not raw["grid"]:
+            raise ConfigError(f"{path}: a sweep needs 'base' (a recipe) and a non-empty 'grid' of key: [values]")
+        for key, values in raw["grid"].items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{path}: grid key '{key}' must be a non-empty list of values, got {values!r}")
+        overrides = raw.get("overrides") or []
+        if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+            raise ConfigError(f"{path}: 'overrides' must be a list of key=value strings, got {overrides!r}")
+        nproc = raw.get("nproc", 1)
+        if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+            raise ConfigError(f"{path}: 'nproc' must be an integer >= 1, got {nproc!r}")
+        grid = {str(k): list(v) for k, v in raw["grid"].items()}
+        return cls(raw["base"], grid, [*overrides, *extra], nproc)
 
     def points(self) -> list[dict[str, Any]]:
         keys = list(self.grid)
@@ -123,9 +136,13 @@ def run_point(
     args = ["--config", spec.base, *run_overrides(spec, point, run_dir), *(["resume=auto"] if resume else [])]
     if launcher == "torchx":
         return _run_point_torchx(args, spec.nproc, point, run_dir, scheduler)
-    code = run_child(trainer_command(args, spec.nproc), run_dir / "train.log")
+    log_file = run_dir / "train.log"
+    code = run_child(trainer_command(args, spec.nproc), log_file)
     if code != 0:
-        raise SweepError(f"sweep point {point_name(point)} failed (exit {code}); see {run_dir / 'train.log'}")
+        mistake = child_user_error(log_file)
+        if mistake is not None:
+            raise UserError(f"sweep point {point_name(point)}: {mistake} (log: {log_file})")
+        raise SweepError(f"sweep point {point_name(point)} failed (exit {code}); see {log_file}")
     return json.loads((run_dir / "metrics.json").read_text())
 
 

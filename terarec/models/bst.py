@@ -20,6 +20,7 @@ table (``t_item``), so history and target live in one embedding space.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -42,7 +43,12 @@ class BSTParams:
     item_features: list[str] = field(default_factory=lambda: ["item", "category"])
     position_feature: str = "time_gap"
     history_prefix: str = "hist_"
-    max_history: int = 50  # for the FLOP count only (the loader caps histories); set from data.max_history
+    max_history: int = 50  # for the FLOP count only (the loader caps histories); set by history_cap
+
+
+def history_cap(params: BSTParams, longest: int) -> BSTParams:
+    """``ModelEntry.with_history_cap``: FLOPs are counted at the longest history the loader yields."""
+    return dataclasses.replace(params, max_history=longest)
 
 
 def _padded(jt: JaggedTensor, length: int) -> torch.Tensor:
@@ -159,6 +165,7 @@ register_model(
         hparams=BSTParams,
         builder=BST,
         embeddings="sequence",
+        with_history_cap=history_cap,
         description="Behavior Sequence Transformer over an EmbeddingCollection (arXiv 1905.06874)",
         flavors={
             "small": {},

@@ -33,14 +33,14 @@ def announced_world_size() -> int:
 def check_config_against_data(cfg: Config, schema: DatasetSchema, world_size: int | None = None) -> None:
     """Raise :class:`ConfigError` if the train batch is larger than a rank's share of the train rows."""
     world = world_size or announced_world_size()
-    train_rows = schema.rows.get(cfg.data.train_split)
+    train_rows = schema.split_rows.get(cfg.data.train_split)
     if train_rows is not None:  # schema.json counts every split it writes; None: nothing to check against
         check_batch_fits(cfg.train.batch_size, cfg.data.train_split, train_rows, world)
 
 
 def eval_batch_size(cfg: Config, schema: DatasetSchema, world_size: int) -> int:
     """``train.eval_batch_size``, clamped to a rank's share of the eval rows (when schema.json counts any)."""
-    rows = schema.rows.get(cfg.data.eval_split, 0)
+    rows = schema.split_rows.get(cfg.data.eval_split, 0)
     asked = cfg.train.eval_batch_size
     clamped = min(asked, rows_per_rank(rows, world_size)) if rows > 0 else asked
     if clamped < asked:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from terarec.batch import real_rows
 from terarec.cli import main
 from terarec.data_pipeline import criteo
 from terarec.data_pipeline.loader import BatchLoader, LoaderSpec
@@ -46,7 +47,7 @@ def _files(directory: Path) -> dict[str, int]:
 def _loader_rows(directory: Path, split: str = "train") -> int:
     schema = DatasetSchema.load(directory)
     spec = LoaderSpec(str(directory), split, 1000, {f.name: 1000 for f in schema.sparse}, shuffle_buffer=0)
-    return sum(int((batch.labels >= 0).sum()) for batch in BatchLoader(spec, schema))
+    return sum(int(real_rows(batch.labels).sum()) for batch in BatchLoader(spec, schema))
 
 
 @pytest.fixture
@@ -85,7 +86,7 @@ def test_changed_eval_fraction_is_refused_naming_it(
     assert _error_line(capsys) == (
         f"{d} was prepared differently: --eval-fraction was 0.2, now 0.3; use --overwrite to rebuild it"
     )
-    assert _files(d) == before and DatasetSchema.load(d).rows == D_ROWS
+    assert _files(d) == before and DatasetSchema.load(d).split_rows == D_ROWS
 
 
 def test_changed_input_is_refused_not_merged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -100,7 +101,7 @@ def test_changed_input_is_refused_not_merged(tmp_path: Path, capsys: pytest.Capt
     other = _write(tmp_path / "day_1", [GOOD] * 120)  # another file into the same directory
     assert _prepare(other, out) == 2
     assert f"inputs were {raw.resolve()}, now {other.resolve()}" in _error_line(capsys)
-    assert DatasetSchema.load(out).rows == {"train": 40, "eval": 0} and _loader_rows(out) == 40
+    assert DatasetSchema.load(out).split_rows == {"train": 40, "eval": 0} and _loader_rows(out) == 40
 
 
 def test_synth_into_a_criteo_dir_is_refused(d: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -146,11 +147,11 @@ def test_overwrite_swaps_only_when_complete(
     monkeypatch.setattr(criteo, "convert_block", fail_on_the_third_block)
     with pytest.raises(RuntimeError, match="disk full"):
         _prepare(criteo_10k, d, "--eval-fraction", "0.3", "--overwrite")
-    assert _files(d) == before and dataset_fingerprint(d) == fingerprint and DatasetSchema.load(d).rows == D_ROWS
+    assert _files(d) == before and dataset_fingerprint(d) == fingerprint and DatasetSchema.load(d).split_rows == D_ROWS
     assert sorted(p.name for p in d.parent.iterdir()) == ["d"]  # the half-built copy is gone
     monkeypatch.setattr(criteo, "convert_block", convert)
     assert _prepare(criteo_10k, d, "--eval-fraction", "0.3", "--overwrite") == 0
-    assert DatasetSchema.load(d).rows == {"train": 7000, "eval": 3000} and dataset_fingerprint(d) != fingerprint
+    assert DatasetSchema.load(d).split_rows == {"train": 7000, "eval": 3000} and dataset_fingerprint(d) != fingerprint
     assert sorted(p.name for p in d.parent.iterdir()) == ["d"]
     assert main(["synth", "--rows", "1000", "--output", str(d), "--overwrite"]) == 0  # another kind, replaced whole
     assert DatasetManifest.load(d).kind == "synth" and not list((d / "train").glob("part-train_10k*"))
@@ -171,7 +172,7 @@ def test_an_interrupted_resume_leaves_a_dataset_that_does_not_load(
     monkeypatch.undo()
     monkeypatch.setattr(criteo, "ROWS_PER_FILE", 2500)
     assert _prepare(criteo_10k, d, "--eval-fraction", "0.2") == 0
-    assert DatasetSchema.load(d).rows == D_ROWS
+    assert DatasetSchema.load(d).split_rows == D_ROWS
 
 
 def test_a_non_empty_directory_without_manifest_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -181,7 +182,7 @@ def test_a_non_empty_directory_without_manifest_is_refused(tmp_path: Path, capsy
     assert main(["synth", "--rows", "500", "--output", str(out)]) == 2
     assert _error_line(capsys).startswith(f"{out} is not empty and has no manifest.json")
     assert main(["synth", "--rows", "500", "--output", str(out), "--overwrite"]) == 0
-    assert not (out / "notes.txt").exists() and DatasetSchema.load(out).rows == {"train": 450, "eval": 50}
+    assert not (out / "notes.txt").exists() and DatasetSchema.load(out).split_rows == {"train": 450, "eval": 50}
 
 
 def test_sequence_datasets_are_claimed_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -198,7 +199,8 @@ def test_sequence_datasets_are_claimed_too(tmp_path: Path, capsys: pytest.Captur
         == f"{out} was prepared differently: --max-history was 50, now 3; use --overwrite to rebuild it"
     )
     assert main([*prepare, "--max-history", "3", "--overwrite"]) == 0
-    assert DatasetManifest.load(out).options["--max-history"] == 3 and DatasetSchema.load(out).rows == {"train": 8}
+    assert DatasetManifest.load(out).options["--max-history"] == 3
+    assert DatasetSchema.load(out).split_rows == {"train": 8}
 
 
 # -- 6: parts that went missing, appeared or were damaged after prepare ------------------------

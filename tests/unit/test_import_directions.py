@@ -16,7 +16,8 @@ ALLOWED: dict[str, set[str]] = {
     "models": set(),
     "data_pipeline": set(),
     "launch": {"configs", "data_pipeline.schema", "data_pipeline.manifest"},  # datasets' row counts and identity
-    "baselines": {"data_pipeline", "trainer.metrics"},  # scored by the trainer's metric code, nothing else of it
+    # scored by the trainer's metric code, nothing else of it; settings shared with compare in configs
+    "baselines": {"data_pipeline", "trainer.metrics", "configs.baselines"},
 }
 # top-level leaf modules of shared contracts (they import nothing of terarec): any layer may use them
 SHARED_LEAVES: set[str] = {"errors", "batch"}

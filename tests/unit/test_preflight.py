@@ -11,7 +11,7 @@ from terarec.configs import ConfigError, load_config
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.trainer.preflight import check_config_against_data, eval_batch_size
 
-SCHEMA = DatasetSchema(dense=[], sparse=[], rows={"train": 8000, "eval": 2000})
+SCHEMA = DatasetSchema(dense=[], sparse=[], split_rows={"train": 8000, "eval": 2000})
 
 
 def test_a_train_batch_larger_than_a_ranks_rows_is_refused_naming_the_limit() -> None:
@@ -36,7 +36,7 @@ def test_the_world_size_comes_from_torchruns_environment(monkeypatch: pytest.Mon
 
 
 def test_an_empty_train_split_is_refused() -> None:
-    empty = DatasetSchema(dense=[], sparse=[], rows={"train": 0, "eval": 10})
+    empty = DatasetSchema(dense=[], sparse=[], split_rows={"train": 0, "eval": 10})
     with pytest.raises(ConfigError, match="data.train_split 'train' has no rows"):
         check_config_against_data(load_config(None, []), empty, world_size=1)
 
@@ -60,5 +60,5 @@ def test_a_large_eval_batch_is_clamped_and_said_in_one_info_line(
         "train.eval_batch_size=1024 is more than the 1,000 eval rows per rank (2,000 in 'eval' over 2 ranks): "
         "eval batches of 1,000"
     )
-    no_eval = DatasetSchema(dense=[], sparse=[], rows={"train": 8000})
+    no_eval = DatasetSchema(dense=[], sparse=[], split_rows={"train": 8000})
     assert eval_batch_size(cfg, no_eval, 2) == 1024  # nothing counted: nothing to clamp to

@@ -84,6 +84,48 @@ def test_scheduler_flag_needs_the_torchx_launcher(capsys: pytest.CaptureFixture[
     assert "--scheduler pbs: not a torchx scheduler (one of " in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("base: wukong_synth\ngrid: {model.num_layers: [1, 2]\n", "not valid YAML"),
+        ("- base\n- grid\n", "top level must be a mapping of sweep keys"),
+        (
+            "base: wukong_synth\ngrid:\n  model.num_layers: [1, 2]\nnproc: abc\n",
+            "'nproc' must be an integer >= 1, got 'abc'",
+        ),
+        ("base: wukong_synth\ngrid:\n  model.num_layers: [1, 2]\nnproc: 0\n", "'nproc' must be an integer >= 1, got 0"),
+        ("base: wukong_synth\ngrid:\n  model.num_layers: 4\n", "grid key 'model.num_layers' must be a non-empty list"),
+        ("base: wukong_synth\ngrid:\n  model.num_layers: []\n", "grid key 'model.num_layers' must be a non-empty list"),
+        ("base: wukong_synth\ngrid:\n  model.num_layers: [1]\noverrides: x=1\n", "'overrides' must be a list"),
+    ],
+    ids=["malformed", "not-a-mapping", "nproc-abc", "nproc-0", "grid-scalar", "grid-empty", "overrides-string"],
+)
+def test_sweep_file_mistakes_are_one_line_naming_file_and_key(
+    text: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=str(path)):
+        SweepSpec.load(str(path), [])
+    assert main(["sweep", "--config", str(path), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"terarec: error: {path}: ") and expected in err and err.count("\n") == 1, err
+
+
+def test_a_point_that_fails_with_a_user_error_is_that_error(tmp_path: Path) -> None:
+    """The point's child (a real trainer process) finds the mistake: its one line, not 'exit 2, see the log'."""
+    from terarec.errors import UserError
+    from terarec.launch.sweep import run_point
+
+    spec = SweepSpec("dcnv2_synth", {"train.seed": [1]}, [f"data.path={tmp_path / 'nope'}"])
+    with pytest.raises(UserError) as err:
+        run_point(spec, spec.points()[0], tmp_path / "point")
+    assert str(err.value) == (
+        f"sweep point seed=1: {tmp_path / 'nope' / 'schema.json'} not found: prepare the dataset first "
+        f"(terarec prepare / terarec synth) (log: {tmp_path / 'point' / 'train.log'})"
+    )
+
+
 # -- re-runs: a point is reused only with the same config and dataset (issue "Trustworthy artifacts" 5) --
 
 
