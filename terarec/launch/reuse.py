@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,13 +165,24 @@ def stop_on_changes(planned: list[Planned], on_change: str, noun: str) -> None:
     changed = [p for p in planned if p.decision.action == "changed"]
     if not changed or on_change == "rerun":
         return
-    named = "; ".join(f"{p.name}: {p.decision.detail}" for p in changed[:SHOWN_RUNS])
-    more = f"; and {len(changed) - SHOWN_RUNS} more" if len(changed) > SHOWN_RUNS else ""
+    by_detail: dict[str, list[str]] = {}  # a changed override or dataset usually changes every run alike
+    for p in changed:
+        by_detail.setdefault(p.decision.detail, []).append(p.name)
+    named = "; ".join(
+        f"{_first(names, f'{noun}(s)')}: {detail}" for detail, names in list(by_detail.items())[:SHOWN_RUNS]
+    )
+    more = f"; and {len(by_detail) - SHOWN_RUNS} other difference(s)" if len(by_detail) > SHOWN_RUNS else ""
+    where = os.path.commonpath([p.run_dir.parent for p in changed])
     raise ChangedRunsError(
-        f"{len(changed)} finished {noun}(s) in {changed[0].run_dir.parent} were made with another config or "
+        f"{len(changed)} finished {noun}(s) in {where} were made with another config or "
         f"dataset than this request ({named}{more}); nothing was run: pass --on-change rerun to move them "
         "aside and train them again, or choose another --output"
     )
+
+
+def _first(names: list[str], noun: str) -> str:
+    more = f" and {len(names) - SHOWN_RUNS} more {noun}" if len(names) > SHOWN_RUNS else ""
+    return ", ".join(names[:SHOWN_RUNS]) + more
 
 
 def make_room(planned: Planned) -> bool:

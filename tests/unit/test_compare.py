@@ -239,7 +239,8 @@ def test_compare_with_other_data_stops_or_reruns(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("terarec: error: 2 finished run(s) in ") and err.count("\n") == 1
-    assert "(dlrm seed 0: dataset changed (fingerprint " in err and "; logreg seed 0: dataset changed" in err
+    assert f"2 finished run(s) in {out} were made with another config or dataset" in err
+    assert "(dlrm seed 0, logreg seed 0: dataset changed (fingerprint " in err
     assert len(child.trained) == 2 and _aucs(out) == {"dlrm": 0.61, "logreg": 0.62}
     assert main([*args, "--on-change", "rerun"]) == 0
     assert child.trained[2:] == ["dlrm seed_0", "logreg seed_0"]

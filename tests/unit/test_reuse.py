@@ -94,20 +94,25 @@ def test_absent_unfinished_and_unrecorded_dirs(tmp_path: Path) -> None:
 
 
 def test_stop_names_every_changed_run_in_one_line(tmp_path: Path) -> None:
-    planned = [
-        Planned(f"num_layers={n}", tmp_path / "points" / f"num_layers={n}", Decision("changed", "dataset changed"))
-        for n in range(7)
-    ]
-    planned.append(Planned("num_layers=9", tmp_path / "points" / "num_layers=9", Decision("reuse")))
+    """Runs changed alike are named together (at most 5 names, then a count), once per difference."""
+    points = tmp_path / "points"
+    planned = [Planned(f"n={n}", points / f"n={n}", Decision("changed", "dataset changed")) for n in range(7)]
+    planned += [Planned("n=9", points / "n=9", Decision("reuse"))]
+    planned += [Planned("n=8", points / "n=8", Decision("changed", "config train.seed (0 -> 1)"))]
     stop_on_changes(planned, "rerun", "sweep point")  # rerun: nothing to stop for
-    stop_on_changes(planned[-1:], "stop", "sweep point")  # nothing changed
+    stop_on_changes(planned[7:8], "stop", "sweep point")  # nothing changed
     with pytest.raises(ChangedRunsError) as raised:
         stop_on_changes(planned, "stop", "sweep point")
-    message = str(raised.value)
-    assert message.startswith(f"7 finished sweep point(s) in {tmp_path / 'points'} were made with another config or")
-    assert "(num_layers=0: dataset changed; num_layers=1: dataset changed;" in message
-    assert "num_layers=4: dataset changed; and 2 more)" in message and "num_layers=5" not in message
-    assert "--on-change rerun" in message and "\n" not in message
+    assert str(raised.value) == (
+        f"8 finished sweep point(s) in {points} were made with another config or dataset than this request "
+        "(n=0, n=1, n=2, n=3, n=4 and 2 more sweep point(s): dataset changed; n=8: config train.seed (0 -> 1)); "
+        "nothing was run: pass --on-change rerun to move them aside and train them again, or choose another --output"
+    )
+    many = [
+        Planned(f"n={n}", points / f"n={n}", Decision("changed", f"config train.seed (0 -> {n})")) for n in range(7)
+    ]
+    with pytest.raises(ChangedRunsError, match=r"n=4: config train.seed \(0 -> 4\); and 2 other difference\(s\)\)"):
+        stop_on_changes(many, "stop", "sweep point")
 
 
 def test_changed_dirs_are_moved_aside_never_deleted(tmp_path: Path) -> None:

@@ -135,6 +135,7 @@ class FakeTrainer:
 
     def __init__(self) -> None:
         self.trained: list[str] = []
+        self.resumed: list[bool] = []
 
     def __call__(
         self, spec: SweepSpec, point: dict, run_dir: Path, launcher: str, scheduler: str, resume: bool = False
@@ -147,6 +148,7 @@ class FakeTrainer:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         self.trained.append(point_name(point))
+        self.resumed.append(resume)
         metrics = {
             "auc": 0.7,
             "logloss": 0.5 + len(self.trained) / 1000,  # a new training, a new number
@@ -196,7 +198,8 @@ def test_sweep_with_other_data_stops_or_reruns(
     assert main(["sweep", "--config", str(path), "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("terarec: error: 2 finished sweep point(s) in ") and err.count("\n") == 1
-    assert "(num_layers=1: dataset changed (fingerprint " in err and "; num_layers=2: dataset changed" in err
+    assert f"2 finished sweep point(s) in {out / 'points'} were made with another config or dataset" in err
+    assert "(num_layers=1, num_layers=2: dataset changed (fingerprint " in err
     assert len(trainer.trained) == 2 and _results(out) == old  # nothing ran, nothing was rewritten
     assert main(["sweep", "--config", str(path), "--output", str(out), "--on-change", "rerun"]) == 0
     assert trainer.trained[2:] == ["num_layers=1", "num_layers=2"]
@@ -215,7 +218,7 @@ def test_sweep_with_changed_overrides_stops_or_reruns(
     args = ["sweep", "--config", str(path), "--output", str(out), "train.max_steps=7"]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "num_layers=1: config train.max_steps (0 -> 7); num_layers=2: config train.max_steps (0 -> 7)" in err
+    assert "(num_layers=1, num_layers=2: config train.max_steps (0 -> 7)); nothing was run" in err
     assert len(trainer.trained) == 2 and err.count("\n") == 1
     assert main([*args, "--on-change", "rerun"]) == 0
     assert trainer.trained[2:] == ["num_layers=1", "num_layers=2"]
@@ -237,3 +240,23 @@ def test_identical_sweep_rerun_skips_every_point(
     path.write_text(path.read_text().replace("[1, 2]", "[1, 2, 3]"))
     assert main(["sweep", "--config", str(path), "--output", str(out)]) == 0
     assert trainer.trained[2:] == ["num_layers=3"] and len(_results(out)) == 3
+
+
+def test_unfinished_points_continue_with_the_same_config_else_start_afresh(
+    fake_sweep: tuple[FakeTrainer, Path, Path],
+) -> None:
+    """A crash left both points without metrics.json: num_layers=1 (same config) continues in place
+    with resume=auto; num_layers=2, whose config.yaml says other settings, is moved aside first."""
+    import yaml
+
+    trainer, path, out = fake_sweep
+    for name in ("num_layers=1", "num_layers=2"):
+        (out / "points" / name / "metrics.json").unlink()
+    saved = out / "points" / "num_layers=2" / "config.yaml"
+    saved.write_text(saved.read_text().replace("lr: 0.001", "lr: 0.5"))
+    assert yaml.safe_load(saved.read_text())["optim"]["lr"] == 0.5
+    assert main(["sweep", "--config", str(path), "--output", str(out)]) == 0  # no finished point changed: no stop
+    assert trainer.trained[2:] == ["num_layers=1", "num_layers=2"] and trainer.resumed[2:] == [True, False]
+    (stale,) = (out / "points").glob("*.stale-*")
+    assert stale.name.startswith("num_layers=2.stale-") and not (stale / "metrics.json").exists()
+    assert [float(r["logloss"]) for r in _results(out)] == [0.503, 0.504]
