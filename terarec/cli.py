@@ -92,6 +92,16 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(handler=_eval)
 
 
+def _add_on_change(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--on-change",
+        choices=["stop", "rerun"],
+        default="stop",
+        help=f"a finished {what} made with another config or dataset: stop and list them (default), or move "
+        f"it aside (NAME.stale-<time>) and run it again",
+    )
+
+
 def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
     sweep = sub.add_parser(
         "sweep", help="scaling-law sweep", description="Run a grid of trainings and fit a power law."
@@ -103,6 +113,7 @@ def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
         "--scheduler",
         help="torchx scheduler for --launcher torchx (default local_cwd; e.g. slurm, settings from .torchxconfig)",
     )
+    _add_on_change(sweep, "point")
     sweep.add_argument("overrides", nargs="*", metavar="key=value")
     sweep.set_defaults(handler=_sweep)
     models = sub.add_parser(
@@ -136,6 +147,7 @@ def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
         help="baselines train in memory on at most the first N train rows",
     )
     compare.add_argument("--output", metavar="DIR", help="default runs/compare/<data dir name>")
+    _add_on_change(compare, "run")
     compare.add_argument(
         "overrides", nargs="*", metavar="key=value", help="applied to every model run, e.g. train.max_steps=500"
     )
@@ -245,7 +257,9 @@ def _sweep(args: argparse.Namespace) -> int:
     output = Path(args.output or Path("runs") / "sweeps" / Path(args.config).stem)
     output.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sweep %(message)s", datefmt="%H:%M:%S", force=True)
-    rows = run_sweep(spec, output, args.launcher, scheduler)  # a failed point: finished ones are kept for a re-run
+    rows = run_sweep(
+        spec, output, args.launcher, scheduler, args.on_change
+    )  # a failed point: finished ones are kept for a re-run
     print(
         f"sweep done: {len(rows)} points -> {output / 'results.csv'}, {output / 'fit.json'}, {output / 'scaling.png'}"
     )
@@ -264,7 +278,7 @@ def _compare(args: argparse.Namespace) -> int:
     output = Path(args.output or Path("runs") / "compare" / Path(args.data).resolve().name)
     output.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s compare %(message)s", datefmt="%H:%M:%S", force=True)
-    run_compare(spec, output)  # a failed run: finished ones are kept, a re-run continues after them
+    run_compare(spec, output, args.on_change)  # a failed run: finished ones are kept, a re-run continues after them
     print((output / "compare.md").read_text())
     print(f"compare done: {output / 'compare.md'}, {output / 'compare.json'}, {output / 'compare.png'}")
     return 0

@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from terarec.configs.baselines import MAX_TRAIN_ROWS, LightGBMSettings, LogisticSettings
+from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, dataset_files
 from terarec.errors import UserArgumentParser, UserError, run_entry
 from terarec.trainer.metrics import BinaryMetrics
@@ -263,6 +264,7 @@ def run_baseline(kind: str, data: str, seed: int = 0, max_train_rows: int = MAX_
         "seed": seed,
         "kind": kind,
         "data": str(Path(data).resolve()),
+        "dataset_fingerprint": dataset_fingerprint(data),  # compare reuses results of this data only
         "max_train_rows": max_train_rows,
     }
 

@@ -23,6 +23,7 @@ from terarec.batch import real_rows
 from terarec.configs.loader import config_to_dict
 from terarec.configs.schema import Config
 from terarec.data_pipeline.loader import BatchLoader
+from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.errors import stderr_is_terminal
 from terarec.trainer.checkpoint import CheckpointManager, checkpoint_dirs
 from terarec.trainer.distributed import DistInfo, any_rank, sum_over_ranks
@@ -245,6 +246,7 @@ class Trainer:
             **self.summary,
             "world_size": self.info.world_size,
             "wall_s": time.perf_counter() - start,
+            "dataset_fingerprint": dataset_fingerprint(self.cfg.data.path),  # what sweeps/compare reuse by
         }
         if self.info.is_main:
             (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

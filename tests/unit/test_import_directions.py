@@ -15,7 +15,7 @@ ALLOWED: dict[str, set[str]] = {
     "configs": set(),
     "models": set(),
     "data_pipeline": set(),
-    "launch": {"configs"},
+    "launch": {"configs", "data_pipeline.schema", "data_pipeline.manifest"},  # datasets' row counts and identity
     # scored by the trainer's metric code, nothing else of it; settings shared with compare in configs
     "baselines": {"data_pipeline", "trainer.metrics", "configs.baselines"},
 }
