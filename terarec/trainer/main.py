@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from terarec.configs.loader import ConfigError, load_config, save_config
+from terarec.configs.loader import ConfigError, load_config
 from terarec.configs.schema import Config
 from terarec.data_pipeline.loader import BatchLoader, LoaderSpec
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema
@@ -25,6 +25,7 @@ from terarec.trainer.distributed import DistInfo, init_distributed, seed_everyth
 from terarec.trainer.loop import Trainer
 from terarec.trainer.model_factory import build_model
 from terarec.trainer.parallelize import ShardingConfigError, parallelize
+from terarec.trainer.run_dir import RunDir, checkpointing_enabled
 
 
 def join_process_group(timeout_s: float = 600.0) -> DistInfo:
@@ -84,7 +85,9 @@ def run_training(cfg: Config) -> dict[str, Any]:
     built = build_model(cfg, schema, "meta")
     info = join_process_group(cfg.train.collective_timeout_s)
     log = setup_logging(info.rank, cfg.logging.level)
+    run = RunDir(Path(cfg.run.dir), info.is_main)
     try:
+        run.open_for_training(cfg, schema, info.world_size)  # lock, checks, config record: before any work
         torch.manual_seed(cfg.train.seed)  # the tables DMP materialises: identical on every rank
         summary = built.summary()
         log.info(
@@ -98,15 +101,9 @@ def run_training(cfg: Config) -> dict[str, Any]:
         dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.rows))
         seed_everything(cfg.train.seed, info.rank)
         train_loader, eval_loader = make_loaders(cfg, schema, built.rows, info)
-        run_dir = Path(cfg.run.dir)
-        if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, run_dir / "config.yaml")
-        ckpt = cfg.checkpoint
+        run_dir = run.path
         checkpoints = (
-            CheckpointManager(run_dir, ckpt, info.rank)
-            if (ckpt.final or ckpt.every_steps or ckpt.every_minutes)
-            else None
+            CheckpointManager(run_dir, cfg.checkpoint, info.rank, run.record) if checkpointing_enabled(cfg) else None
         )
         trainer = Trainer(
             cfg,
@@ -124,6 +121,7 @@ def run_training(cfg: Config) -> dict[str, Any]:
             log.info("resume=auto: no checkpoint in %s yet, starting from scratch", run_dir / "checkpoints")
         return trainer.fit()
     finally:
+        run.close()
         shutdown_distributed()
 
 
