@@ -90,13 +90,20 @@ def verify_files(checkpoint: Path, rank: int = 0, world_size: int = 1) -> str | 
 
 
 def incompatibilities(state: dict[str, Any], checkpoint: Path) -> list[str]:
-    """How ``checkpoint`` differs from ``state``'s tensors (names and global shapes), first ones first."""
+    """How ``checkpoint`` differs from ``state``'s tensors (names and global shapes), first ones first,
+    the same list on every rank (a collective: call it on all ranks)."""
     with warnings.catch_warnings():  # ShardedTensor.size() warns that ShardedTensor is deprecated
         warnings.simplefilter("ignore", FutureWarning)
-        return _incompatibilities(state, checkpoint)
+        problems, unused = _local_incompatibilities(state, checkpoint)
+    ranks = gather_objects((problems, unused))
+    # a rank holds optimizer state only for its own tables: a saved key is extra only if no rank wants it
+    extra = set.intersection(*(set(u) for _, u in ranks))
+    found = list(dict.fromkeys(p for rank_problems, _ in ranks for p in rank_problems))
+    return found + [f"{key} is in the checkpoint, not in this model" for key in sorted(extra)]
 
 
-def _incompatibilities(state: dict[str, Any], checkpoint: Path) -> list[str]:
+def _local_incompatibilities(state: dict[str, Any], checkpoint: Path) -> tuple[list[str], list[str]]:
+    """(this rank's missing or reshaped tensors, saved keys this rank does not load)."""
     flat, _ = flatten_state_dict(state)
     saved = dcp.FileSystemReader(str(checkpoint)).read_metadata().state_dict_metadata
     sections = tuple(f"{key}." for key in state)  # eval loads "model" only: ignore the saved "optim"
@@ -109,12 +116,7 @@ def _incompatibilities(state: dict[str, Any], checkpoint: Path) -> list[str]:
             here, there = tuple(value.size()), tuple(meta.size)
             if here != there:
                 problems.append(f"{key} has shape {list(there)} in the checkpoint, {list(here)} in this model")
-    problems += [
-        f"{key} is in the checkpoint, not in this model"
-        for key in saved
-        if key.startswith(sections) and key not in flat
-    ]
-    return problems
+    return problems, [key for key in saved if key.startswith(sections) and key not in flat]
 
 
 class CheckpointManager:

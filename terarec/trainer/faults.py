@@ -1,4 +1,4 @@
-"""Fault injection for tests: ``TERAREC_FAULT_AT=<point>:<step>[:<SIGNAL>[:<rank>]]``.
+"""Fault injection for tests: ``TERAREC_FAULT_AT=<point>:<step>[:<SIGNAL>[:<rank>]][,...]``.
 
 At the named point of the named step the process sends itself the signal (default KILL), so a
 test can land a crash exactly where a wall-clock kill rarely lands, e.g. between a checkpoint's
@@ -17,11 +17,9 @@ FAULT_ENV = "TERAREC_FAULT_AT"
 
 
 def fault_point(point: str, step: int, rank: int = 0) -> None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    parts = spec.split(":")
-    name, at = parts[0], int(parts[1])
-    sig = signal.Signals[f"SIG{parts[2]}"] if len(parts) > 2 else signal.SIGKILL
-    if (name, at) == (point, step) and (len(parts) < 4 or int(parts[3]) == rank):
-        os.kill(os.getpid(), sig)
+    """Send the signal of every comma-separated fault spec that names this point, step and rank."""
+    for spec in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
+        parts = spec.split(":")
+        sig = signal.Signals[f"SIG{parts[2]}"] if len(parts) > 2 else signal.SIGKILL
+        if (parts[0], int(parts[1])) == (point, step) and (len(parts) < 4 or int(parts[3]) == rank):
+            os.kill(os.getpid(), sig)
