@@ -173,7 +173,7 @@ class Trainer:
         if trainer_state is None:
             raise ConfigError(
                 f"resume=auto: no checkpoint in {self.run_dir / 'checkpoints'} verifies (see the warnings above); "
-                "start over with run.overwrite=true"
+                "start over with resume=none run.overwrite=true"
             )
         self.dmp.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optim"])

@@ -190,7 +190,7 @@ class RunDir:
         if not complete:
             raise RunDirError(
                 f"resume=auto: no complete checkpoint in {self.path / 'checkpoints'} ({found[0].name} has no "
-                f"{MANIFEST}: written by an older terarec or damaged); start over with run.overwrite=true"
+                f"{MANIFEST}: written by an older terarec or damaged); start over with resume=none run.overwrite=true"
             )
         newest = complete[0]
         saved_cfg = newest / "config.yaml" if (newest / "config.yaml").is_file() else self.path / "config.yaml"
