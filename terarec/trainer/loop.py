@@ -206,8 +206,10 @@ class Trainer:
     def _until_out_of_time(self, batches: Iterator) -> Iterator:
         """Stop feeding the pipeline once the time budget is spent or a stop signal came; it then
         trains what it holds, so the loader position stays equal to the batches trained."""
-        for batch in batches:
-            if self._stopping:
+        iterator = iter(batches)
+        while not self._stopping:  # checked before pulling: a batch taken from the loader is trained
+            batch = next(iterator, None)
+            if batch is None:
                 return
             yield batch
 
