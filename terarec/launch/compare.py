@@ -115,6 +115,7 @@ class CompareSpec:
             f"data.path={self.data}",
             f"train.seed={seed}",
             f"run.dir={run_dir}",
+            "run.overwrite=true",  # a run recomputed with other settings replaces the old one
             "logging.progress=false",
             "checkpoint.final=false",
         ]

@@ -103,7 +103,15 @@ def run_point(
     spec: SweepSpec, point: dict[str, Any], run_dir: Path, launcher: str = "local", scheduler: str = "local_cwd"
 ) -> dict[str, Any]:
     """Train one point in a child process, or as a torchx job on ``scheduler``; its metrics."""
-    args = ["--config", spec.base, *spec.point_overrides(point), f"run.dir={run_dir}", "logging.progress=false"]
+    # an unfinished point starts over: its dir may hold checkpoints of the failed attempt
+    args = [
+        "--config",
+        spec.base,
+        *spec.point_overrides(point),
+        f"run.dir={run_dir}",
+        "run.overwrite=true",
+        "logging.progress=false",
+    ]
     if launcher == "torchx":
         return _run_point_torchx(args, spec.nproc, point, run_dir, scheduler)
     code = run_child(trainer_command(args, spec.nproc), run_dir / "train.log")
