@@ -102,9 +102,8 @@ def run_training(cfg: Config) -> dict[str, Any]:
         seed_everything(cfg.train.seed, info.rank)
         train_loader, eval_loader = make_loaders(cfg, schema, built.rows, info)
         run_dir = run.path
-        checkpoints = (
-            CheckpointManager(run_dir, cfg.checkpoint, info.rank, run.record) if checkpointing_enabled(cfg) else None
-        )
+        wanted = checkpointing_enabled(cfg) or cfg.resume == "auto"  # resume reads them even if no new ones
+        checkpoints = CheckpointManager(run_dir, cfg.checkpoint, info.rank, run.record) if wanted else None
         trainer = Trainer(
             cfg,
             info,

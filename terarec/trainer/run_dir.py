@@ -135,7 +135,7 @@ class RunDir:
     def _prepare(self, cfg: Config, world_size: int) -> None:
         self._lock()
         self._probe_writable(self.path)
-        if checkpointing_enabled(cfg):
+        if checkpointing_enabled(cfg) or cfg.resume == "auto":
             self._probe_writable(self.path / "checkpoints")  # fail now, not at the first save
         self._clear_partial_saves()
         found = [path for _, path in step_dirs(self.path)]

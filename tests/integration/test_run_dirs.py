@@ -265,3 +265,20 @@ def test_case10_a_second_signal_exits_at_once(data: Path, tmp_path: Path) -> Non
     err = proc.communicate(timeout=300)[1]
     assert proc.returncode == -signal.SIGINT, err[-3000:]
     assert "stopped by a signal" not in err and _steps(run) == []  # killed inside the save: nothing half-written
+
+
+def test_case10_sigterm_to_every_process_of_the_job_with_loader_workers(data: Path, tmp_path: Path) -> None:
+    """slurm and Ctrl-C signal the whole process group: DataLoader workers must leave the stop to the
+    trainer (a worker killed by SIGTERM used to fail the main process)."""
+    run = tmp_path / "group"
+    env = {**ENV, "PYTHONPATH": str(ROOT), "TERAREC_FAULT_AT": "step:3:STOP"}  # frozen at step 3: no race
+    cmd = [sys.executable, "-m", "terarec.trainer.main", *_args(data, run, "data.num_workers=1")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while _state(proc.pid) != "T" and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGCONT)
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "DataLoader worker" not in err and "stopped by a signal after step" in err
