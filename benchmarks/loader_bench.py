@@ -22,9 +22,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from terarec.batch import real_rows
 from terarec.data_pipeline.loader import BatchLoader, LoaderSpec
 from terarec.data_pipeline.schema import DatasetSchema, dataset_files
 from terarec.data_pipeline.synth import SynthSpec, write_synthetic
+from terarec.embeddings.tables import table_sizes
 
 
 def pyarrow_rows(files: list[Path], batch_size: int) -> int:
@@ -36,9 +38,9 @@ def pyarrow_rows(files: list[Path], batch_size: int) -> int:
 
 
 def loader_rows(data: Path, schema: DatasetSchema, batch_size: int, shuffle: int) -> int:
-    rows = {f.name: min(f.cardinality, 1_000_000) for f in schema.sparse}
-    loader = BatchLoader(LoaderSpec(str(data), "train", batch_size, rows, shuffle_buffer=shuffle), schema)
-    return sum(int((batch.labels >= 0).sum()) for batch in loader)
+    sizes = table_sizes(schema, max_rows=1_000_000)
+    loader = BatchLoader(LoaderSpec(str(data), "train", batch_size, sizes, shuffle_buffer=shuffle), schema)
+    return sum(int(real_rows(batch.labels).sum()) for batch in loader)
 
 
 def timed(read: Callable[[], int]) -> tuple[float, float]:

@@ -39,6 +39,7 @@ def train_samples_per_s(data: Path, run_dir: Path, nproc: int, steps: int, batch
         f"data.path={data}",
         f"run.dir={run_dir}",
         f"train.max_steps={steps}",
+        "train.epochs=1000",  # the step count is the budget: epochs must not end the run first
         f"train.batch_size={batch_size}",
         f"train.log_every={steps}",
         "sharding.sharding_type=table_wise",
@@ -59,11 +60,12 @@ def plan_report(world_size: int, global_batch: int = 65536, hbm_gib: int = 80) -
     from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
     from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
 
+    from terarec.data_pipeline.criteo_layout import criteo_1tb_reference_schema
     from terarec.models import TrainWrapper
-    from terarec.trainer.model_factory import build_model, reference_schema
+    from terarec.trainer.model_factory import build_model
 
     cfg = load_config("dcnv2_mlperf", [])
-    built = build_model(cfg, reference_schema(), "meta")
+    built = build_model(cfg, criteo_1tb_reference_schema(), "meta")
     topology = Topology(
         world_size=world_size,
         compute_device="cuda",

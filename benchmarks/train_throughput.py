@@ -50,12 +50,11 @@ from terarec.configs.loader import load_config
 from terarec.data_pipeline.loader import BatchLoader, LoaderSpec
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.data_pipeline.synth import SynthSpec, write_synthetic
-from terarec.embeddings.tables import bag_table_configs
 from terarec.models import TrainWrapper
 from terarec.trainer.loop import Trainer
-from terarec.trainer.main import join_process_group
 from terarec.trainer.model_factory import BuiltModel, build_model
 from terarec.trainer.parallelize import parallelize
+from terarec.trainer.setup import join_process_group
 
 
 class InMemoryBatches:
@@ -114,7 +113,7 @@ def run_terarec(cfg: Any, schema: DatasetSchema, info: Any, loader: Any) -> tupl
     """samples/s of the Trainer over ``loader``; the model's summary; the plan's sharding types."""
     built = build_model(cfg, schema, "meta")
     summary = built.summary()  # before DMP swaps the tables for their shards
-    dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.rows))
+    dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
     trainer = Trainer(cfg, info, dmp, optimizer, loader, None, Path(cfg.run.dir), summary)
     metrics = trainer.fit()
     return float(metrics["samples_per_s"]), summary, sharding_types(dmp)
@@ -126,9 +125,7 @@ def build_reference(
     """torchrec's DLRM_DCN with the same sizes as terarec's dcnv2 flavor (``sizes``), sharded and
     optimised the plain torchrec way."""
     hp = sizes.hparams
-    ebc = EmbeddingBagCollection(
-        tables=bag_table_configs(sizes.rows, hp.embedding_dim, schema), device=torch.device("meta")
-    )
+    ebc = EmbeddingBagCollection(tables=sizes.tables.bag_configs(), device=torch.device("meta"))
     model = DLRMTrain(
         DLRM_DCN(
             embedding_bag_collection=ebc,
@@ -199,9 +196,9 @@ def main() -> None:
         cfg = terarec_config(args, data, Path(tmp) / "run")
         Path(cfg.run.dir).mkdir(parents=True, exist_ok=True)
         sizes = build_model(cfg, schema, "meta")
-        rows, dim = sizes.rows, sizes.hparams.embedding_dim
+        table_sizes, dim = sizes.table_sizes, sizes.hparams.embedding_dim
         loader = BatchLoader(
-            LoaderSpec(str(data), "train", args.batch_size, rows, shuffle_buffer=131072),
+            LoaderSpec(str(data), "train", args.batch_size, table_sizes, shuffle_buffer=131072),
             schema,
             info.rank,
             info.world_size,

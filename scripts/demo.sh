@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 RUN_DIR=${1:-runs/demo}
 DATA_DIR=runs/data/synth_demo
 PY=.venv/bin/python
-export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 OMP_NUM_THREADS=1 PYTHONWARNINGS=ignore
+# restart-safe rendezvous (pytorch#135712), one thread per rank on a shared CPU. Python warnings are
+# not hidden: the harmless third-party ones are filtered in terarec/trainer/quiet.py, the rest matter
+export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 OMP_NUM_THREADS=1
 if [ ! -f "$DATA_DIR/schema.json" ]; then
   .venv/bin/terarec synth --preset criteo-1tb --rows 400000 --eval-fraction 0.1 --seed 0 --output "$DATA_DIR"
 fi

@@ -1,8 +1,9 @@
 """``terarec`` console script: prepare | synth | train | eval | sweep | models | compare | launch.
 
 Heavy imports (torch, torchrec, pyarrow) happen inside the command handlers so ``--help`` is
-instant. A user mistake (bad flag, bad config key, bad input file) prints one ``terarec: error:``
-line and exits 2; it never shows a traceback.
+instant. Every command runs inside the one error boundary (``terarec.errors.run_entry``): a user
+mistake (bad flag, bad config key, bad input file) prints one ``terarec: error:`` line and exits 2;
+it never shows a traceback.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-EXIT_USAGE = 2
+from terarec.configs.arguments import add_eval_arguments, add_train_arguments
+from terarec.errors import EXIT_USAGE, UserArgumentParser, UserError, run_entry
 
-
-class UserError(Exception):
-    """A mistake in the user's input or config; printed as one line, exit code 2."""
+__all__ = ["EXIT_USAGE", "UserError", "build_parser", "main"]
 
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +38,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         help="malformed rows: stop (default) or skip into DIR/rejects/",
     )
     criteo.add_argument("--workers", type=int, default=0, help="parallel file workers (0: one per core)")
+    criteo.add_argument("--overwrite", action="store_true", help="replace DIR: build beside it, swap in when complete")
     criteo.set_defaults(handler=_prepare_criteo)
     for name, what in (
         ("movielens", "MovieLens-100K folder (u.data, u.item, u.user)"),
@@ -50,6 +51,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         seq.add_argument(
             "--eval-fraction", type=float, default=0.2, help="last fraction of events (time order) -> eval"
         )
+        seq.add_argument("--overwrite", action="store_true", help="replace DIR: build beside it, swap in when complete")
         seq.set_defaults(handler=_prepare_sequences)
 
 
@@ -65,6 +67,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--multi-hot", action="store_true", help="MLPerf DLRMv2 multi-hot sizes")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--eval-fraction", type=float, default=0.1)
+    synth.add_argument("--overwrite", action="store_true", help="replace DIR: build beside it, swap in when complete")
     synth.set_defaults(handler=_synth)
 
 
@@ -77,21 +80,26 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
             "use `python -m terarec.trainer.main` with the same arguments."
         ),
     )
-    train.add_argument("--config", required=True, metavar="RECIPE_OR_YAML")
-    train.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.max_steps=100")
+    add_train_arguments(train)
     train.set_defaults(handler=_train)
     evaluate = sub.add_parser(
         "eval",
         help="evaluate a run's checkpoint",
         description="Evaluate the newest checkpoint of a run; writes RUN/eval.json.",
     )
-    evaluate.add_argument("--run", required=True, metavar="RUN_DIR")
-    evaluate.add_argument("--data", metavar="DIR", help="prepared dataset (default: the run's)")
-    evaluate.add_argument("--nproc", type=int, default=1)
-    evaluate.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.eval_batch_size=4096"
-    )
+    add_eval_arguments(evaluate)
+    evaluate.add_argument("--nproc", type=int, default=1, help="processes (torchrun when > 1)")
     evaluate.set_defaults(handler=_eval)
+
+
+def _add_on_change(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--on-change",
+        choices=["stop", "rerun"],
+        default="stop",
+        help=f"a finished {what} made with another config or dataset: stop and list them (default), or move "
+        f"it aside (NAME.stale-<time>) and run it again",
+    )
 
 
 def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
@@ -105,6 +113,7 @@ def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
         "--scheduler",
         help="torchx scheduler for --launcher torchx (default local_cwd; e.g. slurm, settings from .torchxconfig)",
     )
+    _add_on_change(sweep, "point")
     sweep.add_argument("overrides", nargs="*", metavar="key=value")
     sweep.set_defaults(handler=_sweep)
     models = sub.add_parser(
@@ -138,6 +147,7 @@ def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
         help="baselines train in memory on at most the first N train rows",
     )
     compare.add_argument("--output", metavar="DIR", help="default runs/compare/<data dir name>")
+    _add_on_change(compare, "run")
     compare.add_argument(
         "overrides", nargs="*", metavar="key=value", help="applied to every model run, e.g. train.max_steps=500"
     )
@@ -152,9 +162,7 @@ def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="terarec", description="Distributed training of CTR/ranking models on TorchRec."
-    )
+    parser = UserArgumentParser(prog="terarec", description="Distributed training of CTR/ranking models on TorchRec.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_prepare(sub)
     _add_synth(sub)
@@ -175,8 +183,9 @@ def _prepare_criteo(args: argparse.Namespace) -> int:
         args.workers,
         progress=sys.stderr.isatty(),
         command=_command_line(),
+        overwrite=args.overwrite,
     )
-    print(f"prepared {args.output}: rows {schema.rows}, rejects {schema.rejects}")
+    print(f"prepared {args.output}: rows {schema.split_rows}, rejects {schema.rejects}")
     return 0
 
 
@@ -191,9 +200,11 @@ def _prepare_sequences(args: argparse.Namespace) -> int:
         args.eval_fraction,
         command=_command_line(),
         progress=sys.stderr.isatty(),
+        overwrite=args.overwrite,
     )
     print(
-        f"prepared {args.output}: rows {schema.rows}, positives {schema.extra['positives']} ({schema.extra['label']})"
+        f"prepared {args.output}: rows {schema.split_rows}, "
+        f"positives {schema.extra['positives']} ({schema.extra['label']})"
     )
     return 0
 
@@ -202,8 +213,10 @@ def _synth(args: argparse.Namespace) -> int:
     from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 
     spec = SynthSpec(args.preset, args.rows, args.multi_hot, args.seed, args.eval_fraction)
-    schema = write_synthetic(spec, args.output, progress=sys.stderr.isatty(), command=_command_line())
-    print(f"wrote {args.output}: rows {schema.rows}")
+    schema = write_synthetic(
+        spec, args.output, progress=sys.stderr.isatty(), command=_command_line(), overwrite=args.overwrite
+    )
+    print(f"wrote {args.output}: rows {schema.split_rows}")
     return 0
 
 
@@ -214,9 +227,9 @@ def _command_line() -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from terarec.configs import load_config
+    from terarec.configs.arguments import train_config
 
-    cfg = load_config(args.config, args.overrides)  # validates before any process group starts
+    cfg = train_config(args)  # validates before any process group starts
     from terarec.trainer.main import run_training
 
     run_training(cfg)
@@ -227,7 +240,7 @@ def _sweep(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
-    from terarec.launch.sweep import SweepError, SweepSpec, run_sweep
+    from terarec.launch.sweep import SweepSpec, run_sweep
 
     if args.scheduler and args.launcher != "torchx":
         raise UserError("--scheduler needs --launcher torchx")
@@ -244,11 +257,9 @@ def _sweep(args: argparse.Namespace) -> int:
     output = Path(args.output or Path("runs") / "sweeps" / Path(args.config).stem)
     output.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sweep %(message)s", datefmt="%H:%M:%S", force=True)
-    try:
-        rows = run_sweep(spec, output, args.launcher, scheduler)
-    except SweepError as err:  # finished points are kept: a re-run continues after the failed one
-        print(f"terarec: error: {err}", file=sys.stderr)
-        return 1
+    rows = run_sweep(
+        spec, output, args.launcher, scheduler, args.on_change
+    )  # a failed point: finished ones are kept for a re-run
     print(
         f"sweep done: {len(rows)} points -> {output / 'results.csv'}, {output / 'fit.json'}, {output / 'scaling.png'}"
     )
@@ -259,7 +270,7 @@ def _compare(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
-    from terarec.launch.compare import CompareError, CompareSpec, run_compare
+    from terarec.launch.compare import CompareSpec, run_compare
 
     spec = CompareSpec.build(
         args.data, args.models, args.baseline, args.seeds, args.nproc, args.overrides, args.baseline_max_train_rows
@@ -267,11 +278,7 @@ def _compare(args: argparse.Namespace) -> int:
     output = Path(args.output or Path("runs") / "compare" / Path(args.data).resolve().name)
     output.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s compare %(message)s", datefmt="%H:%M:%S", force=True)
-    try:
-        run_compare(spec, output)
-    except CompareError as err:  # finished runs are kept: a re-run continues after them
-        print(f"terarec: error: {err}", file=sys.stderr)
-        return 1
+    run_compare(spec, output, args.on_change)  # a failed run: finished ones are kept, a re-run continues after them
     print((output / "compare.md").read_text())
     print(f"compare done: {output / 'compare.md'}, {output / 'compare.json'}, {output / 'compare.png'}")
     return 0
@@ -287,11 +294,10 @@ def _launch(args: argparse.Namespace) -> int:
     rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
     if rest[:1] != ["train"]:
         raise UserError("usage: terarec launch -- train --config RECIPE [key=value ...]")
-    from terarec.configs import load_config
+    from terarec.configs.arguments import train_config
 
     train_args = rest[1:]
-    parsed = build_parser().parse_args(["train", *train_args])  # same flags as terarec train
-    load_config(parsed.config, parsed.overrides)  # fail here, before torchrun starts any process
+    train_config(build_parser().parse_args(["train", *train_args]))  # fail here, before torchrun starts any process
     env = os.environ
     nnodes = _env_int("NNODES", "1")
     cmd = torchrun_command(
@@ -330,7 +336,7 @@ def _eval(args: argparse.Namespace) -> int:
         ["--run-dir", args.run, *(["--data", args.data] if args.data else []), *args.overrides],
         args.nproc,
     )
-    return run_child(cmd)
+    return run_child(cmd)  # the workers' user error, if any, comes back as one UserError
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -361,19 +367,13 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # before the heavy imports: --help stays instant
-    from terarec.configs.loader import ConfigError
-    from terarec.data_pipeline.schema import DatasetError
-    from terarec.models.registry import ModelConfigError
+    """``terarec``: parse, run the command; user errors are one line and exit 2 (terarec.errors)."""
+    return run_entry(_run_command, argv)
 
-    try:
-        return int(args.handler(args) or 0)
-    except (UserError, ConfigError, DatasetError, ModelConfigError) as err:
-        print(f"terarec: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("terarec: interrupted", file=sys.stderr)
-        return 130
+
+def _run_command(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)  # before the heavy imports: --help stays instant
+    return int(args.handler(args) or 0)
 
 
 if __name__ == "__main__":

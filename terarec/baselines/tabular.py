@@ -9,11 +9,12 @@ multi-hot columns are not used, and ``metrics.json`` lists exactly what was.
 
 - LightGBM: categoricals as LightGBM categories (codes of the train split's ids by frequency, at
   most ``max_categories`` per feature; an id not among them is missing), dense values raw (trees
-  do not care about monotone transforms), nulls missing. Defaults as the usual first try:
-  50 trees, learning rate 0.05, 31 leaves.
-- Logistic regression (scikit-learn, L2, C=1, lbfgs with its default 100 iterations; whether it
-  converged is in ``metrics.json``): one-hot categoricals (same codes, plus one "other" column per
-  feature) and ``log1p`` dense, standardised.
+  do not care about monotone transforms), nulls missing.
+- Logistic regression (scikit-learn; whether it converged is in ``metrics.json``): one-hot
+  categoricals (same codes, plus one "other" column per feature) and ``log1p`` dense, standardised.
+
+Their settings (trees, leaves, C, iterations, ...) are ``terarec.configs.baselines``'s, which
+``terarec compare`` also reports.
 
 Training reads at most ``max_train_rows`` rows of the train split, in file (time) order, in memory;
 how many were used is written to ``metrics.json`` and logged.
@@ -21,7 +22,6 @@ how many were used is written to ``metrics.json`` and logged.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -35,7 +35,10 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from terarec.configs.baselines import MAX_TRAIN_ROWS, LightGBMSettings, LogisticSettings
+from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, dataset_files
+from terarec.errors import UserArgumentParser, UserError, run_entry
 from terarec.trainer.metrics import BinaryMetrics
 
 log = logging.getLogger("terarec")
@@ -118,20 +121,13 @@ def _concat(blocks: list[Columns]) -> Columns:
 class LightGBMBaseline:
     """LightGBM on dense values (NaN = null) and category codes (NaN = unseen/rare)."""
 
-    def __init__(
-        self,
-        seed: int,
-        num_trees: int = 50,
-        learning_rate: float = 0.05,
-        num_leaves: int = 31,
-        max_categories: int = 100_000,
-        threads: int = 0,
-    ) -> None:
-        self.seed, self.num_trees, self.max_categories = seed, num_trees, max_categories
+    def __init__(self, seed: int, settings: LightGBMSettings | None = None, threads: int = 0) -> None:
+        settings = settings or LightGBMSettings()
+        self.seed, self.num_trees, self.max_categories = seed, settings.num_trees, settings.max_categories
         self.params = {
             "objective": "binary",
-            "learning_rate": learning_rate,
-            "num_leaves": num_leaves,
+            "learning_rate": settings.learning_rate,
+            "num_leaves": settings.num_leaves,
             "seed": seed,
             "deterministic": True,
             "num_threads": threads,
@@ -152,7 +148,8 @@ class LightGBMBaseline:
         self.booster = lightgbm.train(self.params, data, num_boost_round=self.num_trees)
 
     def predict_logits(self, block: Columns) -> np.ndarray:
-        return self.booster.predict(self._matrix(block), raw_score=True)
+        logits: np.ndarray = np.asarray(self.booster.predict(self._matrix(block), raw_score=True))
+        return logits
 
     def size(self) -> dict[str, int]:
         """Tree nodes as parameters; FLOPs/example as the comparisons of the deepest path of every tree."""
@@ -179,8 +176,9 @@ def _log1p_dense(dense: np.ndarray) -> np.ndarray:
 class LogisticBaseline:
     """L2 logistic regression (scikit-learn) on one-hot categories and standardised ``log1p`` dense."""
 
-    def __init__(self, seed: int, c: float = 1.0, max_categories: int = 100_000, max_iter: int = 100) -> None:
-        self.seed, self.c, self.max_categories, self.max_iter = seed, c, max_categories, max_iter
+    def __init__(self, seed: int, settings: LogisticSettings | None = None) -> None:
+        self.seed, self.settings = seed, settings or LogisticSettings()
+        self.max_categories, self.max_iter = self.settings.max_categories, self.settings.max_iter
 
     def _matrix(self, block: Columns):  # -> scipy.sparse.csr_matrix
         import scipy.sparse as sp
@@ -202,7 +200,9 @@ class LogisticBaseline:
         self.offsets = np.concatenate([[0], np.cumsum(np.array(self.codes.sizes) + 1)])
         dense = _log1p_dense(train.dense)
         self.mean, self.std = dense.mean(0), dense.std(0) + 1e-6
-        self.model = LogisticRegression(C=self.c, max_iter=self.max_iter, random_state=self.seed)
+        self.model = LogisticRegression(
+            C=self.settings.c, solver=self.settings.solver, max_iter=self.max_iter, random_state=self.seed
+        )
         with (
             warnings.catch_warnings()
         ):  # not converging is reported in metrics.json (converged, n_iter), not as a warning
@@ -225,7 +225,7 @@ class LogisticBaseline:
         }
 
 
-def run_baseline(kind: str, data: str, seed: int = 0, max_train_rows: int = 10_000_000) -> dict[str, Any]:
+def run_baseline(kind: str, data: str, seed: int = 0, max_train_rows: int = MAX_TRAIN_ROWS) -> dict[str, Any]:
     """Train ``kind`` on the train split, score the whole eval split; the metrics dict."""
     import torch
 
@@ -237,7 +237,7 @@ def run_baseline(kind: str, data: str, seed: int = 0, max_train_rows: int = 10_0
     train = _concat(list(read_blocks(data, "train", schema, max_train_rows)))
     if len(train.labels) == 0:
         raise DatasetError(f"{data}/train has no rows")
-    available = schema.rows.get("train", len(train.labels))
+    available = schema.split_rows.get("train", len(train.labels))
     if len(train.labels) < available:
         log.warning(
             "%s: trained on the first %d of %d train rows (--max-train-rows)", kind, len(train.labels), available
@@ -264,31 +264,35 @@ def run_baseline(kind: str, data: str, seed: int = 0, max_train_rows: int = 10_0
         "seed": seed,
         "kind": kind,
         "data": str(Path(data).resolve()),
+        "dataset_fingerprint": dataset_fingerprint(data),  # compare reuses results of this data only
         "max_train_rows": max_train_rows,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m terarec.baselines.tabular", description=__doc__.split("\n\n")[0])
+    """``python -m terarec.baselines.tabular`` (what ``terarec compare`` runs), inside the one error boundary."""
+    return run_entry(_baseline_entry, argv)
+
+
+def _baseline_entry(argv: list[str] | None) -> None:
+    parser = UserArgumentParser(prog="python -m terarec.baselines.tabular", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kind", choices=KINDS, required=True)
     parser.add_argument("--data", required=True, metavar="DIR")
     parser.add_argument("--output", required=True, metavar="DIR", help="writes DIR/metrics.json")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-train-rows", type=int, default=10_000_000)
+    parser.add_argument("--max-train-rows", type=int, default=MAX_TRAIN_ROWS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         result = run_baseline(args.kind, args.data, args.seed, args.max_train_rows)
-    except (DatasetError, ImportError) as err:
-        print(f"terarec: error: {args.kind}: {err}", file=sys.stderr)
-        return 2
+    except (UserError, ImportError) as err:  # a missing optional library is the user's to install
+        raise UserError(f"{args.kind}: {err}") from err
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     log.info(
         "%s: auc %.4f logloss %.4f on %d eval rows", args.kind, result["auc"], result["logloss"], result["eval_rows"]
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,27 +1,30 @@
 """Load a :class:`~terarec.configs.schema.Config` from a recipe and dotted ``key=value`` overrides.
 
-Every key and value is checked against the dataclass types before anything starts: an unknown
-key or a wrong type raises :class:`ConfigError` with one line naming the key, which the CLI turns
-into exit code 2.
+Every key and value is checked against the dataclass types and the ranges the fields declare in
+their ``metadata`` (see :mod:`terarec.configs.schema`) before anything starts: an unknown key, a
+wrong type or a value out of range raises :class:`ConfigError` with one line naming the key, the
+value and the rule, which the CLI turns into exit code 2.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
 
-from terarec.configs.schema import Config
+from terarec.configs.schema import EMBEDDING_DIM_RULE, RETIRED_KEYS, Config
+from terarec.errors import UserError
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
-SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A user mistake in a recipe or override: the message names the key or file."""
 
 
@@ -42,13 +45,14 @@ def resolve_recipe(name_or_path: str) -> Path:
     return recipe
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, holds: str = "config sections") -> dict[str, Any]:
+    """A YAML file's top-level mapping (of ``holds``); malformed YAML or another top level is a ConfigError."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of config sections")
+        raise ConfigError(f"{path}: top level must be a mapping of {holds}")
     return data
 
 
@@ -109,6 +113,67 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
     return value
 
 
+def _rule_text(rule: Mapping[str, Any]) -> str | None:
+    """The rule a field's ``metadata`` declares, as words (``">= 1"``), or None if it declares none."""
+    if "positive_multiple_of" in rule:
+        text = f"a positive multiple of {rule['positive_multiple_of']}"
+    elif "above" in rule:
+        text = f"> {rule['above']}"
+    elif "min" in rule:
+        text = f">= {rule['min']}"
+    else:
+        return None
+    return f"{text} ({rule['why']})" if "why" in rule else text
+
+
+def _breaks_rule(value: float, rule: Mapping[str, Any]) -> bool:
+    if isinstance(value, float) and math.isnan(value):
+        return True  # NaN compares False to everything: it would pass any range test below
+    if "positive_multiple_of" in rule:
+        return value <= 0 or value % int(rule["positive_multiple_of"]) != 0
+    if "above" in rule:
+        return value <= float(rule["above"])
+    return value < float(rule["min"])
+
+
+def check_range(key: str, value: Any, rule: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` if ``value`` (already type-checked) breaks the field's declared range.
+
+    A mapping's rule holds for each of its values (``embeddings.rows.cat_0``); None is "not set".
+    """
+    text = _rule_text(rule)
+    if text is None or value is None:
+        return
+    if isinstance(value, dict):
+        for name, item in value.items():
+            check_range(f"{key}.{name}", item, rule)
+        return
+    if _breaks_rule(value, rule):
+        raise ConfigError(f"config key '{key}' must be {text}, got {value!r}")
+
+
+def rows_per_rank(rows: int, world_size: int) -> int:
+    """A rank's share of a split's ``rows``, rounded up (the loader pads the short ranks)."""
+    return math.ceil(rows / world_size)
+
+
+def check_batch_fits(batch_size: int, split: str, rows: int, world_size: int) -> None:
+    """Raise if ``train.batch_size`` is more than a rank's share of the ``split``'s ``rows``.
+
+    Every batch is padded to the full size, so a larger one only allocates padding
+    (``train.batch_size=10000000`` on 8,000 rows grows until memory runs out).
+    """
+    if rows <= 0:
+        raise ConfigError(f"data.train_split '{split}' has no rows: nothing to train on")
+    share = rows_per_rank(rows, world_size)
+    if batch_size > share:
+        ranks = f"{world_size} rank{'s' if world_size > 1 else ''}"
+        raise ConfigError(
+            f"train.batch_size={batch_size} exceeds the {share:,} train rows per rank "
+            f"({rows:,} rows in '{split}' over {ranks}): use at most {share:,}"
+        )
+
+
 def _first_leaf(key: str, value: Any) -> str:
     """``bad`` holding ``{"key": 1}`` -> ``bad.key``: name the key exactly as the user wrote it."""
     while isinstance(value, dict) and len(value) == 1:
@@ -120,7 +185,8 @@ def _first_leaf(key: str, value: Any) -> str:
 def build_dataclass(cls: type, tree: dict[str, Any], prefix: str = "") -> Any:
     """Build ``cls`` from a nested dict, rejecting unknown keys and wrong types."""
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    rules = {f.name: f.metadata for f in dataclasses.fields(cls)}
+    names = set(rules)
     kwargs: dict[str, Any] = {}
     for name, value in tree.items():
         key = f"{prefix}{name}"
@@ -130,22 +196,30 @@ def build_dataclass(cls: type, tree: dict[str, Any], prefix: str = "") -> Any:
                 f"unknown config key '{_first_leaf(key, value)}' (valid keys in {where}: {', '.join(sorted(names))})"
             )
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{key}' is a section: set '{key}.<field>=...'")
             kwargs[name] = build_dataclass(hint, value, f"{key}.")
         else:
             kwargs[name] = _check_value(key, value, hint)
+            check_range(key, kwargs[name], rules[name])
     return cls(**kwargs)
 
 
 def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Resolve ``recipe`` (name or YAML path; ``None`` = defaults) plus ``key=value`` overrides."""
     tree: dict[str, Any] = read_yaml(resolve_recipe(recipe)) if recipe else {}
+    for section, key in RETIRED_KEYS:
+        if isinstance(tree.get(section), dict):
+            tree[section].pop(key, None)
     for text in overrides:
         key, value = parse_override(text)
         set_dotted(tree, key, value)
-    return build_dataclass(Config, tree)
+    cfg: Config = build_dataclass(Config, tree)
+    model_dim = cfg.model.args.get("embedding_dim")
+    if cfg.embeddings.dim is None and isinstance(model_dim, int):  # the other way to set the tables' dim
+        check_range("model.args.embedding_dim", model_dim, EMBEDDING_DIM_RULE)
+    return cfg
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

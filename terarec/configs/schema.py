@@ -2,13 +2,27 @@
 
 Every field here is a config key: ``train.batch_size`` is ``Config.train.batch_size``. Recipes
 (``recipes/*.yaml``) and dotted CLI overrides are checked against these types by
-:mod:`terarec.configs.loader` before any process group starts.
+:mod:`terarec.configs.loader` before any process group starts, and against the range a field
+declares in its ``metadata`` (the rule lives next to the key it guards):
+
+- ``{"min": x}``: the value must be ``>= x``; ``{"above": x}``: ``> x``;
+- ``{"positive_multiple_of": n}``: ``n``, ``2n``, ...; ``"why"`` says which part of the stack needs it.
+
+A mapping field's rule applies to each of its values; ``None`` (where a type allows it) skips the rule.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+# Keys that older versions accepted but never read: a saved RUN/config.yaml may still hold them, so
+# they are dropped when a config file is read (and unknown keys anywhere else).
+RETIRED_KEYS: tuple[tuple[str, str], ...] = (("embeddings", "hash"), ("sharding", "pipeline"))
+# torchrec's fused kernels (CPU and CUDA) and fbgemm's CUDA TBE assert `embedding_dim % 4 == 0`. Measured
+# on CPU: dims 4, 8, 12, 16 train; 6 and 7 fail in torchrec's `_assert_local_cols_divisible_by_4` (2 only
+# passes while the planner happens to choose a non-fused kernel, so it is refused too).
+EMBEDDING_DIM_RULE = {"positive_multiple_of": 4, "why": "fbgemm's embedding kernels need it"}
 
 
 @dataclass
@@ -18,21 +32,23 @@ class DataConfig:
     path: str = ""  # a prepared dataset DIR (schema.json + train/ + eval/)
     train_split: str = "train"
     eval_split: str = "eval"
-    shuffle_buffer: int = 16384  # rows held for the bounded shuffle; 0 disables shuffling
+    # rows held for the bounded shuffle; 0 disables shuffling
+    shuffle_buffer: int = field(default=16384, metadata={"min": 0})
     dense_fill: float = 0.0  # value for null dense features before the transform
     dense_transform: Literal["log1p", "none"] = "log1p"  # log(1 + max(x, 0)), as DLRM does
-    max_history: int = 50  # sequence features are cut to the most recent N items
-    num_workers: int = 0  # DataLoader workers; 0 is fastest on 2 cores (STACK_NOTES)
+    # sequence features are cut to the most recent N items; 0 drops histories (an ablation)
+    max_history: int = field(default=50, metadata={"min": 0})
+    num_workers: int = field(default=0, metadata={"min": 0})  # DataLoader workers; 0 is fastest on 2 cores
 
 
 @dataclass
 class EmbeddingsConfig:
     """Embedding tables: one per sparse feature, sized from the schema and capped here."""
 
-    dim: int | None = None  # None: the model flavor's embedding_dim
-    max_rows: int = 1_000_000  # raw ids are hashed modulo min(cardinality, max_rows)
-    rows: dict[str, int] = field(default_factory=dict)  # per-feature row count overrides
-    hash: Literal["modulo"] = "modulo"
+    dim: int | None = field(default=None, metadata=EMBEDDING_DIM_RULE)  # None: the model flavor's embedding_dim
+    # a table has min(cardinality, max_rows) rows; raw ids are taken modulo that
+    max_rows: int = field(default=1_000_000, metadata={"min": 1})
+    rows: dict[str, int] = field(default_factory=dict, metadata={"min": 1})  # per-feature row count overrides
 
 
 @dataclass
@@ -50,32 +66,34 @@ class OptimConfig:
     """Dense optimizer, fused sparse optimizer and the LR schedule."""
 
     dense: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: float = field(default=1e-3, metadata={"min": 0})
+    weight_decay: float = field(default=0.0, metadata={"min": 0})
     sparse: Literal["rowwise_adagrad", "adagrad", "adam", "sgd"] = "rowwise_adagrad"
-    sparse_lr: float = 0.05
-    eps: float = 1e-8
-    warmup_steps: int = 0
+    sparse_lr: float = field(default=0.05, metadata={"min": 0})
+    eps: float = field(default=1e-8, metadata={"above": 0})  # Adam/Adagrad divide by sqrt(state) + eps
+    warmup_steps: int = field(default=0, metadata={"min": 0})
     decay: Literal["none", "linear", "cosine"] = "none"
-    grad_clip: float = 0.0  # max global L2 norm of dense grads; 0 disables clipping
+    grad_clip: float = field(default=0.0, metadata={"min": 0})  # max global L2 norm of dense grads; 0 disables clipping
 
 
 @dataclass
 class TrainConfig:
     """Training loop budget and numerics."""
 
-    epochs: int = 1
-    max_steps: int = 0  # > 0 stops after this many steps, whatever `epochs` says
-    max_minutes: float = (
-        0.0  # > 0: also stop once training has run this long (checked every log_every steps, all ranks agree)
-    )
-    batch_size: int = 256  # per rank
-    eval_batch_size: int = 1024
-    eval_every: int = 0  # steps between evaluations; 0: only at the end
-    seed: int = 0
+    # A run stops at `epochs`, `max_steps` or `max_minutes`, whichever comes first:
+    # steps = min(epochs * steps_per_epoch, max_steps) when max_steps > 0.
+    epochs: int = field(default=1, metadata={"min": 1})
+    max_steps: int = field(default=0, metadata={"min": 0})  # 0: no step cap
+    # > 0: also stop once training has run this long (checked every log_every steps, all ranks agree)
+    max_minutes: float = field(default=0.0, metadata={"min": 0})
+    batch_size: int = field(default=256, metadata={"min": 1})  # per rank; at most a rank's share of train rows
+    eval_batch_size: int = field(default=1024, metadata={"min": 1})  # clamped to a rank's share of eval rows
+    eval_every: int = field(default=0, metadata={"min": 0})  # steps between evaluations; 0: only at the end
+    seed: int = field(default=0, metadata={"min": 0})  # numpy's shuffle generators take no negative seeds
     bf16: bool = False  # autocast the dense part
-    log_every: int = 50
-    collective_timeout_s: float = 600.0  # a rank stuck this long in a collective fails the job (torchrun names it)
+    log_every: int = field(default=50, metadata={"min": 1})
+    # a rank stuck this long in a collective fails the job (torchrun names it)
+    collective_timeout_s: float = field(default=600.0, metadata={"above": 0})
 
 
 @dataclass
@@ -86,16 +104,15 @@ class ShardingConfig:
     per_table: dict[str, str] = field(default_factory=dict)  # feature -> sharding type
     compute_kernel: str | None = None  # fused|dense|fused_uvm_caching|...
     dense: Literal["ddp", "fsdp2"] = "ddp"
-    pipeline: bool = True  # TrainPipelineSparseDist
 
 
 @dataclass
 class CheckpointConfig:
     """DCP checkpoints under RUN/checkpoints/."""
 
-    every_steps: int = 0
-    every_minutes: float = 0.0
-    keep_last: int = 2
+    every_steps: int = field(default=0, metadata={"min": 0})  # 0: no step-based saves
+    every_minutes: float = field(default=0.0, metadata={"min": 0})  # 0: no time-based saves
+    keep_last: int = field(default=2, metadata={"min": 1})  # newest checkpoints kept; older ones are deleted
     final: bool = True
 
 

@@ -7,6 +7,7 @@ These run on every row of every epoch, so each is written for throughput on nump
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
@@ -17,20 +18,22 @@ _LOG1P_TABLE_SIZE = 1 << 16
 _LOG1P_TABLE = np.log1p(np.arange(_LOG1P_TABLE_SIZE, dtype=np.float64)).astype(np.float32)
 
 
-def pooled_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def pooled_empty(shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
     """``np.empty`` from arrow's memory pool (mimalloc/jemalloc), which keeps freed pages mapped:
     the loader's per-batch arrays, allocated by glibc from worker threads, page-faulted on every
     batch instead (~2x the cost of filling them)."""
-    dtype = np.dtype(dtype)
+    kind = np.dtype(dtype)
     count = int(np.prod(shape))
-    return np.frombuffer(pa.allocate_buffer(count * dtype.itemsize), dtype, count=count).reshape(shape)
+    array: np.ndarray = np.frombuffer(pa.allocate_buffer(count * kind.itemsize), kind, count=count)
+    return array.reshape(shape)
 
 
 def filled(column: pa.ChunkedArray, fill: float) -> np.ndarray:
     """A numeric column as numpy, nulls filled (zero-copy when there are none)."""
     if column.null_count:
         column = pc.fill_null(column, fill)
-    return column.to_numpy()
+    values: np.ndarray = column.to_numpy()
+    return values
 
 
 def dense_columns(
@@ -52,9 +55,9 @@ def dense_columns(
                 torch.log1p_(torch.from_numpy(columns[j]).clamp_(min=0.0))
     if perm is None:
         return columns
-    return np.take(
-        columns, perm, axis=1, out=pooled_empty(columns.shape, np.float32), mode="clip"
-    )  # clip: no bounds pass
+    permuted = pooled_empty(columns.shape, np.float32)
+    np.take(columns, perm, axis=1, out=permuted, mode="clip")  # clip: no bounds pass
+    return permuted
 
 
 def _integer_column(column: pa.ChunkedArray, fill: float, transform: str, out: np.ndarray) -> None:
@@ -107,6 +110,7 @@ def reduce_ids(ids: np.ndarray, modulus: int) -> np.ndarray:
     # floor division by a scalar runs through libdivide, ~6x faster than np.remainder (a hardware
     # division per value); floor semantics also map negative ids into [0, modulus)
     divisor = ids.dtype.type(modulus)
-    reduced = ids // divisor
+    reduced: np.ndarray = ids // divisor
     reduced *= divisor
-    return np.subtract(ids, reduced, out=reduced)
+    np.subtract(ids, reduced, out=reduced)
+    return reduced

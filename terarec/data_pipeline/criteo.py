@@ -3,8 +3,11 @@
 Streaming with pyarrow's CSV reader in blocks, so memory is bounded by the block size whatever the
 file size. Parallel over input files (one process each); each input file becomes its own
 ``part-{stem}-NNNNN.parquet`` parts plus a ``.done/{stem}.json`` marker, so a re-run skips the
-files already finished (resumable per file). Parsing is columnar: hex ids are decoded with numpy
-on the raw bytes, dense integers are validated with one regex per block.
+files already finished (resumable per file): a marker is trusted only when it was made from the
+same input (size, mtime, sample hash), split line and ``--on-error``, and its parts are intact.
+The directory is claimed by a manifest (``manifest.py``): a re-run with other inputs or options
+stops unless ``--overwrite``. Parsing is columnar: hex ids are decoded with numpy on the raw
+bytes, dense integers are validated with one regex per block.
 
 Malformed rows (wrong field count, non-integer dense, non-hex categorical) stop the run naming
 ``file:line`` (``--on-error fail``), or go to ``DIR/rejects/{stem}.tsv`` as ``line<TAB>reason<TAB>row``
@@ -18,7 +21,10 @@ import gzip
 import json
 import multiprocessing as mp
 import os
-from dataclasses import dataclass
+import re
+import zlib
+from collections import defaultdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +36,18 @@ from tqdm import tqdm
 
 from terarec.data_pipeline.criteo_layout import DENSE_NAMES, LABEL, SPARSE_NAMES
 from terarec.data_pipeline.hashing import kmv_estimate, kmv_merge, kmv_update
+from terarec.data_pipeline.manifest import DatasetManifest, InputFile, PartFile, start_build
 from terarec.data_pipeline.parquet_io import PartWriter
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SparseFeature
 
 RAW_COLUMNS = [LABEL, *DENSE_NAMES, *SPARSE_NAMES]
 BLOCK_BYTES = 4 << 20  # CSV blocks: peak RSS ~300 MB per worker (16 MB blocks: ~650 MB, 10% faster)
 ROWS_PER_FILE = 4 << 20
+# fail mode: a block of nothing but wrong-field-count rows (e.g. a comma-separated file) yields no
+# batch to check, so parsing stops after this many of them instead of reading the whole file
+FAIL_FAST_INVALID_ROWS = 1000
+FORMAT = 1  # bump when the output of the same input and options changes
+_PART_NAME = re.compile(r"part-(.+)-\d{5}\.parquet(\.tmp)?")  # -> the input's stem
 _HEX = np.full(256, 255, np.uint8)
 for _i, _c in enumerate(b"0123456789abcdef"):
     _HEX[_c] = _i
@@ -53,6 +65,7 @@ class FileJob:
     train_lines: int  # physical lines [1, train_lines] -> train, the rest -> eval
     output: str
     on_error: str
+    key: str = ""  # the job's identity (input, split line, on_error): a done marker must match it
 
 
 def _open(path: str) -> tuple[pa.NativeFile, pa.NativeFile]:
@@ -84,11 +97,29 @@ def count_lines(path: str) -> int:
     """Physical lines of a (possibly gzipped) text file, counted in 16 MB chunks."""
     opener = gzip.open if path.endswith(".gz") else open
     lines, last = 0, b"\n"
-    with opener(path, "rb") as fh:
-        while chunk := fh.read(BLOCK_BYTES):
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
+    try:
+        with opener(path, "rb") as fh:
+            while chunk := fh.read(BLOCK_BYTES):
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+    except (OSError, EOFError, zlib.error) as err:
+        raise _unreadable(path, err) from None
     return lines + (last != b"\n")
+
+
+def _unreadable(path: str, err: BaseException) -> DatasetError:
+    what = "a truncated or damaged gzip file" if path.endswith(".gz") else "unreadable"
+    return DatasetError(f"{path}: {what} ({err})")
+
+
+def check_readable(path: str) -> None:
+    """Empty files and ``.gz`` files that are not gzip fail here, before anything is written."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if not head:
+        raise DatasetError(f"input file '{path}' is empty")
+    if path.endswith(".gz") and head != b"\x1f\x8b":
+        raise DatasetError(f"{path} is not gzip-compressed (plain text named .gz?)")
 
 
 def decode_hex(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -152,21 +183,17 @@ def _line_numbers(good_index: np.ndarray, skipped_lines: list[int]) -> np.ndarra
     return good_index + 1 + np.searchsorted(before, good_index, side="right")
 
 
-def prepare_file(job: FileJob) -> dict:
-    """Convert one raw file; returns its row counts. Raises DatasetError in fail mode."""
-    out = Path(job.output)
-    skipped: list[tuple[int, str, str]] = []  # (line, reason, text) of rows with the wrong field count
+def _csv_reader(job: FileJob, stream: pa.NativeFile, skipped: list[tuple[int, str, str]]) -> Any:
+    """All-string blocks of tab-separated rows; rows with the wrong field count go to ``skipped``."""
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
         # an exception raised here is swallowed by pyarrow: record the row, report after the block
         skipped.append(
             (row.number, f"expected {row.expected_columns} tab-separated fields, got {row.actual_columns}", row.text)
         )
-        return "skip"
+        return "error" if job.on_error == "fail" and len(skipped) >= FAIL_FAST_INVALID_ROWS else "skip"
 
-    stream, raw = _open(job.path)
-    reported = 0
-    reader = pacsv.open_csv(
+    return pacsv.open_csv(
         stream,
         read_options=pacsv.ReadOptions(column_names=RAW_COLUMNS, use_threads=False, block_size=BLOCK_BYTES),
         parse_options=pacsv.ParseOptions(
@@ -178,50 +205,85 @@ def prepare_file(job: FileJob) -> dict:
             strings_can_be_null=False,
         ),
     )
-    writers = {s: PartWriter(out / s, OUTPUT_SCHEMA, ROWS_PER_FILE, prefix=f"{job.stem}-") for s in ("train", "eval")}
-    rejects: list[str] = []
-    good_rows = 0
-    sketches = [np.zeros(0, np.uint64) for _ in SPARSE_NAMES]
+
+
+class _FileConverter:
+    """One input file's conversion: its part writers, rejected rows and id sketches."""
+
+    def __init__(self, job: FileJob) -> None:
+        self.job, self.out = job, Path(job.output)
+        self.skipped: list[tuple[int, str, str]] = []  # (line, reason, text) of rows with the wrong field count
+        self.writers = {
+            s: PartWriter(self.out / s, OUTPUT_SCHEMA, ROWS_PER_FILE, prefix=f"{job.stem}-") for s in ("train", "eval")
+        }
+        self.rejects: list[str] = []
+        self.rows_seen = 0  # field-count-valid rows so far
+        self.sketches = [np.zeros(0, np.uint64) for _ in SPARSE_NAMES]
+
+    def malformed(self, candidates: list[tuple[int, str]]) -> DatasetError:
+        line, reason = min(candidates)
+        return DatasetError(f"{self.job.path}:{line}: {reason}")
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        table, bad, reasons = convert_block(batch)
+        lines = _line_numbers(np.arange(self.rows_seen, self.rows_seen + batch.num_rows), [s[0] for s in self.skipped])
+        if self.job.on_error == "fail" and (bad.any() or self.skipped):
+            first_bad = [(int(lines[i]), reasons[i]) for i in np.flatnonzero(bad)[:1]]
+            raise self.malformed(first_bad + [s[:2] for s in self.skipped[:1]])
+        for i in np.flatnonzero(bad):
+            text = "\t".join(str(batch.column(c)[i]) for c in range(len(RAW_COLUMNS)))
+            self.rejects.append(f"{lines[i]}\t{reasons[i]}\t{text}")
+        n_train = int(np.searchsorted(lines[~bad], self.job.train_lines, side="right"))
+        self.writers["train"].write(table.slice(0, n_train))
+        self.writers["eval"].write(table.slice(n_train))
+        for j, name in enumerate(SPARSE_NAMES):
+            self.sketches[j] = kmv_update(self.sketches[j], np.unique(table.column(name).to_numpy()))
+        self.rows_seen += batch.num_rows
+
+    def finish(self) -> dict[str, Any]:
+        """Close the parts, write the rejects and the done marker; returns the marker."""
+        if self.job.on_error == "fail" and self.skipped:  # blocks of only such rows yield no batch
+            raise self.malformed([s[:2] for s in self.skipped[:1]])
+        self.rejects += [f"{line}\twrong field count\t{text}" for line, _, text in self.skipped]
+        counts = {s: w.rows_total for s, w in self.writers.items()}
+        if not sum(counts.values()):
+            malformed = f": all {len(self.rejects)} rows are malformed (is it tab-separated Criteo data?)"
+            raise DatasetError(f"{self.job.path} has no valid rows{malformed if self.rejects else ''}")
+        for writer in self.writers.values():
+            writer.close()
+        parts = [asdict(p) for w in self.writers.values() for p in w.parts]
+        if self.rejects:
+            (self.out / "rejects").mkdir(exist_ok=True)
+            (self.out / "rejects" / f"{self.job.stem}.tsv").write_text(
+                "line\treason\trow\n" + "\n".join(sorted(self.rejects, key=lambda r: int(r.split("\t")[0]))) + "\n"
+            )
+        result = {"key": self.job.key, "rows": counts, "rejects": len(self.rejects), "parts": parts}
+        marker = self.out / ".done" / f"{self.job.stem}.json"
+        marker.parent.mkdir(exist_ok=True)
+        np.save(self.out / ".done" / f"{self.job.stem}.kmv.npy", _pack(self.sketches))
+        marker.with_suffix(".tmp").write_text(json.dumps(result))
+        marker.with_suffix(".tmp").replace(marker)
+        return result
+
+
+def prepare_file(job: FileJob) -> dict[str, Any]:
+    """Convert one raw file; returns its done marker. Raises DatasetError in fail mode."""
+    converter = _FileConverter(job)
+    stream, raw = _open(job.path)
+    reported = 0
     try:
-        for batch in reader:
-            table, bad, reasons = convert_block(batch)
-            lines = _line_numbers(np.arange(good_rows, good_rows + batch.num_rows), [s[0] for s in skipped])
-            if job.on_error == "fail" and (bad.any() or skipped):
-                errors = [(int(lines[i]), reasons[i]) for i in np.flatnonzero(bad)[:1]] + [s[:2] for s in skipped[:1]]
-                line, reason = min(errors)
-                raise DatasetError(f"{job.path}:{line}: {reason}")
-            if bad.any():
-                for i in np.flatnonzero(bad):
-                    text = "\t".join(str(batch.column(c)[i]) for c in range(len(RAW_COLUMNS)))
-                    rejects.append(f"{lines[i]}\t{reasons[i]}\t{text}")
-            good_lines = lines[~bad]
-            n_train = int(np.searchsorted(good_lines, job.train_lines, side="right"))
-            writers["train"].write(table.slice(0, n_train))
-            writers["eval"].write(table.slice(n_train))
-            for j, name in enumerate(SPARSE_NAMES):
-                sketches[j] = kmv_update(sketches[j], np.unique(table.column(name).to_numpy()))
-            good_rows += batch.num_rows
+        for batch in _csv_reader(job, stream, converter.skipped):
+            converter.add(batch)
             _report_bytes(raw.tell() - reported)
             reported = raw.tell()
     except pa.ArrowInvalid as err:
+        if job.on_error == "fail" and converter.skipped:  # on_invalid stopped the parser
+            raise converter.malformed([s[:2] for s in converter.skipped[:1]]) from None
         raise DatasetError(f"{job.path}: {err}") from None
+    except (OSError, EOFError) as err:  # a truncated or damaged .gz
+        raise _unreadable(job.path, err) from None
     _report_bytes(os.path.getsize(job.path) - reported)
-    for line, _, text in skipped:
-        rejects.append(f"{line}\twrong field count\t{text}")
-    counts = {s: w.rows_total for s, w in writers.items()}
-    parts = {s: [p.name for p in w.close()] for s, w in writers.items()}
-    if rejects:
-        (out / "rejects").mkdir(exist_ok=True)
-        (out / "rejects" / f"{job.stem}.tsv").write_text(
-            "line\treason\trow\n" + "\n".join(sorted(rejects, key=lambda r: int(r.split("\t")[0]))) + "\n"
-        )
-    result = {"rows": counts, "rejects": len(rejects), "parts": parts}
-    marker = out / ".done" / f"{job.stem}.json"
-    marker.parent.mkdir(exist_ok=True)
-    np.save(out / ".done" / f"{job.stem}.kmv.npy", _pack(sketches))
-    marker.with_suffix(".tmp").write_text(json.dumps(result))
-    marker.with_suffix(".tmp").replace(marker)
-    return result
+    return converter.finish()
 
 
 def _pack(sketches: list[np.ndarray]) -> np.ndarray:
@@ -237,18 +299,39 @@ def _unpack(packed: np.ndarray) -> list[np.ndarray]:
     return [row[row != np.iinfo(np.uint64).max] for row in packed]
 
 
-def plan_jobs(
-    inputs: list[str], output: str, eval_fraction: float | None, eval_files: list[str], on_error: str
-) -> list[FileJob]:
-    """One job per input file with the line at which its rows switch from train to eval."""
-    missing = [p for p in [*inputs, *eval_files] if not Path(p).is_file()]
-    if missing:
-        raise DatasetError(f"input file '{missing[0]}' does not exist")
+def criteo_request(
+    inputs: list[str], eval_files: list[str], eval_fraction: float | None, on_error: str
+) -> DatasetManifest:
+    """The manifest request of a build: its inputs (checked readable) and output-changing options."""
+    files = [InputFile.of(p) for p in [*inputs, *eval_files]]  # the first missing file fails here
+    for path in [*inputs, *eval_files]:
+        check_readable(path)
     if eval_fraction is not None and not 0.0 <= eval_fraction < 1.0:
         raise DatasetError(f"--eval-fraction must be in [0, 1), got {eval_fraction}")
     stems = [Path(p).name.removesuffix(".gz").replace(".", "_") for p in [*inputs, *eval_files]]
     if len(set(stems)) != len(stems):
         raise DatasetError("two input files share a name; output parts are named after their inputs")
+    options = {
+        "prepare format": FORMAT,
+        "--eval-fraction": None if eval_fraction is None else float(eval_fraction),
+        "--eval-files": [Path(p).name for p in eval_files],
+        "--on-error": on_error,
+    }
+    return DatasetManifest("criteo", files, options)
+
+
+def plan_jobs(
+    inputs: list[str],
+    output: str,
+    eval_fraction: float | None,
+    eval_files: list[str],
+    on_error: str,
+    files: list[InputFile],
+) -> list[FileJob]:
+    """One job per input file (``files``: their identities) with the line at which its rows
+    switch from train to eval."""
+    paths = [*inputs, *eval_files]
+    stems = [Path(p).name.removesuffix(".gz").replace(".", "_") for p in paths]
     everything = 2**62
     train_lines = [everything] * len(inputs)
     if eval_fraction:
@@ -257,7 +340,11 @@ def plan_jobs(
         before = np.concatenate([[0], np.cumsum(counts)[:-1]])
         train_lines = [int(min(max(cut - b, 0), n)) for b, n in zip(before, counts)]
     lines = train_lines + [0] * len(eval_files)
-    return [FileJob(str(p), s, n, output, on_error) for p, s, n in zip([*inputs, *eval_files], stems, lines)]
+    keys = [
+        json.dumps({"input": asdict(f), "train_lines": n, "on_error": on_error, "format": FORMAT}, sort_keys=True)
+        for f, n in zip(files, lines)
+    ]
+    return [FileJob(str(p), s, n, output, on_error, k) for p, s, n, k in zip(paths, stems, lines, keys)]
 
 
 def prepare_criteo(
@@ -269,14 +356,78 @@ def prepare_criteo(
     workers: int = 0,
     progress: bool = True,
     command: str = "",
+    overwrite: bool = False,
 ) -> DatasetSchema:
-    """Prepare every input file (skipping those a previous run finished) and write schema.json."""
-    jobs = plan_jobs(inputs, output, eval_fraction, eval_files or [], on_error)
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    todo = [j for j in jobs if not (out / ".done" / f"{j.stem}.json").is_file()]
+    """Prepare every input file (reusing those an earlier run of this build finished), write
+    schema.json, then the manifest. ``overwrite``: build beside ``output`` and swap it in."""
+    eval_files = eval_files or []
+    request = criteo_request(inputs, eval_files, eval_fraction, on_error)
+    jobs = plan_jobs(inputs, output, eval_fraction, eval_files, on_error, request.inputs)
+    with start_build(output, request, overwrite) as build:
+        if build.up_to_date:
+            print(f"prepare: {output} is already prepared from these inputs and options; nothing to do")
+            return DatasetSchema.load(output)
+        out = build.directory
+        jobs = [replace(job, output=str(out)) for job in jobs]
+        todo = _jobs_to_run(jobs, out)
+        total_bytes = _run_jobs(todo, workers, progress)
+        schema = _write_schema(jobs, out, command or f"terarec prepare criteo ({total_bytes} bytes this run)")
+        build.commit([PartFile(**p) for job in jobs for p in _done_marker(out, job)["parts"]])
+    return schema
+
+
+def _done_marker(out: Path, job: FileJob) -> dict[str, Any]:
+    marker: dict[str, Any] = json.loads((out / ".done" / f"{job.stem}.json").read_text())
+    return marker
+
+
+def _jobs_to_run(jobs: list[FileJob], out: Path) -> list[FileJob]:
+    """Jobs without a matching done marker and intact parts. Every output named after an input
+    (``part-{stem}-NNNNN``, markers, rejects) that no finished job lists is removed: those of the
+    jobs to redo, of inputs no longer in the build and strays, so no stale part survives."""
+    todo = [job for job in jobs if not _finished(job, out)]
+    keep = {
+        out / ".done" / f"{job.stem}{suffix}" for job in jobs if job not in todo for suffix in (".json", ".kmv.npy")
+    }
+    keep |= {out / "rejects" / f"{job.stem}.tsv" for job in jobs if job not in todo}
+    keep |= {out / p["path"] for job in jobs if job not in todo for p in _done_marker(out, job)["parts"]}
+    for paths in _outputs_by_stem(out).values():
+        for path in paths:
+            if path not in keep:
+                path.unlink()
     if len(todo) < len(jobs):
         print(f"prepare: {len(jobs) - len(todo)} of {len(jobs)} files already done, resuming")
+    return todo
+
+
+def _finished(job: FileJob, out: Path) -> bool:
+    try:
+        done = _done_marker(out, job)
+    except (OSError, ValueError):
+        return False
+    files = [out / p["path"] for p in done.get("parts", [])]
+    return (
+        done.get("key") == job.key
+        and (out / ".done" / f"{job.stem}.kmv.npy").is_file()
+        and all(f.is_file() and f.stat().st_size == p["bytes"] for f, p in zip(files, done["parts"]))
+    )
+
+
+def _outputs_by_stem(out: Path) -> dict[str, list[Path]]:
+    """Input stem -> its parts (finished or not), done marker, sketch and rejects file."""
+    found: dict[str, list[Path]] = defaultdict(list)
+    for split in ("train", "eval"):
+        for path in (out / split).glob("part-*"):
+            if match := _PART_NAME.fullmatch(path.name):
+                found[match.group(1)].append(path)
+    for folder in (".done", "rejects"):  # stems have no dots: the name up to the first dot is the stem
+        for path in (out / folder).glob("*"):
+            found[path.name.split(".")[0]].append(path)
+    return found
+
+
+def _run_jobs(todo: list[FileJob], workers: int, progress: bool) -> int:
+    """Run the jobs in this process or a pool, with a progress bar in input bytes; returns the bytes."""
     total_bytes = sum(os.path.getsize(j.path) for j in todo)
     workers = min(workers or os.cpu_count() or 1, max(len(todo), 1))
     with tqdm(total=total_bytes, unit="B", unit_scale=True, disable=not progress, desc="prepare criteo") as bar:
@@ -299,7 +450,7 @@ def prepare_criteo(
                         except mp.TimeoutError:
                             bar.update(counter.value - bar.n)
                     bar.update(counter.value - bar.n)
-    return _write_schema(jobs, out, command or f"terarec prepare criteo ({total_bytes} bytes this run)")
+    return total_bytes
 
 
 def _write_schema(jobs: list[FileJob], out: Path, command: str) -> DatasetSchema:
@@ -314,7 +465,7 @@ def _write_schema(jobs: list[FileJob], out: Path, command: str) -> DatasetSchema
     schema = DatasetSchema(
         dense=list(DENSE_NAMES),
         sparse=[SparseFeature(n, max(kmv_estimate(s), 1)) for n, s in zip(SPARSE_NAMES, sketches)],
-        rows=rows,
+        split_rows=rows,
         rejects=rejects,
         source="criteo tsv: " + ", ".join(j.path for j in jobs),
         command=command,

@@ -1,6 +1,9 @@
-"""Criteo column layout and the published cardinalities used by ``synth`` and the recipes."""
+"""Criteo column layout and the published cardinalities used by ``synth``, the recipes and
+``terarec models`` (the reference schema)."""
 
 from __future__ import annotations
+
+from terarec.data_pipeline.schema import DatasetSchema, SparseFeature
 
 NUM_DENSE = 13
 NUM_SPARSE = 26
@@ -71,3 +74,13 @@ CRITEO_KAGGLE_CARDINALITIES = [
 MLPERF_MULTI_HOT_SIZES = [3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1]
 
 PRESETS = {"criteo-1tb": CRITEO_1TB_CARDINALITIES, "criteo-kaggle": CRITEO_KAGGLE_CARDINALITIES}
+
+
+def criteo_1tb_reference_schema() -> DatasetSchema:
+    """The Criteo 1TB layout without its data: 13 dense, 26 sparse features with MLPerf-capped
+    cardinalities. ``terarec models`` sizes every bag model on it."""
+    return DatasetSchema(
+        dense=list(DENSE_NAMES),
+        sparse=[SparseFeature(name, c) for name, c in zip(SPARSE_NAMES, CRITEO_1TB_CARDINALITIES)],
+        source="Criteo 1TB Click Logs (reference sizes, no data)",
+    )

@@ -1,4 +1,4 @@
-"""Streaming parquet loader -> ``torchrec.datasets.utils.Batch`` (DESIGN.md "Loader contract").
+"""Streaming parquet loader -> ``torchrec.datasets.utils.Batch`` laid out as ``terarec.batch`` says.
 
 Work is split in units of ``(file, row_group)``. Stream ``s`` of ``S = world_size * workers``
 streams (``s = rank * workers + worker``) takes ``units[s::S]`` of the epoch's unit order. A stream
@@ -10,9 +10,9 @@ parquet metadata, a position is just ``(epoch, batch)``: ``load_state_dict`` re-
 and skips inside it, so a resumed run continues exactly where it stopped.
 
 Every stream yields the same number of full-size batches (the maximum over streams): the last
-batches of shorter streams are padded with rows whose label is ``PAD_LABEL`` (-1). Nothing is
-dropped and no rank waits in a collective for a batch that never comes; the trainer gives padded
-rows zero weight.
+batches of shorter streams are padded with rows whose label is ``PAD_LABEL`` (the batch contract
+of ``terarec.batch``). Nothing is dropped and no rank waits in a collective for a batch that never
+comes; the trainer gives padded rows zero weight.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchrec.datasets.utils import Batch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from terarec.batch import PAD_LABEL
 from terarec.data_pipeline.columns import dense_columns, filled, pooled_empty, reduce_ids
+from terarec.data_pipeline.manifest import footer_metadata
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, dataset_files
-
-PAD_LABEL = -1.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,9 @@ class LoaderSpec:
     directory: str
     split: str
     batch_size: int
-    table_rows: dict[str, int]  # feature -> embedding rows; raw ids are taken modulo this
+    # feature -> its embedding table's num_embeddings (terarec.embeddings.tables decides them): the
+    # loader reduces raw ids modulo this size, the id -> row policy the tables define
+    table_sizes: dict[str, int]
     shuffle_buffer: int = 16384  # 0: no shuffling, units in file order
     seed: int = 0
     dense_fill: float = 0.0
@@ -59,7 +61,7 @@ class LoaderSpec:
 class Unit:
     file: str
     row_group: int
-    rows: int
+    num_rows: int
     start: int = 0  # first row inside the row group (row groups are split when there are few)
 
 
@@ -78,7 +80,7 @@ def split_units(units: list[Unit], streams: int) -> list[Unit]:
         return units
     out: list[Unit] = []
     for unit in units:
-        bounds = np.linspace(0, unit.rows, pieces + 1).astype(int)
+        bounds = np.linspace(0, unit.num_rows, pieces + 1).astype(int)
         out += [Unit(unit.file, unit.row_group, int(b - a), int(a)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     return out
 
@@ -86,7 +88,7 @@ def split_units(units: list[Unit], streams: int) -> list[Unit]:
 def list_units(directory: str, split: str) -> list[Unit]:
     units: list[Unit] = []
     for path in dataset_files(directory, split):
-        meta = pq.ParquetFile(path).metadata
+        meta = footer_metadata(path)  # a damaged part: one line naming it, even without a manifest
         units += [Unit(str(path), g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
     return units
 
@@ -107,8 +109,8 @@ class _Window:
         rng: np.random.Generator | None,
         layout: _KeyLayout,
     ) -> None:
-        self.rows = table.num_rows
-        perm = rng.permutation(self.rows) if rng is not None else None
+        self.num_rows = table.num_rows
+        perm = rng.permutation(self.num_rows) if rng is not None else None
         arrow_perm = pa.array(perm) if perm is not None else None
         ids = table.select([schema.label, *layout.single])
         if arrow_perm is not None:  # arrow's take beats numpy's per-column gathers (and its pool avoids page faults)
@@ -116,16 +118,17 @@ class _Window:
         self.labels = ids.column(0).to_numpy(zero_copy_only=False).astype(np.float32)
         # single-id columns stay as stored (uint32, zero-copy without nulls); int64 at assembly
         self.single = [
-            reduce_ids(filled(ids.column(name), 0), rows) for name, rows in zip(layout.single, layout.single_rows)
+            reduce_ids(filled(ids.column(name), 0), size) for name, size in zip(layout.single, layout.single_sizes)
         ]
         self.dense = dense_columns(table, schema.dense, spec.dense_fill, spec.dense_transform, perm)
         lists = table.select(layout.jagged) if layout.jagged else None
         if lists is not None and arrow_perm is not None:
             lists = lists.take(arrow_perm)
         self.jagged: list[tuple[np.ndarray, np.ndarray]] = []  # per list feature: (values, offsets)
-        for name, rows, cap in zip(layout.jagged, layout.jagged_rows, layout.jagged_caps):
+        for name, size, cap in zip(layout.jagged, layout.jagged_sizes, layout.jagged_caps):
+            assert lists is not None  # there are list columns
             values, offsets = _jagged_column(lists.column(name), cap)
-            self.jagged.append((reduce_ids(values, rows), offsets))
+            self.jagged.append((reduce_ids(values, size), offsets))
 
 
 @dataclass(frozen=True)
@@ -134,9 +137,9 @@ class _KeyLayout:
 
     keys: list[str]
     single: list[str]  # single-id columns, in key order
-    single_rows: list[int]  # their table sizes (the modulus)
+    single_sizes: list[int]  # their tables' num_embeddings (the modulus)
     jagged: list[str]  # list columns, in key order
-    jagged_rows: list[int]
+    jagged_sizes: list[int]
     jagged_caps: list[int | None]
     source: list[tuple[bool, int]]  # per key: (is_single, index into single or jagged)
 
@@ -145,7 +148,7 @@ def _key_layout(schema: DatasetSchema, spec: LoaderSpec, list_columns: set[str])
     cols = _feature_columns(schema, spec)
     single = [(name, table) for name, table, _ in cols if name not in list_columns]
     jagged = [(name, table, cap) for name, table, cap in cols if name in list_columns]
-    rows = [spec.table_rows[table] for _, table in single]
+    single_sizes = [spec.table_sizes[table] for _, table in single]
     single_names, jagged_names = [n for n, _ in single], [n for n, _, _ in jagged]
     source = [
         (True, single_names.index(n)) if n in single_names else (False, jagged_names.index(n)) for n, _, _ in cols
@@ -153,12 +156,20 @@ def _key_layout(schema: DatasetSchema, spec: LoaderSpec, list_columns: set[str])
     return _KeyLayout(
         [n for n, _, _ in cols],
         single_names,
-        rows,
+        single_sizes,
         jagged_names,
-        [spec.table_rows[t] for _, t, _ in jagged],
+        [spec.table_sizes[t] for _, t, _ in jagged],
         [c for _, _, c in jagged],
         source,
     )
+
+
+def _read_row_group(unit: Unit, columns: list[str]) -> pa.Table:
+    """One row group; damage the footer checks cannot see (a corrupt page) is one line naming the file."""
+    try:
+        return pq.ParquetFile(unit.file, memory_map=True).read_row_group(unit.row_group, columns=columns)
+    except (pa.ArrowException, OSError) as err:
+        raise DatasetError(f"{unit.file} is damaged: row group {unit.row_group} is unreadable ({err})") from None
 
 
 def _list_columns(path: str) -> set[str]:
@@ -190,7 +201,7 @@ def _jagged_column(column: pa.ChunkedArray, cap: int | None) -> tuple[np.ndarray
     return values, offsets
 
 
-class ParquetBatchStream(IterableDataset):
+class ParquetBatchStream(IterableDataset[Batch]):
     """One epoch of one rank's batches; workers of a DataLoader split the rank's units further."""
 
     def __init__(self, spec: LoaderSpec, schema: DatasetSchema, rank: int, world_size: int, workers: int) -> None:
@@ -198,7 +209,7 @@ class ParquetBatchStream(IterableDataset):
         self.spec, self.schema = spec, schema
         self.rank, self.world_size, self.workers = rank, world_size, max(workers, 1)
         self.units = split_units(list_units(spec.directory, spec.split), world_size * self.workers)
-        missing = [f for _, f, _ in _feature_columns(schema, spec) if f not in spec.table_rows]
+        missing = [f for _, f, _ in _feature_columns(schema, spec) if f not in spec.table_sizes]
         if missing:
             raise DatasetError(f"no embedding table size for feature '{missing[0]}'")
         self.layout = _key_layout(schema, spec, _list_columns(self.units[0].file) if self.units else set())
@@ -218,30 +229,28 @@ class ParquetBatchStream(IterableDataset):
     def batches_per_stream(self, epoch: int = 0) -> int:
         """The same for every stream: the longest stream's batch count (shorter ones are padded)."""
         streams = range(self.world_size * self.workers)
-        rows = [sum(u.rows for u in self.stream_units(s, epoch)) for s in streams]
-        return max(math.ceil(r / self.spec.batch_size) for r in rows)
+        stream_rows = [sum(u.num_rows for u in self.stream_units(s, epoch)) for s in streams]
+        return max(math.ceil(r / self.spec.batch_size) for r in stream_rows)
 
     def __len__(self) -> int:
         return self.batches_per_stream(self.epoch) * self.workers
 
     def _windows(self, units: list[Unit]) -> list[list[Unit]]:
-        windows, current, rows = [], [], 0
+        windows, current, window_rows = [], [], 0
         for unit in units:
             current.append(unit)
-            rows += unit.rows
-            if rows >= max(self.spec.shuffle_buffer, 1):
+            window_rows += unit.num_rows
+            if window_rows >= max(self.spec.shuffle_buffer, 1):
                 windows.append(current)
-                current, rows = [], 0
+                current, window_rows = [], 0
         return windows + ([current] if current else [])
 
     def _read(self, units: list[Unit]) -> pa.Table:
         groups: dict[tuple[str, int], pa.Table] = {}  # each row group is decoded once per window
         for u in units:
             if (u.file, u.row_group) not in groups:
-                groups[(u.file, u.row_group)] = pq.ParquetFile(u.file, memory_map=True).read_row_group(
-                    u.row_group, columns=self.columns
-                )
-        return pa.concat_tables([groups[(u.file, u.row_group)].slice(u.start, u.rows) for u in units])
+                groups[(u.file, u.row_group)] = _read_row_group(u, self.columns)
+        return pa.concat_tables([groups[(u.file, u.row_group)].slice(u.start, u.num_rows) for u in units])
 
     # -- iteration ------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Batch]:
@@ -257,15 +266,15 @@ class ParquetBatchStream(IterableDataset):
         row = skip * bsz  # stream rows already consumed (a batch boundary)
         plan, window_start = [], 0  # (window index, units, first row of the window)
         for w, units in enumerate(self._windows(self.stream_units(stream, epoch))):
-            rows = sum(u.rows for u in units)
-            if window_start + rows > row:  # windows wholly before the resume point are not read
+            window_rows = sum(u.num_rows for u in units)
+            if window_start + window_rows > row:  # windows wholly before the resume point are not read
                 plan.append((w, units, window_start))
-            window_start += rows
+            window_start += window_rows
         carry = None
         for head, batches, tail in self._prefetched(plan, stream, epoch, row):
             if head is not None:  # completes the batch that the previous window started
                 carry = head if carry is None else _merge([carry, head])
-                if carry["rows"] == bsz:
+                if carry["num_rows"] == bsz:
                     yield self._assemble([carry], pad_to=bsz)
                     carry = None
             yield from batches
@@ -301,28 +310,28 @@ class ParquetBatchStream(IterableDataset):
         previous window's last batch, the full batches inside, and the tail that starts the next."""
         bsz = self.spec.batch_size
         first = max(row - start, 0)
-        boundary = min(-(-(start + first) // bsz) * bsz - start, window.rows)  # first boundary at/after `first`
+        boundary = min(-(-(start + first) // bsz) * bsz - start, window.num_rows)  # first boundary at/after `first`
         head = _slice(window, first, boundary) if boundary > first else None
         batches, offset = [], boundary
-        while offset + bsz <= window.rows:
+        while offset + bsz <= window.num_rows:
             batches.append(self._assemble([_slice(window, offset, offset + bsz)], pad_to=bsz))
             offset += bsz
-        tail = _slice(window, offset, window.rows) if offset < window.rows else None
+        tail = _slice(window, offset, window.num_rows) if offset < window.num_rows else None
         return head, batches, tail
 
     def _assemble(self, pieces: list[dict[str, Any]], pad_to: int) -> Batch:
-        """Pieces -> one Batch of exactly ``pad_to`` rows (padding rows: label -1, no ids). A full
-        batch's labels are a view of its window's, not a copy."""
+        """Pieces -> one Batch of exactly ``pad_to`` rows (padding rows as ``terarec.batch`` defines
+        them). A full batch's labels are a view of its window's, not a copy."""
         part = _merge(pieces) if pieces else None
-        rows = part["rows"] if part else 0
+        num_rows = part["num_rows"] if part else 0
         # batch-sized transposes stay in cache, unlike a whole window's
         dense = pooled_empty((pad_to, len(self.schema.dense)), np.float32)
-        if rows == pad_to:
+        if part is not None and num_rows == pad_to:
             dense[:], labels = part["dense"].T, part["labels"]
         else:
-            dense[rows:], labels = 0.0, np.full(pad_to, PAD_LABEL, np.float32)
+            dense[num_rows:], labels = 0.0, np.full(pad_to, PAD_LABEL, np.float32)
             if part:
-                dense[:rows], labels[:rows] = part["dense"].T, part["labels"]
+                dense[:num_rows], labels[:num_rows] = part["dense"].T, part["labels"]
         values = [part["single" if single else "values"][index] for single, index in self.layout.source] if part else []
         # offsets are left to the KJT (computed lazily, in torch, only if a consumer asks)
         kjt = KeyedJaggedTensor(
@@ -335,8 +344,8 @@ class ParquetBatchStream(IterableDataset):
 
     def _lengths(self, part: dict[str, Any] | None, pad_to: int) -> torch.Tensor:
         """Key-major lengths (as a KJT stores them) of ``part`` padded to ``pad_to`` rows."""
-        rows = part["rows"] if part else 0
-        if rows == pad_to and not self.layout.jagged:
+        num_rows = part["num_rows"] if part else 0
+        if num_rows == pad_to and not self.layout.jagged:
             # one id per key and row: every full batch has the same all-ones lengths, so they share
             # one tensor, as torchrec's own Criteo loader does (no consumer writes to KJT lengths)
             if self._ones is None or len(self._ones) != len(self.keys) * pad_to:
@@ -345,7 +354,7 @@ class ParquetBatchStream(IterableDataset):
         lengths = np.zeros((len(self.keys), pad_to), np.int64)
         if part:
             for k, (single, index) in enumerate(self.layout.source):
-                lengths[k, :rows] = 1 if single else part["lengths"][index]
+                lengths[k, :num_rows] = 1 if single else part["lengths"][index]
         return torch.from_numpy(lengths.reshape(-1))
 
 
@@ -361,7 +370,7 @@ def _slice(window: _Window, start: int, end: int) -> dict[str, Any]:
         values.append(vals[offs[start] : offs[end]])
         lengths.append(np.diff(offs[start : end + 1]))
     return {
-        "rows": end - start,
+        "num_rows": end - start,
         "dense": window.dense[:, start:end],
         "labels": window.labels[start:end],
         "single": [column[start:end] for column in window.single],
@@ -375,7 +384,7 @@ def _merge(pieces: list[dict[str, Any]]) -> dict[str, Any]:
         return pieces[0]
     nfeat = len(pieces[0]["values"])
     return {
-        "rows": sum(p["rows"] for p in pieces),
+        "num_rows": sum(p["num_rows"] for p in pieces),
         "dense": np.concatenate([p["dense"] for p in pieces], axis=1),
         "labels": np.concatenate([p["labels"] for p in pieces]),
         "single": [np.concatenate([p["single"][j] for p in pieces]) for j in range(len(pieces[0]["single"]))],

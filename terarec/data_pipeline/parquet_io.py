@@ -7,6 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from terarec.data_pipeline.manifest import PartFile
+
 ROW_GROUP_ROWS = 131072  # DESIGN: row groups of ~64-256k rows
 
 
@@ -14,7 +16,8 @@ class PartWriter:
     """Writes ``DIR/part-{prefix}{index:05d}.parquet`` files of at most ``rows_per_file`` rows.
 
     Each part is written under a ``.tmp`` name and renamed when closed, so a crash never leaves a
-    truncated ``part-*.parquet`` that a loader or a resumed run would trust.
+    truncated ``part-*.parquet`` that a loader or a resumed run would trust. ``parts`` records each
+    closed part for the dataset's manifest (paths relative to ``directory``'s parent, the dataset).
     """
 
     def __init__(self, directory: Path, schema: pa.Schema, rows_per_file: int, prefix: str = "") -> None:
@@ -26,6 +29,7 @@ class PartWriter:
         self.rows_in_file = 0
         self.rows_total = 0
         self.written: list[Path] = []
+        self.parts: list[PartFile] = []
         self._writer: pq.ParquetWriter | None = None
         self._tmp: Path | None = None
         directory.mkdir(parents=True, exist_ok=True)
@@ -34,7 +38,7 @@ class PartWriter:
         offset = 0
         while offset < table.num_rows:
             if self._writer is None:
-                self._open()
+                self._writer = self._open()
             take = min(table.num_rows - offset, self.rows_per_file - self.rows_in_file)
             self._writer.write_table(table.slice(offset, take), row_group_size=ROW_GROUP_ROWS)
             self.rows_in_file += take
@@ -43,10 +47,10 @@ class PartWriter:
             if self.rows_in_file >= self.rows_per_file:
                 self._close_file()
 
-    def _open(self) -> None:
+    def _open(self) -> pq.ParquetWriter:
         final = self.directory / f"part-{self.prefix}{self.index:05d}.parquet"
         self._tmp = final.with_suffix(".parquet.tmp")
-        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="snappy")
+        return pq.ParquetWriter(self._tmp, self.schema, compression="snappy")
 
     def _close_file(self) -> None:
         assert self._writer is not None and self._tmp is not None
@@ -54,6 +58,7 @@ class PartWriter:
         final = self._tmp.with_suffix("")
         self._tmp.replace(final)
         self.written.append(final)
+        self.parts.append(PartFile.of(final, self.directory.parent, self.rows_in_file))
         self._writer, self._tmp = None, None
         self.index += 1
         self.rows_in_file = 0

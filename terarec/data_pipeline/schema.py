@@ -11,10 +11,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from terarec.errors import UserError
+
 SCHEMA_FILE = "schema.json"
+# attribute -> schema.json key where they differ (the file format predates the attribute's name)
+_ON_DISK = {"split_rows": "rows"}
+_IN_CODE = {disk: attr for attr, disk in _ON_DISK.items()}
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A prepared dataset or raw input is missing or malformed: the message names the file."""
 
 
@@ -46,7 +51,7 @@ class DatasetSchema:
     sparse: list[SparseFeature]
     sequence: list[SequenceFeature] = field(default_factory=list)
     label: str = "label"
-    rows: dict[str, int] = field(default_factory=dict)  # split -> row count
+    split_rows: dict[str, int] = field(default_factory=dict)  # split -> row count (schema.json: "rows")
     rejects: int = 0  # malformed input rows skipped (written to DIR/rejects/)
     source: str = ""
     command: str = ""
@@ -65,24 +70,37 @@ class DatasetSchema:
     def save(self, directory: str | Path) -> None:
         path = Path(directory) / SCHEMA_FILE
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        on_disk = {_ON_DISK.get(key, key): value for key, value in asdict(self).items()}
+        tmp.write_text(json.dumps(on_disk, indent=2) + "\n")
         tmp.replace(path)
 
     @classmethod
-    def load(cls, directory: str | Path) -> DatasetSchema:
+    def load(cls, directory: str | Path, check_parts: bool = True) -> DatasetSchema:
+        """Read schema.json; ``check_parts``: also check the parquet parts against the dataset's
+        manifest (present, none extra, sizes, footer row counts), so nothing trains on a dataset
+        with a lost, stray or damaged part."""
         path = Path(directory) / SCHEMA_FILE
         if not path.is_file():
             raise DatasetError(f"{path} not found: prepare the dataset first (terarec prepare / terarec synth)")
         try:
             raw = json.loads(path.read_text())
-            return cls(
+            schema = cls(
                 dense=list(raw["dense"]),
                 sparse=[SparseFeature(**s) for s in raw["sparse"]],
                 sequence=[SequenceFeature(**s) for s in raw.get("sequence", [])],
-                **{k: raw[k] for k in ("label", "rows", "rejects", "source", "command", "extra") if k in raw},
+                **{
+                    _IN_CODE.get(k, k): raw[k]
+                    for k in ("label", "rows", "rejects", "source", "command", "extra")
+                    if k in raw
+                },
             )
         except (KeyError, TypeError, json.JSONDecodeError) as err:
             raise DatasetError(f"{path}: not a terarec schema ({err})") from None
+        if check_parts:
+            from terarec.data_pipeline.manifest import check_dataset  # manifest.py imports this module
+
+            check_dataset(directory, schema)
+        return schema
 
 
 def dataset_files(directory: str | Path, split: str) -> list[Path]:

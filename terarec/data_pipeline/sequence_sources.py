@@ -17,13 +17,26 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
-from terarec.data_pipeline.schema import DatasetError, DatasetSchema
-from terarec.data_pipeline.sequences import Events, SequenceDatasetWriter, TimeCutoff, reindex
+from terarec.data_pipeline.manifest import Build, DatasetManifest, InputFile, PartFile, start_build
+from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SequenceFeature, SparseFeature
+from terarec.data_pipeline.sequences import (
+    HISTORY_PARTS,
+    HISTORY_PREFIX,
+    TIME_GAP_BUCKETS,
+    Events,
+    SequenceDatasetWriter,
+    TimeCutoff,
+    check_eval_fraction,
+    check_max_history,
+    reindex,
+)
 
 MOVIELENS_LABEL = "rating >= 4 (liked) = 1, else 0; history: the movies the user liked (rated >= 4) earlier"
 TAOBAO_LABEL = "behavior in {cart, fav, buy} = 1, pv = 0; history: the user's earlier events"
 TAOBAO_BEHAVIORS = {"pv": 0, "cart": 1, "fav": 1, "buy": 1}
 AGE_BUCKETS = np.array([18, 25, 35, 45, 50, 56])  # MovieLens-1M's age groups
+# the full UserBehavior file's vocabularies (988k users, 4.16M items, 9.4k categories)
+TAOBAO_VOCABULARY_SIZES = {"user": 987_995, "item": 4_162_025, "category": 9_440}
 
 
 def _read_table(
@@ -107,6 +120,15 @@ def _lookup(keys: np.ndarray, values: np.ndarray, file: str, what: str) -> np.nd
     return order[pos]
 
 
+def _existing(build: Build, output: str) -> DatasetSchema | None:
+    """The finished dataset when ``output`` already holds this very build; else clear leftovers."""
+    if build.up_to_date:
+        print(f"prepare: {output} is already prepared from these inputs and options; nothing to do")
+        return DatasetSchema.load(output)
+    build.clear_parts()  # not resumable: an unfinished attempt starts over
+    return None
+
+
 def prepare_movielens(
     folder: str,
     output: str,
@@ -115,17 +137,27 @@ def prepare_movielens(
     command: str = "",
     progress: bool = False,
     liked_history: bool = True,
+    overwrite: bool = False,
 ) -> DatasetSchema:
     """MovieLens-100K folder (``u.data``, ``u.item``, ``u.user``) -> sequence dataset in ``output``.
 
     Read whole (MovieLens fits in memory up to ML-25M); ``progress`` is accepted for symmetry.
     """
-    events, vocab = _movielens_events(Path(folder), liked_history)
-    cutoff = TimeCutoff()
-    cutoff.add(events.time)
-    writer = SequenceDatasetWriter(Path(output), cutoff.cutoff(eval_fraction), max_history)
-    writer.write(events)
-    return writer.finish(vocab, events.dense, events.context, f"MovieLens ({folder})", command, MOVIELENS_LABEL)
+    check_max_history(max_history)
+    check_eval_fraction(eval_fraction)
+    inputs = [InputFile.of(Path(folder) / name) for name in ("u.data", "u.item", "u.user")]
+    options = {"--max-history": max_history, "--eval-fraction": float(eval_fraction), "liked history": liked_history}
+    with start_build(output, DatasetManifest("movielens", inputs, options), overwrite) as build:
+        if (existing := _existing(build, output)) is not None:
+            return existing
+        events, vocab = _movielens_events(Path(folder), liked_history)
+        cutoff = TimeCutoff()
+        cutoff.add(events.time)
+        writer = SequenceDatasetWriter(build.directory, cutoff.cutoff(eval_fraction), max_history)
+        writer.write(events)
+        schema = writer.finish(vocab, events.dense, events.context, f"MovieLens ({folder})", command, MOVIELENS_LABEL)
+        build.commit(writer.parts)
+    return schema
 
 
 # -- Taobao: streamed twice (vocabularies + time cutoff, then rows), bounded by vocabulary size -----
@@ -164,10 +196,29 @@ def _behavior_labels(column: pa.Array, path: Path) -> np.ndarray:
 
 
 def prepare_taobao(
-    csv: str, output: str, max_history: int = 50, eval_fraction: float = 0.2, command: str = "", progress: bool = True
+    csv: str,
+    output: str,
+    max_history: int = 50,
+    eval_fraction: float = 0.2,
+    command: str = "",
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> DatasetSchema:
     """Taobao UserBehavior CSV (grouped by user, as published) -> sequence dataset in ``output``."""
-    path = Path(csv)
+    check_max_history(max_history)
+    check_eval_fraction(eval_fraction)
+    options = {"--max-history": max_history, "--eval-fraction": float(eval_fraction)}
+    with start_build(output, DatasetManifest("taobao", [InputFile.of(csv)], options), overwrite) as build:
+        if (existing := _existing(build, output)) is not None:
+            return existing
+        schema, parts = _write_taobao(Path(csv), build.directory, max_history, eval_fraction, command, progress)
+        build.commit(parts)
+    return schema
+
+
+def _write_taobao(
+    path: Path, output: Path, max_history: int, eval_fraction: float, command: str, progress: bool
+) -> tuple[DatasetSchema, list[PartFile]]:
     cutoff, vocab = (
         TimeCutoff(),
         {"user": np.zeros(0, np.int64), "item": np.zeros(0, np.int64), "category": np.zeros(0, np.int64)},
@@ -176,7 +227,7 @@ def prepare_taobao(
         cutoff.add(batch.column("time").to_numpy())
         for name in vocab:
             vocab[name] = np.union1d(vocab[name], batch.column(name).to_numpy())
-    writer = SequenceDatasetWriter(Path(output), cutoff.cutoff(eval_fraction), max_history)
+    writer = SequenceDatasetWriter(output, cutoff.cutoff(eval_fraction), max_history)
     finished = np.zeros(len(vocab["user"]) + 1, bool)
     carry: pa.Table | None = None
     with tqdm(total=int(cutoff.counts.sum()), unit="row", unit_scale=True, desc="taobao", disable=not progress) as bar:
@@ -194,7 +245,8 @@ def prepare_taobao(
         if carry is not None:
             _write_taobao_users(carry, vocab, finished, writer, path)
     sizes = {name: len(values) + 1 for name, values in vocab.items()}
-    return writer.finish(sizes, [], [], f"Taobao UserBehavior ({csv})", command, TAOBAO_LABEL)
+    schema = writer.finish(sizes, [], [], f"Taobao UserBehavior ({path})", command, TAOBAO_LABEL)
+    return schema, writer.parts
 
 
 def _write_taobao_users(
@@ -223,4 +275,16 @@ def _write_taobao_users(
             context={},
             dense={},
         )
+    )
+
+
+def taobao_reference_schema(max_history: int = 50) -> DatasetSchema:
+    """The layout of the full Taobao UserBehavior dataset without its data (its vocabulary sizes,
+    ``max_history``-item histories). ``terarec models`` sizes every sequence model on it."""
+    sizes = {**TAOBAO_VOCABULARY_SIZES, "time_gap": TIME_GAP_BUCKETS}
+    return DatasetSchema(
+        dense=[],
+        sparse=[SparseFeature(name, size) for name, size in sizes.items()],
+        sequence=[SequenceFeature(HISTORY_PREFIX + part, part, max_history) for part in HISTORY_PARTS],
+        source="Taobao UserBehavior (reference sizes, no data)",
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from terarec.data_pipeline.manifest import PartFile
 from terarec.data_pipeline.parquet_io import PartWriter
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SequenceFeature, SparseFeature
 
@@ -33,7 +34,18 @@ _HOUR0, _HOURS = 0, 80 * 8784
 def time_gap_bucket(gap_seconds: np.ndarray) -> np.ndarray:
     """Seconds between target and history event -> bucket in ``[1, 63]`` (log2 of minutes)."""
     minutes = np.maximum(gap_seconds, 0) / 60.0
-    return np.minimum(1 + np.floor(np.log2(1.0 + minutes)), TIME_GAP_BUCKETS - 1).astype(np.uint32)
+    buckets: np.ndarray = np.minimum(1 + np.floor(np.log2(1.0 + minutes)), TIME_GAP_BUCKETS - 1).astype(np.uint32)
+    return buckets
+
+
+def check_max_history(max_history: int) -> None:
+    if max_history < 1:
+        raise DatasetError(f"--max-history must be >= 1, got {max_history}")
+
+
+def check_eval_fraction(eval_fraction: float) -> None:
+    if not 0.0 <= eval_fraction < 1.0:
+        raise DatasetError(f"--eval-fraction must be in [0, 1), got {eval_fraction}")
 
 
 class TimeCutoff:
@@ -48,8 +60,7 @@ class TimeCutoff:
 
     def cutoff(self, eval_fraction: float) -> int:
         """The first hour boundary after which at most ``eval_fraction`` of the events fall."""
-        if not 0.0 <= eval_fraction < 1.0:
-            raise DatasetError(f"--eval-fraction must be in [0, 1), got {eval_fraction}")
+        check_eval_fraction(eval_fraction)
         total = int(self.counts.sum())
         if total == 0:
             raise DatasetError("no events in the input")
@@ -98,7 +109,10 @@ def sequence_table(events: Events, max_history: int) -> pa.Table:
     offsets, gather = history_index(events.user, max_history, events.history_eligible)
     owner = np.repeat(np.arange(len(events.user)), np.diff(offsets))
     gaps = time_gap_bucket(events.time[owner] - events.time[gather])
-    as_list = lambda values: pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values, pa.uint32()))  # noqa: E731
+
+    def as_list(values: np.ndarray) -> pa.ListArray:
+        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values, pa.uint32()))
+
     columns: dict[str, pa.Array] = {"label": pa.array(events.label, pa.int8())}
     for name, values in events.dense.items():
         columns[name] = pa.array(values, pa.float32(), mask=np.isnan(values))
@@ -126,8 +140,7 @@ class SequenceDatasetWriter:
     """Splits blocks of events by the time cutoff and writes ``train/`` and ``eval/`` parts."""
 
     def __init__(self, output: Path, cutoff: int, max_history: int) -> None:
-        if max_history < 1:
-            raise DatasetError(f"--max-history must be >= 1, got {max_history}")
+        check_max_history(max_history)
         self.output, self.cutoff, self.max_history = output, cutoff, max_history
         self.writers: dict[str, PartWriter] = {}
         self.positives = {"train": 0, "eval": 0}
@@ -143,6 +156,11 @@ class SequenceDatasetWriter:
                 self.writers[split] = PartWriter(self.output / split, part.schema, ROWS_PER_FILE)
             self.writers[split].write(part)
             self.positives[split] += int(events.label[mask].sum())
+
+    @property
+    def parts(self) -> list[PartFile]:
+        """The closed parts (for the manifest), once ``finish`` has run."""
+        return [part for writer in self.writers.values() for part in writer.parts]
 
     def finish(
         self,
@@ -170,7 +188,7 @@ class SequenceDatasetWriter:
             dense=list(dense),
             sparse=sparse,
             sequence=sequence,
-            rows=rows,
+            split_rows=rows,
             source=source,
             command=command,
             extra={

@@ -3,7 +3,8 @@
 Labels come from a fixed logistic model with main effects, sparse x sparse crosses and a dense x
 sparse cross, so a model that learns embeddings and interactions shows it in AUC. Rows are made in
 chunks of ``CHUNK_ROWS`` from a per-chunk seeded generator: the output is the same for a seed, and
-memory is bounded whatever ``rows`` is.
+memory is bounded whatever ``rows`` is. The output directory is claimed by a manifest
+(``manifest.py``): synth never writes into a directory that holds another dataset.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tqdm import tqdm
 
 from terarec.data_pipeline.criteo_layout import DENSE_NAMES, LABEL, MLPERF_MULTI_HOT_SIZES, PRESETS, SPARSE_NAMES
 from terarec.data_pipeline.hashing import splitmix64
+from terarec.data_pipeline.manifest import DatasetManifest, PartFile, start_build
 from terarec.data_pipeline.parquet_io import PartWriter
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SparseFeature
 
@@ -52,7 +54,8 @@ def hashed_effect(ids: np.ndarray, salt: int) -> np.ndarray:
     """A fixed pseudo-random unit-variance effect per id (splitmix64 of ``id ^ salt``)."""
     z = splitmix64(ids, salt)
     uniform = (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
-    return (uniform * 2.0 - 1.0) * np.sqrt(3.0)
+    effect: np.ndarray = (uniform * 2.0 - 1.0) * np.sqrt(3.0)
+    return effect
 
 
 def zipf_ids(rng: np.random.Generator, cardinality: int, size: int) -> np.ndarray:
@@ -61,7 +64,8 @@ def zipf_ids(rng: np.random.Generator, cardinality: int, size: int) -> np.ndarra
     u = rng.random(size)
     top = float(cardinality) ** (1.0 - s)
     ranks = (1.0 + u * (top - 1.0)) ** (1.0 / (1.0 - s))
-    return np.minimum(ranks.astype(np.int64) - 1, cardinality - 1).astype(np.uint32)
+    ids: np.ndarray = np.minimum(ranks.astype(np.int64) - 1, cardinality - 1).astype(np.uint32)
+    return ids
 
 
 def _dense(rng: np.random.Generator, rows: int) -> tuple[list[pa.Array], np.ndarray]:
@@ -91,16 +95,18 @@ def _sparse(rng: np.random.Generator, spec: SynthSpec, rows: int) -> tuple[list[
 def planted_logit(dense_z: np.ndarray, first_ids: list[np.ndarray]) -> np.ndarray:
     """The label model (before the bias): what a good CTR model should recover."""
     centred = (dense_z - 2.5) / 1.5
-    logit = sum(w * centred[:, i] for i, w in DENSE_WEIGHTS.items())
+    logit: np.ndarray = np.zeros(len(dense_z))
+    logit = logit + sum(w * centred[:, i] for i, w in DENSE_WEIGHTS.items())
     logit = logit + sum(w * hashed_effect(first_ids[f], 100 + f) for f, w in MAIN_EFFECTS.items())
     for a, b, w in CROSSES:
         pair = first_ids[a].astype(np.uint64) * np.uint64(1_000_003) + first_ids[b]
         logit = logit + w * hashed_effect(pair, 200 + a)
     d, f, w = DENSE_X_SPARSE
-    return logit + w * centred[:, d] * hashed_effect(first_ids[f], 300 + f)
+    planted: np.ndarray = logit + w * centred[:, d] * hashed_effect(first_ids[f], 300 + f)
+    return planted
 
 
-def make_chunk(spec: SynthSpec, chunk: int, rows: int, bias: float) -> tuple[pa.Table, np.ndarray]:
+def make_chunk(spec: SynthSpec, chunk: int, rows: int, bias: float) -> tuple[pa.Table, list[np.ndarray]]:
     rng = np.random.default_rng([spec.seed, chunk])
     dense_arrays, dense_z = _dense(rng, rows)
     sparse_arrays, first_ids = _sparse(rng, spec, rows)
@@ -123,13 +129,34 @@ def calibrate_bias(spec: SynthSpec) -> float:
     return (lo + hi) / 2
 
 
-def write_synthetic(spec: SynthSpec, output: str | Path, progress: bool = True, command: str = "") -> DatasetSchema:
-    """Stream ``spec.rows`` rows to ``output/{train,eval}/part-*.parquet`` and write schema.json."""
+def write_synthetic(
+    spec: SynthSpec, output: str | Path, progress: bool = True, command: str = "", overwrite: bool = False
+) -> DatasetSchema:
+    """Stream ``spec.rows`` rows to ``output/{train,eval}/part-*.parquet``, write schema.json, then
+    the manifest. A re-run of the same spec into a complete dataset does nothing; ``overwrite``
+    builds beside ``output`` and swaps the new dataset in when it is complete."""
     if spec.rows <= 0:
         raise DatasetError(f"--rows must be positive, got {spec.rows}")
     if not 0.0 <= spec.eval_fraction < 1.0:
         raise DatasetError(f"--eval-fraction must be in [0, 1), got {spec.eval_fraction}")
-    out = Path(output)
+    options = {
+        "--preset": spec.preset,
+        "--rows": spec.rows,
+        "--multi-hot": spec.multi_hot,
+        "--seed": spec.seed,
+        "--eval-fraction": float(spec.eval_fraction),
+    }
+    with start_build(output, DatasetManifest("synth", [], options), overwrite) as build:
+        if build.up_to_date:
+            print(f"synth: {output} already holds this dataset; nothing to do")
+            return DatasetSchema.load(output)
+        build.clear_parts()  # synth is not resumable: an unfinished attempt starts over
+        schema, parts = _write_rows(spec, build.directory, progress, command)
+        build.commit(parts)
+    return schema
+
+
+def _write_rows(spec: SynthSpec, out: Path, progress: bool, command: str) -> tuple[DatasetSchema, list[PartFile]]:
     bias = calibrate_bias(spec)
     eval_rows = int(round(spec.rows * spec.eval_fraction))
     train_rows = spec.rows - eval_rows
@@ -152,10 +179,10 @@ def write_synthetic(spec: SynthSpec, output: str | Path, progress: bool = True, 
     schema = DatasetSchema(
         dense=list(DENSE_NAMES),
         sparse=[SparseFeature(n, int(c), spec.multi_hot) for n, c in zip(SPARSE_NAMES, spec.cardinalities)],
-        rows={"train": train_rows, "eval": eval_rows},
+        split_rows={"train": train_rows, "eval": eval_rows},
         source=f"synthetic {spec.preset} (Zipf s={ZIPF_EXPONENT}, planted logistic model, bias {bias:.4f})",
         command=command,
         extra={"seed": spec.seed, "multi_hot_sizes": spec.bag_sizes, "observed_max_id": observed_max.tolist()},
     )
     schema.save(out)
-    return schema
+    return schema, [p for w in writers.values() for p in w.parts]

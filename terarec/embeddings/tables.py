@@ -1,18 +1,97 @@
-"""Embedding tables from a dataset schema: one table per sparse feature, sized and named here.
+"""The table policy: which embedding tables a dataset gets, their sizes, widths, names, and how a
+raw id picks its row.
 
-Raw ids are reduced modulo the table's row count by the loader, so a table never needs more
-rows than the feature's cardinality, and ``max_rows`` caps the big ones (MLPerf caps at 40M).
+- Tables: one per sparse feature, named ``t_<feature>``. A sequence feature (``hist_item``)
+  shares the table of the sparse feature it names (``item``), so history and target live in one
+  embedding space.
+- Size (``num_embeddings``): ``min(cardinality, embeddings.max_rows)``, at least 1, unless
+  ``embeddings.rows`` sets the feature's size. The cap keeps huge vocabularies trainable (MLPerf
+  caps Criteo 1TB at 40M).
+- Id -> row: raw id ``i`` of a feature reads row ``i mod num_embeddings`` of its table (floor
+  modulo: every integer lands in ``[0, num_embeddings)``), so a table never needs more rows than
+  the feature's cardinality and a capped table folds ids together instead of failing. Datasets
+  store raw ids; the loader applies this reduction with the sizes :attr:`TablePlan.table_sizes`
+  gives it (its kernel, ``data_pipeline.columns.reduce_ids``, is tuned for throughput and must
+  agree with :func:`embedding_row`).
+- Width: every table has the same ``dim``: ``embeddings.dim`` when set, else the model flavor's
+  ``embedding_dim`` (:func:`table_dim`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, EmbeddingConfig
 
 from terarec.data_pipeline.schema import DatasetSchema
 
 
-def table_rows(schema: DatasetSchema, max_rows: int, overrides: dict[str, int] | None = None) -> dict[str, int]:
-    """Feature -> embedding rows: ``min(cardinality, max_rows)`` unless overridden."""
+@dataclass(frozen=True)
+class TableSpec:
+    """One embedding table."""
+
+    feature: str  # the sparse feature that owns it
+    num_embeddings: int
+    dim: int
+    lookups: tuple[str, ...]  # the batch keys it embeds: the feature, then the sequence features sharing it
+
+    @property
+    def name(self) -> str:
+        return table_name(self.feature)
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """Every table of a dataset, in the schema's sparse-feature order."""
+
+    tables: tuple[TableSpec, ...]
+
+    @property
+    def table_sizes(self) -> dict[str, int]:
+        """Feature -> ``num_embeddings``: the modulus the loader reduces the feature's raw ids by
+        (a sequence feature uses its table feature's entry)."""
+        return {t.feature: t.num_embeddings for t in self.tables}
+
+    def bag_configs(self) -> list[EmbeddingBagConfig]:
+        """Sum-pooled tables for an EmbeddingBagCollection; a history feature is pooled (a bag of
+        its items) with its target feature's table."""
+        return [
+            EmbeddingBagConfig(
+                name=t.name, embedding_dim=t.dim, num_embeddings=t.num_embeddings, feature_names=list(t.lookups)
+            )
+            for t in self.tables
+        ]
+
+    def sequence_configs(self) -> list[EmbeddingConfig]:
+        """Unpooled tables for an EmbeddingCollection (``t_item`` looks up ``item`` and ``hist_item``)."""
+        return [
+            EmbeddingConfig(
+                name=t.name, embedding_dim=t.dim, num_embeddings=t.num_embeddings, feature_names=list(t.lookups)
+            )
+            for t in self.tables
+        ]
+
+
+def table_name(feature: str) -> str:
+    return f"t_{feature}"
+
+
+def embedding_row(raw_id: int, num_embeddings: int) -> int:
+    """The row of a table of ``num_embeddings`` rows that raw id ``raw_id`` reads (the definition;
+    the loader applies it to whole columns at once)."""
+    return raw_id % num_embeddings
+
+
+def table_dim(configured: int | None, flavor_dim: int) -> int:
+    """The tables' width: ``embeddings.dim`` when the config sets it, else the flavor's."""
+    return flavor_dim if configured is None else configured
+
+
+def table_sizes(schema: DatasetSchema, max_rows: int, overrides: dict[str, int] | None = None) -> dict[str, int]:
+    """Feature -> ``num_embeddings``: ``min(cardinality, max_rows)`` (at least 1) unless overridden.
+
+    Raises ValueError when ``overrides`` names a feature that is not a sparse feature of ``schema``.
+    """
     overrides = overrides or {}
     unknown = sorted(set(overrides) - {f.name for f in schema.sparse})
     if unknown:
@@ -20,30 +99,16 @@ def table_rows(schema: DatasetSchema, max_rows: int, overrides: dict[str, int] |
     return {f.name: int(overrides.get(f.name, max(1, min(f.cardinality, max_rows)))) for f in schema.sparse}
 
 
-def table_name(feature: str) -> str:
-    return f"t_{feature}"
-
-
-def _features_of(feature: str, schema: DatasetSchema) -> list[str]:
-    """``feature`` and the sequence features that share its table (``item`` -> ``hist_item``)."""
-    return [feature, *(s.name for s in schema.sequence if s.table == feature)]
-
-
-def bag_table_configs(rows: dict[str, int], dim: int, schema: DatasetSchema) -> list[EmbeddingBagConfig]:
-    """One sum-pooled EmbeddingBag table per feature (``t_<feature>``), in feature order; a history
-    feature is pooled (a bag of its items) with its target feature's table."""
-    return [
-        EmbeddingBagConfig(
-            name=table_name(f), embedding_dim=dim, num_embeddings=n, feature_names=_features_of(f, schema)
+def plan_tables(schema: DatasetSchema, dim: int, max_rows: int, overrides: dict[str, int] | None = None) -> TablePlan:
+    """The tables of ``schema`` at width ``dim``, sized by :func:`table_sizes`."""
+    return TablePlan(
+        tuple(
+            TableSpec(feature, size, dim, _lookups(feature, schema))
+            for feature, size in table_sizes(schema, max_rows, overrides).items()
         )
-        for f, n in rows.items()
-    ]
+    )
 
 
-def sequence_table_configs(rows: dict[str, int], dim: int, schema: DatasetSchema) -> list[EmbeddingConfig]:
-    """Unpooled tables for an EmbeddingCollection: feature ``f``'s table also serves every sequence
-    feature whose ``table`` is ``f`` (``t_item`` looks up ``item`` and ``hist_item``)."""
-    return [
-        EmbeddingConfig(name=table_name(f), embedding_dim=dim, num_embeddings=n, feature_names=_features_of(f, schema))
-        for f, n in rows.items()
-    ]
+def _lookups(feature: str, schema: DatasetSchema) -> tuple[str, ...]:
+    """``feature`` and the sequence features that share its table (``item`` -> ``hist_item``)."""
+    return (feature, *(s.name for s in schema.sequence if s.table == feature))

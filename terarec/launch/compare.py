@@ -8,8 +8,11 @@ A model is a name (``dlrm``, ``dcnv2``, ``wukong``: their ``*_criteo10k`` recipe
 the shared ``key=value`` overrides; the budget (``train.batch_size``, ``train.epochs``,
 ``train.max_steps``, ``train.max_minutes``) must come out equal for every model, or compare stops and names the
 difference, so a comparison is never silently unequal. Each run trains in its own process under
-``OUT/runs/NAME/seed_S`` (reused on a re-run only when its saved config is the one it would run);
-baselines run ``terarec.baselines.tabular`` under ``OUT/baselines/KIND/seed_S``. Results:
+``OUT/runs/NAME/seed_S``; baselines run ``terarec.baselines.tabular`` under ``OUT/baselines/KIND/seed_S``.
+A finished run is reused on a re-run only when its resolved config (a baseline's settings) and its
+dataset's fingerprint are the ones it would run with now (``terarec.launch.reuse``); every run is
+checked before any trains, and changed ones stop the comparison (``--on-change stop``, the default)
+or are moved aside and trained again (``--on-change rerun``). Results:
 ``OUT/compare.json`` (every run, mean and std over seeds), ``OUT/compare.md`` and ``OUT/compare.png``.
 """
 
@@ -25,10 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from terarec.configs.loader import ConfigError, config_to_dict, load_config
-from terarec.launch.torchrun import run_child, trainer_command
+from terarec.configs.baselines import MAX_TRAIN_ROWS, describe_baselines
+from terarec.configs.loader import ConfigError, check_batch_fits, config_to_dict, load_config
+from terarec.data_pipeline.manifest import dataset_fingerprint
+from terarec.data_pipeline.schema import DatasetSchema
+from terarec.errors import RunFailedError, UserError
+from terarec.launch.reuse import Identity, Planned, decide, make_room, move_aside, stop_on_changes
+from terarec.launch.torchrun import child_user_error, run_child, trainer_command
 
 log = logging.getLogger("terarec")
 DEFAULT_RECIPES = {
@@ -52,8 +59,8 @@ METRICS = (
 )
 
 
-class CompareError(RuntimeError):
-    """A run failed: the message names it and its log file."""
+class CompareError(RunFailedError):
+    """A run failed (not a user error): the message names it and its log file."""
 
 
 @dataclass
@@ -70,7 +77,7 @@ class CompareSpec:
     seeds: list[int]
     nproc: int = 1
     overrides: list[str] = field(default_factory=list)
-    max_train_rows: int = 10_000_000  # baselines train in memory on at most this many rows
+    max_train_rows: int = MAX_TRAIN_ROWS  # baselines train in memory on at most this many rows
 
     @classmethod
     def build(
@@ -81,7 +88,7 @@ class CompareSpec:
         seeds: str,
         nproc: int = 1,
         overrides: list[str] | None = None,
-        max_train_rows: int = 10_000_000,
+        max_train_rows: int = MAX_TRAIN_ROWS,
     ) -> CompareSpec:
         """Parse and validate everything (recipes, budget, baselines' libraries) before any run."""
         if not (Path(data) / "schema.json").is_file():
@@ -93,6 +100,8 @@ class CompareSpec:
         names = [m.strip() for m in models.split(",") if m.strip()]
         if not names or not seed_list or nproc < 1:
             raise ConfigError("compare needs at least one model (--models), one seed (--seeds) and --nproc >= 1")
+        if len(set(seed_list)) != len(seed_list):
+            raise ConfigError(f"--seeds {seeds!r}: a seed is named twice (each seed is one run per model)")
         entries = [Entry(n, "model", DEFAULT_RECIPES.get(n, n)) for n in names]
         for kind in [b.strip() for b in baselines.split(",") if b.strip()]:
             if kind not in BASELINES:
@@ -106,6 +115,7 @@ class CompareSpec:
             raise ConfigError(f"compare: a model or baseline is named twice in {models!r} / {baselines!r}")
         spec = cls(data, entries, seed_list, nproc, list(overrides or []), max_train_rows)
         spec._check_budget()
+        spec._check_splits()
         return spec
 
     def model_overrides(self, seed: int, run_dir: Path) -> list[str]:
@@ -115,7 +125,6 @@ class CompareSpec:
             f"data.path={self.data}",
             f"train.seed={seed}",
             f"run.dir={run_dir}",
-            "run.overwrite=true",  # a run recomputed with other settings replaces the old one
             "logging.progress=false",
             "checkpoint.final=false",
         ]
@@ -124,6 +133,23 @@ class CompareSpec:
         """The budget keys of ``recipe`` with this comparison's overrides (also validates the config)."""
         cfg = load_config(recipe, self.model_overrides(self.seeds[0], Path("unused")))
         return {f"{section}.{key}": getattr(getattr(cfg, section), key) for section, key in BUDGET_KEYS}
+
+    def _check_splits(self) -> None:
+        """Every run is scored on the eval split: without eval rows compare would train everything and
+        then have nothing to compare, so it stops here; the shared batch must also fit the train split."""
+        rows = DatasetSchema.load(self.data, check_parts=False).split_rows  # each run's trainer checks the parts
+        for entry in self.entries:
+            train, evaluation, cfg = "train", "eval", None  # the baselines' fixed splits
+            if entry.kind == "model":
+                cfg = load_config(entry.recipe, self.model_overrides(self.seeds[0], Path("unused")))
+                train, evaluation = cfg.data.train_split, cfg.data.eval_split
+            if rows.get(evaluation, 0) <= 0:
+                raise ConfigError(
+                    f"compare: --data {self.data} has no eval rows in split '{evaluation}' (rows: {rows}); "
+                    "prepare it with an eval split (e.g. --eval-fraction 0.2)"
+                )
+            if cfg is not None:
+                check_batch_fits(cfg.train.batch_size, train, rows.get(train, 0), self.nproc)
 
     def _check_budget(self) -> None:
         budgets = {e.name: tuple(self.budget(e.recipe).items()) for e in self.entries if e.kind == "model"}
@@ -136,39 +162,76 @@ class CompareSpec:
             )
 
 
-def _run_or_reuse(
-    name: str, seed: int, run_dir: Path, command: list[str], unchanged: Callable[[], bool]
-) -> dict[str, Any]:
-    """The run's metrics: reused when ``metrics.json`` exists and ``unchanged()`` says it was made with
-    these settings, else (re)computed by ``command`` in a child process logging to ``train.log``."""
+def _run_or_reuse(name: str, seed: int, planned: Planned, command: Callable[[bool], list[str]]) -> dict[str, Any]:
+    """The run's metrics: read back when ``planned`` says the run on disk may be reused, else
+    (re)computed by ``command(resume)`` in a child process logging to ``train.log``."""
+    run_dir = planned.run_dir
     done = run_dir / "metrics.json"
-    if done.is_file() and unchanged():
-        log.info("%s seed %d: done earlier with the same settings, reused", name, seed)
+    if planned.decision.action == "reuse":
+        log.info("%s seed %d: done earlier with the same config and data, reused", name, seed)
     else:
-        done.unlink(missing_ok=True)
+        resume = make_room(planned)
         log.info("%s seed %d: training", name, seed)
-        code = run_child(command, run_dir / "train.log")
+        code = run_child(command(resume), run_dir / "train.log")
+        mistake = child_user_error(run_dir / "train.log") if code != 0 else None
+        if mistake is not None:
+            raise UserError(f"{name} seed {seed}: {mistake} (log: {run_dir / 'train.log'})")
         if code != 0 or not done.is_file():
             raise CompareError(f"{name} seed {seed} failed (exit {code}); see {run_dir / 'train.log'}")
     return json.loads(done.read_text())
 
 
-def _run_model(spec: CompareSpec, entry: Entry, seed: int, run_dir: Path) -> dict[str, Any]:
-    overrides = spec.model_overrides(seed, run_dir)
-    saved = run_dir / "config.yaml"
+def _run_dir(output: Path, entry: Entry, seed: int) -> Path:
+    return output / ("runs" if entry.kind == "model" else "baselines") / entry.name / f"seed_{seed}"
 
-    def unchanged() -> bool:
-        return saved.is_file() and yaml.safe_load(saved.read_text()) == config_to_dict(
-            load_config(entry.recipe, overrides)
-        )
 
-    return _run_or_reuse(
-        entry.name, seed, run_dir, trainer_command(["--config", entry.recipe, *overrides], spec.nproc), unchanged
+def _baseline_settings(spec: CompareSpec, entry: Entry, seed: int) -> dict[str, Any]:
+    """A baseline's identity besides the data: what ``terarec.baselines.tabular`` records in its metrics."""
+    return {
+        "kind": entry.recipe,
+        "data": str(Path(spec.data).resolve()),
+        "max_train_rows": spec.max_train_rows,
+        "seed": seed,
+    }
+
+
+def _recorded_baseline_settings(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        recorded = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return (
+        {k: recorded.get(k) for k in ("kind", "data", "max_train_rows", "seed")} if isinstance(recorded, dict) else None
     )
 
 
-def _run_baseline(spec: CompareSpec, entry: Entry, seed: int, run_dir: Path) -> dict[str, Any]:
-    args = {"data": str(Path(spec.data).resolve()), "max_train_rows": spec.max_train_rows, "seed": seed}
+def plan_runs(spec: CompareSpec, output: Path, fingerprint: str | None) -> list[Planned]:
+    """Every (entry, seed) run, in table order, with whether its dir on disk may be reused."""
+    planned = []
+    for entry in spec.entries:
+        for seed in spec.seeds:
+            run_dir = _run_dir(output, entry, seed)
+            if entry.kind == "model":
+                config = config_to_dict(load_config(entry.recipe, spec.model_overrides(seed, run_dir)))
+                decision = decide(run_dir, Identity(config, fingerprint))
+            else:
+                now = Identity(_baseline_settings(spec, entry, seed), fingerprint)
+                decision = decide(run_dir, now, _recorded_baseline_settings)
+            planned.append(Planned(f"{entry.name} seed {seed}", run_dir, decision))
+    return planned
+
+
+def _run_model(spec: CompareSpec, entry: Entry, seed: int, planned: Planned) -> dict[str, Any]:
+    overrides = spec.model_overrides(seed, planned.run_dir)
+
+    def command(resume: bool) -> list[str]:
+        return trainer_command(["--config", entry.recipe, *overrides, *(["resume=auto"] if resume else [])], spec.nproc)
+
+    return _run_or_reuse(entry.name, seed, planned, command)
+
+
+def _run_baseline(spec: CompareSpec, entry: Entry, seed: int, planned: Planned) -> dict[str, Any]:
+    args = _baseline_settings(spec, entry, seed)
     command = [
         sys.executable,
         "-m",
@@ -178,29 +241,30 @@ def _run_baseline(spec: CompareSpec, entry: Entry, seed: int, run_dir: Path) -> 
         "--data",
         args["data"],
         "--output",
-        str(run_dir),
+        str(planned.run_dir),
         "--seed",
         str(seed),
         "--max-train-rows",
         str(spec.max_train_rows),
     ]
-
-    def unchanged() -> bool:
-        recorded = json.loads((run_dir / "metrics.json").read_text())
-        return {k: recorded.get(k) for k in args} == args
-
-    return _run_or_reuse(entry.name, seed, run_dir, command, unchanged)
+    return _run_or_reuse(entry.name, seed, planned, lambda resume: command)
 
 
-def run_compare(spec: CompareSpec, output: Path) -> dict[str, Any]:
+def run_compare(spec: CompareSpec, output: Path, on_change: str = "stop") -> dict[str, Any]:
+    """Every run (reused or trained, as :func:`plan_runs` and ``on_change`` decide before any
+    trains), then ``compare.json``, ``compare.md`` and ``compare.png`` of this request's runs only."""
+    fingerprint = dataset_fingerprint(spec.data)
+    every_run = plan_runs(spec, output, fingerprint)
+    stop_on_changes(every_run, on_change, "run")
+    if any(p.decision.action == "changed" for p in every_run) and (output / "compare.json").is_file():
+        log.info("compare.json listed runs now re-run: moved to %s", move_aside(output / "compare.json"))
+    planned = iter(every_run)
     results = []
     for entry in spec.entries:
         runs = []
         for seed in spec.seeds:
-            if entry.kind == "model":
-                runs.append(_run_model(spec, entry, seed, output / "runs" / entry.name / f"seed_{seed}"))
-            else:
-                runs.append(_run_baseline(spec, entry, seed, output / "baselines" / entry.name / f"seed_{seed}"))
+            run = _run_model if entry.kind == "model" else _run_baseline
+            runs.append(run(spec, entry, seed, next(planned)))
             log.info("%s seed %d: auc %.4f logloss %.4f", entry.name, seed, runs[-1]["auc"], runs[-1]["logloss"])
         table = np.array([[float(r.get(k, np.nan)) for k in METRICS] for r in runs])
         results.append(
@@ -216,6 +280,7 @@ def run_compare(spec: CompareSpec, output: Path) -> dict[str, Any]:
     first_model = next((r["runs"][0] for r in results if r["kind"] == "model"), results[0]["runs"][0])
     report = {
         "data": spec.data,
+        "dataset_fingerprint": fingerprint,
         "seeds": spec.seeds,
         "nproc": spec.nproc,
         "overrides": spec.overrides,
@@ -271,8 +336,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Models' shared budget: {', '.join(f'`{k}={v}`' for k, v in report.get('budget', {}).items()) or 'n/a'}"
         f"{'; overrides: ' + ' '.join(f'`{o}`' for o in report['overrides']) if report['overrides'] else ''}.",
         f"Baselines train on at most {report['baseline_max_train_rows']:,} train rows with their libraries' "
-        "budgets (LightGBM: 50 trees, lr 0.05, 31 leaves; logreg: L2, C=1, lbfgs, 100 iterations); "
-        "their params are tree nodes / "
+        f"budgets ({describe_baselines()}); their params are tree nodes / "
         "weights and their FLOPs/example comparisons (trees) or multiply-adds (logreg).",
         f"On this eval set an AUC has a standard error of about {report['auc_standard_error']:.4f} (Hanley & McNeil): "
         "AUCs closer than about twice that are not distinguishable on this data.",

@@ -13,7 +13,7 @@ resource ``-h``, env, mounts, scheduler retries) running ``terarec.trainer.main`
   installed is explicit (``.torchxconfig`` sets ``.venv/bin/python`` for the local schedulers).
 
 ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` keeps restarts from reusing a stale rendezvous store
-(pytorch#135712; STACK_NOTES).
+(pytorch#135712; docs/stack.md).
 """
 
 import shlex

@@ -8,8 +8,11 @@ A sweep YAML names a base recipe and a grid; every point of the grid is one run:
     overrides: [train.max_steps=200]   # optional, applied to every point
     nproc: 1                           # processes per run (torchrun when > 1)
 
-Each point runs in its own process (a crash stays in its point) under ``SWEEP/points/NAME``;
-points whose ``metrics.json`` exists are skipped on a re-run. Results go to ``SWEEP/results.csv``;
+Each point runs in its own process (a crash stays in its point) under ``SWEEP/points/NAME``.
+On a re-run a finished point is skipped only when its resolved config and its dataset's fingerprint
+are the ones it would run with now (``terarec.launch.reuse``); every point is checked before any
+runs, and changed ones stop the sweep (``--on-change stop``, the default) or are moved aside and
+trained again (``--on-change rerun``). Results go to ``SWEEP/results.csv``;
 a power law ``L(C) = a * C^-b + c`` (scipy; the pure ``a * C^-b`` below 4 points) is fitted
 against forward FLOPs per example and against dense parameters into ``SWEEP/fit.json``, drawn in ``SWEEP/scaling.png``
 and logged to TensorBoard (``SWEEP/tb``): scaling curves whose step is the x value
@@ -29,16 +32,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from terarec.configs.loader import ConfigError, load_config
-from terarec.launch.torchrun import run_child, trainer_command
+from terarec.configs.loader import ConfigError, config_to_dict, load_config, read_yaml
+from terarec.data_pipeline.manifest import dataset_fingerprint
+from terarec.errors import RunFailedError, UserError
+from terarec.launch.reuse import Identity, Planned, decide, make_room, move_aside, stop_on_changes
+from terarec.launch.torchrun import child_user_error, run_child, trainer_command
 
 log = logging.getLogger("terarec")
 
 
-class SweepError(RuntimeError):
-    """A point's training failed: the message names the point and its log file."""
+class SweepError(RunFailedError):
+    """A point's training failed (not a user error): the message names the point and its log file."""
 
 
 SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
@@ -52,6 +57,7 @@ RESULT_KEYS = [
     "samples",
     "steps",
     "wall_s",
+    "dataset_fingerprint",
 ]
 NO_SCALING = (
     "the loss does not fall with C over this range (b at its bound 0 or a rising log-log slope): no power law "
@@ -75,17 +81,30 @@ class SweepSpec:
         if not file.is_file():
             shipped = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.yaml")))
             raise ConfigError(f"sweep file {path} not found (shipped sweeps: {shipped})")
-        raw = yaml.safe_load(file.read_text()) or {}
-        unknown = sorted(set(raw) - {"base", "grid", "overrides", "nproc"})
-        if unknown:
-            raise ConfigError(f"{path}: unknown sweep key '{unknown[0]}' (valid: base, grid, overrides, nproc)")
-        if "base" not in raw or not isinstance(raw.get("grid"), dict) or not raw["grid"]:
-            raise ConfigError(f"{path}: a sweep needs 'base' (a recipe) and a non-empty 'grid' of key: [values]")
-        grid = {str(k): v if isinstance(v, list) else [v] for k, v in raw["grid"].items()}
-        spec = cls(str(raw["base"]), grid, [*map(str, raw.get("overrides") or []), *extra], int(raw.get("nproc", 1)))
+        spec = cls.parse(read_yaml(file, holds="sweep keys (base, grid, overrides, nproc)"), str(file), extra)
         for point in spec.points():  # every point's config is checked before anything runs
             load_config(spec.base, spec.point_overrides(point))
         return spec
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], path: str, extra: list[str]) -> SweepSpec:
+        """A sweep file's mapping, checked key by key: every mistake is a ConfigError naming the file and key."""
+        unknown = sorted(set(raw) - {"base", "grid", "overrides", "nproc"})
+        if unknown:
+            raise ConfigError(f"{path}: unknown sweep key '{unknown[0]}' (valid: base, grid, overrides, nproc)")
+        if not isinstance(raw.get("base"), str) or not isinstance(raw.get("grid"), dict) or not raw["grid"]:
+            raise ConfigError(f"{path}: a sweep needs 'base' (a recipe) and a non-empty 'grid' of key: [values]")
+        for key, values in raw["grid"].items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{path}: grid key '{key}' must be a non-empty list of values, got {values!r}")
+        overrides = raw.get("overrides") or []
+        if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+            raise ConfigError(f"{path}: 'overrides' must be a list of key=value strings, got {overrides!r}")
+        nproc = raw.get("nproc", 1)
+        if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+            raise ConfigError(f"{path}: 'nproc' must be an integer >= 1, got {nproc!r}")
+        grid = {str(k): list(v) for k, v in raw["grid"].items()}
+        return cls(raw["base"], grid, [*overrides, *extra], nproc)
 
     def points(self) -> list[dict[str, Any]]:
         keys = list(self.grid)
@@ -99,24 +118,31 @@ def point_name(point: dict[str, Any]) -> str:
     return ",".join(f"{k.split('.')[-1]}={v}" for k, v in point.items()).replace("/", "_")
 
 
+def run_overrides(spec: SweepSpec, point: dict[str, Any], run_dir: Path) -> list[str]:
+    """Everything a point's training is given besides its recipe: what its identity is resolved from."""
+    return [*spec.point_overrides(point), f"run.dir={run_dir}", "logging.progress=false"]
+
+
 def run_point(
-    spec: SweepSpec, point: dict[str, Any], run_dir: Path, launcher: str = "local", scheduler: str = "local_cwd"
+    spec: SweepSpec,
+    point: dict[str, Any],
+    run_dir: Path,
+    launcher: str = "local",
+    scheduler: str = "local_cwd",
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train one point in a child process, or as a torchx job on ``scheduler``; its metrics."""
-    # an unfinished point starts over: its dir may hold checkpoints of the failed attempt
-    args = [
-        "--config",
-        spec.base,
-        *spec.point_overrides(point),
-        f"run.dir={run_dir}",
-        "run.overwrite=true",
-        "logging.progress=false",
-    ]
+    """Train one point in a child process, or as a torchx job on ``scheduler``; its metrics.
+    ``resume``: continue an unfinished run dir of the same config (``resume=auto``)."""
+    args = ["--config", spec.base, *run_overrides(spec, point, run_dir), *(["resume=auto"] if resume else [])]
     if launcher == "torchx":
         return _run_point_torchx(args, spec.nproc, point, run_dir, scheduler)
-    code = run_child(trainer_command(args, spec.nproc), run_dir / "train.log")
+    log_file = run_dir / "train.log"
+    code = run_child(trainer_command(args, spec.nproc), log_file)
     if code != 0:
-        raise SweepError(f"sweep point {point_name(point)} failed (exit {code}); see {run_dir / 'train.log'}")
+        mistake = child_user_error(log_file)
+        if mistake is not None:
+            raise UserError(f"sweep point {point_name(point)}: {mistake} (log: {log_file})")
+        raise SweepError(f"sweep point {point_name(point)} failed (exit {code}); see {log_file}")
     return json.loads((run_dir / "metrics.json").read_text())
 
 
@@ -150,7 +176,13 @@ def fit_power_law(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
 
     lx, ly = np.log(x), np.log(y)
     slope, log_a = np.polyfit(lx, ly, 1)
-    pure = {"form": "a*C^-b", "a": float(np.exp(log_a)), "b": float(-slope), "c": 0.0, "loglog_slope": float(slope)}
+    pure: dict[str, Any] = {
+        "form": "a*C^-b",
+        "a": float(np.exp(log_a)),
+        "b": float(-slope),
+        "c": 0.0,
+        "loglog_slope": float(slope),
+    }
     pure["rmse"] = float(np.sqrt(np.mean((pure["a"] * x ** -pure["b"] - y) ** 2)))
     if slope >= 0:
         pure["note"] = NO_SCALING
@@ -238,20 +270,41 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
     return fits
 
 
-def run_sweep(
-    spec: SweepSpec, output: Path, launcher: str = "local", scheduler: str = "local_cwd"
-) -> list[dict[str, Any]]:
-    """Every point in turn (finished ones are read back, not re-run), then the results and fits."""
-    rows: list[dict[str, Any]] = []
-    points = spec.points()
-    for index, point in enumerate(points, 1):
+def plan_points(spec: SweepSpec, output: Path) -> list[Planned]:
+    """Every point's run dir and whether it may be reused: its resolved config and dataset
+    fingerprint against what that dir recorded (one fingerprint per dataset path)."""
+    fingerprints: dict[str, str | None] = {}
+    planned = []
+    for point in spec.points():
         run_dir = output / "points" / point_name(point)
-        if (run_dir / "metrics.json").is_file():
-            log.info("[%d/%d] %s: done earlier, skipped", index, len(points), point_name(point))
+        cfg = load_config(spec.base, run_overrides(spec, point, run_dir))
+        if cfg.data.path not in fingerprints:
+            fingerprints[cfg.data.path] = dataset_fingerprint(cfg.data.path)
+        now = Identity(config_to_dict(cfg), fingerprints[cfg.data.path])
+        planned.append(Planned(point_name(point), run_dir, decide(run_dir, now)))
+    return planned
+
+
+def run_sweep(
+    spec: SweepSpec, output: Path, launcher: str = "local", scheduler: str = "local_cwd", on_change: str = "stop"
+) -> list[dict[str, Any]]:
+    """Every point in turn (finished ones with the same config and data are read back, not re-run;
+    ``on_change`` says what to do with the others, decided before anything runs), then the
+    results (only points of this request) and fits."""
+    rows: list[dict[str, Any]] = []
+    points, planned = spec.points(), plan_points(spec, output)
+    stop_on_changes(planned, on_change, "sweep point")
+    if any(p.decision.action == "changed" for p in planned) and (output / "results.csv").is_file():
+        log.info("results.csv listed points now re-run: moved to %s", move_aside(output / "results.csv"))
+    for index, (point, plan) in enumerate(zip(points, planned), 1):
+        run_dir = plan.run_dir
+        if plan.decision.action == "reuse":
+            log.info("[%d/%d] %s: done earlier with the same config and data, skipped", index, len(points), plan.name)
             metrics = json.loads((run_dir / "metrics.json").read_text())
         else:
-            log.info("[%d/%d] %s: training", index, len(points), point_name(point))
-            metrics = run_point(spec, point, run_dir, launcher, scheduler)
+            resume = make_room(plan)
+            log.info("[%d/%d] %s: training", index, len(points), plan.name)
+            metrics = run_point(spec, point, run_dir, launcher, scheduler, resume)
         rows.append({"point": point_name(point), **point, **{k: metrics.get(k) for k in RESULT_KEYS}})
         log.info(
             "[%d/%d] %s: logloss %.5f auc %.4f, %s FLOPs/example",

@@ -20,6 +20,7 @@ table (``t_item``), so history and target live in one embedding space.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -27,7 +28,7 @@ from torch import nn
 from torchrec.modules.embedding_modules import EmbeddingCollection
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor
 
-from terarec.models.common import mlp_flops, mlp_then_linear
+from terarec.models.common import RankingModel, mlp_flops, mlp_then_linear
 from terarec.models.registry import ModelConfigError, ModelEntry, register_model
 
 
@@ -42,12 +43,18 @@ class BSTParams:
     item_features: list[str] = field(default_factory=lambda: ["item", "category"])
     position_feature: str = "time_gap"
     history_prefix: str = "hist_"
-    max_history: int = 50  # for the FLOP count only (the loader caps histories); set from data.max_history
+    max_history: int = 50  # for the FLOP count only (the loader caps histories); set by history_cap
+
+
+def history_cap(params: BSTParams, longest: int) -> BSTParams:
+    """``ModelEntry.with_history_cap``: FLOPs are counted at the longest history the loader yields."""
+    return dataclasses.replace(params, max_history=longest)
 
 
 def _padded(jt: JaggedTensor, length: int) -> torch.Tensor:
     """Jagged embeddings ``(sum of lengths) x D`` -> right-padded ``B x length x D`` (zeros)."""
-    return torch.ops.fbgemm.jagged_to_padded_dense(jt.values(), [jt.offsets()], [length], 0.0)
+    padded: torch.Tensor = torch.ops.fbgemm.jagged_to_padded_dense(jt.values(), [jt.offsets()], [length], 0.0)
+    return padded
 
 
 def _sum_pooled(jt: JaggedTensor) -> torch.Tensor:
@@ -115,7 +122,7 @@ class BSTInteractionArch(nn.Module):
         return torch.cat([self.encode(*self.sequence(embedded)), *others, dense_features], dim=1)
 
 
-class BST(nn.Module):
+class BST(RankingModel):
     def __init__(self, ec: EmbeddingCollection, dense_in_features: int, params: BSTParams) -> None:
         super().__init__()
         p = self.params = params
@@ -141,7 +148,10 @@ class BST(nn.Module):
 
     def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
         """``B x N`` dense + KJT (targets, histories, other features) -> logits ``B x 1``."""
-        return self.over_arch(self.inter_arch(self.embedding_collection(sparse_features), dense_features))
+        logits: torch.Tensor = self.over_arch(
+            self.inter_arch(self.embedding_collection(sparse_features), dense_features)
+        )
+        return logits
 
     def flops_per_example(self) -> int:
         """At full histories (``S = max_history + 1`` positions)."""
@@ -159,6 +169,7 @@ register_model(
         hparams=BSTParams,
         builder=BST,
         embeddings="sequence",
+        with_history_cap=history_cap,
         description="Behavior Sequence Transformer over an EmbeddingCollection (arXiv 1905.06874)",
         flavors={
             "small": {},

@@ -10,9 +10,11 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torchrec.datasets.utils import Batch
 from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-PAD_LABEL = -1.0  # rows the loader added to equalise batch counts across ranks
+from terarec.batch import real_rows
 
 
 def mlp_flops(in_features: int, layer_sizes: Sequence[int]) -> int:
@@ -49,21 +51,32 @@ def dense_param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if id(p) not in sparse)
 
 
+class RankingModel(nn.Module):
+    """What every registered model is: ``B x N`` dense features + a KJT -> logits ``B x 1``, with
+    its analytic forward FLOPs per example (the x axis of scaling-law sweeps)."""
+
+    def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def flops_per_example(self) -> int:
+        raise NotImplementedError
+
+
 class TrainWrapper(nn.Module):
     """``batch -> (loss, (loss, logits, labels))``, the contract of ``TrainPipelineSparseDist``.
 
-    Rows labelled ``PAD_LABEL`` (padding that keeps batch counts equal across ranks) get zero
-    weight: the loss is the mean BCE over real rows only.
+    ``batch`` follows :mod:`terarec.batch`: padding rows (which keep batch counts equal across
+    ranks) get zero weight, so the loss is the mean BCE over real rows only.
     """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, batch) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         logits = self.model(batch.dense_features, batch.sparse_features).squeeze(-1).float()
         labels = batch.labels.float()
-        weights = (labels != PAD_LABEL).float()
+        weights = real_rows(labels).float()
         per_row = nn.functional.binary_cross_entropy_with_logits(logits, labels.clamp(min=0.0), reduction="none")
         loss = (per_row * weights).sum() / weights.sum().clamp(min=1.0)
         return loss, (loss.detach(), logits.detach(), labels.detach())

@@ -17,13 +17,12 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torchrec.models.dlrm import DenseArch, InteractionDCNArch, OverArch, SparseArch
+from torchrec.models.dlrm import InteractionDCNArch
 from torchrec.modules.crossnet import LowRankCrossNet, LowRankMixtureCrossNet
-from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.modules.mlp import MLP
 
 from terarec.models.common import mlp_flops
-from terarec.models.dlrm import DLRM, check_mlps
+from terarec.models.dlrm import DLRM, bottom_mlp_follows_dim
 from terarec.models.registry import ModelConfigError, ModelEntry, register_model
 
 
@@ -53,47 +52,43 @@ class ParallelDCNArch(nn.Module):
         return torch.cat((self.crossnet(x0), self.deep(x0)), dim=1)
 
 
-class DCNv2(nn.Module):
-    def __init__(self, ebc: EmbeddingBagCollection, dense_in_features: int, params: DCNv2Params) -> None:
-        super().__init__()
-        check_mlps("dcnv2", params.embedding_dim, params.bottom_mlp, params.top_mlp)
+class DCNv2(DLRM):
+    """DLRM with the dot interaction replaced by a low-rank cross network (torchrec's
+    ``DLRM_DCN(DLRM)``): the same bottom MLP, embeddings, top MLP and module names."""
+
+    model_name = "dcnv2"
+
+    def check_params(self, params: DCNv2Params) -> None:
+        super().check_params(params)
         if params.num_layers < 1 or params.low_rank < 1 or params.num_experts < 1:
             raise ModelConfigError(f"dcnv2: num_layers, low_rank and num_experts must be >= 1, got {params}")
-        self.sparse_arch = SparseArch(ebc)
-        self.num_sparse = len(self.sparse_arch.sparse_feature_names)
-        self.dense_in_features, self.params = dense_in_features, params
-        self.width = (self.num_sparse + 1) * params.embedding_dim
-        self.dense_arch = DenseArch(dense_in_features, params.bottom_mlp)
-        if params.num_experts == 1:
-            crossnet: nn.Module = LowRankCrossNet(self.width, params.num_layers, params.low_rank)
-        else:
-            crossnet = LowRankMixtureCrossNet(self.width, params.num_layers, params.num_experts, params.low_rank)
-        if params.structure == "stacked":
-            self.inter_arch: nn.Module = InteractionDCNArch(self.num_sparse, crossnet)
-            over_in = self.width
-        else:
-            self.inter_arch = ParallelDCNArch(self.num_sparse, crossnet, self.width, params.deep_mlp)
-            over_in = self.width + params.deep_mlp[-1]
-        self.over_arch = OverArch(over_in, params.top_mlp)
 
-    # the same composition as DLRM: bottom MLP and pooled embeddings -> interaction -> top MLP
-    forward = DLRM.forward
+    @property
+    def width(self) -> int:
+        """``W = (F + 1) * D``: the flattened ``x0``."""
+        return (self.num_sparse + 1) * int(self.params.embedding_dim)
+
+    def interaction(self) -> tuple[nn.Module, int]:
+        p = self.params
+        if p.num_experts == 1:
+            crossnet: nn.Module = LowRankCrossNet(self.width, p.num_layers, p.low_rank)
+        else:
+            crossnet = LowRankMixtureCrossNet(self.width, p.num_layers, p.num_experts, p.low_rank)
+        if p.structure == "stacked":
+            return InteractionDCNArch(self.num_sparse, crossnet), self.width
+        return ParallelDCNArch(self.num_sparse, crossnet, self.width, p.deep_mlp), self.width + p.deep_mlp[-1]
 
     def cross_flops(self) -> int:
-        p, w = self.params, self.width
+        p: DCNv2Params = self.params
+        w = self.width
         per_expert = 2 * w * p.low_rank * 2 + (2 * p.low_rank * p.low_rank if p.num_experts > 1 else 0)
         # gates (W -> 1 each) and the gated sum of expert outputs (bmm of W x K by K x 1)
         gates = 2 * (2 * w * p.num_experts) if p.num_experts > 1 else 0
         return p.num_layers * (p.num_experts * per_expert + gates)
 
-    def flops_per_example(self) -> int:
-        p = self.params
-        flops = mlp_flops(self.dense_in_features, p.bottom_mlp) + self.cross_flops()
-        over_in = self.width
-        if p.structure == "parallel":
-            flops += mlp_flops(self.width, p.deep_mlp)
-            over_in += p.deep_mlp[-1]
-        return flops + mlp_flops(over_in, p.top_mlp)
+    def interaction_flops(self) -> int:
+        deep = mlp_flops(self.width, self.params.deep_mlp) if self.params.structure == "parallel" else 0
+        return self.cross_flops() + deep
 
 
 register_model(
@@ -102,6 +97,7 @@ register_model(
         hparams=DCNv2Params,
         builder=DCNv2,
         description="DCNv2 low-rank cross network, stacked (torchrec DLRM_DCN) or parallel",
+        with_embedding_dim=bottom_mlp_follows_dim,
         flavors={
             "small": {},
             "parallel": {"structure": "parallel"},

@@ -9,7 +9,9 @@ loads as-is.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,7 +19,7 @@ from torchrec.models.dlrm import DenseArch, InteractionArch, OverArch, SparseArc
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from terarec.models.common import mlp_flops
+from terarec.models.common import RankingModel, mlp_flops
 from terarec.models.registry import ModelConfigError, ModelEntry, register_model
 
 
@@ -35,35 +37,57 @@ def check_mlps(name: str, embedding_dim: int, bottom: list[int], top: list[int])
         raise ModelConfigError(f"{name}: top_mlp needs at least 2 layers ending in 1, got {top}")
 
 
-class DLRM(nn.Module):
-    def __init__(self, ebc: EmbeddingBagCollection, dense_in_features: int, params: DLRMParams) -> None:
+def bottom_mlp_follows_dim(hparams: Any, dim: int) -> Any:
+    """``ModelEntry.with_embedding_dim`` of DLRM-style models: the bottom MLP projects the dense
+    features into the embedding space, so its last layer is the embedding dim."""
+    return dataclasses.replace(hparams, embedding_dim=dim, bottom_mlp=[*hparams.bottom_mlp[:-1], dim])
+
+
+class DLRM(RankingModel):
+    """Bottom MLP and pooled embeddings -> an interaction -> top MLP; subclasses (DCNv2) replace
+    the interaction only (:meth:`interaction`, :meth:`interaction_flops`), as torchrec's
+    ``DLRM_DCN(DLRM)`` does."""
+
+    model_name = "dlrm"  # in error messages
+
+    def __init__(self, ebc: EmbeddingBagCollection, dense_in_features: int, params: Any) -> None:
         super().__init__()
-        check_mlps("dlrm", params.embedding_dim, params.bottom_mlp, params.top_mlp)
+        self.check_params(params)
         self.sparse_arch = SparseArch(ebc)
         self.num_sparse = len(self.sparse_arch.sparse_feature_names)
         self.dense_in_features, self.params = dense_in_features, params
+        # creation order = initialisation order (the seeded weights): bottom, interaction, top
         self.dense_arch = DenseArch(dense_in_features, params.bottom_mlp)
-        self.inter_arch = InteractionArch(self.num_sparse)
-        self.over_arch = OverArch(self.interaction_width, params.top_mlp)
+        self.inter_arch, self.over_in_features = self.interaction()
+        self.over_arch = OverArch(self.over_in_features, params.top_mlp)
 
-    @property
-    def interaction_width(self) -> int:
+    def check_params(self, params: Any) -> None:
+        check_mlps(self.model_name, params.embedding_dim, params.bottom_mlp, params.top_mlp)
+
+    def interaction(self) -> tuple[nn.Module, int]:
+        """The interaction arch over ``B x D`` dense and ``B x F x D`` sparse, and its output width:
+        the dense vector and the ``(F+1 choose 2)`` pairwise dot products."""
         f1 = self.num_sparse + 1
-        return self.params.embedding_dim + f1 * (f1 - 1) // 2
+        return InteractionArch(self.num_sparse), self.params.embedding_dim + f1 * (f1 - 1) // 2
 
     def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
         """``B x N`` dense + KJT of F keys -> logits ``B x 1``."""
         embedded_dense = self.dense_arch(dense_features)
         embedded_sparse = self.sparse_arch(sparse_features)
-        return self.over_arch(self.inter_arch(dense_features=embedded_dense, sparse_features=embedded_sparse))
+        logits: torch.Tensor = self.over_arch(
+            self.inter_arch(dense_features=embedded_dense, sparse_features=embedded_sparse)
+        )
+        return logits
+
+    def interaction_flops(self) -> int:
+        f1, d = self.num_sparse + 1, int(self.params.embedding_dim)
+        return 2 * f1 * f1 * d  # bmm of (F+1) x D by D x (F+1)
 
     def flops_per_example(self) -> int:
-        f1, d = self.num_sparse + 1, self.params.embedding_dim
-        interaction = 2 * f1 * f1 * d  # bmm of (F+1) x D by D x (F+1)
         return (
             mlp_flops(self.dense_in_features, self.params.bottom_mlp)
-            + interaction
-            + mlp_flops(self.interaction_width, self.params.top_mlp)
+            + self.interaction_flops()
+            + mlp_flops(self.over_in_features, self.params.top_mlp)
         )
 
 
@@ -73,6 +97,7 @@ register_model(
         hparams=DLRMParams,
         builder=DLRM,
         description="DLRM, dot interaction (torchrec DLRM semantics)",
+        with_embedding_dim=bottom_mlp_follows_dim,
         flavors={
             "small": {},
             "medium": {"embedding_dim": 64, "bottom_mlp": [256, 128, 64], "top_mlp": [512, 256, 1]},

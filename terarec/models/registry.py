@@ -9,25 +9,39 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from torch import nn
+from terarec.errors import UserError
+from terarec.models.common import RankingModel
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(UserError, ValueError):
     """Unknown model, flavor or hyper-parameter: the message names it."""
+
+
+def replace_embedding_dim(hparams: Any, dim: int) -> Any:
+    """The default ``ModelEntry.with_embedding_dim``: only ``embedding_dim`` changes."""
+    return dataclasses.replace(hparams, embedding_dim=dim)
 
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """A model as the trainer sees it: its hyper-parameters, flavors, builder, and the build-time
+    adjustments that the data or the config impose on the hyper-parameters."""
+
     name: str
     hparams: type  # a dataclass of the model's hyper-parameters, defaults = the base flavor
-    builder: Callable[..., nn.Module]  # (embedding collection, dense input count, hparams) -> model: the model class
+    builder: Callable[..., RankingModel]  # (embedding collection, dense input count, hparams) -> model: the model class
     flavors: dict[str, dict[str, Any]] = field(default_factory=dict)
     description: str = ""
     # "bag": pooled EmbeddingBagCollection (one table per sparse feature);
     # "sequence": EmbeddingCollection, history features sharing their target's table
-    embeddings: str = "bag"
+    embeddings: Literal["bag", "sequence"] = "bag"
+    # (hparams, dim) -> hparams for tables of width ``dim`` (``embeddings.dim`` overrides the
+    # flavor's): whatever must match the tables' width follows it
+    with_embedding_dim: Callable[[Any, int], Any] = replace_embedding_dim
+    # (hparams, longest history the loader yields) -> hparams; None: the model reads no histories
+    with_history_cap: Callable[[Any, int], Any] | None = None
 
     def resolve(self, flavor: str, overrides: dict[str, Any] | None = None) -> Any:
         """Hyper-parameters of ``flavor`` with ``overrides`` applied (unknown keys rejected)."""

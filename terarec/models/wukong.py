@@ -27,7 +27,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.modules.mlp import MLP
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from terarec.models.common import mlp_flops, mlp_then_linear
+from terarec.models.common import RankingModel, mlp_flops, mlp_then_linear
 from terarec.models.registry import ModelConfigError, ModelEntry, register_model
 
 
@@ -60,7 +60,8 @@ class EmbeddingAxisLinear(nn.Module):
         self.linear = nn.Linear(num_in, num_out, bias=False)
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.linear(embeddings.transpose(1, 2)).transpose(1, 2)
+        mixed: torch.Tensor = self.linear(embeddings.transpose(1, 2))
+        return mixed.transpose(1, 2)
 
 
 class FactorizationMachineBlock(nn.Module):
@@ -76,7 +77,8 @@ class FactorizationMachineBlock(nn.Module):
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         interactions = optimized_fm(embeddings, self.projection).flatten(1)
-        return self.mlp(self.norm(interactions)).view(-1, self.num_out, self.dim)
+        out: torch.Tensor = self.mlp(self.norm(interactions))
+        return out.view(-1, self.num_out, self.dim)
 
 
 class WukongLayer(nn.Module):
@@ -95,10 +97,11 @@ class WukongLayer(nn.Module):
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         out = torch.cat((self.fmb(embeddings), self.lcb(embeddings)), dim=1)
-        return self.norm(out + self.residual(embeddings))
+        normed: torch.Tensor = self.norm(out + self.residual(embeddings))
+        return normed
 
 
-class Wukong(nn.Module):
+class Wukong(RankingModel):
     def __init__(self, ebc: EmbeddingBagCollection, dense_in_features: int, params: WukongParams) -> None:
         super().__init__()
         p = params
@@ -135,7 +138,8 @@ class Wukong(nn.Module):
         if self.num_dense_embeddings:
             dense = self.dense_arch(dense_features).view(-1, self.num_dense_embeddings, self.params.embedding_dim)
             embeddings = torch.cat((dense, embeddings), dim=1)
-        return self.over_arch(self.layers(embeddings).flatten(1))
+        logits: torch.Tensor = self.over_arch(self.layers(embeddings).flatten(1))
+        return logits
 
     def layer_flops(self, num_in: int) -> int:
         p, d = self.params, self.params.embedding_dim

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from terarec.trainer.quiet import quiet_known_warnings
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -124,7 +126,8 @@ class _RankFilter(logging.Filter):
 
 
 def setup_logging(rank: int = 0, level: str = "INFO") -> logging.Logger:
-    """``[rank N]``-prefixed logs on stderr: ``level`` on rank 0, WARNING and above elsewhere."""
+    """``[rank N]``-prefixed logs on stderr: ``level`` on rank 0, WARNING and above elsewhere; the
+    known-harmless third-party warnings (``quiet.py``) silenced."""
     logger = logging.getLogger("terarec")
     logger.handlers.clear()
     handler = logging.StreamHandler(sys.stderr)
@@ -133,7 +136,5 @@ def setup_logging(rank: int = 0, level: str = "INFO") -> logging.Logger:
     logger.addHandler(handler)
     logger.setLevel(level if rank == 0 else "WARNING")
     logger.propagate = False
-    # KeyedJaggedTensor construction calls torch.fx's is_fx_tracing(), whose deprecation warning
-    # (aimed at fx users, not at us) would open every run's log
-    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+    quiet_known_warnings()  # third-party warnings a healthy run prints and no user can act on
     return logger

@@ -4,12 +4,13 @@
     torchrun --nproc_per_node N -m terarec.trainer.evaluate --run-dir RUN [--data DIR]
 
 The run's own ``config.yaml`` rebuilds the model; the checkpoint (written by any number of
-processes, with any sharding plan) is resharded by DCP onto this world size's plan.
+processes, with any sharding plan) is resharded by DCP onto this world size's plan. Evaluation
+reads only the eval split (``--data`` may be a dataset without a train split), loads only the
+model part of the checkpoint and builds no ``Trainer``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,20 +18,24 @@ from typing import Any
 
 import torch
 from torch.distributed.elastic.multiprocessing.errors import record
+from torchrec.distributed import DistributedModelParallel
 
+from terarec.configs.arguments import add_eval_arguments
 from terarec.configs.loader import ConfigError, load_config
+from terarec.configs.schema import Config
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema
+from terarec.errors import UserArgumentParser, run_entry
 from terarec.models import TrainWrapper
-from terarec.models.registry import ModelConfigError
 from terarec.trainer.checkpoint import CheckpointManager, checkpoint_dirs
-from terarec.trainer.distributed import setup_logging, shutdown_distributed
-from terarec.trainer.loop import Trainer
-from terarec.trainer.main import group_key, join_process_group, make_loaders
+from terarec.trainer.distributed import DistInfo, setup_logging, shutdown_distributed
+from terarec.trainer.evaluator import Evaluator
 from terarec.trainer.model_factory import build_model
 from terarec.trainer.parallelize import parallelize
+from terarec.trainer.setup import eval_loader, group_key, join_process_group
 
 
-def run_eval(run: str, data: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+def eval_config(run: str, data: str | None = None, overrides: list[str] | None = None) -> Config:
+    """The run's saved config with ``--data`` and the overrides applied (checks the run has a checkpoint)."""
     run_dir = Path(run)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir / 'config.yaml'} not found: not a terarec run directory")
@@ -42,38 +47,38 @@ def run_eval(run: str, data: str | None = None, overrides: list[str] | None = No
         *([f"data.path={data}"] if data else []),
         *(overrides or []),
     ]
-    cfg = load_config(str(run_dir / "config.yaml"), extra)
+    return load_config(str(run_dir / "config.yaml"), extra)
+
+
+def _load_model(dmp: DistributedModelParallel, cfg: Config, info: DistInfo) -> dict[str, Any]:
+    """The newest loadable checkpoint's model weights into ``dmp`` (DCP reshards them); its trainer state."""
+    run_dir = Path(cfg.run.dir)
+    state = {"model": dmp.state_dict()}  # the model part only: the optimizer state is neither read nor needed
+    loaded = CheckpointManager(run_dir, cfg.checkpoint, info.rank).load_newest(state)
+    if loaded is None:
+        raise ConfigError(f"no loadable checkpoint in {run_dir / 'checkpoints'}")
+    dmp.load_state_dict(state["model"])
+    return loaded
+
+
+def run_eval(run: str, data: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Evaluate ``run``'s newest checkpoint on the eval split; returns (and on rank 0 writes) ``RUN/eval.json``."""
+    cfg = eval_config(run, data, overrides)
     schema = DatasetSchema.load(cfg.data.path)
     torch.manual_seed(cfg.train.seed)
     built = build_model(cfg, schema, "meta")
     info = join_process_group(cfg.train.collective_timeout_s)
     log = setup_logging(info.rank, cfg.logging.level)
     try:
-        dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.rows))
-        train_loader, eval_loader = make_loaders(cfg, schema, built.rows, info)
-        if eval_loader is None:
+        batches = eval_loader(cfg, schema, built.table_sizes, info)
+        if batches is None:
             raise DatasetError(f"{cfg.data.path} has no '{cfg.data.eval_split}' rows to evaluate")
-        checkpoints = CheckpointManager(run_dir, cfg.checkpoint, info.rank)
-        trainer = Trainer(
-            cfg,
-            info,
-            dmp,
-            optimizer,
-            train_loader,
-            eval_loader,
-            run_dir,
-            built.summary(),
-            group_key(schema, built.rows),
-            checkpoints,
-        )
-        state = {"model": dmp.state_dict()}
-        loaded = checkpoints.load_newest(state)
-        if loaded is None:
-            raise ConfigError(f"no loadable checkpoint in {run_dir / 'checkpoints'}")
-        dmp.load_state_dict(state["model"])
-        trainer.step = int(loaded["step"])
+        # parallelize also builds the optimizers; they are dropped unused (their state is allocated lazily)
+        dmp, _ = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
+        loaded = _load_model(dmp, cfg, info)
+        evaluator = Evaluator(dmp, batches, info.device, cfg.train.bf16, group_key(schema, built.table_sizes))
         result = {
-            **trainer.evaluate(),
+            **evaluator.evaluate(),
             "checkpoint": loaded["path"],
             "step": loaded["step"],
             "data": cfg.data.path,
@@ -81,13 +86,13 @@ def run_eval(run: str, data: str | None = None, overrides: list[str] | None = No
             "checkpoint_world_size": loaded.get("world_size"),
         }
         if info.is_main:
-            (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+            (Path(cfg.run.dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
             log.info(
                 "eval of %s: auc %.4f on %d rows -> %s",
                 loaded["path"],
                 result["auc"],
                 result["count"],
-                run_dir / "eval.json",
+                Path(cfg.run.dir) / "eval.json",
             )
         return result
     finally:
@@ -96,17 +101,15 @@ def run_eval(run: str, data: str | None = None, overrides: list[str] | None = No
 
 @record
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="terarec.trainer.evaluate", description="evaluate a run's newest checkpoint")
-    parser.add_argument("--run-dir", required=True, help="(not --run: torchrun would take it for its own --run-path)")
-    parser.add_argument("--data")
-    parser.add_argument("overrides", nargs="*")
+    """torchrun's entry for ``terarec eval --nproc N``, inside the one error boundary."""
+    return run_entry(_eval, argv)
+
+
+def _eval(argv: list[str] | None) -> None:
+    parser = UserArgumentParser(prog="terarec.trainer.evaluate", description="evaluate a run's newest checkpoint")
+    add_eval_arguments(parser, run_flag="--run-dir")
     args = parser.parse_args(argv)
-    try:
-        run_eval(args.run_dir, args.data, args.overrides)
-    except (ConfigError, DatasetError, ModelConfigError) as err:
-        print(f"terarec: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    run_eval(args.run, args.data, args.overrides)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import nullcontext
 from itertools import islice
@@ -22,14 +20,17 @@ from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from torchrec.optim.keyed import CombinedOptimizer
 from tqdm import tqdm
 
+from terarec.batch import real_rows
 from terarec.configs.loader import ConfigError, config_to_dict
 from terarec.configs.schema import Config
 from terarec.data_pipeline.loader import BatchLoader
+from terarec.data_pipeline.manifest import dataset_fingerprint
+from terarec.errors import stderr_is_terminal
 from terarec.trainer.checkpoint import CheckpointManager, checkpoint_dirs
 from terarec.trainer.distributed import DistInfo, any_rank, sum_over_ranks
+from terarec.trainer.evaluator import METRIC_KEYS, Evaluator
 from terarec.trainer.faults import fault_point
-from terarec.trainer.metrics import BinaryMetrics, GroupAUC
-from terarec.trainer.parallelize import lr_multiplier
+from terarec.trainer.optimizers import OptimizerGroup, lr_multiplier, members_of
 from terarec.trainer.preemption import Preempted, PreemptionGuard
 
 log = logging.getLogger("terarec")
@@ -50,18 +51,22 @@ class Trainer:
         checkpoints: CheckpointManager | None = None,
     ) -> None:
         self.cfg, self.info, self.dmp, self.optimizer = cfg, info, dmp, optimizer
-        self.group_key = group_key  # sparse feature whose id groups eval rows for GAUC (e.g. user)
         self.train_loader, self.eval_loader, self.run_dir, self.summary = train_loader, eval_loader, run_dir, summary
         self.pipeline = TrainPipelineSparseDist(dmp, optimizer, info.device, execute_all_batches=True)
+        self.evaluator = (  # the training pipeline: a second pipeline must not rewrite the same model
+            Evaluator(dmp, eval_loader, info.device, cfg.train.bf16, group_key, self.pipeline)
+            if eval_loader is not None
+            else None
+        )
         self.writer = SummaryWriter(str(run_dir / "tb")) if info.is_main and cfg.logging.tensorboard else None
         self.checkpoints, self._saved_step = checkpoints, -1
         self.step, self.samples, self._samples_before = 0, 0, 0  # _samples_before: from a resumed checkpoint
         self._window_t, self._window_samples, self._local_samples = time.perf_counter(), 0, 0
         self._train_start, self.out_of_time = time.perf_counter(), False  # fit() resets the start; train.max_minutes
         self.preemption, self.preempted = PreemptionGuard(), False  # SIGTERM/SIGINT: stop with a checkpoint
-        per_epoch = len(train_loader)
-        self.total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * per_epoch
-        self.dense_optimizers = [opt for name, opt in optimizer.optimizers if name == "dense"]
+        epoch_steps = cfg.train.epochs * len(train_loader)  # the run ends at epochs or max_steps, whichever is first
+        self.total_steps = min(epoch_steps, cfg.train.max_steps) if cfg.train.max_steps > 0 else epoch_steps
+        self.dense_optimizers = members_of(optimizer, OptimizerGroup.DENSE)
         self.base_lrs = [[g["lr"] for g in opt.param_groups] for opt in self.dense_optimizers]
 
     # -- helpers ------------------------------------------------------------------------
@@ -84,29 +89,11 @@ class Trainer:
 
     # -- phases -------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
-        metrics = BinaryMetrics(self.info.device)
-        if self.eval_loader is None:
+        """The evaluator's metrics at this step, logged and written to TensorBoard ({} without eval rows)."""
+        if self.evaluator is None:
             return {}
-        gauc = GroupAUC() if self.group_key else None
-        groups: deque[torch.Tensor] = deque()  # the pipeline runs batches in order: FIFO matches outputs
-        self.dmp.eval()
-        iterator = _recording_groups(iter(self.eval_loader), self.group_key, groups) if gauc else iter(self.eval_loader)
-        with torch.no_grad():
-            while True:
-                try:
-                    with self._autocast():
-                        _, logits, labels = self.pipeline.progress(iterator)
-                except StopIteration:
-                    break
-                metrics.update(logits.float(), labels)
-                if gauc is not None:
-                    gauc.update(groups.popleft(), logits.float(), labels)
-        self.dmp.train()
-        metrics.reduce()
-        result = metrics.compute()
-        if gauc is not None:
-            result["gauc"] = gauc.compute()
-        for key in ("auc", "ne", "logloss", "calibration", "gauc"):
+        result = self.evaluator.evaluate()
+        for key in METRIC_KEYS:
             if key in result:
                 self._scalar(f"eval/{key}", result[key])
         log.info(
@@ -164,9 +151,8 @@ class Trainer:
         """``resume=auto``: continue from the newest loadable checkpoint (False when there is none)."""
         if self.checkpoints is None or not checkpoint_dirs(self.run_dir):
             return False
-        for name, opt in self.optimizer.optimizers:  # lazy optimizer state must exist to be loaded into
-            if name != "sparse":
-                opt.init_state()
+        for opt in members_of(self.optimizer, *(g for g in OptimizerGroup if g.lazy_state)):
+            opt.init_state()  # lazy optimizer state must exist to be loaded into
         self.optimizer.zero_grad(set_to_none=True)
         state = self._state()
         trainer_state = self.checkpoints.load_newest(state)
@@ -222,7 +208,7 @@ class Trainer:
                 log.info("train.max_minutes=%g reached at step %d: stopping", self.cfg.train.max_minutes, self.step)
 
     def _train_epochs(self) -> None:
-        progress = self.cfg.logging.progress and self.info.is_main and sys.stderr.isatty()
+        progress = self.cfg.logging.progress and self.info.is_main and stderr_is_terminal()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress, unit="step", desc="train")
         iterator = iter(self.train_loader)
         while self.step < self.total_steps and not self._stopping:
@@ -251,7 +237,7 @@ class Trainer:
         fault_point("step", self.step, self.info.rank)
         if not self.preempted:  # one cheap all_reduce per step: every rank stops after the same step
             self.preempted = any_rank(self.preemption.requested)
-        real = int((labels >= 0).sum())  # this rank's rows, padding excluded
+        real = int(real_rows(labels).sum())  # this rank's rows, padding excluded
         self._local_samples += real
         self._window_samples += real
         bar.update(1)
@@ -292,6 +278,7 @@ class Trainer:
             **self.summary,
             "world_size": self.info.world_size,
             "wall_s": time.perf_counter() - start,
+            "dataset_fingerprint": dataset_fingerprint(self.cfg.data.path),  # what sweeps/compare reuse by
         }
         if self.info.is_main:
             (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -316,16 +303,6 @@ class Trainer:
         if dist.is_initialized():
             dist.barrier()
         return metrics
-
-
-def _recording_groups(batches: Iterator, key: str, groups: deque) -> Iterator:
-    """Pass batches through, queueing each row's ``key`` id (-1 for padding rows without one)."""
-    for batch in batches:
-        jagged = batch.sparse_features[key]
-        row_ids = torch.full((len(batch.labels),), -1, dtype=torch.int64)
-        row_ids[jagged.lengths() > 0] = jagged.values()[jagged.offsets()[:-1][jagged.lengths() > 0]].cpu()
-        groups.append(row_ids)
-        yield batch
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -5,82 +5,32 @@ torchrun --nproc_per_node 2 -m terarec.trainer.main --config dcnv2_synth train.m
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from terarec.configs.loader import ConfigError, load_config
+from terarec.configs.arguments import train_config, train_parser
 from terarec.configs.schema import Config
-from terarec.data_pipeline.loader import BatchLoader, LoaderSpec
-from terarec.data_pipeline.schema import DatasetError, DatasetSchema
+from terarec.data_pipeline.schema import DatasetSchema
+from terarec.errors import run_entry
 from terarec.models import TrainWrapper
-from terarec.models.registry import ModelConfigError
 from terarec.trainer.checkpoint import CheckpointManager
-from terarec.trainer.distributed import DistInfo, init_distributed, seed_everything, setup_logging, shutdown_distributed
+from terarec.trainer.distributed import seed_everything, setup_logging, shutdown_distributed
 from terarec.trainer.loop import Trainer
 from terarec.trainer.model_factory import build_model
-from terarec.trainer.parallelize import ShardingConfigError, parallelize
+from terarec.trainer.parallelize import parallelize
+from terarec.trainer.preflight import check_config_against_data
 from terarec.trainer.run_dir import RunDir, checkpointing_enabled
-
-
-def join_process_group(timeout_s: float = 600.0) -> DistInfo:
-    """torchrun's group, or a one-rank gloo group so DMP runs the same code alone."""
-    info = init_distributed(timeout_s)
-    if info.backend != "none":
-        return info
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    return DistInfo(0, 1, 0, info.device, "gloo")
-
-
-def make_loaders(
-    cfg: Config, schema: DatasetSchema, rows: dict[str, int], info: DistInfo
-) -> tuple[BatchLoader, BatchLoader | None]:
-    common = dict(
-        directory=cfg.data.path,
-        table_rows=rows,
-        dense_fill=cfg.data.dense_fill,
-        dense_transform=cfg.data.dense_transform,
-        max_history=cfg.data.max_history,
-        seed=cfg.train.seed,
-    )
-    train = BatchLoader(
-        LoaderSpec(
-            split=cfg.data.train_split,
-            batch_size=cfg.train.batch_size,
-            shuffle_buffer=cfg.data.shuffle_buffer,
-            **common,
-        ),
-        schema,
-        info.rank,
-        info.world_size,
-        cfg.data.num_workers,
-    )
-    evaluation = None
-    if schema.rows.get(cfg.data.eval_split, 0) > 0:
-        evaluation = BatchLoader(
-            LoaderSpec(split=cfg.data.eval_split, batch_size=cfg.train.eval_batch_size, shuffle_buffer=0, **common),
-            schema,
-            info.rank,
-            info.world_size,
-            0,
-        )
-    return train, evaluation
-
-
-def group_key(schema: DatasetSchema, rows: dict[str, int]) -> str | None:
-    """The feature that groups eval rows for GAUC (sequence datasets name one), if it has a table."""
-    key = schema.extra.get("group_key")
-    return key if key in rows else None
+from terarec.trainer.setup import eval_loader, group_key, join_process_group, train_loader
 
 
 def run_training(cfg: Config) -> dict[str, Any]:
     """Train as ``cfg`` says; returns (and on rank 0 writes) ``RUN/metrics.json``."""
     schema = DatasetSchema.load(cfg.data.path)  # bad data or model config fails before any group starts
+    check_config_against_data(cfg, schema)  # batch sizes vs each rank's share of the rows
     torch.manual_seed(cfg.train.seed)  # dense layers are initialised here: the same weights on every run and rank
     built = build_model(cfg, schema, "meta")
     info = join_process_group(cfg.train.collective_timeout_s)
@@ -98,9 +48,10 @@ def run_training(cfg: Config) -> dict[str, Any]:
             f"{summary['params_sparse']:,}",
             f"{summary['flops_per_example']:,}",
         )
-        dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.rows))
+        dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
         seed_everything(cfg.train.seed, info.rank)
-        train_loader, eval_loader = make_loaders(cfg, schema, built.rows, info)
+        train_batches = train_loader(cfg, schema, built.table_sizes, info)
+        eval_batches = eval_loader(cfg, schema, built.table_sizes, info)
         run_dir = run.path
         wanted = checkpointing_enabled(cfg) or cfg.resume == "auto"  # resume reads them even if no new ones
         checkpoints = CheckpointManager(run_dir, cfg.checkpoint, info.rank, run.record) if wanted else None
@@ -109,11 +60,11 @@ def run_training(cfg: Config) -> dict[str, Any]:
             info,
             dmp,
             optimizer,
-            train_loader,
-            eval_loader,
+            train_batches,
+            eval_batches,
             run_dir,
             summary,
-            group_key(schema, built.rows),
+            group_key(schema, built.table_sizes),
             checkpoints,
         )
         if cfg.resume == "auto" and not trainer.restore():
@@ -126,19 +77,13 @@ def run_training(cfg: Config) -> dict[str, Any]:
 
 @record
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="terarec.trainer.main", description="terarec trainer entry point (for torchrun)"
-    )
-    parser.add_argument("--config", required=True)
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        run_training(cfg)
-    except (ConfigError, DatasetError, ModelConfigError, ShardingConfigError) as err:
-        print(f"terarec: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    """torchrun's entry: the arguments of ``terarec train``, inside the one error boundary."""
+    return run_entry(_train, argv)
+
+
+def _train(argv: list[str] | None) -> None:
+    parser = train_parser("terarec.trainer.main", "terarec trainer entry point (for torchrun)")
+    run_training(train_config(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

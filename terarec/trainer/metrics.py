@@ -4,7 +4,7 @@ AUC comes from per-class histograms of predicted probabilities over ``AUC_BINS``
 memory is fixed whatever the eval size and ranks reduce it with one all-reduce; with 2^18 bins
 the difference to the exact AUC is below 1e-4 (tests compare it with the exact value). NE is the
 logloss divided by the entropy of the average label (He et al. 2014). Calibration is
-sum(predictions) / sum(labels). Padding rows (label -1) are ignored.
+sum(predictions) / sum(labels). Padding rows (``terarec.batch``) are ignored.
 
 (torchrec.metrics' AUC/NE modules fail to ``compute()`` with the torchmetrics 1.9 that torch 2.13
 needs: a frozen dataclass in their report path; these are the same definitions.)
@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from terarec.batch import real_rows
+
 AUC_BINS = 1 << 18
 EPS = 1e-7
 
@@ -29,8 +31,8 @@ class BinaryMetrics:
         self.sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # n, labels, preds, logloss
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """``logits`` and ``labels`` of shape ``B``; rows with label < 0 are padding."""
-        keep = labels >= 0
+        """``logits`` and ``labels`` of shape ``B``; padding rows are skipped."""
+        keep = real_rows(labels)
         logits, labels = logits[keep].double(), labels[keep].double()
         probs = torch.sigmoid(logits)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum")
@@ -92,7 +94,7 @@ class GroupAUC:
         self.parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def update(self, groups: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        keep = labels >= 0
+        keep = real_rows(labels)
         self.parts.append((groups[keep].cpu(), logits[keep].double().cpu(), labels[keep].cpu()))
 
     def compute(self) -> float:

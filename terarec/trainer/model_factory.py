@@ -1,8 +1,7 @@
-"""Config + schema -> model: resolve the flavor, size the tables, build on ``meta`` (or a device)."""
+"""Config + schema -> model: resolve the flavor, plan the tables, build on ``meta`` (or a device)."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,18 +11,23 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection, Embedding
 
 from terarec.configs.loader import ConfigError
 from terarec.configs.schema import Config
-from terarec.data_pipeline.criteo_layout import CRITEO_1TB_CARDINALITIES, DENSE_NAMES, SPARSE_NAMES
-from terarec.data_pipeline.schema import DatasetSchema, SequenceFeature, SparseFeature
-from terarec.data_pipeline.sequences import HISTORY_PARTS, HISTORY_PREFIX, TIME_GAP_BUCKETS
-from terarec.embeddings.tables import bag_table_configs, sequence_table_configs, table_rows
-from terarec.models import dense_param_count, get_model, list_models, sparse_param_count
+from terarec.data_pipeline.criteo_layout import criteo_1tb_reference_schema
+from terarec.data_pipeline.schema import DatasetSchema
+from terarec.data_pipeline.sequence_sources import taobao_reference_schema
+from terarec.embeddings.tables import TablePlan, plan_tables, table_dim
+from terarec.models import ModelEntry, RankingModel, dense_param_count, get_model, list_models, sparse_param_count
 
 
 @dataclass
 class BuiltModel:
-    model: nn.Module
+    model: RankingModel
     hparams: Any
-    rows: dict[str, int]  # feature -> embedding rows (the loader's modulo)
+    tables: TablePlan
+
+    @property
+    def table_sizes(self) -> dict[str, int]:
+        """Feature -> ``num_embeddings``: what the loader reduces raw ids by."""
+        return self.tables.table_sizes
 
     def summary(self) -> dict[str, int]:
         return {
@@ -34,74 +38,55 @@ class BuiltModel:
 
 
 def resolve_hparams(cfg: Config) -> Any:
+    """The flavor's hyper-parameters with the config's overrides, at the tables' width."""
     entry = get_model(cfg.model.name)
     overrides = dict(cfg.model.args)
     if cfg.model.num_layers is not None:
         overrides["num_layers"] = cfg.model.num_layers
     hp = entry.resolve(cfg.model.flavor, overrides)
-    if cfg.embeddings.dim is not None and cfg.embeddings.dim != hp.embedding_dim:
-        # the bottom MLP projects dense features into the embedding space: it follows the dim
-        changes: dict[str, Any] = {"embedding_dim": cfg.embeddings.dim}
-        if hasattr(hp, "bottom_mlp"):
-            changes["bottom_mlp"] = [*hp.bottom_mlp[:-1], cfg.embeddings.dim]
-        hp = dataclasses.replace(hp, **changes)
-    return hp
+    dim = table_dim(cfg.embeddings.dim, hp.embedding_dim)
+    return entry.with_embedding_dim(hp, dim) if dim != hp.embedding_dim else hp
 
 
 def build_model(cfg: Config, schema: DatasetSchema, device: str | torch.device = "meta") -> BuiltModel:
-    """The model with its EmbeddingBagCollection on ``device`` (``meta``: DMP materialises shards)."""
+    """The model with its embedding collection on ``device`` (``meta``: DMP materialises shards)."""
+    entry = get_model(cfg.model.name)
     hp = resolve_hparams(cfg)
-    if hasattr(hp, "max_history"):  # sequence models count FLOPs at the loader's history cap
+    if entry.with_history_cap is not None:
         longest = max((s.max_length for s in schema.sequence), default=0)
-        hp = dataclasses.replace(hp, max_history=min(longest, cfg.data.max_history))
+        hp = entry.with_history_cap(hp, min(longest, cfg.data.max_history))
     try:
-        rows = table_rows(schema, cfg.embeddings.max_rows, cfg.embeddings.rows)
+        tables = plan_tables(schema, hp.embedding_dim, cfg.embeddings.max_rows, cfg.embeddings.rows)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    entry = get_model(cfg.model.name)
+    model = entry.builder(_embedding_collection(entry, tables, torch.device(device)), len(schema.dense), hp)
+    return BuiltModel(model, hp, tables)
+
+
+def _embedding_collection(entry: ModelEntry, tables: TablePlan, device: torch.device) -> nn.Module:
     if entry.embeddings == "sequence":
-        tables: nn.Module = EmbeddingCollection(
-            tables=sequence_table_configs(rows, hp.embedding_dim, schema), device=torch.device(device)
-        )
-    else:
-        tables = EmbeddingBagCollection(
-            tables=bag_table_configs(rows, hp.embedding_dim, schema), device=torch.device(device)
-        )
-    model = entry.builder(tables, len(schema.dense), hp)
-    return BuiltModel(model, hp, rows)
+        return EmbeddingCollection(tables=tables.sequence_configs(), device=device)
+    return EmbeddingBagCollection(tables=tables.bag_configs(), device=device)
 
 
-def reference_schema() -> DatasetSchema:
-    """Criteo 1TB layout (13 dense, 26 sparse with MLPerf-capped cardinalities) for ``terarec models``."""
-    return DatasetSchema(
-        dense=list(DENSE_NAMES), sparse=[SparseFeature(n, c) for n, c in zip(SPARSE_NAMES, CRITEO_1TB_CARDINALITIES)]
-    )
-
-
-def reference_sequence_schema(max_history: int = 50) -> DatasetSchema:
-    """Full Taobao UserBehavior vocabularies (988k users, 4.16M items, 9.4k categories) for BST rows."""
-    sizes = {"user": 987_995, "item": 4_162_025, "category": 9_440, "time_gap": TIME_GAP_BUCKETS}
-    return DatasetSchema(
-        dense=[],
-        sparse=[SparseFeature(n, c) for n, c in sizes.items()],
-        sequence=[SequenceFeature(HISTORY_PREFIX + p, p, max_history) for p in HISTORY_PARTS],
-    )
+def reference_schema(entry: ModelEntry) -> DatasetSchema:
+    """The dataset layout ``terarec models`` sizes ``entry`` on: Criteo 1TB for bag models, the full
+    Taobao vocabularies (50-item histories) for sequence models."""
+    return taobao_reference_schema() if entry.embeddings == "sequence" else criteo_1tb_reference_schema()
 
 
 def describe_models(max_rows: int = 40_000_000) -> list[dict[str, Any]]:
-    """One row per (model, flavor): params and FLOPs on the Criteo-1TB layout (BST: full Taobao
-    vocabularies, 50-item histories), built on ``meta``."""
+    """One entry per (model, flavor): params and FLOPs on its reference schema, built on ``meta``."""
     from terarec.configs.loader import load_config
 
-    rows: list[dict[str, Any]] = []
+    described: list[dict[str, Any]] = []
     for entry in list_models():
         for flavor in entry.flavors:
             cfg = load_config(
                 None, [f"model.name={entry.name}", f"model.flavor={flavor}", f"embeddings.max_rows={max_rows}"]
             )
-            schema = reference_sequence_schema() if entry.embeddings == "sequence" else reference_schema()
-            built = build_model(cfg, schema, "meta")
-            rows.append(
+            built = build_model(cfg, reference_schema(entry), "meta")
+            described.append(
                 {"model": entry.name, "flavor": flavor, **built.summary(), "embedding_dim": built.hparams.embedding_dim}
             )
-    return rows
+    return described

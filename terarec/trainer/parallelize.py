@@ -1,4 +1,7 @@
-"""The one place where sharding, DMP and optimizers are wired: model -> planner -> DMP -> optimizer.
+"""The one place where sharding, DMP and optimizers are wired: model -> planner -> DMP -> optimizer
+(the optimizers themselves are built by ``terarec.trainer.optimizers``).
+
+The planner's inputs (topology, storage estimate, per-table constraints) are built in ``planning``.
 
 Embedding tables get a fused sparse optimizer (applied in the backward pass by fbgemm kernels);
 the dense part gets a regular optimizer and is data-parallel (DMP wraps it in DDP).
@@ -6,12 +9,7 @@ the dense part gets a regular optimizer and is data-parallel (DMP wraps it in DD
 
 from __future__ import annotations
 
-import logging
-import os
-from typing import Any
-
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
@@ -19,85 +17,15 @@ from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DataParallelWrapper, DefaultDataParallelWrapper
-from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
-from torchrec.distributed.types import ShardedModule, ShardingEnv, ShardingType
+from torchrec.distributed.types import ShardedModule, ShardingEnv
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
-from torchrec.optim.clipping import GradientClipping, GradientClippingOptimizer
-from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
-from torchrec.optim.optimizers import in_backward_optimizer_filter
-from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
+from torchrec.optim.keyed import CombinedOptimizer
 
-from terarec.configs.loader import ConfigError
 from terarec.configs.schema import Config
-from terarec.embeddings.tables import table_name
 from terarec.models.common import embedding_modules
 from terarec.trainer.distributed import DistInfo
-
-log = logging.getLogger("terarec")
-
-SPARSE_OPTIMIZERS: dict[str, type] = {
-    "rowwise_adagrad": RowWiseAdagrad,
-    "adagrad": torch.optim.Adagrad,
-    "adam": torch.optim.Adam,
-    "sgd": torch.optim.SGD,
-}
-DENSE_OPTIMIZERS: dict[str, type] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-    "adagrad": torch.optim.Adagrad,
-}
-CUDA_ONLY_SHARDING = {"row_wise", "table_row_wise", "grid_shard"}
-
-
-class ShardingConfigError(ConfigError):
-    """A sharding type the device cannot run, or a table name that does not exist."""
-
-
-def sharding_constraints(cfg: Config, features: list[str], device: torch.device) -> dict[str, ParameterConstraints]:
-    """Per-table planner constraints from ``sharding.sharding_type`` / ``sharding.per_table``."""
-    unknown = sorted(set(cfg.sharding.per_table) - set(features))
-    if unknown:
-        raise ShardingConfigError(
-            f"sharding.per_table names '{unknown[0]}', not a sparse feature (features: {', '.join(features)})"
-        )
-    valid = {t.value for t in ShardingType}
-    constraints: dict[str, ParameterConstraints] = {}
-    for feature in features:
-        kind = cfg.sharding.per_table.get(feature, cfg.sharding.sharding_type)
-        if kind is None and cfg.sharding.compute_kernel is None:
-            continue
-        if kind is not None and kind not in valid:
-            raise ShardingConfigError(f"sharding type '{kind}' for '{feature}' is not one of {sorted(valid)}")
-        if kind in CUDA_ONLY_SHARDING and device.type != "cuda":
-            raise ShardingConfigError(
-                f"sharding type '{kind}' needs CUDA; on CPU use data_parallel, table_wise, "
-                "column_wise or table_column_wise"
-            )
-        kernels = [cfg.sharding.compute_kernel] if cfg.sharding.compute_kernel else None
-        constraints[table_name(feature)] = ParameterConstraints(
-            sharding_types=[kind] if kind else None, compute_kernels=kernels
-        )
-    return constraints
-
-
-def _sparse_optimizer_kwargs(cfg: Config) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"lr": cfg.optim.sparse_lr}
-    if cfg.optim.sparse in ("rowwise_adagrad", "adagrad", "adam"):
-        kwargs["eps"] = cfg.optim.eps
-    return kwargs
-
-
-def planner_topology(info: DistInfo) -> Topology:
-    """The planner's view of the hardware, from the real devices: GPU memory on CUDA (so tables
-    that do not fit are planned row-wise or on the UVM-caching kernel), host memory on CPU."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
-    kwargs: dict[str, Any] = {}
-    if info.device.type == "cuda":
-        kwargs["hbm_cap"] = torch.cuda.get_device_properties(info.device).total_memory
-    pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-    kwargs["ddr_cap"] = pages * page_size // max(local, 1)  # host memory shared by the local ranks
-    return Topology(world_size=info.world_size, compute_device=info.device.type, local_world_size=local, **kwargs)
+from terarec.trainer.optimizers import SPARSE_OPTIMIZERS, build_optimizers, sparse_optimizer_kwargs
+from terarec.trainer.planning import ShardingConfigError, plan_sharding
 
 
 def parallelize(
@@ -107,20 +35,14 @@ def parallelize(
     tables = embedding_modules(model)
     table_paths = [name for name, m in model.named_modules() if any(m is t for t in tables)]  # before DMP swaps them
     for ebc in tables:
-        apply_optimizer_in_backward(
-            SPARSE_OPTIMIZERS[cfg.optim.sparse], ebc.parameters(), _sparse_optimizer_kwargs(cfg)
-        )
-    topology = planner_topology(info)
-    planner = EmbeddingShardingPlanner(topology=topology, constraints=sharding_constraints(cfg, features, info.device))
+        apply_optimizer_in_backward(SPARSE_OPTIMIZERS[cfg.optim.sparse], ebc.parameters(), sparse_optimizer_kwargs(cfg))
     sharders = [EmbeddingBagCollectionSharder(), EmbeddingCollectionSharder()]
-    plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
+    plan = plan_sharding(model, cfg, info, features, sharders)
     wrapper = FullyShardDense() if cfg.sharding.dense == "fsdp2" else DefaultDataParallelWrapper()
     dmp = DistributedModelParallel(
         module=model, device=info.device, plan=plan, sharders=sharders, data_parallel_wrapper=wrapper
     )
-    if info.is_main:
-        log.info("sharding plan:\n%s", plan)
-    return dmp, _optimizers(dmp, cfg, table_paths)
+    return dmp, build_optimizers(dmp, cfg, table_paths)
 
 
 class FullyShardDense(DataParallelWrapper):
@@ -146,46 +68,3 @@ def dense_subtrees(module: nn.Module) -> list[nn.Module]:
             f"{type(module).__name__} holds parameters next to sharded tables: FSDP2 cannot wrap it alone"
         )
     return [sub for child in module.children() for sub in dense_subtrees(child)]
-
-
-def _optimizers(dmp: DistributedModelParallel, cfg: Config, table_modules: list[str]) -> CombinedOptimizer:
-    """Fused sparse optimizer + dense optimizer (+ the sparse optimizer for data-parallel tables).
-
-    Data-parallel tables use TorchRec's dense kernel: their weights are ordinary DDP parameters,
-    not fused, so without care they would silently get the dense optimizer and LR. They get the
-    configured sparse optimizer here, as every other table does.
-    """
-    remaining = dict(in_backward_optimizer_filter(dmp.named_parameters()))
-    replicated = {name: p for name, p in remaining.items() if any(_under(name, prefix) for prefix in table_modules)}
-    dense_params = {name: p for name, p in remaining.items() if name not in replicated}
-    dense_cls = DENSE_OPTIMIZERS[cfg.optim.dense]
-    dense_kwargs: dict[str, Any] = {"lr": cfg.optim.lr, "weight_decay": cfg.optim.weight_decay}
-    dense = KeyedOptimizerWrapper(dense_params, lambda p: dense_cls(p, **dense_kwargs))
-    if cfg.optim.grad_clip > 0:
-        dense = GradientClippingOptimizer(dense, clipping=GradientClipping.NORM, max_gradient=cfg.optim.grad_clip)
-    optimizers: list[tuple[str, Any]] = [("sparse", dmp.fused_optimizer), ("dense", dense)]
-    if replicated:
-        sparse_cls = SPARSE_OPTIMIZERS[cfg.optim.sparse]
-        optimizers.append(
-            ("sparse_dp", KeyedOptimizerWrapper(replicated, lambda p: sparse_cls(p, **_sparse_optimizer_kwargs(cfg))))
-        )
-    return CombinedOptimizer(optimizers)
-
-
-def _under(param_name: str, module_path: str) -> bool:
-    """Whether a DMP parameter name lies under an (unsharded) module path; DMP inserts wrappers."""
-    wanted = module_path.split(".")
-    parts = [p for p in param_name.split(".") if p not in ("_dmp_wrapped_module", "module")]
-    return parts[: len(wanted)] == wanted
-
-
-def lr_multiplier(step: int, total_steps: int, warmup: int, decay: str) -> float:
-    """Linear warm-up over ``warmup`` steps, then constant / linear / cosine decay to 0 at the end."""
-    import math
-
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    if decay == "none" or total_steps <= warmup:
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-    return 1.0 - progress if decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -27,7 +27,7 @@ def test_twenty_steps_row_wise_fused(model: str, tmp_path: Path) -> None:
         if not sample.exists():
             pytest.skip(f"real data sample {sample} is absent")
         schema = prepare_movielens(str(sample), str(tmp_path / "data"), max_history=20)
-        recipe, eval_rows = "bst_movielens", schema.rows["eval"]
+        recipe, eval_rows = "bst_movielens", schema.split_rows["eval"]
     else:
         write_synthetic(SynthSpec(rows=30000, eval_fraction=0.1), tmp_path / "data", progress=False)
         recipe, eval_rows = "dcnv2_synth", 3000

@@ -26,6 +26,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from torchrec.datasets.utils import Batch
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
+from terarec.batch import real_rows
 from terarec.configs.loader import load_config
 from terarec.data_pipeline.loader import BatchLoader, LoaderSpec
 from terarec.data_pipeline.schema import DatasetSchema
@@ -98,7 +99,7 @@ def main() -> None:
     torch.manual_seed(0)
     reference = TrainWrapper(build_model(cfg, schema, "cpu").model)
     built = build_model(cfg, schema, "meta")
-    dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.rows))
+    dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
     with torch.no_grad():
         for local, full in _shard_views(dmp.state_dict(), reference.state_dict()):
             local.copy_(full)
@@ -111,12 +112,14 @@ def main() -> None:
     ref_sparse = torch.optim.SGD(sparse_params, lr=cfg.optim.sparse_lr)
 
     def loader(rank: int) -> BatchLoader:
-        spec = LoaderSpec(args.data, "train", cfg.train.batch_size, built.rows, shuffle_buffer=0)
+        spec = LoaderSpec(args.data, "train", cfg.train.batch_size, built.table_sizes, shuffle_buffer=0)
         return BatchLoader(spec, schema, rank, world)
 
     mine = list(islice(iter(loader(info.rank)), args.steps))
     everyone = [list(islice(iter(loader(r)), args.steps)) for r in range(world)]
-    assert all((b.labels >= 0).all() for per_rank in everyone for b in per_rank), "parity needs batches without padding"
+    assert all(real_rows(b.labels).all() for per_rank in everyone for b in per_rank), (
+        "parity needs batches without padding"
+    )
 
     pipeline = TrainPipelineSparseDist(dmp, optimizer, info.device, execute_all_batches=True)
     sharded_losses, reference_losses = [], []

@@ -13,7 +13,14 @@ import pytest
 from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_RUN = ["train.max_steps=6", "embeddings.max_rows=2000", "logging.progress=false", "checkpoint.final=false"]
+# 4,800 train rows over 2 ranks at batch 512 are 5 steps an epoch: 2 epochs so that max_steps=6 is what stops
+TINY_RUN = [
+    "train.epochs=2",
+    "train.max_steps=6",
+    "embeddings.max_rows=2000",
+    "logging.progress=false",
+    "checkpoint.final=false",
+]
 
 
 @pytest.mark.slow

@@ -54,3 +54,39 @@ def test_layer_sweep_writes_results_fit_and_skips_finished_points(
         main(["sweep", "--config", str(sweep), "--output", str(out), "--launcher", "torchx"]) == 0
     )  # finished: not re-run
     assert (out / "points" / "num_layers=1" / "metrics.json").stat().st_mtime == stamp
+
+
+@pytest.mark.slow
+def test_a_point_trained_on_other_data_is_not_reused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The real trainer records the dataset's fingerprint: the same data.path re-prepared with other
+    rows stops the re-run (default), and --on-change rerun trains the point again on the new rows."""
+    from terarec.data_pipeline.manifest import dataset_fingerprint
+
+    data = tmp_path / "data"
+    write_synthetic(SynthSpec(rows=3000, eval_fraction=0.2, seed=4), data, progress=False)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        "base: wukong_synth\ngrid:\n  model.num_layers: [1]\n"
+        f"overrides: [data.path={data}, embeddings.max_rows=2000, train.max_steps=4, checkpoint.final=false]\n"
+    )
+    out, point = tmp_path / "out", tmp_path / "out" / "points" / "num_layers=1"
+    assert main(["sweep", "--config", str(sweep), "--output", str(out)]) == 0
+    first = json.loads((point / "metrics.json").read_text())
+    assert first["dataset_fingerprint"] == dataset_fingerprint(data) is not None
+    write_synthetic(SynthSpec(rows=3000, eval_fraction=0.2, seed=5), data, progress=False, overwrite=True)
+    capsys.readouterr()
+    assert main(["sweep", "--config", str(sweep), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("terarec: error: 1 finished sweep point(s) in ") and "num_layers=1: dataset changed" in err
+    assert json.loads((point / "metrics.json").read_text()) == first  # stopped before running anything
+    assert main(["sweep", "--config", str(sweep), "--output", str(out), "--on-change", "rerun"]) == 0
+    second = json.loads((point / "metrics.json").read_text())
+    assert second["dataset_fingerprint"] == dataset_fingerprint(data) != first["dataset_fingerprint"]
+    assert second["logloss"] != first["logloss"]  # other eval rows, other numbers
+    (row,) = csv.DictReader((out / "results.csv").open())
+    assert (
+        float(row["logloss"]) == pytest.approx(second["logloss"])
+        and row["dataset_fingerprint"] == second["dataset_fingerprint"]
+    )
+    (stale,) = (out / "points").glob("num_layers=1.stale-*")
+    assert json.loads((stale / "metrics.json").read_text()) == first

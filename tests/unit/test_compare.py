@@ -73,6 +73,45 @@ def test_missing_dataset_and_missing_baseline_library(
     assert "needs the 'lightgbm' package: pip install 'terarec[baselines]'" in capsys.readouterr().err
 
 
+def _counted(directory: Path, rows: dict[str, int]) -> Path:
+    directory.mkdir()
+    (directory / "schema.json").write_text(json.dumps({"dense": [], "sparse": [], "rows": rows}))
+    return directory
+
+
+@pytest.mark.parametrize("rows", [{"train": 8000}, {"train": 8000, "eval": 0}])
+def test_data_without_eval_rows_stops_before_any_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rows: dict[str, int]
+) -> None:
+    data, out = _counted(tmp_path / "data", rows), tmp_path / "out"
+    assert main(["compare", "--data", str(data), "--models", "dlrm", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"terarec: error: compare: --data {data} has no eval rows in split 'eval'")
+    assert err.count("\n") == 1 and not (out / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--nproc", "2"],
+            "train.batch_size=128 exceeds the 100 train rows per rank (200 rows in 'train' over 2 ranks)",
+        ),
+        (["--seeds", "0,1,0"], "--seeds '0,1,0': a seed is named twice"),
+        (["--seeds", "-1"], "config key 'train.seed' must be >= 0, got -1"),
+        (["train.log_every=0"], "config key 'train.log_every' must be >= 1, got 0"),
+        (["--nproc", "0"], "--nproc >= 1"),
+    ],
+)
+def test_compare_inputs_are_validated_like_a_training_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    data, out = _counted(tmp_path / "data", {"train": 200, "eval": 50}), tmp_path / "out"
+    assert main(["compare", "--data", str(data), "--models", "dlrm", "--output", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (out / "runs").exists()
+
+
 def test_category_codes_by_frequency_unknown_ids_missing() -> None:
     train = np.array([[7, 1], [7, 1], [7, 2], [9, 3], [5, 3]], dtype=np.uint32)
     codes = CategoryCodes(train, max_categories=2)
@@ -122,3 +161,132 @@ def test_markdown_marks_the_best_auc_and_states_the_noise() -> None:
     assert "lightgbm: the solver stopped at its iteration cap (100) before converging." in render_markdown(report)
     report["warning"] = "runs were scored on different numbers of eval rows [1999, 2000]: the rows are not comparable"
     assert "**Warning: runs were scored on different numbers of eval rows [1999, 2000]" in render_markdown(report)
+
+
+# -- re-runs: a run is reused only with the same config and dataset (issue "Trustworthy artifacts" 5) --
+
+
+class FakeChild:
+    """Stands in for ``run_child``: a trainer run records its resolved config.yaml, a baseline its
+    settings, both the dataset fingerprint, as the real ones do; every run gets a new AUC."""
+
+    def __init__(self) -> None:
+        self.trained: list[str] = []
+
+    def __call__(self, command: list[str], log_file: Path) -> int:
+        from terarec.configs.loader import load_config, save_config
+        from terarec.data_pipeline.manifest import dataset_fingerprint
+
+        run_dir = log_file.parent
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics: dict = {"logloss": 0.5, "samples": 300, "eval_rows": 100, "eval_positives": 30}
+        if "terarec.trainer.main" in command:
+            at = command.index("--config")
+            cfg = load_config(command[at + 1], command[at + 2 :])
+            save_config(cfg, run_dir / "config.yaml")
+            data = cfg.data.path
+        else:
+            flags = dict(zip(command[3::2], command[4::2]))
+            data = flags["--data"]
+            metrics.update(kind=flags["--kind"], data=data, seed=int(flags["--seed"]))
+            metrics["max_train_rows"] = int(flags["--max-train-rows"])
+        self.trained.append(f"{run_dir.parent.name} {run_dir.name}")
+        metrics.update(auc=0.6 + len(self.trained) / 100, dataset_fingerprint=dataset_fingerprint(data))
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        return 0
+
+
+@pytest.fixture
+def fake_compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeChild, list[str], Path]:
+    """(child, compare args, output dir): dlrm and logreg on a tiny synthetic dataset, already run once."""
+    from terarec.data_pipeline.synth import SynthSpec, write_synthetic
+    from terarec.launch import compare
+
+    child = FakeChild()
+    monkeypatch.setattr(compare, "run_child", child)
+    monkeypatch.setattr(compare, "plot", lambda report, path: None)
+    write_synthetic(SynthSpec(rows=400, eval_fraction=0.25, seed=1), tmp_path / "data", progress=False)
+    out = tmp_path / "out"
+    args = [
+        "compare",
+        "--data",
+        str(tmp_path / "data"),
+        "--models",
+        "dlrm",
+        "--baseline",
+        "logreg",
+        "--output",
+        str(out),
+    ]
+    assert main(args) == 0
+    assert child.trained == ["dlrm seed_0", "logreg seed_0"]
+    return child, args, out
+
+
+def _aucs(out: Path) -> dict[str, float]:
+    return {r["name"]: r["runs"][0]["auc"] for r in json.loads((out / "compare.json").read_text())["results"]}
+
+
+def test_compare_with_other_data_stops_or_reruns(
+    fake_compare: tuple[FakeChild, list[str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from terarec.data_pipeline.manifest import dataset_fingerprint
+    from terarec.data_pipeline.synth import SynthSpec, write_synthetic
+
+    child, args, out = fake_compare
+    write_synthetic(SynthSpec(rows=400, eval_fraction=0.25, seed=2), tmp_path / "data", progress=False, overwrite=True)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("terarec: error: 2 finished run(s) in ") and err.count("\n") == 1
+    assert f"2 finished run(s) in {out} were made with another config or dataset" in err
+    assert "(dlrm seed 0, logreg seed 0: dataset changed (fingerprint " in err
+    assert len(child.trained) == 2 and _aucs(out) == {"dlrm": 0.61, "logreg": 0.62}
+    assert main([*args, "--on-change", "rerun"]) == 0
+    assert child.trained[2:] == ["dlrm seed_0", "logreg seed_0"]
+    report = json.loads((out / "compare.json").read_text())
+    assert _aucs(out) == {"dlrm": 0.63, "logreg": 0.64}  # the re-run's numbers only
+    assert report["dataset_fingerprint"] == dataset_fingerprint(tmp_path / "data")
+    assert {r["runs"][0]["dataset_fingerprint"] for r in report["results"]} == {report["dataset_fingerprint"]}
+    assert len(list((out / "runs" / "dlrm").glob("seed_0.stale-*"))) == 1
+    assert len(list((out / "baselines" / "logreg").glob("seed_0.stale-*"))) == 1
+
+
+def test_compare_with_changed_overrides_stops_or_reruns(
+    fake_compare: tuple[FakeChild, list[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Model overrides change the model runs only: the baseline (same settings, same data) is reused."""
+    child, args, out = fake_compare
+    capsys.readouterr()
+    assert main([*args, "train.max_steps=3"]) == 2
+    err = capsys.readouterr().err
+    assert "1 finished run(s) in " in err and "(dlrm seed 0: config train.max_steps (0 -> 3))" in err
+    assert len(child.trained) == 2
+    assert main([*args, "train.max_steps=3", "--on-change", "rerun"]) == 0
+    assert child.trained[2:] == ["dlrm seed_0"] and _aucs(out) == {"dlrm": 0.63, "logreg": 0.62}
+    assert main([*args, "--baseline-max-train-rows", "100", "train.max_steps=3"]) == 2
+    assert "(logreg seed 0: config max_train_rows (10000000 -> 100))" in capsys.readouterr().err
+
+
+def test_identical_compare_rerun_reuses_every_run(
+    fake_compare: tuple[FakeChild, list[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    child, args, out = fake_compare
+    capsys.readouterr()
+    assert main(args) == 0
+    assert len(child.trained) == 2 and _aucs(out) == {"dlrm": 0.61, "logreg": 0.62}
+    assert capsys.readouterr().err.count("done earlier with the same config and data, reused") == 2
+    assert not list(out.rglob("*.stale-*"))
+
+
+def test_baseline_records_the_dataset_fingerprint(tmp_path: Path) -> None:
+    from terarec.baselines.tabular import run_baseline
+    from terarec.data_pipeline.manifest import dataset_fingerprint
+    from terarec.data_pipeline.synth import SynthSpec, write_synthetic
+
+    write_synthetic(SynthSpec(rows=400, eval_fraction=0.25, seed=1), tmp_path / "data", progress=False)
+    result = run_baseline("logreg", str(tmp_path / "data"))
+    assert (
+        result["dataset_fingerprint"] == dataset_fingerprint(tmp_path / "data")
+        and len(result["dataset_fingerprint"]) == 32
+    )

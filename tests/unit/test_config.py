@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
+from terarec.cli import main
 from terarec.configs import Config, ConfigError, load_config, save_config
 from terarec.configs.loader import available_recipes
 
@@ -76,3 +81,108 @@ def test_every_recipe_loads_and_accepts_contract_overrides(recipe: str, tmp_path
     ]
     cfg = load_config(recipe, overrides)
     assert cfg.train.max_steps == 5 and cfg.train.seed == 3 and cfg.data.path == str(tmp_path)
+
+
+# every numeric key whose bad value used to break a run somewhere later (a traceback, or worse:
+# keep_last=0 deleted every checkpoint right after saving it)
+OUT_OF_RANGE = [
+    (["train.batch_size=0"], "'train.batch_size' must be >= 1, got 0"),
+    (["train.batch_size=-5"], "'train.batch_size' must be >= 1, got -5"),
+    (["train.eval_batch_size=0"], "'train.eval_batch_size' must be >= 1, got 0"),
+    (["train.log_every=0"], "'train.log_every' must be >= 1, got 0"),
+    (["train.eval_every=-1"], "'train.eval_every' must be >= 0, got -1"),
+    (["train.epochs=0"], "'train.epochs' must be >= 1, got 0"),
+    (["train.max_steps=-1"], "'train.max_steps' must be >= 0, got -1"),
+    (["train.max_minutes=-0.5"], "'train.max_minutes' must be >= 0, got -0.5"),
+    (["train.seed=-1"], "'train.seed' must be >= 0, got -1"),
+    (["train.collective_timeout_s=0"], "'train.collective_timeout_s' must be > 0, got 0.0"),
+    (["optim.lr=-0.001"], "'optim.lr' must be >= 0, got -0.001"),
+    (["optim.lr=.nan"], "'optim.lr' must be >= 0, got nan"),
+    (["optim.sparse_lr=-1"], "'optim.sparse_lr' must be >= 0, got -1.0"),
+    (["optim.weight_decay=-0.1"], "'optim.weight_decay' must be >= 0, got -0.1"),
+    (["optim.eps=0"], "'optim.eps' must be > 0, got 0.0"),
+    (["optim.warmup_steps=-3"], "'optim.warmup_steps' must be >= 0, got -3"),
+    (["optim.grad_clip=-1"], "'optim.grad_clip' must be >= 0, got -1.0"),
+    (["data.shuffle_buffer=-1"], "'data.shuffle_buffer' must be >= 0, got -1"),
+    (["data.max_history=-1"], "'data.max_history' must be >= 0, got -1"),
+    (["data.num_workers=-1"], "'data.num_workers' must be >= 0, got -1"),
+    (["embeddings.max_rows=0"], "'embeddings.max_rows' must be >= 1, got 0"),
+    (["embeddings.rows={cat_0: 0}"], "'embeddings.rows.cat_0' must be >= 1, got 0"),
+    (["embeddings.rows={cat_1: 10, cat_0: -2}"], "'embeddings.rows.cat_0' must be >= 1, got -2"),
+    (
+        ["embeddings.dim=0"],
+        "'embeddings.dim' must be a positive multiple of 4 (fbgemm's embedding kernels need it), got 0",
+    ),
+    (
+        ["embeddings.dim=7"],
+        "'embeddings.dim' must be a positive multiple of 4 (fbgemm's embedding kernels need it), got 7",
+    ),
+    (["embeddings.dim=-4"], "'embeddings.dim' must be a positive multiple of 4"),
+    (
+        ["embeddings.dim=null", "model.args={embedding_dim: 6}"],
+        "'model.args.embedding_dim' must be a positive multiple",
+    ),
+    (["checkpoint.keep_last=0"], "'checkpoint.keep_last' must be >= 1, got 0"),
+    (["checkpoint.keep_last=-1"], "'checkpoint.keep_last' must be >= 1, got -1"),
+    (["checkpoint.every_steps=-10"], "'checkpoint.every_steps' must be >= 0, got -10"),
+    (["checkpoint.every_minutes=-1"], "'checkpoint.every_minutes' must be >= 0, got -1.0"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", OUT_OF_RANGE, ids=[" ".join(o) for o, _ in OUT_OF_RANGE])
+def test_out_of_range_values_are_one_line_errors_before_anything_starts(
+    overrides: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--config", "dcnv2_synth", f"data.path={tmp_path / 'no_data'}", f"run.dir={run}", *overrides]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"terarec: error: config key {message}")  # not the missing data: config comes first
+    assert err.count("\n") == 1 and not run.exists()
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "embeddings.dim=4",
+        "embeddings.dim=12",
+        "embeddings.dim=128",
+        "optim.lr=0",
+        "train.max_steps=0",
+        "checkpoint.keep_last=1",
+        "train.seed=0",
+        "embeddings.rows={cat_0: 1}",
+    ],
+)
+def test_values_on_the_edge_of_their_range_are_accepted(override: str) -> None:
+    key, value = override.split("=")
+    section, name = key.split(".")
+    cfg = load_config("dcnv2_synth", [override])
+    assert getattr(getattr(cfg, section), name) == yaml.safe_load(value)
+
+
+def test_every_default_and_recipe_satisfies_the_declared_ranges() -> None:
+    """The rules guard what users write; they must hold for what the project ships, too."""
+    from terarec.configs.loader import check_range
+
+    for cfg in [Config(), *(load_config(r) for r in available_recipes())]:
+        for name, section in _sections(cfg).items():
+            for item in dataclasses.fields(section):
+                check_range(f"{name}.{item.name}", getattr(section, item.name), item.metadata)
+
+
+def test_every_numeric_key_declares_a_range() -> None:
+    """A new numeric key without a rule is a decision, listed here, not an oversight."""
+    unbounded = {"data.dense_fill", "model.num_layers"}  # any float; the models check their own layer counts
+    missing = []
+    for name, section in _sections(Config()).items():
+        hints = typing.get_type_hints(type(section))
+        for item in dataclasses.fields(section):
+            numeric = {int, float} & {hints[item.name], *typing.get_args(hints[item.name])}
+            if numeric and not item.metadata and f"{name}.{item.name}" not in unbounded:
+                missing.append(f"{name}.{item.name}")
+    assert missing == []
+
+
+def _sections(cfg: Config) -> dict[str, Any]:
+    return {name: value for name, value in vars(cfg).items() if dataclasses.is_dataclass(value)}

@@ -18,7 +18,7 @@ ROWS_OK = [GOOD, GOOD.replace("1\t5", "0\t6", 1)]
 
 def test_round_trip_of_the_10k_sample(criteo_10k: Path, tmp_path: Path) -> None:
     schema = prepare_criteo([str(criteo_10k)], str(tmp_path), eval_fraction=0.2, progress=False)
-    assert schema.rows == {"train": 8000, "eval": 2000} and schema.rejects == 0
+    assert schema.split_rows == {"train": 8000, "eval": 2000} and schema.rejects == 0
     train, evaluation = pq.read_table(tmp_path / "train"), pq.read_table(tmp_path / "eval")
     assert int(train["label"].to_numpy().sum()) == 1728 and int(evaluation["label"].to_numpy().sum()) == 454
     first = train.slice(0, 1).to_pylist()[0]  # line 1: 0 1 1 5 0 1382 4 15 2 181 1 2 <empty> 2 68fd1e64 ...
@@ -61,7 +61,7 @@ def test_malformed_rows_skipped_are_written_and_counted(tmp_path: Path) -> None:
     lines = [GOOD, "1\t2\t3", GOOD, GOOD.replace("\t5\t", "\t5.5\t", 1), GOOD, GOOD.replace("0000000a", "0000000g", 1)]
     raw = _write(tmp_path / "day_1", lines)
     schema = prepare_criteo([str(raw)], str(tmp_path / "out"), on_error="skip", progress=False)
-    assert schema.rejects == 3 and schema.rows == {"train": 3, "eval": 0}
+    assert schema.rejects == 3 and schema.split_rows == {"train": 3, "eval": 0}
     rejects = (tmp_path / "out" / "rejects" / "day_1.tsv").read_text().splitlines()
     assert [r.split("\t")[:2] for r in rejects[1:]] == [
         ["2", "wrong field count"],
@@ -73,15 +73,17 @@ def test_malformed_rows_skipped_are_written_and_counted(tmp_path: Path) -> None:
 def test_cli_exit_code_and_resume_per_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a, b = _write(tmp_path / "day_0", ROWS_OK), _write(tmp_path / "day_1.txt", [GOOD, "oops"])
     out = tmp_path / "out"
-    assert main(["prepare", "criteo", "--input", str(a), str(b), "--output", str(out), "--workers", "1"]) == 2
+    # the same options on both runs: a finished dataset with other options is refused (test_dataset_manifest.py)
+    prepare = ["prepare", "criteo", "--input", str(a), str(b), "--output", str(out), "--eval-fraction", "0.25"]
+    assert main([*prepare, "--workers", "1"]) == 2
     assert f"{b}:2:" in capsys.readouterr().err
     assert (out / ".done" / "day_0.json").is_file() and not (out / ".done" / "day_1_txt.json").exists()
     _write(b, [GOOD, GOOD])
     before = (out / "train" / "part-day_0-00000.parquet").stat().st_mtime_ns
-    assert main(["prepare", "criteo", "--input", str(a), str(b), "--output", str(out), "--eval-fraction", "0.25"]) == 0
+    assert main(prepare) == 0
     assert "1 of 2 files already done" in capsys.readouterr().out
     assert (out / "train" / "part-day_0-00000.parquet").stat().st_mtime_ns == before
-    assert DatasetSchema.load(out).rows == {"train": 3, "eval": 1}
+    assert DatasetSchema.load(out).split_rows == {"train": 3, "eval": 1}
     assert not list(out.rglob("*.tmp"))
 
 

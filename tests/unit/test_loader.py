@@ -37,7 +37,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
         dense=["int_0"],
         sparse=[SparseFeature("cat_0", 2000), SparseFeature("cat_1", 10_000)],
         sequence=[SequenceFeature("hist", "cat_0", 4)],
-        rows={"train": 1000},
+        split_rows={"train": 1000},
     ).save(root)
     return root
 
@@ -47,7 +47,7 @@ def _spec(root: Path, **kw) -> LoaderSpec:
         directory=str(root),
         split="train",
         batch_size=32,
-        table_rows={"cat_0": 2000, "cat_1": 500},
+        table_sizes={"cat_0": 2000, "cat_1": 500},
         shuffle_buffer=150,
         seed=1,
         dense_transform="none",
@@ -122,7 +122,7 @@ def test_ids_are_reduced_modulo_the_table_size_whatever_the_schema_says(dataset:
     counts of raw 32-bit hashes) never license skipping the modulo."""
     schema = DatasetSchema.load(dataset)
     schema.sparse[1].cardinality = 10  # as if a distinct count: smaller than the raw ids
-    for batch in BatchLoader(_spec(dataset, shuffle_buffer=0, table_rows={"cat_0": 2000, "cat_1": 500}), schema):
+    for batch in BatchLoader(_spec(dataset, shuffle_buffer=0, table_sizes={"cat_0": 2000, "cat_1": 500}), schema):
         keep = batch.labels != PAD_LABEL
         row_ids = batch.dense_features[keep, 0].long()
         assert torch.equal(batch.sparse_features["cat_1"].values(), (row_ids * 7) % 500)

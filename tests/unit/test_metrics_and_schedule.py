@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from terarec.trainer.metrics import BinaryMetrics
-from terarec.trainer.parallelize import lr_multiplier
+from terarec.trainer.optimizers import lr_multiplier
 
 
 def _exact_auc(scores: np.ndarray, labels: np.ndarray) -> float:

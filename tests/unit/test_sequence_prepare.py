@@ -51,7 +51,7 @@ def _rows(directory: Path) -> list[dict]:
 
 def test_movielens_rows_labels_split_and_histories(movielens_dir: Path, tmp_path: Path) -> None:
     schema = prepare_movielens(str(movielens_dir), str(tmp_path), max_history=5, eval_fraction=0.2)
-    assert sum(schema.rows.values()) == 100_000 and abs(schema.rows["eval"] / 100_000 - 0.2) < 0.01
+    assert sum(schema.split_rows.values()) == 100_000 and abs(schema.split_rows["eval"] / 100_000 - 0.2) < 0.01
     assert schema.extra["positives"]["train"] + schema.extra["positives"]["eval"] == 55_375  # ratings >= 4
     cutoff = schema.extra["eval_cutoff_unix"]
     assert (
@@ -83,7 +83,7 @@ def test_movielens_rows_labels_split_and_histories(movielens_dir: Path, tmp_path
 
 def test_taobao_rows_labels_and_histories(taobao_csv: Path, tmp_path: Path) -> None:
     schema = prepare_taobao(str(taobao_csv), str(tmp_path), max_history=3, progress=False)
-    assert sum(schema.rows.values()) == 84_475
+    assert sum(schema.split_rows.values()) == 84_475
     assert sum(schema.extra["positives"].values()) == 1750 + 4497 + 2356  # buy + cart + fav
     events = defaultdict(list)
     for line in taobao_csv.read_text().splitlines():
@@ -120,8 +120,8 @@ def test_taobao_unknown_behavior_is_one_clear_error(tmp_path: Path, capsys: pyte
 
 def test_loader_yields_capped_jagged_histories(movielens_dir: Path, tmp_path: Path) -> None:
     schema = prepare_movielens(str(movielens_dir), str(tmp_path), max_history=20)
-    rows = {f.name: f.cardinality for f in schema.sparse}
-    spec = LoaderSpec(str(tmp_path), "eval", batch_size=512, table_rows=rows, shuffle_buffer=0, max_history=7)
+    sizes = {f.name: f.cardinality for f in schema.sparse}
+    spec = LoaderSpec(str(tmp_path), "eval", batch_size=512, table_sizes=sizes, shuffle_buffer=0, max_history=7)
     batch = next(iter(BatchLoader(spec, DatasetSchema.load(tmp_path))))
     kjt = batch.sparse_features
     assert kjt.keys()[-3:] == ["hist_item", "hist_category", "hist_time_gap"]

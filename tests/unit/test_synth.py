@@ -15,7 +15,7 @@ def test_synth_layout_determinism_and_split(tmp_path: Path) -> None:
     spec = SynthSpec(rows=20000, seed=3, eval_fraction=0.25)
     schema = write_synthetic(spec, tmp_path / "a", progress=False)
     write_synthetic(spec, tmp_path / "b", progress=False)
-    assert schema.rows == {"train": 15000, "eval": 5000}
+    assert schema.split_rows == {"train": 15000, "eval": 5000}
     assert [f.cardinality for f in schema.sparse] == CRITEO_1TB_CARDINALITIES
     a, b = pq.read_table(tmp_path / "a" / "train"), pq.read_table(tmp_path / "b" / "train")
     assert a.equals(b)

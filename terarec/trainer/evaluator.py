@@ -1,0 +1,89 @@
+"""Metrics of a (sharded) model over an eval loader: AUC, NE, logloss, calibration, and GAUC by a group key.
+
+The evaluator needs a model, its eval batches and the metrics, nothing of training: ``Trainer``
+hands it its own pipeline (one ``TrainPipelineSparseDist`` rewrites the model's sharded modules, so
+a second one must not run on the same model), ``terarec eval`` lets it build a forward-only one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+from torchrec.datasets.utils import Batch
+from torchrec.distributed import DistributedModelParallel
+from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
+from terarec.data_pipeline.loader import BatchLoader
+from terarec.trainer.metrics import BinaryMetrics, GroupAUC
+
+METRIC_KEYS = ("auc", "ne", "logloss", "calibration", "gauc")  # the scalar metrics an eval reports
+
+
+def forward_pipeline(dmp: DistributedModelParallel, device: torch.device) -> TrainPipelineSparseDist:
+    """A pipeline for forward passes only: while the model is in eval mode TorchRec's pipeline never
+    touches its optimizer, so it gets none."""
+    return TrainPipelineSparseDist(dmp, None, device, execute_all_batches=True)
+
+
+class Evaluator:
+    """Runs every batch of ``loader`` through ``dmp`` (``TrainWrapper`` outputs: loss, logits, labels)
+    and reduces the metrics over all ranks; every rank gets the same result."""
+
+    def __init__(
+        self,
+        dmp: DistributedModelParallel,
+        loader: BatchLoader,
+        device: torch.device,
+        bf16: bool = False,
+        group_key: str | None = None,
+        pipeline: TrainPipelineSparseDist | None = None,
+    ) -> None:
+        self.dmp, self.loader, self.device, self.bf16 = dmp, loader, device, bf16
+        self.group_key = group_key  # sparse feature whose id groups eval rows for GAUC (e.g. user)
+        self.pipeline = pipeline if pipeline is not None else forward_pipeline(dmp, device)
+
+    def _autocast(self) -> AbstractContextManager[object]:
+        if not self.bf16:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def evaluate(self) -> dict[str, float]:
+        """``auc``, ``ne``, ``logloss``, ``calibration``, ``count``, ``positives`` (+ ``gauc``) over the loader."""
+        metrics = BinaryMetrics(self.device)
+        gauc = GroupAUC() if self.group_key else None
+        groups: deque[torch.Tensor] = deque()  # the pipeline runs batches in order: FIFO matches outputs
+        batches: Iterator[Batch] = iter(self.loader)
+        if gauc is not None and self.group_key is not None:
+            batches = _recording_groups(batches, self.group_key, groups)
+        self.dmp.eval()
+        try:
+            with torch.no_grad():
+                while True:
+                    try:
+                        with self._autocast():
+                            _, logits, labels = self.pipeline.progress(batches)
+                    except StopIteration:
+                        break
+                    metrics.update(logits.float(), labels)
+                    if gauc is not None:
+                        gauc.update(groups.popleft(), logits.float(), labels)
+        finally:
+            self.dmp.train()
+        metrics.reduce()
+        result = metrics.compute()
+        if gauc is not None:
+            result["gauc"] = gauc.compute()
+        return result
+
+
+def _recording_groups(batches: Iterator[Batch], key: str, groups: deque[torch.Tensor]) -> Iterator[Batch]:
+    """Pass batches through, queueing each row's ``key`` id (-1 for padding rows without one)."""
+    for batch in batches:
+        jagged = batch.sparse_features[key]
+        row_ids = torch.full((len(batch.labels),), -1, dtype=torch.int64)
+        row_ids[jagged.lengths() > 0] = jagged.values()[jagged.offsets()[:-1][jagged.lengths() > 0]].cpu()
+        groups.append(row_ids)
+        yield batch

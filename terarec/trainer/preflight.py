@@ -1,0 +1,57 @@
+"""Checks of the config against the dataset, run before any process group starts.
+
+The config loader checks each value on its own (``train.batch_size >= 1``); what only the data can
+tell is checked here from ``schema.json``'s split row counts and the world size torchrun announces
+in ``WORLD_SIZE``. A rank's loader pads every batch to the full batch size, so a batch larger than
+a rank's rows buys nothing but padding:
+
+- train: an error naming the largest batch size that fits (``check_batch_fits``, which
+  ``terarec compare`` applies too);
+- eval: the batch is clamped to a rank's eval rows, said in one INFO line. Not a warning: eval
+  metrics do not depend on the batch size, and the default 1024 is larger than a rank's share of
+  any small eval split, so a healthy run would otherwise always warn. The saved config keeps the
+  value the user asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from terarec.configs.loader import check_batch_fits, rows_per_rank
+from terarec.configs.schema import Config
+from terarec.data_pipeline.schema import DatasetSchema
+
+log = logging.getLogger("terarec")
+
+
+def announced_world_size() -> int:
+    """The number of ranks torchrun will start (``WORLD_SIZE``; 1 for a plain ``terarec train``)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def check_config_against_data(cfg: Config, schema: DatasetSchema, world_size: int | None = None) -> None:
+    """Raise :class:`ConfigError` if the train batch is larger than a rank's share of the train rows."""
+    world = world_size or announced_world_size()
+    train_rows = schema.split_rows.get(cfg.data.train_split)
+    if train_rows is not None:  # schema.json counts every split it writes; None: nothing to check against
+        check_batch_fits(cfg.train.batch_size, cfg.data.train_split, train_rows, world)
+
+
+def eval_batch_size(cfg: Config, schema: DatasetSchema, world_size: int) -> int:
+    """``train.eval_batch_size``, clamped to a rank's share of the eval rows (when schema.json counts any)."""
+    rows = schema.split_rows.get(cfg.data.eval_split, 0)
+    asked = cfg.train.eval_batch_size
+    clamped = min(asked, rows_per_rank(rows, world_size)) if rows > 0 else asked
+    if clamped < asked:
+        ranks = f"{world_size} rank{'s' if world_size > 1 else ''}"
+        log.info(
+            "train.eval_batch_size=%d is more than the %s eval rows per rank (%s in '%s' over %s): eval batches of %s",
+            asked,
+            f"{clamped:,}",
+            f"{rows:,}",
+            cfg.data.eval_split,
+            ranks,
+            f"{clamped:,}",
+        )
+    return clamped

@@ -1,0 +1,68 @@
+"""What training and evaluation both set up: the process group, the data loaders, the GAUC group key.
+
+Kept apart from the entry modules (``trainer/main.py``, ``trainer/evaluate.py``) so that neither
+entry imports the other: evaluation needs no train split, no optimizer and no ``Trainer``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.distributed as dist
+
+from terarec.configs.schema import Config
+from terarec.data_pipeline.loader import BatchLoader, LoaderSpec
+from terarec.data_pipeline.schema import DatasetSchema
+from terarec.trainer.distributed import DistInfo, init_distributed
+from terarec.trainer.preflight import eval_batch_size
+
+
+def join_process_group(timeout_s: float = 600.0) -> DistInfo:
+    """torchrun's group, or a one-rank gloo group so DMP runs the same code alone."""
+    info = init_distributed(timeout_s)
+    if info.backend != "none":
+        return info
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    return DistInfo(0, 1, 0, info.device, "gloo")
+
+
+def _loader_common(cfg: Config, table_sizes: dict[str, int]) -> dict[str, Any]:
+    """The LoaderSpec fields that the train and eval loaders share."""
+    return dict(
+        directory=cfg.data.path,
+        table_sizes=table_sizes,
+        dense_fill=cfg.data.dense_fill,
+        dense_transform=cfg.data.dense_transform,
+        max_history=cfg.data.max_history,
+        seed=cfg.train.seed,
+    )
+
+
+def train_loader(cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int], info: DistInfo) -> BatchLoader:
+    """This rank's shuffled batches of ``data.train_split`` (``table_sizes``: feature -> table size)."""
+    spec = LoaderSpec(
+        split=cfg.data.train_split,
+        batch_size=cfg.train.batch_size,
+        shuffle_buffer=cfg.data.shuffle_buffer,
+        **_loader_common(cfg, table_sizes),
+    )
+    return BatchLoader(spec, schema, info.rank, info.world_size, cfg.data.num_workers)
+
+
+def eval_loader(cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int], info: DistInfo) -> BatchLoader | None:
+    """This rank's batches of ``data.eval_split`` in file order, or None when the dataset has no eval rows."""
+    if schema.split_rows.get(cfg.data.eval_split, 0) <= 0:
+        return None
+    spec = LoaderSpec(
+        split=cfg.data.eval_split,
+        batch_size=eval_batch_size(cfg, schema, info.world_size),  # clamped to a rank's eval rows
+        shuffle_buffer=0,
+        **_loader_common(cfg, table_sizes),
+    )
+    return BatchLoader(spec, schema, info.rank, info.world_size, 0)
+
+
+def group_key(schema: DatasetSchema, table_sizes: dict[str, int]) -> str | None:
+    """The feature that groups eval rows for GAUC (sequence datasets name one), if it has a table."""
+    key = schema.extra.get("group_key")
+    return key if key in table_sizes else None
