@@ -93,7 +93,7 @@ def resume_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[list
 
 def dataset_fingerprint(schema: DatasetSchema) -> dict[str, Any]:
     """What a checkpoint's tables and loader position depend on; not where the data lives."""
-    return {k: v for k, v in asdict(schema).items() if k in ("dense", "sparse", "sequence", "label", "rows")}
+    return {k: v for k, v in asdict(schema).items() if k in ("dense", "sparse", "sequence", "label", "split_rows")}
 
 
 def checkpointing_enabled(cfg: Config) -> bool:

@@ -25,7 +25,7 @@ from terarec.trainer.run_dir import (
     resume_changes,
 )
 
-SCHEMA = DatasetSchema(dense=["d0"], sparse=[SparseFeature("c0", 10)], rows={"train": 100, "eval": 10})
+SCHEMA = DatasetSchema(dense=["d0"], sparse=[SparseFeature("c0", 10)], split_rows={"train": 100, "eval": 10})
 
 
 def _open(run: Path, *overrides: str, schema: DatasetSchema = SCHEMA) -> RunDir:
@@ -119,7 +119,7 @@ def test_resume_with_other_model_or_data_stops_listing_the_keys(tmp_path: Path) 
         _open(run, "resume=auto", "model.flavor=parallel", "model.num_layers=5")
     assert "model.flavor ('small' -> 'parallel'), model.num_layers (None -> 5)" in str(err.value)
     assert "\n" not in str(err.value)
-    other_data = dataclasses.replace(SCHEMA, rows={"train": 200, "eval": 10})
+    other_data = dataclasses.replace(SCHEMA, split_rows={"train": 200, "eval": 10})
     with pytest.raises(RunDirError, match=r"data \(the dataset's features, cardinalities and rows\)"):
         _open(run, "resume=auto", schema=other_data)
     _open(run, "resume=auto", "data.path=/moved/elsewhere").close()  # same dataset, new place: allowed
@@ -177,6 +177,6 @@ def test_checkpoints_record_the_dataset_and_config_they_were_trained_with(tmp_pa
         "sparse": [{"name": "c0", "cardinality": 10, "multi_hot": False}],
         "sequence": [],
         "label": "label",
-        "rows": {"train": 100, "eval": 10},
+        "split_rows": {"train": 100, "eval": 10},
     }
     assert yaml.safe_load(opened.record["config.yaml"])["train"]["max_steps"] == 7
