@@ -18,10 +18,11 @@ $(STAMP): requirements/stack.txt requirements/base.txt requirements/dev.txt requ
 demo: setup
 	bash scripts/demo.sh $(RUN_DIR)
 
-# ruff lint + format check (settings in pyproject.toml); CI runs it through make test
+# ruff lint + format check and mypy (settings in pyproject.toml); CI runs them through make test
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: setup lint
 	$(PY) -m pytest -q tests

@@ -220,6 +220,20 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _driver_logging(command: str) -> None:
+    """INFO lines of a driver command (sweep, compare) on stderr, ``HH:MM:SS COMMAND message``;
+    set on the ``terarec`` logger itself, so whatever an earlier set-up left there is replaced."""
+    import logging
+
+    logger = logging.getLogger("terarec")
+    logger.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {command} %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def _command_line() -> str:
     import shlex
 
@@ -237,7 +251,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    import logging
     from pathlib import Path
 
     from terarec.launch.sweep import SweepSpec, run_sweep
@@ -256,7 +269,7 @@ def _sweep(args: argparse.Namespace) -> int:
     spec = SweepSpec.load(args.config, args.overrides)  # every point's config is validated first
     output = Path(args.output or Path("runs") / "sweeps" / Path(args.config).stem)
     output.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s sweep %(message)s", datefmt="%H:%M:%S", force=True)
+    _driver_logging("sweep")
     rows = run_sweep(
         spec, output, args.launcher, scheduler, args.on_change
     )  # a failed point: finished ones are kept for a re-run
@@ -267,7 +280,6 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    import logging
     from pathlib import Path
 
     from terarec.launch.compare import CompareSpec, run_compare
@@ -277,7 +289,7 @@ def _compare(args: argparse.Namespace) -> int:
     )
     output = Path(args.output or Path("runs") / "compare" / Path(args.data).resolve().name)
     output.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s compare %(message)s", datefmt="%H:%M:%S", force=True)
+    _driver_logging("compare")
     run_compare(spec, output, args.on_change)  # a failed run: finished ones are kept, a re-run continues after them
     print((output / "compare.md").read_text())
     print(f"compare done: {output / 'compare.md'}, {output / 'compare.json'}, {output / 'compare.png'}")

@@ -259,9 +259,9 @@ def run_compare(spec: CompareSpec, output: Path, on_change: str = "stop") -> dic
     if any(p.decision.action == "changed" for p in every_run) and (output / "compare.json").is_file():
         log.info("compare.json listed runs now re-run: moved to %s", move_aside(output / "compare.json"))
     planned = iter(every_run)
-    results = []
+    results: list[dict[str, Any]] = []
     for entry in spec.entries:
-        runs = []
+        runs: list[dict[str, Any]] = []
         for seed in spec.seeds:
             run = _run_model if entry.kind == "model" else _run_baseline
             runs.append(run(spec, entry, seed, next(planned)))
