@@ -83,7 +83,8 @@ def resume_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[list
 
     Keys present on one side only (a config written by another terarec version) are not compared.
     """
-    refused, allowed = [], []
+    refused: list[str] = []
+    allowed: list[str] = []
     for key in sorted(saved.keys() & current.keys()):
         if saved[key] != current[key]:
             change = f"{key} ({saved[key]!r} -> {current[key]!r})"

@@ -194,7 +194,7 @@ def test_every_interrupted_run_resumes_to_the_uninterrupted_result(runner: Runne
 
 
 def _torchrun(torchrun: Torchrun, runner: Runner, run: Path, *extra: str, fault: str = "") -> subprocess.Popen:
-    args = runner.args(run, "sharding.sharding_type=table_wise", *extra)
+    args = runner.args(run, "sharding.sharding_type=table_wise", "train.epochs=2", *extra)  # 22 batches per rank
     env = {**torchrun.env, "PYTHONPATH": str(ROOT), **({"TERAREC_FAULT_AT": fault} if fault else {})}
     cmd = torchrun.command("terarec.trainer.main", args)
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
