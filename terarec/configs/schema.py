@@ -126,6 +126,9 @@ class LoggingConfig:
 @dataclass
 class RunConfig:
     dir: str = "runs/default"
+    overwrite: bool = (
+        False  # a fresh start (resume=none) into a dir holding checkpoints deletes them instead of stopping
+    )
 
 
 @dataclass

@@ -18,6 +18,7 @@ comes; the trainer gives padded rows zero weight.
 from __future__ import annotations
 
 import math
+import signal
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -411,7 +412,9 @@ class BatchLoader:
         source = (
             self.stream
             if self.num_workers == 0
-            else DataLoader(self.stream, batch_size=None, num_workers=self.num_workers)
+            else DataLoader(
+                self.stream, batch_size=None, num_workers=self.num_workers, worker_init_fn=_leave_stop_signals_to_main
+            )
         )
         for batch in source:
             self.batches += 1
@@ -423,3 +426,10 @@ class BatchLoader:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.batches = int(state["epoch"]), int(state["batches"])
+
+
+def _leave_stop_signals_to_main(worker_id: int) -> None:
+    """SIGTERM/SIGINT reach every process of the job (slurm, Ctrl-C): workers ignore them so the main
+    process can finish its step and checkpoint; they end with it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,46 +1,128 @@
-"""DCP checkpoints of the whole training state, written atomically, loadable at any world size.
+"""DCP checkpoints of the whole training state: complete only with a verified manifest, loaded whole or not at all.
 
 Layout: ``RUN/checkpoints/step_N/`` holds the DCP files (sharded tables, fused and dense optimizer
-state, dense weights), ``trainer.json`` (step, samples, loader position, LR bases) and
-``rng_rank{r}.pt`` (each rank's RNG). Every rank writes into ``.tmp_step_N`` first; rank 0
-renames it after a barrier, so a ``step_N`` directory is complete by construction. A directory
-is trusted only if it has DCP's ``.metadata`` (written last) and ``trainer.json``; a newest one
-that still fails to load (truncated files) is reported and the previous one is used.
+state, dense weights), ``trainer.json`` (step, samples, loader position), ``rng_rank{r}.pt`` (each
+rank's RNG), the run's record (``config.yaml``, ``dataset.json``: what the checkpoint was trained
+with) and ``manifest.json``. Every rank writes into ``.tmp_step_N``; then each rank checksums a
+share of the files, rank 0 gathers the sizes and CRC32s, writes the manifest last and renames the
+directory. A ``step_N`` without a manifest is incomplete and is never loaded.
+
+Loading verifies every file of the newest checkpoint against its manifest (each rank a share, CRC32
+runs at several GB/s), and all ranks agree with one collective on the first checkpoint that
+verified on every rank: a corrupt or truncated one (a torn write, a flipped block) is reported and
+the previous one is used. A checkpoint that verifies but does not fit the model (other shapes,
+missing or extra tensors) stops with one line naming the tensors: nothing is ever loaded partially.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import time
+import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint._nested_dict import flatten_state_dict
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
+from terarec.configs.loader import ConfigError
 from terarec.configs.schema import CheckpointConfig
-from terarec.trainer.distributed import any_rank
+from terarec.trainer.distributed import any_rank, from_rank0, gather_objects
+from terarec.trainer.faults import fault_point
 
 log = logging.getLogger("terarec")
 STEP_DIR = re.compile(r"^step_(\d+)$")
+MANIFEST = "manifest.json"
+CHUNK = 16 << 20
+
+
+class CheckpointMismatchError(ConfigError):
+    """A complete checkpoint that does not fit the model built from the config: a user error (exit 2)."""
+
+
+def step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
+    """Every ``step_N`` directory (complete or not), newest first."""
+    root = run_dir / "checkpoints"
+    found = [(int(m.group(1)), p) for p in root.glob("step_*") if (m := STEP_DIR.match(p.name)) and p.is_dir()]
+    return sorted(found, reverse=True)
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """Complete-looking checkpoints, newest first."""
-    root = run_dir / "checkpoints"
-    found = [(int(m.group(1)), p) for p in root.glob("step_*") if (m := STEP_DIR.match(p.name)) and p.is_dir()]
-    return [p for _, p in sorted(found, reverse=True) if (p / ".metadata").is_file() and (p / "trainer.json").is_file()]
+    """Complete checkpoints (their manifest, written last, exists), newest first; verified only on load."""
+    return [p for _, p in step_dirs(run_dir) if (p / MANIFEST).is_file()]
+
+
+def file_digest(path: Path) -> dict[str, int]:
+    """Size and CRC32 of ``path``: what the manifest records and load compares."""
+    crc, size = 0, 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+    return {"size": size, "crc32": crc}
+
+
+def verify_files(checkpoint: Path, rank: int = 0, world_size: int = 1) -> str | None:
+    """Why this rank's share of ``checkpoint``'s files does not match the manifest, or None."""
+    try:
+        files = json.loads((checkpoint / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{MANIFEST} unreadable: {type(err).__name__}"
+    for name in sorted(files)[rank::world_size]:
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        expected, size = files[name], path.stat().st_size
+        if size != expected["size"]:
+            return f"{name} has {size} bytes, the manifest says {expected['size']}"
+        if file_digest(path) != expected:
+            return f"{name} fails its checksum"
+    return None
+
+
+def incompatibilities(state: dict[str, Any], checkpoint: Path) -> list[str]:
+    """How ``checkpoint`` differs from ``state``'s tensors (names and global shapes), first ones first,
+    the same list on every rank (a collective: call it on all ranks)."""
+    with warnings.catch_warnings():  # ShardedTensor.size() warns that ShardedTensor is deprecated
+        warnings.simplefilter("ignore", FutureWarning)
+        problems, unused = _local_incompatibilities(state, checkpoint)
+    ranks = gather_objects((problems, unused))
+    # a rank holds optimizer state only for its own tables: a saved key is extra only if no rank wants it
+    extra = set.intersection(*(set(u) for _, u in ranks))
+    found = list(dict.fromkeys(p for rank_problems, _ in ranks for p in rank_problems))
+    return found + [f"{key} is in the checkpoint, not in this model" for key in sorted(extra)]
+
+
+def _local_incompatibilities(state: dict[str, Any], checkpoint: Path) -> tuple[list[str], list[str]]:
+    """(this rank's missing or reshaped tensors, saved keys this rank does not load)."""
+    flat, _ = flatten_state_dict(state)
+    saved = dcp.FileSystemReader(str(checkpoint)).read_metadata().state_dict_metadata
+    sections = tuple(f"{key}." for key in state)  # eval loads "model" only: ignore the saved "optim"
+    problems: list[str] = []
+    for key, value in flat.items():
+        meta = saved.get(key)
+        if meta is None:
+            problems.append(f"{key} is not in the checkpoint")
+        elif isinstance(meta, TensorStorageMetadata) and hasattr(value, "size"):
+            here, there = tuple(value.size()), tuple(meta.size)
+            if here != there:
+                problems.append(f"{key} has shape {list(there)} in the checkpoint, {list(here)} in this model")
+    return problems, [key for key in saved if key.startswith(sections) and key not in flat]
 
 
 class CheckpointManager:
-    def __init__(self, run_dir: Path, cfg: CheckpointConfig, rank: int) -> None:
-        self.run_dir, self.cfg, self.rank = run_dir, cfg, rank
+    def __init__(self, run_dir: Path, cfg: CheckpointConfig, rank: int, record: dict[str, str] | None = None) -> None:
+        """``record``: files (name -> text) stored in every checkpoint, e.g. the config it was trained with."""
+        self.run_dir, self.cfg, self.rank, self.record = run_dir, cfg, rank, record or {}
         self.root = run_dir / "checkpoints"
         self._last_save_time = time.monotonic()
 
@@ -56,38 +138,103 @@ class CheckpointManager:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         _barrier()
+        fault_point("save_start", step, self.rank)
         dcp.save(state, checkpoint_id=str(tmp))
-        torch.save(_rng_state(), tmp / f"rng_rank{self.rank}.pt")
+        _write_durably(tmp / f"rng_rank{self.rank}.pt", _rng_bytes())
         if self.rank == 0:
-            (tmp / "trainer.json").write_text(json.dumps(trainer_state, indent=2) + "\n")
+            _write_durably(tmp / "trainer.json", (json.dumps(trainer_state, indent=2) + "\n").encode())
+            for name, text in self.record.items():
+                _write_durably(tmp / name, text.encode())
         _barrier()
+        fault_point("save_files", step, self.rank)
+        self._write_manifest(tmp, step)
         if self.rank == 0:
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-            for old in checkpoint_dirs(self.run_dir)[self.cfg.keep_last :]:
-                shutil.rmtree(old, ignore_errors=True)
+            fault_point("save_manifest", step, self.rank)
+            _replace_dir(tmp, final)
+            fault_point("save_renamed", step, self.rank)
+            self._prune(step)
         _barrier()
         self._last_save_time = time.monotonic()
         log.info("checkpoint saved: %s", final)
         return final
 
+    def _write_manifest(self, tmp: Path, step: int) -> None:
+        """Each rank checksums a share of the files; rank 0 writes what all ranks found, last."""
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        names = from_rank0(sorted(p.name for p in tmp.iterdir() if p.is_file()))  # all written and synced
+        mine = {name: file_digest(tmp / name) for name in names[self.rank :: world]}
+        if self.rank == 0:
+            files = {name: digest for share in gather_objects(mine) for name, digest in share.items()}
+            manifest = {"format": 1, "step": step, "files": files}
+            _write_durably(tmp / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+        else:
+            gather_objects(mine)
+
+    def _prune(self, written: int) -> None:
+        """Keep the one just written and the ``keep_last - 1`` newest older ones. Newer steps can only
+        be left by a timeline this run abandoned (it resumed from an older checkpoint): removed."""
+        older = [(step, path) for step, path in step_dirs(self.run_dir) if step < written]
+        newer = [path for step, path in step_dirs(self.run_dir) if step > written]
+        for path in newer + [path for _, path in older[max(self.cfg.keep_last - 1, 0) :]]:
+            shutil.rmtree(path, ignore_errors=True)
+        if newer:
+            log.warning("removed checkpoints newer than step %d (an abandoned timeline): %s", written, newer)
+
     def load_newest(self, state: dict[str, Any]) -> dict[str, Any] | None:
-        """Load the newest loadable checkpoint into ``state`` (in place); its trainer state, or None."""
-        for path in checkpoint_dirs(self.run_dir):
-            try:
-                dcp.load(state, checkpoint_id=str(path), planner=DefaultLoadPlanner(allow_partial_load=True))
-                trainer_state = json.loads((path / "trainer.json").read_text())
-            except (Exception, CheckpointException) as err:  # truncated or corrupt files: fall back to the previous one
-                # (DCP's CheckpointException derives from BaseException, not Exception)
-                log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, _first_cause(err))
-                _barrier()
+        """Load the newest checkpoint that verifies on every rank into ``state`` (in place): its trainer
+        state, or None when there is none. Raises :class:`CheckpointMismatchError` if it does not fit."""
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        for name in from_rank0([p.name for p in checkpoint_dirs(self.run_dir)]):  # one listing for all ranks
+            path = self.root / name
+            problems = [p for p in gather_objects(verify_files(path, self.rank, world)) if p]
+            if problems:  # the same decision on every rank: all fall back together
+                log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, problems[0])
                 continue
+            mismatch = incompatibilities(state, path)
+            if mismatch:
+                more = f" (+{len(mismatch) - 3} more)" if len(mismatch) > 3 else ""
+                raise CheckpointMismatchError(
+                    f"checkpoint {path} does not fit the model built from this config: {'; '.join(mismatch[:3])}{more}"
+                )
+            try:
+                dcp.load(state, checkpoint_id=str(path), planner=DefaultLoadPlanner(allow_partial_load=False))
+            except (Exception, CheckpointException) as err:  # DCP's CheckpointException is a BaseException
+                # files changed after they verified: DCP raises on every rank, so all fall back together
+                log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, _first_cause(err))
+                continue
+            trainer_state = json.loads((path / "trainer.json").read_text())
             rng = path / f"rng_rank{self.rank}.pt"
-            if rng.is_file():  # absent when the world size changed: seeds stay as set at start
+            if rng.is_file():  # absent when the world size grew: seeds stay as set at start
                 _set_rng_state(torch.load(rng, weights_only=False))
             log.info("loaded checkpoint %s (step %d)", path, trainer_state["step"])
             return {**trainer_state, "path": str(path)}
         return None
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """``tmp`` becomes ``final``; an older ``final`` (a re-run of the same step) goes only after."""
+    old = final.with_name(f".old_{final.name}")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    _fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _first_cause(err: BaseException) -> str:
@@ -95,6 +242,8 @@ def _first_cause(err: BaseException) -> str:
     failures = getattr(err, "failures", None)
     if failures:
         err = next(iter(failures.values()))
+    if isinstance(err, tuple):  # DCP keeps (exception, traceback summary) pairs per rank
+        err = err[0]
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0][:200] if text else ''}"
 
@@ -104,7 +253,8 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _rng_state() -> dict[str, Any]:
+def _rng_bytes() -> bytes:
+    import io
     import random
 
     import numpy as np
@@ -112,7 +262,9 @@ def _rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ import random
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ def sum_over_ranks(value: int) -> int:
     """``value`` summed over every rank (itself in a world of one)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return value
-    tensor = torch.tensor([value], dtype=torch.int64)
+    tensor = torch.tensor([value], dtype=torch.int64, device=_collective_device())
     dist.all_reduce(tensor)
     return int(tensor.item())
 
@@ -46,9 +47,34 @@ def any_rank(flag: bool) -> bool:
     """True on every rank if it is true on any rank: one decision all ranks act on together."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return flag
-    tensor = torch.tensor([int(flag)])
+    tensor = torch.tensor([int(flag)], device=_collective_device())
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item())
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """Every rank's ``value`` (picklable), in rank order, on every rank: ``[value]`` in a world of one."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [value]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def from_rank0(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank: one decision (a listing, an error message) all ranks act on."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _collective_device() -> torch.device:
+    """NCCL reduces only CUDA tensors; gloo only CPU ones."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def init_distributed(timeout_s: float = 600.0) -> DistInfo:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -20,7 +21,7 @@ from torchrec.optim.keyed import CombinedOptimizer
 from tqdm import tqdm
 
 from terarec.batch import real_rows
-from terarec.configs.loader import config_to_dict
+from terarec.configs.loader import ConfigError, config_to_dict
 from terarec.configs.schema import Config
 from terarec.data_pipeline.loader import BatchLoader
 from terarec.data_pipeline.manifest import dataset_fingerprint
@@ -28,7 +29,9 @@ from terarec.errors import stderr_is_terminal
 from terarec.trainer.checkpoint import CheckpointManager, checkpoint_dirs
 from terarec.trainer.distributed import DistInfo, any_rank, sum_over_ranks
 from terarec.trainer.evaluator import METRIC_KEYS, Evaluator
+from terarec.trainer.faults import fault_point
 from terarec.trainer.optimizers import OptimizerGroup, lr_multiplier, members_of
+from terarec.trainer.preemption import Preempted, PreemptionGuard
 
 log = logging.getLogger("terarec")
 
@@ -60,6 +63,7 @@ class Trainer:
         self.step, self.samples, self._samples_before = 0, 0, 0  # _samples_before: from a resumed checkpoint
         self._window_t, self._window_samples, self._local_samples = time.perf_counter(), 0, 0
         self._train_start, self.out_of_time = time.perf_counter(), False  # fit() resets the start; train.max_minutes
+        self.preemption, self.preempted = PreemptionGuard(), False  # SIGTERM/SIGINT: stop with a checkpoint
         epoch_steps = cfg.train.epochs * len(train_loader)  # the run ends at epochs or max_steps, whichever is first
         self.total_steps = min(epoch_steps, cfg.train.max_steps) if cfg.train.max_steps > 0 else epoch_steps
         self.dense_optimizers = members_of(optimizer, OptimizerGroup.DENSE)
@@ -153,7 +157,10 @@ class Trainer:
         state = self._state()
         trainer_state = self.checkpoints.load_newest(state)
         if trainer_state is None:
-            raise RuntimeError(f"resume=auto: no loadable checkpoint in {self.run_dir / 'checkpoints'}")
+            raise ConfigError(
+                f"resume=auto: no checkpoint in {self.run_dir / 'checkpoints'} verifies (see the warnings above); "
+                "start over with resume=none run.overwrite=true"
+            )
         self.dmp.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optim"])
         self.step, self._samples_before = int(trainer_state["step"]), int(trainer_state["samples"])
@@ -178,10 +185,17 @@ class Trainer:
             done += 1
             self._after_step(float(loss), lr, labels, bar)
 
+    @property
+    def _stopping(self) -> bool:
+        return self.out_of_time or self.preempted
+
     def _until_out_of_time(self, batches: Iterator) -> Iterator:
-        """Stop feeding the pipeline once the time budget is spent; it then trains what it holds."""
-        for batch in batches:
-            if self.out_of_time:
+        """Stop feeding the pipeline once the time budget is spent or a stop signal came; it then
+        trains what it holds, so the loader position stays equal to the batches trained."""
+        iterator = iter(batches)
+        while not self._stopping:  # checked before pulling: a batch taken from the loader is trained
+            batch = next(iterator, None)
+            if batch is None:
                 return
             yield batch
 
@@ -197,19 +211,32 @@ class Trainer:
         progress = self.cfg.logging.progress and self.info.is_main and stderr_is_terminal()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress, unit="step", desc="train")
         iterator = iter(self.train_loader)
-        while self.step < self.total_steps and not self.out_of_time:
+        while self.step < self.total_steps and not self._stopping:
             target = self._next_stop()
-            if self._run_segment(iterator, bar) == 0 and self.step < target and not self.out_of_time:
+            if self._run_segment(iterator, bar) == 0 and self.step < target and not self._stopping:
                 if len(self.train_loader) == 0:
                     raise RuntimeError(f"no training batches in {self.cfg.data.path}/{self.cfg.data.train_split}")
                 iterator = iter(self.train_loader)  # epoch finished: the next one reshuffles
-            elif self.step == target and not self.out_of_time:
+            elif self.step == target and not self._stopping:
                 self._at_stop()
         bar.close()
         self.samples = self._samples_before + sum_over_ranks(self._local_samples)
 
+    def _exit_preempted(self) -> None:
+        """All ranks saw the signal at the same step and saved together: leave with 128 + signal."""
+        if dist.is_initialized():
+            dist.barrier()
+        saved = f"checkpoint step_{self.step} written" if self.checkpoints is not None else "checkpoints are off"
+        log.warning(
+            "stopped by a signal after step %d/%d: %s; continue with resume=auto", self.step, self.total_steps, saved
+        )
+        raise Preempted(self.preemption.signum or signal.SIGTERM)  # ranks the signal missed stop as if sent it
+
     def _after_step(self, loss: float, lr: float, labels: torch.Tensor, bar: tqdm) -> None:
         self.step += 1
+        fault_point("step", self.step, self.info.rank)
+        if not self.preempted:  # one cheap all_reduce per step: every rank stops after the same step
+            self.preempted = any_rank(self.preemption.requested)
         real = int(real_rows(labels).sum())  # this rank's rows, padding excluded
         self._local_samples += real
         self._window_samples += real
@@ -229,10 +256,15 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         start = self._train_start = time.perf_counter()
-        self._train_epochs()
-        train_s = time.perf_counter() - start
-        if self.checkpoints is not None and self.cfg.checkpoint.final and self._saved_step != self.step:
-            self.save_checkpoint()
+        with self.preemption:  # a signal during the final save takes effect once it is written
+            self._train_epochs()
+            train_s = time.perf_counter() - start
+            self.preempted = any_rank(self.preemption.requested)  # also a signal after the last step
+            if self.checkpoints is not None and (self.cfg.checkpoint.final or self.preempted):
+                if self._saved_step != self.step:
+                    self.save_checkpoint()
+            if any_rank(self.preemption.requested):
+                self._exit_preempted()
         final = self.evaluate()
         metrics = {
             **{k: final.get(k, float("nan")) for k in ("auc", "logloss", "ne", "calibration")},

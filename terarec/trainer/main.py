@@ -13,7 +13,6 @@ import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from terarec.configs.arguments import train_config, train_parser
-from terarec.configs.loader import save_config
 from terarec.configs.schema import Config
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.errors import run_entry
@@ -24,6 +23,7 @@ from terarec.trainer.loop import Trainer
 from terarec.trainer.model_factory import build_model
 from terarec.trainer.parallelize import parallelize
 from terarec.trainer.preflight import check_config_against_data
+from terarec.trainer.run_dir import RunDir, checkpointing_enabled
 from terarec.trainer.setup import eval_loader, group_key, join_process_group, train_loader
 
 
@@ -35,7 +35,9 @@ def run_training(cfg: Config) -> dict[str, Any]:
     built = build_model(cfg, schema, "meta")
     info = join_process_group(cfg.train.collective_timeout_s)
     log = setup_logging(info.rank, cfg.logging.level)
+    run = RunDir(Path(cfg.run.dir), info.is_main)
     try:
+        run.open_for_training(cfg, schema, info.world_size)  # lock, checks, config record: before any work
         torch.manual_seed(cfg.train.seed)  # the tables DMP materialises: identical on every rank
         summary = built.summary()
         log.info(
@@ -50,16 +52,9 @@ def run_training(cfg: Config) -> dict[str, Any]:
         seed_everything(cfg.train.seed, info.rank)
         train_batches = train_loader(cfg, schema, built.table_sizes, info)
         eval_batches = eval_loader(cfg, schema, built.table_sizes, info)
-        run_dir = Path(cfg.run.dir)
-        if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, run_dir / "config.yaml")
-        ckpt = cfg.checkpoint
-        checkpoints = (
-            CheckpointManager(run_dir, ckpt, info.rank)
-            if (ckpt.final or ckpt.every_steps or ckpt.every_minutes)
-            else None
-        )
+        run_dir = run.path
+        wanted = checkpointing_enabled(cfg) or cfg.resume == "auto"  # resume reads them even if no new ones
+        checkpoints = CheckpointManager(run_dir, cfg.checkpoint, info.rank, run.record) if wanted else None
         trainer = Trainer(
             cfg,
             info,
@@ -76,6 +71,7 @@ def run_training(cfg: Config) -> dict[str, Any]:
             log.info("resume=auto: no checkpoint in %s yet, starting from scratch", run_dir / "checkpoints")
         return trainer.fit()
     finally:
+        run.close()
         shutdown_distributed()
 
 
