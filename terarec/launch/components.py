@@ -17,7 +17,7 @@ resource ``-h``, env, mounts, scheduler retries) running ``terarec.trainer.main`
 """
 
 import shlex
-from typing import Dict, List  # torchx validates components against typing.Dict/List
+from typing import Dict, List, Optional  # torchx validates components against typing.Dict/List/Optional
 
 from torchx import specs
 from torchx.components import dist
@@ -32,14 +32,14 @@ def train(
     j: str = "1x1",
     max_restarts: int = 3,
     image: str = ".",
-    h: str | None = None,
+    h: Optional[str] = None,
     cpu: int = 2,
     gpu: int = 0,
     memMB: int = 8192,
-    env: Dict[str, str] | None = None,  # noqa: N803 (torchx's name)
+    env: Optional[Dict[str, str]] = None,  # noqa: N803 (torchx's name)
     max_retries: int = 0,
     rdzv_port: int = 29500,
-    mounts: List[str] | None = None,
+    mounts: Optional[List[str]] = None,
     python: str = "python",
 ) -> specs.AppDef:
     """terarec train under torchrun on every node (torchx ``dist.ddp`` plus in-place restarts).
