@@ -4,7 +4,9 @@ torchrun command builder for multi-process tests."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,3 +55,35 @@ class Torchrun:
 @pytest.fixture(scope="session")
 def torchrun() -> Torchrun:
     return Torchrun(env={**os.environ, **RESTART_SAFE_ENV, "OMP_NUM_THREADS": "1"})
+
+
+@contextmanager
+def read_only_directory(path: Path) -> Iterator[None]:
+    """``path`` (created) cannot be written to inside the block. Root ignores permission bits, so
+    as root the directory is made immutable (``chattr +i``); without chattr the test is skipped."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o555)
+    immutable = os.geteuid() == 0
+    if immutable and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+        path.chmod(0o755)
+        pytest.skip("running as root without chattr: cannot make a directory read-only")
+    try:
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        path.chmod(0o755)
+
+
+def dcnv2_train_args(data: Path, run: Path, *overrides: str) -> list[str]:
+    """``terarec train`` arguments of a quiet DCNv2 run on ``data`` into ``run`` (no progress bar, no
+    TensorBoard); ``overrides`` size it."""
+    return [
+        "--config",
+        "dcnv2_synth",
+        f"data.path={data}",
+        f"run.dir={run}",
+        "logging.progress=false",
+        "logging.tensorboard=false",
+        *overrides,
+    ]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import torch
+from conftest import dcnv2_train_args
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from terarec.cli import main
@@ -34,18 +35,9 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _args(data: Path, run: Path, *extra: str) -> list[str]:
-    return [
-        "--config",
-        "dcnv2_synth",
-        f"data.path={data}",
-        f"run.dir={run}",
-        "embeddings.max_rows=5000",
-        "train.batch_size=64",
-        "checkpoint.every_steps=50",
-        "logging.progress=false",
-        "logging.tensorboard=false",
-        *extra,
-    ]
+    return dcnv2_train_args(
+        data, run, "embeddings.max_rows=5000", "train.batch_size=64", "checkpoint.every_steps=50", *extra
+    )
 
 
 def _metrics(run: Path) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import dcnv2_train_args, read_only_directory
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from terarec.cli import main
@@ -33,20 +34,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _args(data: Path, run: Path, *extra: str) -> list[str]:
-    return [
-        "--config",
-        "dcnv2_synth",
-        f"data.path={data}",
-        f"run.dir={run}",
-        "embeddings.max_rows=500",
-        "train.batch_size=64",
-        "train.max_steps=10",
-        "checkpoint.every_steps=5",
-        "train.log_every=1",
-        "logging.progress=false",
-        "logging.tensorboard=false",
-        *extra,
-    ]
+    sizes = ("embeddings.max_rows=500", "train.batch_size=64", "train.max_steps=10", "checkpoint.every_steps=5")
+    return dcnv2_train_args(data, run, *sizes, "train.log_every=1", *extra)
 
 
 def _train(data: Path, run: Path, *extra: str) -> int:
@@ -213,19 +202,10 @@ def test_traceback_a_read_only_checkpoints_dir_is_one_line_before_training(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "ro"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "checkpoints").chmod(0o555)
-    immutable = os.geteuid() == 0  # root ignores permissions: make the dir immutable instead
-    if immutable and subprocess.run(["chattr", "+i", str(run / "checkpoints")], capture_output=True).returncode:
-        pytest.skip("running as root without chattr: cannot make a directory read-only")
-    try:
+    with read_only_directory(run / "checkpoints"):
         capsys.readouterr()
         assert _train(data, run) == 2
         err = capsys.readouterr().err
-    finally:
-        if immutable:
-            subprocess.run(["chattr", "-i", str(run / "checkpoints")], check=True)
-        (run / "checkpoints").chmod(0o755)
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
         f"terarec: error: cannot write to {run / 'checkpoints'} ("
     )

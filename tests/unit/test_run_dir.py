@@ -153,20 +153,13 @@ def test_interrupted_saves_are_cleared_and_checkpoints_without_manifest_never_re
 
 
 def test_an_unwritable_checkpoints_dir_is_one_error_before_training(tmp_path: Path) -> None:
+    from conftest import read_only_directory  # here: a child process imports this module without pytest
+
     run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "checkpoints").chmod(0o555)
-    immutable = os.geteuid() == 0  # root ignores permissions: make the dir immutable instead
-    if immutable and subprocess.run(["chattr", "+i", str(run / "checkpoints")], capture_output=True).returncode:
-        pytest.skip("running as root without chattr: cannot make a directory read-only")
-    try:
+    with read_only_directory(run / "checkpoints"):
         with pytest.raises(RunDirError, match=r"cannot write to .*/checkpoints \(.*\): make it writable"):
             _open(run)
         _open(run, "checkpoint.final=false").close()  # no checkpoints wanted: nothing to write there
-    finally:
-        if immutable:
-            subprocess.run(["chattr", "-i", str(run / "checkpoints")], check=True)
-        (run / "checkpoints").chmod(0o755)
 
 
 def test_checkpoints_record_the_dataset_and_config_they_were_trained_with(tmp_path: Path) -> None:
