@@ -360,20 +360,22 @@ def _models(args: argparse.Namespace) -> int:
 
         print(json.dumps(rows, indent=2))
     elif args.markdown:
-        print("| model | flavor | dense params | sparse params | FLOPs/example | embedding dim |")
-        print("|---|---|--:|--:|--:|--:|")
+        print("| model | flavor | dense params | sparse params | FLOPs/example | train FLOPs/example | embedding dim |")
+        print("|---|---|--:|--:|--:|--:|--:|")
         for r in rows:
             print(
                 f"| {r['model']} | {r['flavor']} | {r['params_dense']:,} | {r['params_sparse']:,} | "
-                f"{r['flops_per_example']:,} | {r['embedding_dim']} |"
+                f"{r['flops_per_example']:,} | {r['train_flops_per_example']:,} | {r['embedding_dim']} |"
             )
     else:
-        header = f"{'model':<10} {'flavor':<12} {'dense params':>14} {'sparse params':>15} {'FLOPs/example':>15}"
-        print(header)
+        print(
+            f"{'model':<10} {'flavor':<12} {'dense params':>14} {'sparse params':>15} {'FLOPs/example':>15} "
+            f"{'train FLOPs/ex':>16}"
+        )
         for r in rows:
             print(
                 f"{r['model']:<10} {r['flavor']:<12} {r['params_dense']:>14,} "
-                f"{r['params_sparse']:>15,} {r['flops_per_example']:>15,}"
+                f"{r['params_sparse']:>15,} {r['flops_per_example']:>15,} {r['train_flops_per_example']:>16,}"
             )
     return 0
 

@@ -12,12 +12,17 @@ Each point runs in its own process (a crash stays in its point) under ``SWEEP/po
 On a re-run a finished point is skipped only when its resolved config and its dataset's fingerprint
 are the ones it would run with now (``terarec.launch.reuse``); every point is checked before any
 runs, and changed ones stop the sweep (``--on-change stop``, the default) or are moved aside and
-trained again (``--on-change rerun``). Results go to ``SWEEP/results.csv``;
-a power law ``L(C) = a * C^-b + c`` (scipy; the pure ``a * C^-b`` below 4 points) is fitted
-against forward FLOPs per example and against dense parameters into ``SWEEP/fit.json``, drawn in ``SWEEP/scaling.png``
-and logged to TensorBoard (``SWEEP/tb``): scaling curves whose step is the x value
-(``scaling/logloss_vs_flops_per_example``) or ``1000 * log10`` of it (``..._vs_log10_flops_per_example_x1000``;
-steps are integers), and one hparams entry per point.
+trained again (``--on-change rerun``). Results go to ``SWEEP/results.csv``,
+with each point's training compute ``train_compute = train_flops_per_example * samples`` (training
+FLOPs: forward + backward, 3 x forward, see ``terarec.models.common``). A power law
+``L(C) = a * C^-b + c`` (scipy; the pure ``a * C^-b`` below 4 points) is fitted against training
+compute and against dense parameters into ``SWEEP/fit.json``, with a holdout test per axis: the
+law fitted on all but the largest point predicts that point, and the absolute and relative errors
+are recorded. All of it is drawn in ``SWEEP/scaling.png`` and logged to TensorBoard (``SWEEP/tb``):
+scaling curves whose step is the x value (``scaling/logloss_vs_flops_per_example``,
+``..._vs_params_dense``; training compute in GFLOP: ``..._vs_train_compute_gflop``, which keeps
+cluster-sized compute inside an integer step) or ``1000 * log10`` of it
+(``..._vs_log10_train_compute_x1000``; steps are integers), and one hparams entry per point.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ RESULT_KEYS = [
     "params_dense",
     "params_sparse",
     "flops_per_example",
+    "train_flops_per_example",
     "samples",
     "steps",
     "wall_s",
@@ -63,7 +69,15 @@ NO_SCALING = (
     "the loss does not fall with C over this range (b at its bound 0 or a rising log-log slope): no power law "
     "to fit, and the parameter errors are not meaningful; train on more data or over a wider range of C"
 )
-FIT_AXES = {"flops_per_example": "forward FLOPs / example", "params_dense": "dense parameters"}
+FIT_AXES = {"train_compute": "training compute (FLOPs)", "params_dense": "dense parameters"}
+# TensorBoard curves: the fitted axes and forward FLOPs/example; x -> step divisor (GFLOP for compute,
+# whose raw FLOPs overflow an int64 step at cluster scale)
+CURVE_UNITS = {"train_compute": ("train_compute_gflop", 1e9), "params_dense": ("params_dense", 1.0)}
+CURVE_UNITS["flops_per_example"] = ("flops_per_example", 1.0)
+NO_COMPUTE = (
+    "points without train_flops_per_example (trained before it was recorded) are left out of this axis: "
+    "re-run them to include them"
+)
 
 
 @dataclass
@@ -223,18 +237,95 @@ def fit_power_law(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     return fit
 
 
+def law_value(fit: dict[str, Any], x: np.ndarray | float) -> Any:
+    """The fitted law ``a * x^-b + c`` at ``x``."""
+    return fit["a"] * np.asarray(x, dtype=float) ** -fit["b"] + fit["c"]
+
+
+def holdout_test(x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
+    """Prediction, not description: fit on every point but the one of largest ``x``, predict it.
+
+    Returns the held-out point, the prediction, ``abs_error = |predicted - observed|``,
+    ``rel_error = abs_error / observed``, and the error as a fraction of the loss drop across the
+    sweep (smallest-x loss minus largest-x loss; None when the loss does not drop). None below 3
+    points (the fit on the others needs 2). The law is :func:`fit_power_law`'s, so with fewer than
+    4 points left it is the pure power law.
+    """
+    if len(x) < 3:
+        return None
+    order = np.argsort(x, kind="stable")
+    x, y = np.asarray(x, dtype=float)[order], np.asarray(y, dtype=float)[order]
+    fit = fit_power_law(x[:-1], y[:-1])
+    predicted, observed = float(law_value(fit, x[-1])), float(y[-1])
+    abs_error, drop = abs(predicted - observed), float(y[0] - y[-1])
+    return {
+        "held_out_x": float(x[-1]),
+        "observed": observed,
+        "predicted": predicted,
+        "abs_error": abs_error,
+        "rel_error": abs_error / abs(observed),
+        "loss_drop": drop,
+        "error_vs_loss_drop": abs_error / drop if drop > 0 else None,
+        "points_fitted": len(x) - 1,
+        "fit": {k: fit[k] for k in ("form", "a", "b", "c")},
+    }
+
+
 def _log_hparams(writer: Any, rows: list[dict[str, Any]]) -> None:
     """One TensorBoard hparams entry per point (HPARAMS tab: the grid keys, sizes and final metrics)."""
     for row in rows:
         params = {k: v for k, v in row.items() if k not in RESULT_KEYS and isinstance(v, (int, float, str, bool))}
         params.update({k: float(row[k]) for k in ("flops_per_example", "params_dense")})
         params["log10_flops_per_example"] = float(np.log10(float(row["flops_per_example"])))
+        if row.get("train_compute"):
+            params["log10_train_compute"] = float(np.log10(float(row["train_compute"])))
         metrics = {f"hparam/{k}": float(row[k]) for k in ("logloss", "auc", "ne") if row.get(k) is not None}
         writer.add_hparams(params, metrics, run_name=f"hparams/{row['point']}")
 
 
+def _log_curves(writer: Any, rows: list[dict[str, Any]], metric: str) -> None:
+    """Scaling curves: step = x (in the axis' unit) and step = 1000 * log10(x), steps being integers."""
+    for key, (name, unit) in CURVE_UNITS.items():
+        points = sorted((float(r[key]), float(r[metric])) for r in rows if r.get(key) is not None)
+        for x, y in points:
+            writer.add_scalar(f"scaling/{metric}_vs_{name}", y, global_step=round(x / unit))
+            writer.add_scalar(f"scaling/{metric}_vs_log10_{key}_x1000", y, global_step=round(1000 * np.log10(x)))
+
+
+def _fit_axis(ax: Any, rows: list[dict[str, Any]], key: str, label: str, metric: str) -> dict[str, Any] | None:
+    """Fit, holdout test and plot of ``metric`` against ``key`` over the rows that have ``key``."""
+    pairs = [(float(r[key]), float(r[metric])) for r in rows if r.get(key) is not None]
+    x, y = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    ax.scatter(x, y, label="runs")
+    ax.set(xscale="log", xlabel=label, ylabel=f"eval {metric}")
+    fit = None
+    if len(set(x)) >= 2 and (y > 0).all():
+        fit = fit_power_law(x, y)
+        grid = np.geomspace(x.min(), x.max(), 50)
+        legend = f"{fit['a']:.3g} C^-{fit['b']:.3f} + {fit['c']:.3g} (rmse {fit['rmse']:.2g})"
+        if "note" in fit:
+            legend = f"no power law: loss does not fall with C (log-log slope {fit['loglog_slope']:+.4f})"
+        ax.plot(grid, law_value(fit, grid), label=legend)
+        fit["holdout"] = holdout = holdout_test(x, y) if len(set(x)) == len(x) else None
+        if holdout is not None:
+            ax.plot(grid, law_value(holdout["fit"], grid), "--", color="gray", label="fit without the largest point")
+            ax.scatter(
+                [holdout["held_out_x"]],
+                [holdout["predicted"]],
+                marker="x",
+                s=80,
+                color="red",
+                label=f"predicted {holdout['predicted']:.4f} vs {holdout['observed']:.4f} "
+                f"({100 * holdout['rel_error']:.2f}% off)",
+            )
+        if len(pairs) < len(rows):
+            fit["note_points"] = NO_COMPUTE
+    ax.legend(fontsize="small")
+    return fit
+
+
 def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss") -> dict[str, Any]:
-    """results -> fit.json, scaling.png, TensorBoard scaling curves."""
+    """results -> fit.json (fits and holdout tests), scaling.png, TensorBoard scaling curves."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -243,24 +334,12 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
 
     fits: dict[str, Any] = {}
     figure, axes = plt.subplots(1, len(FIT_AXES), figsize=(6 * len(FIT_AXES), 4.5))
-    writer = SummaryWriter(str(output / "tb"))
-    y = np.array([float(r[metric]) for r in rows])
     for ax, (key, label) in zip(np.atleast_1d(axes), FIT_AXES.items()):
-        x = np.array([float(r[key]) for r in rows])
-        for xi, yi in sorted(zip(x, y)):
-            writer.add_scalar(f"scaling/{metric}_vs_{key}", yi, global_step=int(xi))
-            # TensorBoard steps are integers: the log-x curve's step is 1000 * log10(x)
-            writer.add_scalar(f"scaling/{metric}_vs_log10_{key}_x1000", yi, global_step=round(1000 * np.log10(xi)))
-        ax.scatter(x, y, label="runs")
-        if len(set(x)) >= 2 and (y > 0).all():
-            fit = fits[key] = fit_power_law(x, y)
-            grid = np.geomspace(x.min(), x.max(), 50)
-            legend = f"{fit['a']:.3g} C^-{fit['b']:.3f} + {fit['c']:.3g} (rmse {fit['rmse']:.2g})"
-            if "note" in fit:
-                legend = f"no power law: loss does not fall with C (log-log slope {fit['loglog_slope']:+.4f})"
-            ax.plot(grid, fit["a"] * grid ** -fit["b"] + fit["c"], label=legend)
-        ax.set(xscale="log", xlabel=label, ylabel=f"eval {metric}")
-        ax.legend()
+        fit = _fit_axis(ax, rows, key, label, metric)
+        if fit is not None:
+            fits[key] = fit
+    writer = SummaryWriter(str(output / "tb"))
+    _log_curves(writer, rows, metric)
     _log_hparams(writer, rows)
     writer.close()
     figure.tight_layout()
@@ -268,6 +347,19 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
     plt.close(figure)
     (output / "fit.json").write_text(json.dumps({"metric": metric, "fits": fits, "points": len(rows)}, indent=2) + "\n")
     return fits
+
+
+def write_results(rows: list[dict[str, Any]], output: Path) -> None:
+    """Each row gets ``train_compute`` (training FLOPs/example x samples trained on; None for a point
+    trained before training FLOPs were recorded), then results.csv, the fits and the plots."""
+    for row in rows:
+        per_example, samples = row.get("train_flops_per_example"), row.get("samples")
+        row["train_compute"] = int(per_example) * int(samples) if per_example and samples else None
+    with open(output / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    summarize(rows, output)
 
 
 def plan_points(spec: SweepSpec, output: Path) -> list[Planned]:
@@ -315,9 +407,5 @@ def run_sweep(
             metrics["auc"],
             f"{metrics['flops_per_example']:,}",
         )
-    with open(output / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    summarize(rows, output)
+    write_results(rows, output)
     return rows

@@ -163,6 +163,9 @@ class BST(RankingModel):
         return self.params.num_layers * per_block + mlp_flops(self.mlp_in_features, self.params.top_mlp)
 
 
+# the scaling ladder: Transformer blocks x width (3 x embedding_dim: item, category, position) x heads
+LADDER = [(1, 8, 2), (1, 16, 4), (2, 24, 4), (2, 32, 8), (4, 48, 8)]
+
 register_model(
     ModelEntry(
         name="bst",
@@ -173,6 +176,10 @@ register_model(
         description="Behavior Sequence Transformer over an EmbeddingCollection (arXiv 1905.06874)",
         flavors={
             "small": {},
+            **{
+                f"ladder_{i}": {"num_layers": blocks, "embedding_dim": dim, "num_heads": heads}
+                for i, (blocks, dim, heads) in enumerate(LADDER, 1)
+            },
             # the paper's choices: 1 block, 8 heads, MLP 1024-512-256 with LeakyReLU
             "paper": {
                 "embedding_dim": 32,

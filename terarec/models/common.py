@@ -2,6 +2,14 @@
 
 FLOPs follow ``torch.utils.flop_counter``: 2 per multiply-accumulate of matrix products
 (``Linear``, ``bmm``); elementwise work (activations, norms, bias adds) is not counted.
+
+Training FLOPs per example (:func:`training_flops`) are forward + backward, by the convention of
+Kaplan et al. 2020 ("Scaling Laws for Neural Language Models", training compute ``C = 6N`` per
+token = 3 x the forward ``2N``) that the Wukong paper's GFLOP/example axis (arXiv 2403.02545,
+Table 5) also follows: the backward of every matrix product ``Y = X W`` is two products of the same
+size, ``dX = dY W^T`` (the input gradient) and ``dW = X^T dY`` (the weight gradient), so training
+costs 3 x forward. It is a convention, not a count: autograd skips the input gradient of the very
+first layer on raw dense features, and the optimizer step and embedding updates are not counted.
 """
 
 from __future__ import annotations
@@ -15,6 +23,14 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection, Embedding
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from terarec.batch import real_rows
+
+# forward (1) + backward (2: input gradient and weight gradient of every matrix product)
+TRAINING_FLOPS_PER_FORWARD_FLOP = 3
+
+
+def training_flops(forward_flops: int) -> int:
+    """Training (forward + backward) FLOPs from forward FLOPs: the one place that convention lives."""
+    return TRAINING_FLOPS_PER_FORWARD_FLOP * int(forward_flops)
 
 
 def mlp_flops(in_features: int, layer_sizes: Sequence[int]) -> int:
@@ -53,13 +69,18 @@ def dense_param_count(model: nn.Module) -> int:
 
 class RankingModel(nn.Module):
     """What every registered model is: ``B x N`` dense features + a KJT -> logits ``B x 1``, with
-    its analytic forward FLOPs per example (the x axis of scaling-law sweeps)."""
+    its analytic forward FLOPs per example and the training FLOPs derived from them (training
+    FLOPs x samples is the compute axis of scaling-law sweeps)."""
 
     def forward(self, dense_features: torch.Tensor, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
         raise NotImplementedError
 
     def flops_per_example(self) -> int:
         raise NotImplementedError
+
+    def train_flops_per_example(self) -> int:
+        """Forward + backward FLOPs per example (:func:`training_flops`)."""
+        return training_flops(self.flops_per_example())
 
 
 class TrainWrapper(nn.Module):

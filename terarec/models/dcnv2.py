@@ -91,6 +91,9 @@ class DCNv2(DLRM):
         return self.cross_flops() + deep
 
 
+# the scaling ladder: cross layers x rank x top-MLP width grow together, about 2.7x training FLOPs a rung
+LADDER = [(1, 16, 64), (2, 32, 128), (3, 64, 256), (4, 128, 512), (6, 256, 1024)]
+
 register_model(
     ModelEntry(
         name="dcnv2",
@@ -102,6 +105,10 @@ register_model(
             "small": {},
             "parallel": {"structure": "parallel"},
             "mix": {"num_experts": 4, "low_rank": 32},
+            **{
+                f"ladder_{i}": {"num_layers": layers, "low_rank": rank, "top_mlp": [width, width // 2, 1]}
+                for i, (layers, rank, width) in enumerate(LADDER, 1)
+            },
             # MLPerf DLRMv2 reference: dim 128, bottom 512-256-128, 3 cross layers of rank 512, top 1024-1024-512-256-1
             "mlperf": {
                 "embedding_dim": 128,

@@ -13,7 +13,11 @@ Shapes: B batch, F sparse features, D embedding dim, N dense inputs, n embedding
   - residual: ``X_i`` itself, or a linear projection of the embedding axis when ``n != n_F + n_L``.
 - Head: ``flatten(X_L): B x (n_F + n_L) D`` -> MLP -> logits ``B x 1``.
 
-``num_layers`` is the scaling knob: the ``l1 .. l16`` flavors form the layer-count ladder.
+Scaling ladders (flavors): the paper scales depth and width together (§3.8, Table 5: layers
+2 -> 8, ``n_F = n_L`` 8 -> 192, rank ``k`` 24 -> 192, FMB MLP 3 x 2048 -> 3 x 16384), and so do
+``ladder_1 .. ladder_5`` (CPU-sized, 54x training FLOPs on the synthetic Criteo layout) and
+``paper_1 .. paper_5`` (the paper's endpoints, intermediate rungs interpolated geometrically).
+``l1 .. l16`` grow depth alone at fixed width: an ablation, not the paper's law.
 """
 
 from __future__ import annotations
@@ -160,6 +164,25 @@ class Wukong(RankingModel):
         return dense + layers + mlp_flops(self.num_out * p.embedding_dim, p.top_mlp)
 
 
+def ladder_rung(layers: int, embeddings: int, rank: int, mlp_width: int) -> dict[str, object]:
+    """One rung of a depth-and-width ladder: ``layers`` Wukong layers, ``n_F = n_L = embeddings``,
+    rank ``k``, and an FMB MLP of 3 hidden layers of ``mlp_width`` (the paper's "3 x 2048")."""
+    return {
+        "num_layers": layers,
+        "fm_embeddings": embeddings,
+        "lc_embeddings": embeddings,
+        "fm_rank": rank,
+        "fm_mlp": [mlp_width] * 3,
+    }
+
+
+# (layers, n_F = n_L, k, FMB MLP width): each rung about 2.5-3x the previous one's training FLOPs
+CPU_LADDER = [(2, 4, 4, 64), (2, 8, 8, 128), (3, 12, 12, 192), (4, 16, 16, 256), (5, 24, 16, 384)]
+# the paper's first and last rungs (Table 5); the three between are geometric interpolations
+PAPER_LADDER = [(2, 8, 24, 2048), (3, 16, 48, 4096), (4, 48, 64, 4096), (6, 96, 128, 8192), (8, 192, 192, 16384)]
+# the paper-sized rungs' other settings: the `large` flavor's (Criteo-1TB-sized) embedding width and arches
+PAPER_BASE = {"embedding_dim": 128, "num_dense_embeddings": 8, "dense_mlp": [512], "top_mlp": [1024, 256, 1]}
+
 register_model(
     ModelEntry(
         name="wukong",
@@ -168,8 +191,11 @@ register_model(
         description="Wukong: stacked FM blocks + linear compression (arXiv 2403.02545)",
         flavors={
             "small": {},
-            # the layer-count ladder for scaling-law sweeps: same width, 1 .. 16 layers
+            # the depth ablation: same width, 1 .. 16 layers
             **{f"l{n}": {"num_layers": n} for n in (1, 2, 4, 8, 16)},
+            # depth and width together, as the paper scales (module docstring)
+            **{f"ladder_{i}": ladder_rung(*rung) for i, rung in enumerate(CPU_LADDER, 1)},
+            **{f"paper_{i}": {**PAPER_BASE, **ladder_rung(*rung)} for i, rung in enumerate(PAPER_LADDER, 1)},
             "large": {
                 "embedding_dim": 128,
                 "num_layers": 8,

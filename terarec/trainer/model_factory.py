@@ -30,10 +30,12 @@ class BuiltModel:
         return self.tables.table_sizes
 
     def summary(self) -> dict[str, int]:
+        """Sizes recorded in ``metrics.json``: parameters, forward and training FLOPs per example."""
         return {
             "params_dense": dense_param_count(self.model),
             "params_sparse": sparse_param_count(self.model),
             "flops_per_example": int(self.model.flops_per_example()),
+            "train_flops_per_example": int(self.model.train_flops_per_example()),
         }
 
 
@@ -85,7 +87,8 @@ def describe_models(max_rows: int = 40_000_000) -> list[dict[str, Any]]:
             cfg = load_config(
                 None, [f"model.name={entry.name}", f"model.flavor={flavor}", f"embeddings.max_rows={max_rows}"]
             )
-            built = build_model(cfg, reference_schema(entry), "meta")
+            with torch.device("meta"):  # dense layers too: the paper-sized flavors hold billions of weights
+                built = build_model(cfg, reference_schema(entry), "meta")
             described.append(
                 {"model": entry.name, "flavor": flavor, **built.summary(), "embedding_dim": built.hparams.embedding_dim}
             )

@@ -30,8 +30,13 @@ def test_layer_sweep_writes_results_fit_and_skips_finished_points(
     rows = list(csv.DictReader((out / "results.csv").open()))
     assert [r["model.num_layers"] for r in rows] == ["1", "2", "3"]
     assert int(rows[2]["flops_per_example"]) > int(rows[1]["flops_per_example"]) > int(rows[0]["flops_per_example"])
+    assert all(int(r["train_flops_per_example"]) == 3 * int(r["flops_per_example"]) for r in rows)
+    assert all(int(r["train_compute"]) == int(r["train_flops_per_example"]) * int(r["samples"]) for r in rows)
     fit = json.loads((out / "fit.json").read_text())
-    assert set(fit["fits"]) == {"flops_per_example", "params_dense"} and fit["points"] == 3
+    assert set(fit["fits"]) == {"train_compute", "params_dense"} and fit["points"] == 3
+    holdout = fit["fits"]["train_compute"]["holdout"]  # fitted on 2 points, the largest predicted
+    assert holdout["points_fitted"] == 2 and holdout["observed"] == pytest.approx(float(rows[2]["logloss"]))
+    assert holdout["abs_error"] == pytest.approx(abs(holdout["predicted"] - holdout["observed"]))
     assert (out / "scaling.png").stat().st_size > 10_000
     curve = (
         EventAccumulator(str(out / "tb"), size_guidance={SCALARS: 0})

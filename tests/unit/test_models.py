@@ -145,6 +145,19 @@ def test_analytic_flops_match_flop_counter(name: str, model: tuple) -> None:
     assert abs(model.flops_per_example() - measured) <= 0.02 * measured, (name, model.flops_per_example(), measured)
 
 
+@pytest.mark.parametrize("name, model", _small_variants(), ids=lambda x: x if isinstance(x, str) else "")
+def test_training_flops_are_three_times_forward_and_match_forward_plus_backward(name: str, model: tuple) -> None:
+    """``train_flops_per_example`` = 3 x forward (the convention in models/common.py); the flop
+    counter over forward + backward agrees, short only of the first layer's input gradient on raw
+    dense features, which autograd skips and the convention counts (a few % on these tiny models)."""
+    model, (dense, kjt) = model
+    assert model.train_flops_per_example() == 3 * model.flops_per_example()
+    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+        model(dense, kjt).sum().backward()
+    measured = counter.get_total_flops() / B
+    assert 0.94 * model.train_flops_per_example() <= measured <= model.train_flops_per_example(), (name, measured)
+
+
 def test_flavors_param_counts_on_meta() -> None:
     """Documented sizes: dense params of each flavor on a 3-feature, dim-8 layout."""
     from terarec.trainer.model_factory import describe_models
@@ -233,7 +246,7 @@ def test_bst_history_changes_the_output() -> None:
 
 
 def test_documented_param_counts_match_models_on_meta() -> None:
-    """docs/models.md's table is what `terarec models` computes (built on meta)."""
+    """docs/models.md's table is what `terarec models --markdown` computes (built on meta)."""
     from pathlib import Path
 
     from terarec.trainer.model_factory import describe_models
@@ -242,10 +255,15 @@ def test_documented_param_counts_match_models_on_meta() -> None:
     documented = {}
     for line in table.read_text().splitlines():
         cells = [c.strip().replace(",", "") for c in line.strip("|").split("|")]
-        if len(cells) == 6 and cells[2].isdigit():
-            documented[(cells[0], cells[1])] = tuple(int(c) for c in cells[2:5])
+        if len(cells) == 7 and cells[2].isdigit():
+            documented[(cells[0], cells[1])] = tuple(int(c) for c in cells[2:6])
     computed = {
-        (r["model"], r["flavor"]): (r["params_dense"], r["params_sparse"], r["flops_per_example"])
+        (r["model"], r["flavor"]): (
+            r["params_dense"],
+            r["params_sparse"],
+            r["flops_per_example"],
+            r["train_flops_per_example"],
+        )
         for r in describe_models()
     }
     assert documented == computed
