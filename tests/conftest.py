@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,3 +88,23 @@ def dcnv2_train_args(data: Path, run: Path, *overrides: str) -> list[str]:
         "logging.tensorboard=false",
         *overrides,
     ]
+
+
+def checkpoint_weights(checkpoint: Path, scratch: Path) -> dict[str, Any]:
+    """The model tensors of a DCP checkpoint directory (converted through a torch.save file in ``scratch``)."""
+    import torch
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    out = scratch / f"{checkpoint.parent.parent.name}-{checkpoint.name}.pt"
+    dcp_to_torch_save(str(checkpoint), str(out))
+    weights: dict[str, Any] = torch.load(out, weights_only=False)["model"]
+    return weights
+
+
+def synthetic_dataset(factory: pytest.TempPathFactory, **spec: Any) -> Path:
+    """A fresh synthetic dataset (``terarec synth``) in a new temporary folder; ``spec``: SynthSpec fields."""
+    from terarec.data_pipeline.synth import SynthSpec, write_synthetic
+
+    out = factory.mktemp("synth")
+    write_synthetic(SynthSpec(**spec), out, progress=False)
+    return out

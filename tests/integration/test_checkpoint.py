@@ -14,11 +14,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 import torch
-from conftest import dcnv2_train_args
-from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+from conftest import checkpoint_weights, dcnv2_train_args, synthetic_dataset
 
 from terarec.cli import main
-from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 
 if TYPE_CHECKING:
     from tests.conftest import Torchrun
@@ -29,9 +27,7 @@ ENV = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", "OMP_NUM_THREADS
 
 @pytest.fixture(scope="module")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    write_synthetic(SynthSpec(rows=20000, eval_fraction=0.1, seed=2), out, progress=False)
-    return out
+    return synthetic_dataset(tmp_path_factory, rows=20000, eval_fraction=0.1, seed=2)
 
 
 def _args(data: Path, run: Path, *extra: str) -> list[str]:
@@ -42,12 +38,6 @@ def _args(data: Path, run: Path, *extra: str) -> list[str]:
 
 def _metrics(run: Path) -> dict:
     return json.loads((run / "metrics.json").read_text())
-
-
-def _weights(checkpoint: Path, tmp: Path) -> dict:
-    out = tmp / f"{checkpoint.parent.parent.name}-{checkpoint.name}.pt"
-    dcp_to_torch_save(str(checkpoint), str(out))
-    return torch.load(out, weights_only=False)["model"]
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +65,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(synth_dir: Path, uninterru
     a, b = _metrics(uninterrupted), _metrics(run)
     assert (b["samples"], b["steps"]) == (a["samples"], a["steps"]) == (18000, 282)  # every sample exactly once
     assert (b["auc"], b["logloss"], b["ne"]) == (a["auc"], a["logloss"], a["ne"])
-    final_a = _weights(uninterrupted / "checkpoints" / "step_282", tmp_path)
-    final_b = _weights(run / "checkpoints" / "step_282", tmp_path)
+    final_a = checkpoint_weights(uninterrupted / "checkpoints" / "step_282", tmp_path)
+    final_b = checkpoint_weights(run / "checkpoints" / "step_282", tmp_path)
     assert final_a.keys() == final_b.keys()
     for key in final_a:
         assert torch.equal(final_a[key], final_b[key]), key  # bitwise on CPU
@@ -99,7 +89,7 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(
     assert warning and "trying the previous one" in warning[0]
     assert "loaded checkpoint" in done.stderr and "step_250" in done.stderr
     assert _metrics(run)["auc"] == _metrics(uninterrupted)["auc"]  # resumed at 250, trained to 282 again
-    assert _weights(newest, tmp_path).keys()  # and the final checkpoint was rewritten whole
+    assert checkpoint_weights(newest, tmp_path).keys()  # and the final checkpoint was rewritten whole
 
 
 @pytest.mark.slow

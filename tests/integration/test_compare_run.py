@@ -22,27 +22,16 @@ def criteo_10k_prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def _compare(data: Path, out: Path, models: str, baselines: str) -> int:
+    return main(["compare", "--data", str(data), "--models", models, "--baseline", baselines, "--output", str(out)])
+
+
 @pytest.mark.slow
 def test_compare_models_and_baselines_on_criteo_10k(criteo_10k_prepared: Path, tmp_path: Path) -> None:
     """First 8000 rows train, last 2000 eval (time order). The README of the sample gives LightGBM
     (50 trees, lr 0.05, 31 leaves, categoricals as categories) AUC ~0.728 / logloss ~0.476."""
     out = tmp_path / "cmp"
-    assert (
-        main(
-            [
-                "compare",
-                "--data",
-                str(criteo_10k_prepared),
-                "--models",
-                "dlrm,dcnv2,wukong",
-                "--baseline",
-                "lightgbm,logreg",
-                "--output",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert _compare(criteo_10k_prepared, out, "dlrm,dcnv2,wukong", "lightgbm,logreg") == 0
     report = json.loads((out / "compare.json").read_text())
     by_name = {r["name"]: r["runs"][0] for r in report["results"]}
     assert list(by_name) == ["dlrm", "dcnv2", "wukong", "lightgbm", "logreg"]
@@ -68,22 +57,7 @@ def test_compare_models_and_baselines_on_criteo_10k(criteo_10k_prepared: Path, t
     assert (out / "compare.png").stat().st_size > 10_000
     # a re-run with the same settings reuses every run
     stamps = {p: p.stat().st_mtime for p in out.rglob("metrics.json")}
-    assert (
-        main(
-            [
-                "compare",
-                "--data",
-                str(criteo_10k_prepared),
-                "--models",
-                "dlrm",
-                "--baseline",
-                "lightgbm",
-                "--output",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert _compare(criteo_10k_prepared, out, "dlrm", "lightgbm") == 0
     assert all(p.stat().st_mtime == t for p, t in stamps.items())
 
 

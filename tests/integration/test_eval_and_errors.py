@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import synthetic_dataset
 
 from terarec.cli import main
-from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", "OMP_NUM_THREADS": "1"}
@@ -22,9 +22,7 @@ TINY = ["embeddings.max_rows=2000", "train.batch_size=64", "logging.progress=fal
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    write_synthetic(SynthSpec(rows=4000, eval_fraction=0.25, seed=4), out, progress=False)
-    return out
+    return synthetic_dataset(tmp_path_factory, rows=4000, eval_fraction=0.25, seed=4)
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 import torch
+from conftest import synthetic_dataset
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 from terarec.trainer.checkpoint import checkpoint_dirs, verify_files
 
 if TYPE_CHECKING:
@@ -125,9 +125,7 @@ def _signal_after_step(pid: int, log: Path, fault: Fault) -> None:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    write_synthetic(SynthSpec(rows=3000, eval_fraction=0.1, seed=2), out, progress=False)
-    return out
+    return synthetic_dataset(tmp_path_factory, rows=3000, eval_fraction=0.1, seed=2)
 
 
 @pytest.fixture(scope="module")

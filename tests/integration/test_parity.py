@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-
-from terarec.data_pipeline.synth import SynthSpec, write_synthetic
+from conftest import synthetic_dataset
 
 if TYPE_CHECKING:
     from tests.conftest import Torchrun
@@ -20,9 +19,7 @@ WORKER = Path(__file__).resolve().parent / "parity_worker.py"
 
 @pytest.fixture(scope="module")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    write_synthetic(SynthSpec(preset="criteo-kaggle", rows=4000, eval_fraction=0.1, seed=3), out, progress=False)
-    return out
+    return synthetic_dataset(tmp_path_factory, preset="criteo-kaggle", rows=4000, eval_fraction=0.1, seed=3)
 
 
 def _run(data: Path, recipe: str, sharding: str, out: Path, torchrun: Torchrun, dense: str = "ddp") -> dict:

@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import synthetic_dataset
 
-from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 from terarec.launch.torchrun import torchrun_command
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,9 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    write_synthetic(SynthSpec(rows=12000, eval_fraction=0.1, seed=4), out, progress=False)
-    return out
+    return synthetic_dataset(tmp_path_factory, rows=12000, eval_fraction=0.1, seed=4)
 
 
 def _train(data: Path, run: Path, *extra: str) -> list[str]:

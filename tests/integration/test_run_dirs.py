@@ -15,11 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import dcnv2_train_args, read_only_directory
-from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+from conftest import checkpoint_weights, dcnv2_train_args, read_only_directory, synthetic_dataset
 
 from terarec.cli import main
-from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -28,9 +26,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    write_synthetic(SynthSpec(rows=3000, eval_fraction=0.1, seed=2), out, progress=False)
-    return out
+    return synthetic_dataset(tmp_path_factory, rows=3000, eval_fraction=0.1, seed=2)
 
 
 def _args(data: Path, run: Path, *extra: str) -> list[str]:
@@ -59,12 +55,6 @@ def _one_error(capsys: pytest.CaptureFixture[str]) -> str:
 
 def _steps(run: Path) -> list[str]:
     return sorted((p.name for p in (run / "checkpoints").glob("step_*")), key=lambda n: int(n[5:]))
-
-
-def _weights(checkpoint: Path, tmp: Path) -> dict:
-    out = tmp / f"{checkpoint.parent.parent.name}-{checkpoint.name}.pt"
-    dcp_to_torch_save(str(checkpoint), str(out))
-    return torch.load(out, weights_only=False)["model"]
 
 
 @pytest.fixture(scope="module")
@@ -232,8 +222,8 @@ def test_case10_sigint_stops_with_a_checkpoint_and_resume_loses_nothing(
     a, b = json.loads((trained / "metrics.json").read_text()), json.loads((run / "metrics.json").read_text())
     assert (b["steps"], b["samples"], b["auc"], b["logloss"]) == (a["steps"], a["samples"], a["auc"], a["logloss"])
     final_a, final_b = (
-        _weights(trained / "checkpoints" / "step_10", tmp_path),
-        _weights(run / "checkpoints" / "step_10", tmp_path),
+        checkpoint_weights(trained / "checkpoints" / "step_10", tmp_path),
+        checkpoint_weights(run / "checkpoints" / "step_10", tmp_path),
     )
     assert final_a.keys() == final_b.keys() and all(torch.equal(final_a[k], final_b[k]) for k in final_a)
 

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from conftest import synthetic_dataset
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
 from terarec.cli import main
 from terarec.configs import load_config
-from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 
 if TYPE_CHECKING:
     from tests.conftest import Torchrun
@@ -23,9 +23,7 @@ TRAIN_ROWS, EVAL_ROWS = 18000, 2000
 
 @pytest.fixture(scope="module")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    write_synthetic(SynthSpec(rows=TRAIN_ROWS + EVAL_ROWS, eval_fraction=0.1, seed=1), out, progress=False)
-    return out
+    return synthetic_dataset(tmp_path_factory, rows=TRAIN_ROWS + EVAL_ROWS, eval_fraction=0.1, seed=1)
 
 
 def _scalars(tb_dir: Path) -> dict[str, list[float]]:
@@ -91,22 +89,18 @@ def test_bad_model_key_fails_before_training(synth_dir: Path, capsys: pytest.Cap
     assert "no hyper-parameter 'cross_layers'" in capsys.readouterr().err
 
 
+def _two_process_args(data: Path, run: Path, *extra: str) -> list[str]:
+    """DCNv2 on 2 ranks, batch 256 per rank; the progress bar stays on (the rank-0 log is asserted)."""
+    base = ["--config", "dcnv2_synth", f"data.path={data}", f"run.dir={run}", "train.batch_size=256"]
+    return [*base, "embeddings.max_rows=5000", "logging.tensorboard=false", *extra]
+
+
 @pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.parametrize("sharding", ["table_wise", "column_wise", "data_parallel"])
 def test_two_process_torchrun(synth_dir: Path, tmp_path: Path, sharding: str, torchrun: Torchrun) -> None:
     run = tmp_path / "run"
-    args = [
-        "--config",
-        "dcnv2_synth",
-        f"data.path={synth_dir}",
-        f"run.dir={run}",
-        "train.batch_size=256",
-        "train.max_steps=20",
-        f"sharding.sharding_type={sharding}",
-        "embeddings.max_rows=5000",
-        "logging.tensorboard=false",
-    ]
+    args = _two_process_args(synth_dir, run, "train.max_steps=20", f"sharding.sharding_type={sharding}")
     cmd = torchrun.command("terarec.trainer.main", args)
     out = subprocess.run(cmd, cwd=ROOT, env=torchrun.env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -121,18 +115,7 @@ def test_two_process_torchrun(synth_dir: Path, tmp_path: Path, sharding: str, to
 def test_time_budget_stops_every_rank_at_the_same_step(synth_dir: Path, tmp_path: Path, torchrun: Torchrun) -> None:
     """train.max_minutes: checked every log_every steps, agreed over ranks; 3 epochs would be ~100 steps."""
     run = tmp_path / "run"
-    args = [
-        "--config",
-        "dcnv2_synth",
-        f"data.path={synth_dir}",
-        f"run.dir={run}",
-        "train.batch_size=256",
-        "train.epochs=3",
-        "train.max_minutes=0.001",
-        "train.log_every=4",
-        "embeddings.max_rows=5000",
-        "logging.tensorboard=false",
-    ]
+    args = _two_process_args(synth_dir, run, "train.epochs=3", "train.max_minutes=0.001", "train.log_every=4")
     cmd = torchrun.command("terarec.trainer.main", args)
     out = subprocess.run(cmd, cwd=ROOT, env=torchrun.env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
