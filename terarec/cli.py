@@ -1,4 +1,5 @@
-"""``terarec`` console script: prepare | synth | train | eval | sweep | models | compare | launch.
+"""``terarec`` console script: prepare | synth | train | eval | predict | export | score | sweep | models |
+compare | launch.
 
 Heavy imports (torch, torchrec, pyarrow) happen inside the command handlers so ``--help`` is
 instant. Every command runs inside the one error boundary (``terarec.errors.run_entry``): a user
@@ -92,6 +93,38 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(handler=_eval)
 
 
+def _add_predict_export_score(sub: argparse._SubParsersAction) -> None:
+    predict = sub.add_parser(
+        "predict",
+        help="score a split with a run's checkpoint",
+        description="Score every row of a split with the run's newest checkpoint; one parquet row per input row.",
+    )
+    add_eval_arguments(predict)
+    predict.add_argument("--split", choices=["eval", "valid", "train"], help="default: the run's eval split")
+    predict.add_argument("--output", required=True, metavar="FILE.parquet", help="written atomically")
+    predict.add_argument("--nproc", type=int, default=1, help="processes (torchrun when > 1)")
+    predict.set_defaults(handler=_predict)
+    export = sub.add_parser(
+        "export",
+        help="export a run's checkpoint for serving",
+        description="Write an unsharded single-process model (+ feature transform, manifest) for terarec.serving.",
+    )
+    export.add_argument("--run", required=True, metavar="RUN_DIR")
+    export.add_argument("--output", required=True, metavar="DIR")
+    export.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="fp32", help="embedding table dtype")
+    export.set_defaults(handler=_export)
+    score = sub.add_parser(
+        "score",
+        help="score a dataset with an exported model",
+        description="Score every row of a prepared split with an export (no process group, no sharding).",
+    )
+    score.add_argument("--model", required=True, metavar="DIR", help="a terarec export directory")
+    score.add_argument("--data", required=True, metavar="DIR", help="prepared dataset")
+    score.add_argument("--split", default="eval", help="split to score (default eval)")
+    score.add_argument("--output", required=True, metavar="FILE.parquet", help="written atomically")
+    score.set_defaults(handler=_score)
+
+
 def _add_on_change(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--on-change",
@@ -167,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_synth(sub)
     _add_train_eval(sub)
+    _add_predict_export_score(sub)
     _add_sweep_compare_launch(sub)
     return parser
 
@@ -349,6 +383,37 @@ def _eval(args: argparse.Namespace) -> int:
         args.nproc,
     )
     return run_child(cmd)  # the workers' user error, if any, comes back as one UserError
+
+
+def _predict(args: argparse.Namespace) -> int:
+    if args.nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc == 1:
+        from terarec.trainer.predict import run_predict
+
+        run_predict(args.run, args.output, args.data, args.split, args.overrides)
+        return 0
+    from terarec.launch.torchrun import run_child, torchrun_command
+
+    flags = ["--run-dir", args.run, "--output", args.output]
+    flags += [*(["--data", args.data] if args.data else []), *(["--split", args.split] if args.split else [])]
+    return run_child(torchrun_command("terarec.trainer.predict", [*flags, *args.overrides], args.nproc))
+
+
+def _export(args: argparse.Namespace) -> int:
+    from terarec.trainer.export import run_export
+
+    manifest = run_export(args.run, args.output, args.dtype)
+    print(f"exported {manifest['source_checkpoint']} ({args.dtype}) -> {args.output}")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from terarec.serving import load, score_dataset
+
+    rows = score_dataset(load(args.model), args.data, args.split, args.output)
+    print(f"scored {rows} rows of {args.data}/{args.split} -> {args.output}")
+    return 0
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
 
 # subpackage -> terarec subpackages it may import (itself always allowed)
 ALLOWED: dict[str, set[str]] = {
-    "trainer": {"configs", "embeddings", "models", "data_pipeline"},
+    "trainer": {"configs", "embeddings", "models", "data_pipeline", "serving"},
     "embeddings": {"data_pipeline.schema"},
     "configs": set(),
     "models": set(),
@@ -18,6 +18,8 @@ ALLOWED: dict[str, set[str]] = {
     "launch": {"configs", "data_pipeline.schema", "data_pipeline.manifest"},  # datasets' row counts and identity
     # scored by the trainer's metric code, nothing else of it; settings shared with compare in configs
     "baselines": {"data_pipeline", "trainer.metrics", "configs.baselines"},
+    # an export scored in one process: never the trainer's process groups, sharding or checkpoints
+    "serving": {"models", "data_pipeline", "embeddings", "configs"},
 }
 # top-level leaf modules of shared contracts (they import nothing of terarec): any layer may use them
 SHARED_LEAVES: set[str] = {"errors", "batch"}

@@ -1,0 +1,83 @@
+"""``terarec export``: a run's newest checkpoint as an unsharded single-process serving artifact.
+
+    terarec export --run RUN --output DIR [--dtype fp32|fp16|int8]
+
+The checkpoint is read exactly as ``terarec eval`` reads it (``evaluate._load_model``: DCP onto a
+one-rank DMP, manifest and checksums verified); the one-rank model's tables are then copied whole
+into a plain CPU model, which ``terarec.serving.write_export`` quantizes and saves with the
+training feature transform and a manifest.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.distributed._shard.sharded_tensor import ShardedTensor
+from torch.distributed.tensor import DTensor
+
+from terarec.data_pipeline.schema import DatasetSchema
+from terarec.models import TrainWrapper
+from terarec.serving import FeatureTransform, write_export
+from terarec.serving.artifact import DTYPES, ExportError
+from terarec.trainer.distributed import setup_logging, shutdown_distributed
+from terarec.trainer.evaluate import _load_model, eval_config
+from terarec.trainer.model_factory import build_model
+from terarec.trainer.parallelize import parallelize
+from terarec.trainer.setup import join_process_group
+
+
+def _whole(value: Any) -> Any:
+    """A one-rank state-dict entry as a plain tensor (every shard of a ShardedTensor is local)."""
+    if isinstance(value, DTensor):
+        return value.full_tensor()
+    if not isinstance(value, ShardedTensor):
+        return value
+    with warnings.catch_warnings():  # the DCP load hands ShardedTensors: its deprecation is not ours to act on
+        warnings.simplefilter("ignore", FutureWarning)
+        whole = torch.empty(value.size(), dtype=value.dtype)
+    for shard in value.local_shards():
+        index = tuple(
+            slice(o, o + n) for o, n in zip(shard.metadata.shard_offsets, shard.metadata.shard_sizes, strict=True)
+        )
+        whole[index] = shard.tensor
+    return whole
+
+
+def run_export(run: str, output: str, dtype: str = "fp32") -> dict[str, Any]:
+    """Export ``run``'s newest checkpoint to ``output``; returns the manifest written."""
+    if dtype not in DTYPES:
+        raise ExportError(f"--dtype {dtype}: one of {', '.join(DTYPES)}")
+    cfg = eval_config(run)
+    schema = DatasetSchema.load(cfg.data.path, check_parts=False)  # the schema only: no rows are read
+    torch.manual_seed(cfg.train.seed)
+    built = build_model(cfg, schema, "meta")
+    info = join_process_group(cfg.train.collective_timeout_s)
+    setup_logging(info.rank, cfg.logging.level)
+    try:
+        if info.world_size != 1:
+            raise ExportError("terarec export runs in one process (not under torchrun)")
+        dmp, _ = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
+        loaded = _load_model(dmp, cfg, info)
+        state = {k.removeprefix("model."): _whole(v) for k, v in dmp.state_dict().items()}
+    finally:
+        shutdown_distributed()
+    plain = build_model(cfg, schema, "cpu").model
+    plain.load_state_dict(state, strict=True)
+    transform = FeatureTransform.from_training(
+        schema, built.table_sizes, cfg.data.dense_fill, cfg.data.dense_transform, cfg.data.max_history
+    )
+    manifest = {
+        "model": cfg.model.name,
+        "flavor": cfg.model.flavor,
+        "dtype": dtype,
+        "source_checkpoint": str(Path(loaded["path"]).resolve()),
+        "step": loaded["step"],
+        "schema": {"dense": schema.dense, "sparse": [f.name for f in schema.sparse], "label": schema.label},
+        "sequence": [s.name for s in schema.sequence],
+        "table_sizes": built.table_sizes,
+    }
+    write_export(plain, transform, manifest, output)
+    return manifest
