@@ -10,7 +10,7 @@ shuffling, padding rows and labels.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +21,7 @@ from terarec.data_pipeline.columns import dense_columns, filled, reduce_ids
 from terarec.data_pipeline.loader import LoaderSpec, _feature_columns, _jagged_column
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema
 
-Rows = pa.Table | dict[str, Any]  # a pyarrow table or a dict of equal-length columns
+Rows: TypeAlias = pa.Table | dict[str, Any]  # a pyarrow table or a dict of equal-length columns
 
 
 @dataclass(frozen=True)
