@@ -134,9 +134,9 @@ def write_synthetic(
     spec: SynthSpec, output: str | Path, progress: bool = True, command: str = "", overwrite: bool = False
 ) -> DatasetSchema:
     """Stream ``spec.rows`` rows to ``output/{train,valid,eval}/part-*.parquet`` (valid only with a
-    ``valid_fraction``), write schema.json, then
-    the manifest. A re-run of the same spec into a complete dataset does nothing; ``overwrite``
-    builds beside ``output`` and swaps the new dataset in when it is complete."""
+    ``valid_fraction``), write schema.json, then the manifest. A re-run of the same spec into a complete
+    dataset does nothing; ``overwrite`` builds beside ``output`` and swaps the new dataset in when it is
+    complete."""
     if spec.rows <= 0:
         raise DatasetError(f"--rows must be positive, got {spec.rows}")
     if not 0.0 <= spec.eval_fraction < 1.0:
