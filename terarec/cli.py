@@ -68,6 +68,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--multi-hot", action="store_true", help="MLPerf DLRMv2 multi-hot sizes")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--eval-fraction", type=float, default=0.1)
+    synth.add_argument(
+        "--valid-fraction", type=float, default=0.0, help="fraction of rows -> valid/, between train and eval in time"
+    )
     synth.add_argument("--overwrite", action="store_true", help="replace DIR: build beside it, swap in when complete")
     synth.set_defaults(handler=_synth)
 
@@ -246,7 +249,7 @@ def _prepare_sequences(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 
-    spec = SynthSpec(args.preset, args.rows, args.multi_hot, args.seed, args.eval_fraction)
+    spec = SynthSpec(args.preset, args.rows, args.multi_hot, args.seed, args.eval_fraction, args.valid_fraction)
     schema = write_synthetic(
         spec, args.output, progress=sys.stderr.isatty(), command=_command_line(), overwrite=args.overwrite
     )

@@ -120,7 +120,7 @@ def _rule_text(rule: Mapping[str, Any]) -> str | None:
     elif "above" in rule:
         text = f"> {rule['above']}"
     elif "min" in rule:
-        text = f">= {rule['min']}"
+        text = f">= {rule['min']}" + (f" and < {rule['below']}" if "below" in rule else "")
     else:
         return None
     return f"{text} ({rule['why']})" if "why" in rule else text
@@ -133,6 +133,8 @@ def _breaks_rule(value: float, rule: Mapping[str, Any]) -> bool:
         return value <= 0 or value % int(rule["positive_multiple_of"]) != 0
     if "above" in rule:
         return value <= float(rule["above"])
+    if "below" in rule and value >= float(rule["below"]):
+        return True
     return value < float(rule["min"])
 
 

@@ -5,7 +5,7 @@ Every field here is a config key: ``train.batch_size`` is ``Config.train.batch_s
 :mod:`terarec.configs.loader` before any process group starts, and against the range a field
 declares in its ``metadata`` (the rule lives next to the key it guards):
 
-- ``{"min": x}``: the value must be ``>= x``; ``{"above": x}``: ``> x``;
+- ``{"min": x}``: the value must be ``>= x`` (with ``"below": y``: and ``< y``); ``{"above": x}``: ``> x``;
 - ``{"positive_multiple_of": n}``: ``n``, ``2n``, ...; ``"why"`` says which part of the stack needs it.
 
 A mapping field's rule applies to each of its values; ``None`` (where a type allows it) skips the rule.
@@ -29,9 +29,15 @@ EMBEDDING_DIM_RULE = {"positive_multiple_of": 4, "why": "fbgemm's embedding kern
 class DataConfig:
     """Where the prepared dataset lives and how the streaming loader reads it."""
 
-    path: str = ""  # a prepared dataset DIR (schema.json + train/ + eval/)
+    path: str = ""  # a prepared dataset DIR (schema.json + train/ + eval/ [+ valid/])
     train_split: str = "train"
     eval_split: str = "eval"
+    # model selection (periodic evals, early stopping) reads the validation rows, reported numbers the eval
+    # split. > 0: the LAST fraction of the train split's rows (file order = time order, so valid sits between
+    # train and eval in time, as eval follows train) is carved out as validation and not trained on;
+    # 0: the dataset's `valid_split` when it has one (prepare/synth --valid-fraction), else no validation
+    valid_fraction: float = field(default=0.0, metadata={"min": 0.0, "below": 1.0})
+    valid_split: str = "valid"
     # rows held for the bounded shuffle; 0 disables shuffling
     shuffle_buffer: int = field(default=16384, metadata={"min": 0})
     dense_fill: float = 0.0  # value for null dense features before the transform
@@ -88,7 +94,12 @@ class TrainConfig:
     max_minutes: float = field(default=0.0, metadata={"min": 0})
     batch_size: int = field(default=256, metadata={"min": 1})  # per rank; at most a rank's share of train rows
     eval_batch_size: int = field(default=1024, metadata={"min": 1})  # clamped to a rank's share of eval rows
-    eval_every: int = field(default=0, metadata={"min": 0})  # steps between evaluations; 0: only at the end
+    # steps between evaluations (on the validation rows when there are any, else on eval); 0: only at the end
+    eval_every: int = field(default=0, metadata={"min": 0})
+    # stop when this validation metric has not improved for `patience` evaluations, then restore the best
+    # checkpoint (kept whatever checkpoint.keep_last says) for the final eval; needs validation rows and eval_every
+    early_stop: Literal["off", "logloss", "auc"] = "off"
+    patience: int = field(default=3, metadata={"min": 1})  # evaluations without improvement before stopping
     seed: int = field(default=0, metadata={"min": 0})  # numpy's shuffle generators take no negative seeds
     bf16: bool = False  # autocast the dense part
     log_every: int = field(default=50, metadata={"min": 1})

@@ -55,6 +55,11 @@ class LoaderSpec:
     dense_fill: float = 0.0
     dense_transform: str = "log1p"
     max_history: int = 50
+    # the part of the split to read, as fractions of its rows in file (= time) order: rows
+    # [round(N * lo), round(N * hi)). A validation split carved from train is (1 - f, 1) and the
+    # train that remains (0, 1 - f): complementary by construction, and the same at every world size
+    # because it is cut from parquet metadata before units are dealt to ranks
+    rows: tuple[float, float] = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -81,16 +86,38 @@ def split_units(units: list[Unit], streams: int) -> list[Unit]:
     out: list[Unit] = []
     for unit in units:
         bounds = np.linspace(0, unit.num_rows, pieces + 1).astype(int)
-        out += [Unit(unit.file, unit.row_group, int(b - a), int(a)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        out += [
+            Unit(unit.file, unit.row_group, int(b - a), unit.start + int(a))
+            for a, b in zip(bounds[:-1], bounds[1:])
+            if b > a
+        ]
     return out
 
 
-def list_units(directory: str, split: str) -> list[Unit]:
+def list_units(directory: str, split: str, rows: tuple[float, float] = (0.0, 1.0)) -> list[Unit]:
+    """The split's ``(file, row group)`` units in file order, clipped to the ``rows`` fraction range."""
     units: list[Unit] = []
     for path in dataset_files(directory, split):
         meta = footer_metadata(path)  # a damaged part: one line naming it, even without a manifest
         units += [Unit(str(path), g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
-    return units
+    return clip_units(units, rows) if rows != (0.0, 1.0) else units
+
+
+def row_bounds(total: int, rows: tuple[float, float]) -> tuple[int, int]:
+    """``rows`` fractions -> ``[first, end)`` row positions of a split of ``total`` rows."""
+    return round(total * rows[0]), round(total * rows[1])
+
+
+def clip_units(units: list[Unit], rows: tuple[float, float]) -> list[Unit]:
+    """The parts of ``units`` (consecutive rows in file order) that fall in the ``rows`` fraction range."""
+    first, end = row_bounds(sum(u.num_rows for u in units), rows)
+    out, position = [], 0
+    for unit in units:
+        lo, hi = max(first - position, 0), min(end - position, unit.num_rows)
+        if hi > lo:
+            out.append(Unit(unit.file, unit.row_group, hi - lo, unit.start + lo))
+        position += unit.num_rows
+    return out
 
 
 class _Window:
@@ -208,7 +235,7 @@ class ParquetBatchStream(IterableDataset[Batch]):
         super().__init__()
         self.spec, self.schema = spec, schema
         self.rank, self.world_size, self.workers = rank, world_size, max(workers, 1)
-        self.units = split_units(list_units(spec.directory, spec.split), world_size * self.workers)
+        self.units = split_units(list_units(spec.directory, spec.split, spec.rows), world_size * self.workers)
         missing = [f for _, f, _ in _feature_columns(schema, spec) if f not in spec.table_sizes]
         if missing:
             raise DatasetError(f"no embedding table size for feature '{missing[0]}'")

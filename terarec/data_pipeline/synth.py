@@ -40,6 +40,7 @@ class SynthSpec:
     multi_hot: bool = False
     seed: int = 0
     eval_fraction: float = 0.1
+    valid_fraction: float = 0.0  # of all rows, written to valid/ between train and eval (row = time order)
 
     @property
     def cardinalities(self) -> list[int]:
@@ -132,19 +133,27 @@ def calibrate_bias(spec: SynthSpec) -> float:
 def write_synthetic(
     spec: SynthSpec, output: str | Path, progress: bool = True, command: str = "", overwrite: bool = False
 ) -> DatasetSchema:
-    """Stream ``spec.rows`` rows to ``output/{train,eval}/part-*.parquet``, write schema.json, then
-    the manifest. A re-run of the same spec into a complete dataset does nothing; ``overwrite``
-    builds beside ``output`` and swaps the new dataset in when it is complete."""
+    """Stream ``spec.rows`` rows to ``output/{train,valid,eval}/part-*.parquet`` (valid only with a
+    ``valid_fraction``), write schema.json, then the manifest. A re-run of the same spec into a complete
+    dataset does nothing; ``overwrite`` builds beside ``output`` and swaps the new dataset in when it is
+    complete."""
     if spec.rows <= 0:
         raise DatasetError(f"--rows must be positive, got {spec.rows}")
     if not 0.0 <= spec.eval_fraction < 1.0:
         raise DatasetError(f"--eval-fraction must be in [0, 1), got {spec.eval_fraction}")
+    if not 0.0 <= spec.valid_fraction < 1.0 - spec.eval_fraction:
+        raise DatasetError(
+            f"--valid-fraction must be in [0, 1 - eval fraction) = [0, {1 - spec.eval_fraction:g}), "
+            f"got {spec.valid_fraction}"
+        )
     options = {
         "--preset": spec.preset,
         "--rows": spec.rows,
         "--multi-hot": spec.multi_hot,
         "--seed": spec.seed,
         "--eval-fraction": float(spec.eval_fraction),
+        # recorded only when used: datasets built before the option existed keep their identity
+        **({"--valid-fraction": float(spec.valid_fraction)} if spec.valid_fraction > 0 else {}),
     }
     with start_build(output, DatasetManifest("synth", [], options), overwrite) as build:
         if build.up_to_date:
@@ -159,9 +168,11 @@ def write_synthetic(
 def _write_rows(spec: SynthSpec, out: Path, progress: bool, command: str) -> tuple[DatasetSchema, list[PartFile]]:
     bias = calibrate_bias(spec)
     eval_rows = int(round(spec.rows * spec.eval_fraction))
-    train_rows = spec.rows - eval_rows
+    valid_rows = int(round(spec.rows * spec.valid_fraction))
+    train_rows = spec.rows - eval_rows - valid_rows
+    split_rows = {"train": train_rows, **({"valid": valid_rows} if valid_rows else {}), "eval": eval_rows}
     table_schema = make_chunk(spec, 0, 1, bias)[0].schema
-    writers = {s: PartWriter(out / s, table_schema, ROWS_PER_FILE) for s in ("train", "eval")}
+    writers = {s: PartWriter(out / s, table_schema, ROWS_PER_FILE) for s in split_rows}
     observed_max = np.zeros(len(SPARSE_NAMES), dtype=np.int64)
     done = 0
     with tqdm(total=spec.rows, unit="rows", unit_scale=True, disable=not progress, desc="synth") as bar:
@@ -169,9 +180,12 @@ def _write_rows(spec: SynthSpec, out: Path, progress: bool, command: str) -> tup
             rows = min(CHUNK_ROWS, spec.rows - done)
             table, first_ids = make_chunk(spec, chunk, rows, bias)
             observed_max = np.maximum(observed_max, [ids.max() for ids in first_ids])
-            cut = min(max(train_rows - done, 0), rows)  # rows of this chunk that go to train
-            writers["train"].write(table.slice(0, cut))
-            writers["eval"].write(table.slice(cut))
+            start = 0
+            for split, end in zip(split_rows, np.cumsum(list(split_rows.values()))):  # train | valid | eval
+                cut = min(max(int(end) - done, 0), rows)  # this chunk's rows before the split's end
+                if cut > start:
+                    writers[split].write(table.slice(start, cut - start))
+                    start = cut
             done += rows
             bar.update(rows)
     for writer in writers.values():
@@ -179,7 +193,7 @@ def _write_rows(spec: SynthSpec, out: Path, progress: bool, command: str) -> tup
     schema = DatasetSchema(
         dense=list(DENSE_NAMES),
         sparse=[SparseFeature(n, int(c), spec.multi_hot) for n, c in zip(SPARSE_NAMES, spec.cardinalities)],
-        split_rows={"train": train_rows, "eval": eval_rows},
+        split_rows=split_rows,
         source=f"synthetic {spec.preset} (Zipf s={ZIPF_EXPONENT}, planted logistic model, bias {bias:.4f})",
         command=command,
         extra={"seed": spec.seed, "multi_hot_sizes": spec.bag_sizes, "observed_max_id": observed_max.tolist()},

@@ -125,6 +125,7 @@ class CheckpointManager:
         self.run_dir, self.cfg, self.rank, self.record = run_dir, cfg, rank, record or {}
         self.root = run_dir / "checkpoints"
         self._last_save_time = time.monotonic()
+        self.protected: int | None = None  # the best checkpoint's step (early stopping): never pruned
 
     def due(self, step: int) -> bool:
         """Whether to save after ``step`` (same answer on every rank)."""
@@ -175,7 +176,8 @@ class CheckpointManager:
         be left by a timeline this run abandoned (it resumed from an older checkpoint): removed."""
         older = [(step, path) for step, path in step_dirs(self.run_dir) if step < written]
         newer = [path for step, path in step_dirs(self.run_dir) if step > written]
-        for path in newer + [path for _, path in older[max(self.cfg.keep_last - 1, 0) :]]:
+        beyond_keep_last = [path for step, path in older[max(self.cfg.keep_last - 1, 0) :] if step != self.protected]
+        for path in newer + beyond_keep_last:
             shutil.rmtree(path, ignore_errors=True)
         if newer:
             log.warning("removed checkpoints newer than step %d (an abandoned timeline): %s", written, newer)
@@ -183,8 +185,18 @@ class CheckpointManager:
     def load_newest(self, state: dict[str, Any]) -> dict[str, Any] | None:
         """Load the newest checkpoint that verifies on every rank into ``state`` (in place): its trainer
         state, or None when there is none. Raises :class:`CheckpointMismatchError` if it does not fit."""
+        return self._load_first(from_rank0([p.name for p in checkpoint_dirs(self.run_dir)]), state)
+
+    def load_step(self, step: int, state: dict[str, Any]) -> dict[str, Any] | None:
+        """Load checkpoint ``step_<step>`` into ``state`` (e.g. the best one), as :meth:`load_newest` loads:
+        its trainer state, or None when it is absent or does not verify."""
+        name = f"step_{step}"
+        return self._load_first(from_rank0([name] if (self.root / name / MANIFEST).is_file() else []), state)
+
+    def _load_first(self, names: list[str], state: dict[str, Any]) -> dict[str, Any] | None:
+        """The first of ``names`` (the same list on every rank) that verifies, loaded into ``state``."""
         world = dist.get_world_size() if dist.is_initialized() else 1
-        for name in from_rank0([p.name for p in checkpoint_dirs(self.run_dir)]):  # one listing for all ranks
+        for name in names:
             path = self.root / name
             problems = [p for p in gather_objects(verify_files(path, self.rank, world)) if p]
             if problems:  # the same decision on every rank: all fall back together

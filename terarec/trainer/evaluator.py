@@ -1,4 +1,5 @@
-"""Metrics of a (sharded) model over an eval loader: AUC, NE, logloss, calibration, and GAUC by a group key.
+"""Metrics of a (sharded) model over an eval loader: AUC, NE, logloss, calibration (ratio, Brier, ECE, MCE),
+and GAUC by a group key.
 
 The evaluator needs a model, its eval batches and the metrics, nothing of training: ``Trainer``
 hands it its own pipeline (one ``TrainPipelineSparseDist`` rewrites the model's sharded modules, so
@@ -17,9 +18,9 @@ from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
 from terarec.data_pipeline.loader import BatchLoader
-from terarec.trainer.metrics import BinaryMetrics, GroupAUC
+from terarec.trainer.metrics import CALIBRATION_KEYS, BinaryMetrics, GroupAUC
 
-METRIC_KEYS = ("auc", "ne", "logloss", "calibration", "gauc")  # the scalar metrics an eval reports
+METRIC_KEYS = ("auc", "ne", "logloss", "calibration", *CALIBRATION_KEYS, "gauc")  # the scalar metrics an eval reports
 
 
 def forward_pipeline(dmp: DistributedModelParallel, device: torch.device) -> TrainPipelineSparseDist:
@@ -51,7 +52,8 @@ class Evaluator:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     def evaluate(self) -> dict[str, float]:
-        """``auc``, ``ne``, ``logloss``, ``calibration``, ``count``, ``positives`` (+ ``gauc``) over the loader."""
+        """``auc``, ``ne``, ``logloss``, ``calibration``, ``brier``, ``ece``, ``mce``, ``ece_mass``, ``mce_mass``,
+        ``count``, ``positives`` (+ ``gauc``) over the loader."""
         metrics = BinaryMetrics(self.device)
         gauc = GroupAUC() if self.group_key else None
         groups: deque[torch.Tensor] = deque()  # the pipeline runs batches in order: FIFO matches outputs

@@ -1,4 +1,11 @@
-"""Train / eval loop on ``TrainPipelineSparseDist``: LR schedule, bf16, eval, logs, TensorBoard."""
+"""Train / eval loop on ``TrainPipelineSparseDist``: LR schedule, bf16, eval, logs, TensorBoard.
+
+Periodic evaluations (``train.eval_every``) read the validation rows when there are any (model
+selection must not see the eval split), else the eval split. With ``train.early_stop`` every
+improving validation evaluation is checkpointed and kept; the run stops after ``train.patience``
+evaluations without improvement, and the final eval on the eval split runs on the best checkpoint's
+weights.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +35,10 @@ from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.errors import stderr_is_terminal
 from terarec.trainer.checkpoint import CheckpointManager, checkpoint_dirs
 from terarec.trainer.distributed import DistInfo, any_rank, sum_over_ranks
+from terarec.trainer.early_stop import EarlyStopper
 from terarec.trainer.evaluator import METRIC_KEYS, Evaluator
 from terarec.trainer.faults import fault_point
+from terarec.trainer.metrics import CALIBRATION_KEYS
 from terarec.trainer.optimizers import OptimizerGroup, lr_multiplier, members_of
 from terarec.trainer.preemption import Preempted, PreemptionGuard
 
@@ -49,6 +58,7 @@ class Trainer:
         summary: dict[str, int],
         group_key: str | None = None,
         checkpoints: CheckpointManager | None = None,
+        valid_loader: BatchLoader | None = None,
     ) -> None:
         self.cfg, self.info, self.dmp, self.optimizer = cfg, info, dmp, optimizer
         self.train_loader, self.eval_loader, self.run_dir, self.summary = train_loader, eval_loader, run_dir, summary
@@ -57,6 +67,14 @@ class Trainer:
             Evaluator(dmp, eval_loader, info.device, cfg.train.bf16, group_key, self.pipeline)
             if eval_loader is not None
             else None
+        )
+        self.validator = (  # model selection reads these rows only
+            Evaluator(dmp, valid_loader, info.device, cfg.train.bf16, group_key, self.pipeline)
+            if valid_loader is not None
+            else None
+        )
+        self.early_stop = (
+            EarlyStopper(cfg.train.early_stop, cfg.train.patience) if cfg.train.early_stop != "off" else None
         )
         self.writer = SummaryWriter(str(run_dir / "tb")) if info.is_main and cfg.logging.tensorboard else None
         self.checkpoints, self._saved_step = checkpoints, -1
@@ -88,21 +106,24 @@ class Trainer:
             self.writer.add_scalar(tag, value, global_step=self.step)
 
     # -- phases -------------------------------------------------------------------------
-    def evaluate(self) -> dict[str, float]:
-        """The evaluator's metrics at this step, logged and written to TensorBoard ({} without eval rows)."""
-        if self.evaluator is None:
+    def evaluate(self, split: str = "eval") -> dict[str, float]:
+        """The eval (or ``"valid"``) metrics at this step, logged and written to TensorBoard ({} without rows)."""
+        evaluator = self.validator if split == "valid" else self.evaluator
+        if evaluator is None:
             return {}
-        result = self.evaluator.evaluate()
+        result = evaluator.evaluate()
         for key in METRIC_KEYS:
             if key in result:
-                self._scalar(f"eval/{key}", result[key])
+                self._scalar(f"{split}/{key}", result[key])
         log.info(
-            "eval at step %d: auc %.4f ne %.4f logloss %.4f calibration %.3f%s (%d rows)",
+            "%s at step %d: auc %.4f ne %.4f logloss %.4f calibration %.3f ece %.4f%s (%d rows)",
+            split,
             self.step,
             result["auc"],
             result["ne"],
             result["logloss"],
             result["calibration"],
+            result["ece"],
             f" gauc {result['gauc']:.4f}" if "gauc" in result else "",
             result["count"],
         )
@@ -124,9 +145,53 @@ class Trainer:
         if self.step >= self.total_steps:
             return
         if self.cfg.train.eval_every and self.step % self.cfg.train.eval_every == 0:
-            self.evaluate()
-        if self.checkpoints is not None and self.checkpoints.due(self.step):
+            self._validate()
+        if self.checkpoints is not None and self.checkpoints.due(self.step) and self._saved_step != self.step:
             self.save_checkpoint()
+
+    def _validate(self) -> None:
+        """A periodic evaluation: on the validation rows if any (early stopping decides on it), else on eval."""
+        if self.validator is None:
+            self.evaluate()
+            return
+        result = self.evaluate("valid")
+        if self.early_stop is None or not self.early_stop.update(self.step, result):
+            if self.early_stop is not None and self.early_stop.stopped:
+                log.info(
+                    "early stop at step %d: valid %s has not improved for %d evaluations (best %.5f at step %d)",
+                    self.step,
+                    self.early_stop.metric,
+                    self.early_stop.bad_evals,
+                    self.early_stop.best_value,
+                    self.early_stop.best_step,
+                )
+            return
+        assert self.checkpoints is not None  # run_training enables checkpoints for early stopping
+        self.save_checkpoint()  # the best so far: kept whatever keep_last says
+        self.checkpoints.protected = self.step
+
+    def _restore_best(self) -> int:
+        """Load the best validation checkpoint's model weights for the final eval; the step evaluated.
+
+        Weights last evaluated before the end compete too, after the final checkpoint is saved: that
+        evaluation is off the cadence and must not enter the state a resumed run continues from.
+        """
+        if self.early_stop is None:
+            return self.step
+        if self.early_stop.last_step != self.step and not self.early_stop.stopped:
+            self.early_stop.consider_final(self.step, self.evaluate("valid"))
+        if self.early_stop.best_step < 0 or self.early_stop.best_step == self.step:
+            return self.step
+        assert self.checkpoints is not None
+        state = {"model": self.dmp.state_dict()}
+        if self.checkpoints.load_step(self.early_stop.best_step, state) is None:
+            log.warning(
+                "best checkpoint step_%d is unreadable: the final eval uses the last weights", self.early_stop.best_step
+            )
+            return self.step
+        self.dmp.load_state_dict(state["model"])
+        log.info("restored the best checkpoint (step %d) for the final eval", self.early_stop.best_step)
+        return self.early_stop.best_step
 
     # -- checkpoints ----------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -144,6 +209,7 @@ class Trainer:
                 "samples": samples,
                 "loader": self.train_loader.state_dict(),
                 "world_size": self.info.world_size,
+                **({"early_stop": self.early_stop.state_dict()} if self.early_stop is not None else {}),
             },
         )
 
@@ -165,6 +231,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optim"])
         self.step, self._samples_before = int(trainer_state["step"]), int(trainer_state["samples"])
         self.train_loader.load_state_dict(trainer_state["loader"])
+        if self.early_stop is not None and "early_stop" in trainer_state:  # best-so-far and patience continue
+            self.early_stop.load_state_dict(trainer_state["early_stop"])
+            self.checkpoints.protected = self.early_stop.best_step
         return True
 
     def _run_segment(self, iterator: Iterator, bar: tqdm) -> int:
@@ -187,7 +256,7 @@ class Trainer:
 
     @property
     def _stopping(self) -> bool:
-        return self.out_of_time or self.preempted
+        return self.out_of_time or self.preempted or (self.early_stop is not None and self.early_stop.stopped)
 
     def _until_out_of_time(self, batches: Iterator) -> Iterator:
         """Stop feeding the pipeline once the time budget is spent or a stop signal came; it then
@@ -254,6 +323,21 @@ class Trainer:
             if bar.disable:
                 log.info("step %d/%d loss %.4f lr %.2e %.0f samples/s", self.step, self.total_steps, loss, lr, rate)
 
+    def _selection_summary(self) -> dict[str, Any]:
+        """What model selection saw, for metrics.json: the early-stopping record (valid metrics at the best step)."""
+        if self.early_stop is None:
+            return {}
+        stopper = self.early_stop
+        return {
+            "early_stop": {
+                "metric": stopper.metric,
+                "best_step": stopper.best_step,
+                "best_value": stopper.state_dict()["best_value"],
+                "stopped_early": stopper.stopped,
+                "valid": stopper.best_metrics,
+            }
+        }
+
     def fit(self) -> dict[str, Any]:
         start = self._train_start = time.perf_counter()
         with self.preemption:  # a signal during the final save takes effect once it is written
@@ -265,10 +349,13 @@ class Trainer:
                     self.save_checkpoint()
             if any_rank(self.preemption.requested):
                 self._exit_preempted()
+        evaluated_step = self._restore_best()
         final = self.evaluate()
         metrics = {
-            **{k: final.get(k, float("nan")) for k in ("auc", "logloss", "ne", "calibration")},
+            **{k: final.get(k, float("nan")) for k in ("auc", "logloss", "ne", "calibration", *CALIBRATION_KEYS)},
             **({"gauc": final["gauc"]} if "gauc" in final else {}),
+            "evaluated_step": evaluated_step,  # the best validation step under early stopping, else the last
+            **self._selection_summary(),
             "eval_rows": final.get("count", 0),
             "eval_positives": final.get("positives", 0),
             "samples_per_s": (self.samples - self._samples_before) / max(train_s, 1e-9),

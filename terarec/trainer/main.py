@@ -24,13 +24,21 @@ from terarec.trainer.model_factory import build_model
 from terarec.trainer.parallelize import parallelize
 from terarec.trainer.preflight import check_config_against_data
 from terarec.trainer.run_dir import RunDir, checkpointing_enabled
-from terarec.trainer.setup import eval_loader, group_key, join_process_group, train_loader
+from terarec.trainer.setup import (
+    check_validation,
+    eval_loader,
+    group_key,
+    join_process_group,
+    train_loader,
+    valid_loader,
+)
 
 
 def run_training(cfg: Config) -> dict[str, Any]:
     """Train as ``cfg`` says; returns (and on rank 0 writes) ``RUN/metrics.json``."""
     schema = DatasetSchema.load(cfg.data.path)  # bad data or model config fails before any group starts
     check_config_against_data(cfg, schema)  # batch sizes vs each rank's share of the rows
+    check_validation(cfg, schema)  # early stopping needs validation rows
     torch.manual_seed(cfg.train.seed)  # dense layers are initialised here: the same weights on every run and rank
     built = build_model(cfg, schema, "meta")
     info = join_process_group(cfg.train.collective_timeout_s)
@@ -53,7 +61,8 @@ def run_training(cfg: Config) -> dict[str, Any]:
         train_batches = train_loader(cfg, schema, built.table_sizes, info)
         eval_batches = eval_loader(cfg, schema, built.table_sizes, info)
         run_dir = run.path
-        wanted = checkpointing_enabled(cfg) or cfg.resume == "auto"  # resume reads them even if no new ones
+        # resume reads them even if no new ones; early stopping keeps the best one
+        wanted = checkpointing_enabled(cfg) or cfg.resume == "auto" or cfg.train.early_stop != "off"
         checkpoints = CheckpointManager(run_dir, cfg.checkpoint, info.rank, run.record) if wanted else None
         trainer = Trainer(
             cfg,
@@ -66,6 +75,7 @@ def run_training(cfg: Config) -> dict[str, Any]:
             summary,
             group_key(schema, built.table_sizes),
             checkpoints,
+            valid_loader(cfg, schema, built.table_sizes, info),
         )
         if cfg.resume == "auto" and not trainer.restore():
             log.info("resume=auto: no checkpoint in %s yet, starting from scratch", run_dir / "checkpoints")

@@ -1,10 +1,22 @@
-"""Streaming binary-classification metrics, reduced across ranks: AUC, logloss, NE, calibration.
+"""Streaming binary-classification metrics, reduced across ranks: AUC, logloss, NE, calibration,
+Brier score, ECE and MCE.
 
 AUC comes from per-class histograms of predicted probabilities over ``AUC_BINS`` equal bins, so
 memory is fixed whatever the eval size and ranks reduce it with one all-reduce; with 2^18 bins
 the difference to the exact AUC is below 1e-4 (tests compare it with the exact value). NE is the
 logloss divided by the entropy of the average label (He et al. 2014). Calibration is
 sum(predictions) / sum(labels). Padding rows (``terarec.batch``) are ignored.
+
+Calibration error over bins b of the predictions: ECE = sum_b n_b/n |mean p_b - mean y_b|, MCE = the
+largest |mean p_b - mean y_b| over non-empty bins; Brier = mean (p - y)^2.
+
+- ``ece``/``mce``: 10 equal-width bins [k/10, (k+1)/10), exact (per-bin count, sum p, sum y reduced).
+- ``ece_mass``/``mce_mass``: 10 equal-mass bins. A global quantile cannot be reduced over ranks, so
+  the rank order comes from the AUC histogram (2^18 equal-width score bins, per-bin sum of p, reduced):
+  a row of global rank r (by score) falls in mass bin floor(10 r / n). The approximation: rows that
+  share a histogram bin (scores within 2^-18 of each other) fall in the same mass bin, so a mass bin
+  can hold a few rows more or fewer than n/10; with distinct histogram bins it equals sorting the
+  scores and cutting them into 10 equal chunks.
 
 (torchrec.metrics' AUC/NE modules fail to ``compute()`` with the torchmetrics 1.9 that torch 2.13
 needs: a frozen dataclass in their report path; these are the same definitions.)
@@ -21,6 +33,7 @@ import torch.distributed as dist
 from terarec.batch import real_rows
 
 AUC_BINS = 1 << 18
+CALIBRATION_BINS = 10
 EPS = 1e-7
 
 
@@ -28,7 +41,9 @@ class BinaryMetrics:
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
         self.hist = torch.zeros(2, AUC_BINS, dtype=torch.float64, device=self.device)
-        self.sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # n, labels, preds, logloss
+        self.score_sums = torch.zeros(AUC_BINS, dtype=torch.float64, device=self.device)  # sum p per hist bin
+        self.width_bins = torch.zeros(3, CALIBRATION_BINS, dtype=torch.float64, device=self.device)  # n, sum p, sum y
+        self.sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # n, labels, preds, logloss, brier
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
         """``logits`` and ``labels`` of shape ``B``; padding rows are skipped."""
@@ -42,24 +57,26 @@ class BinaryMetrics:
                 labels.sum(),
                 probs.sum(),
                 loss,
+                ((probs - labels) ** 2).sum(),
             ]
         )
         bins = (probs * AUC_BINS).long().clamp_(0, AUC_BINS - 1)
         self.hist.index_put_((labels.long(), bins), torch.ones_like(probs), accumulate=True)
+        self.score_sums.index_add_(0, bins, probs)
+        width = (probs * CALIBRATION_BINS).long().clamp_(0, CALIBRATION_BINS - 1)
+        self.width_bins.index_add_(1, width, torch.stack([torch.ones_like(probs), probs, labels]))
 
     def reduce(self) -> None:
         if dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(self.hist)
-            dist.all_reduce(self.sums)
+            for tensor in (self.hist, self.sums, self.score_sums, self.width_bins):
+                dist.all_reduce(tensor)
 
     def compute(self) -> dict[str, float]:
-        n, positives, preds, loss = (float(x) for x in self.sums)
+        n, positives, preds, loss, brier = (float(x) for x in self.sums)
         if n == 0:
+            nan = float("nan")
             return {
-                "auc": float("nan"),
-                "logloss": float("nan"),
-                "ne": float("nan"),
-                "calibration": float("nan"),
+                **{key: nan for key in ("auc", "logloss", "ne", "calibration", *CALIBRATION_KEYS)},
                 "count": 0,
                 "positives": 0,
             }
@@ -77,9 +94,34 @@ class BinaryMetrics:
             "logloss": logloss,
             "ne": logloss / entropy if entropy > 0 else float("nan"),
             "calibration": preds / positives if positives > 0 else float("nan"),
+            "brier": brier / n,
+            **_calibration_errors(self.width_bins, ""),
+            **_calibration_errors(self._mass_bins(n), "_mass"),
             "count": int(n),
             "positives": int(positives),
         }
+
+    def _mass_bins(self, n: float) -> torch.Tensor:
+        """(n, sum p, sum y) of 10 equal-mass bins, from the reduced score histogram (see the module doc)."""
+        counts = self.hist[0] + self.hist[1]
+        rank_of_first = torch.cumsum(counts, 0) - counts  # global rank of the first row in each hist bin
+        mass_bin = (rank_of_first * CALIBRATION_BINS / n).floor().long().clamp_(0, CALIBRATION_BINS - 1)
+        out = torch.zeros(3, CALIBRATION_BINS, dtype=torch.float64, device=self.device)
+        return out.index_add_(1, mass_bin, torch.stack([counts, self.score_sums, self.hist[1]]))
+
+
+CALIBRATION_KEYS = ("brier", "ece", "mce", "ece_mass", "mce_mass")
+
+
+def _calibration_errors(bins: torch.Tensor, suffix: str) -> dict[str, float]:
+    """ECE and MCE of per-bin (count, sum p, sum y) rows ``bins`` (shape 3 x bins)."""
+    count, sum_p, sum_y = bins
+    filled = count > 0
+    gap = (sum_p[filled] - sum_y[filled]).abs() / count[filled]
+    return {
+        f"ece{suffix}": float((gap * count[filled]).sum() / count.sum()),
+        f"mce{suffix}": float(gap.max()) if len(gap) else float("nan"),
+    }
 
 
 class GroupAUC:

@@ -44,6 +44,7 @@ MAY_CHANGE_ON_RESUME: dict[str, str] = {
     "train.max_steps": "how long to train",
     "train.max_minutes": "the time budget",
     "train.eval_every": "eval cadence",
+    "train.patience": "how long early stopping waits (the best-so-far record continues)",
     "train.eval_batch_size": "eval batching, not the model",
     "train.log_every": "log cadence",
     "train.collective_timeout_s": "how long ranks wait for a peer",

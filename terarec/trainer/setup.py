@@ -1,5 +1,9 @@
 """What training and evaluation both set up: the process group, the data loaders, the GAUC group key.
 
+Validation rows come from the dataset's ``data.valid_split`` or, with ``data.valid_fraction > 0``, are
+carved from the end of the train split (:func:`validation_rows`): the train loader then reads the
+rows before the cut, the validation loader the rows after it (``LoaderSpec.rows``).
+
 Kept apart from the entry modules (``trainer/main.py``, ``trainer/evaluate.py``) so that neither
 entry imports the other: evaluation needs no train split, no optimizer and no ``Trainer``.
 """
@@ -10,6 +14,7 @@ from typing import Any
 
 import torch.distributed as dist
 
+from terarec.configs.loader import ConfigError, rows_per_rank
 from terarec.configs.schema import Config
 from terarec.data_pipeline.loader import BatchLoader, LoaderSpec
 from terarec.data_pipeline.schema import DatasetSchema
@@ -38,15 +43,64 @@ def _loader_common(cfg: Config, table_sizes: dict[str, int]) -> dict[str, Any]:
     )
 
 
+def validation_rows(cfg: Config, schema: DatasetSchema) -> tuple[str, tuple[float, float], int] | None:
+    """Where the validation rows are: (split, row fraction range, row count), or None without any.
+
+    ``data.valid_fraction`` carves the last fraction of the train split (rows in file order, which
+    prepare writes in time order): the same rows at every world size and on every run.
+    """
+    fraction = cfg.data.valid_fraction
+    if fraction > 0:
+        train_rows = schema.split_rows.get(cfg.data.train_split, 0)
+        return cfg.data.train_split, (1.0 - fraction, 1.0), train_rows - round(train_rows * (1.0 - fraction))
+    rows = schema.split_rows.get(cfg.data.valid_split, 0)
+    return (cfg.data.valid_split, (0.0, 1.0), rows) if rows > 0 else None
+
+
+def check_validation(cfg: Config, schema: DatasetSchema) -> None:
+    """Early stopping needs validation rows and periodic evaluations: a ConfigError before anything starts."""
+    if cfg.train.early_stop == "off":
+        return
+    found = validation_rows(cfg, schema)
+    if found is None or found[2] <= 0:
+        raise ConfigError(
+            f"train.early_stop={cfg.train.early_stop} needs validation rows: set data.valid_fraction "
+            f"(e.g. 0.1) or prepare the dataset with --valid-fraction ({cfg.data.path} has no "
+            f"'{cfg.data.valid_split}' split)"
+        )
+    if cfg.train.eval_every <= 0:
+        raise ConfigError(
+            f"train.early_stop={cfg.train.early_stop} needs train.eval_every > 0 (steps between evaluations)"
+        )
+
+
 def train_loader(cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int], info: DistInfo) -> BatchLoader:
-    """This rank's shuffled batches of ``data.train_split`` (``table_sizes``: feature -> table size)."""
+    """This rank's shuffled batches of ``data.train_split`` (``table_sizes``: feature -> table size),
+    without the rows ``data.valid_fraction`` carves out for validation."""
     spec = LoaderSpec(
         split=cfg.data.train_split,
         batch_size=cfg.train.batch_size,
         shuffle_buffer=cfg.data.shuffle_buffer,
+        rows=(0.0, 1.0 - cfg.data.valid_fraction),
         **_loader_common(cfg, table_sizes),
     )
     return BatchLoader(spec, schema, info.rank, info.world_size, cfg.data.num_workers)
+
+
+def valid_loader(cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int], info: DistInfo) -> BatchLoader | None:
+    """This rank's validation batches in file order (see :func:`validation_rows`), or None without any."""
+    found = validation_rows(cfg, schema)
+    if found is None or found[2] <= 0:
+        return None
+    split, rows, count = found
+    spec = LoaderSpec(
+        split=split,
+        batch_size=min(cfg.train.eval_batch_size, rows_per_rank(count, info.world_size)),
+        shuffle_buffer=0,
+        rows=rows,
+        **_loader_common(cfg, table_sizes),
+    )
+    return BatchLoader(spec, schema, info.rank, info.world_size, 0)
 
 
 def eval_loader(cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int], info: DistInfo) -> BatchLoader | None:

@@ -126,6 +126,9 @@ OUT_OF_RANGE = [
     (["checkpoint.keep_last=-1"], "'checkpoint.keep_last' must be >= 1, got -1"),
     (["checkpoint.every_steps=-10"], "'checkpoint.every_steps' must be >= 0, got -10"),
     (["checkpoint.every_minutes=-1"], "'checkpoint.every_minutes' must be >= 0, got -1.0"),
+    (["data.valid_fraction=1"], "'data.valid_fraction' must be >= 0.0 and < 1.0, got 1.0"),
+    (["data.valid_fraction=-0.1"], "'data.valid_fraction' must be >= 0.0 and < 1.0, got -0.1"),
+    (["train.patience=0"], "'train.patience' must be >= 1, got 0"),
 ]
 
 
@@ -152,6 +155,9 @@ def test_out_of_range_values_are_one_line_errors_before_anything_starts(
         "checkpoint.keep_last=1",
         "train.seed=0",
         "embeddings.rows={cat_0: 1}",
+        "data.valid_fraction=0",
+        "data.valid_fraction=0.999",
+        "train.patience=1",
     ],
 )
 def test_values_on_the_edge_of_their_range_are_accepted(override: str) -> None:
@@ -186,3 +192,24 @@ def test_every_numeric_key_declares_a_range() -> None:
 
 def _sections(cfg: Config) -> dict[str, Any]:
     return {name: value for name, value in vars(cfg).items() if dataclasses.is_dataclass(value)}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.early_stop=logloss", "train.eval_every=10"], "needs validation rows: set data.valid_fraction"),
+        (["train.early_stop=auc", "data.valid_fraction=0.1"], "needs train.eval_every > 0"),
+    ],
+)
+def test_early_stopping_without_validation_rows_or_evaluations_is_one_line(
+    overrides: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from terarec.data_pipeline.synth import SynthSpec, write_synthetic
+
+    write_synthetic(SynthSpec(rows=2000, seed=1), tmp_path / "data", progress=False)
+    run = tmp_path / "run"
+    args = ["train", "--config", "dcnv2_synth", f"data.path={tmp_path / 'data'}", f"run.dir={run}", *overrides]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("terarec: error: train.early_stop=") and message in err
+    assert err.count("\n") == 1 and not run.exists()

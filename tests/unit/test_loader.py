@@ -127,3 +127,24 @@ def test_ids_are_reduced_modulo_the_table_size_whatever_the_schema_says(dataset:
         row_ids = batch.dense_features[keep, 0].long()
         assert torch.equal(batch.sparse_features["cat_1"].values(), (row_ids * 7) % 500)
         assert torch.equal(batch.sparse_features["cat_0"].values(), row_ids)
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.37])
+def test_carved_validation_is_the_last_rows_disjoint_and_the_same_at_any_world_size(
+    dataset: Path, fraction: float
+) -> None:
+    """data.valid_fraction: train reads rows [0, cut), valid [cut, 1000) in file (time) order, with
+    cut = round(1000 * (1 - f)), whatever the world size and workers; train and valid partition the split."""
+    schema = DatasetSchema.load(dataset)
+    cut = round(1000 * (1 - fraction))
+
+    def rows_read(rows: tuple[float, float], world: int, workers: int, shuffle: int) -> list[int]:
+        specs = _spec(dataset, rows=rows, shuffle_buffer=shuffle)
+        loaders = [BatchLoader(specs, schema, rank=r, world_size=world, num_workers=workers) for r in range(world)]
+        per_rank = [_row_ids(list(loader)) for loader in loaders]
+        assert len({len(loader) for loader in loaders}) == 1  # equal batch counts: no rank waits in a collective
+        return sorted(i for ids in per_rank for i in ids)
+
+    for world, workers in [(1, 0), (2, 0), (2, 2), (3, 0)]:
+        assert rows_read((1 - fraction, 1.0), world, workers, 0) == list(range(cut, 1000))
+        assert rows_read((0.0, 1 - fraction), world, workers, 150) == list(range(cut))

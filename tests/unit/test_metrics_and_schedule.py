@@ -69,3 +69,57 @@ def test_group_auc_matches_per_group_exact_auc() -> None:
             expected_num += mask.sum() * _exact_auc(scores[mask], labels[mask])
             expected_den += mask.sum()
     assert group_auc(groups, scores, labels) == pytest.approx(expected_num / expected_den, abs=1e-12)
+
+
+def _numpy_calibration(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Brier, and ECE/MCE over 10 equal-width bins and over 10 equal-count chunks of the sorted scores."""
+
+    def errors(groups: list[np.ndarray]) -> tuple[float, float]:
+        gaps = [(abs(probs[g].mean() - labels[g].mean()), len(g)) for g in groups if len(g)]
+        return sum(gap * size for gap, size in gaps) / len(probs), max(gap for gap, _ in gaps)
+
+    width = np.minimum((probs * 10).astype(int), 9)
+    ece, mce = errors([np.flatnonzero(width == b) for b in range(10)])
+    ece_mass, mce_mass = errors(np.array_split(np.argsort(probs, kind="stable"), 10))
+    brier = float(((probs - labels) ** 2).mean())
+    return {"brier": brier, "ece": ece, "mce": mce, "ece_mass": ece_mass, "mce_mass": mce_mass}
+
+
+def _fed(logits: torch.Tensor, labels: torch.Tensor, ranks: int) -> BinaryMetrics:
+    """Metrics of ``ranks`` shards summed as ``reduce()``'s all_reduce sums them (with padding rows)."""
+    shards = [BinaryMetrics() for _ in range(ranks)]
+    for rank, metrics in enumerate(shards):
+        part = slice(rank, None, ranks)
+        metrics.update(torch.cat([logits[part], torch.randn(7)]), torch.cat([labels[part], torch.full((7,), -1.0)]))
+    for other in shards[1:]:
+        for name in ("hist", "sums", "score_sums", "width_bins"):
+            getattr(shards[0], name).add_(getattr(other, name))
+    return shards[0]
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3])
+def test_calibration_metrics_match_numpy_and_reduce_over_ranks(ranks: int) -> None:
+    """Scores in distinct histogram bins: the equal-mass bins are exact, as the module doc states."""
+    rng = np.random.default_rng(ranks)
+    hist_bins = rng.choice(1 << 18, size=4000, replace=False)
+    probs = (hist_bins + 0.5) / (1 << 18)
+    labels = (rng.random(4000) < probs**1.5).astype(np.float64)  # miscalibrated: the labels run below p
+    logits = torch.from_numpy(np.log(probs / (1 - probs)))
+    result = _fed(logits, torch.from_numpy(labels).float(), ranks).compute()
+    expected = _numpy_calibration(torch.sigmoid(logits).numpy(), labels)
+    for key, value in expected.items():
+        assert result[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+    assert result["ece"] > 0.05 and result["mce"] >= result["ece"]
+
+
+def test_calibration_metrics_with_tied_scores_stay_close_to_numpy() -> None:
+    """Random scores (some share a histogram bin, a few exactly tied): equal-mass bins are approximate."""
+    g = torch.Generator().manual_seed(4)
+    logits = torch.cat([torch.randn(20000, generator=g) * 1.5, torch.zeros(500)])
+    labels = (torch.rand(20500, generator=g) < torch.sigmoid(logits * 0.5)).float()
+    result = _fed(logits, labels, 2).compute()
+    expected = _numpy_calibration(torch.sigmoid(logits.double()).numpy(), labels.double().numpy())
+    for key in ("brier", "ece", "mce"):
+        assert result[key] == pytest.approx(expected[key], rel=1e-9), key
+    assert result["ece_mass"] == pytest.approx(expected["ece_mass"], abs=2e-3)
+    assert result["mce_mass"] == pytest.approx(expected["mce_mass"], abs=1e-2)

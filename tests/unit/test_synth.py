@@ -47,3 +47,23 @@ def test_multi_hot_sizes(tmp_path: Path) -> None:
     table = pq.read_table(tmp_path / "train")
     assert all(f.multi_hot for f in schema.sparse)
     assert [table[f"cat_{i}"].combine_chunks().value_lengths()[0].as_py() for i in range(26)] == MLPERF_MULTI_HOT_SIZES
+
+
+def test_valid_fraction_writes_train_valid_eval_in_row_order(tmp_path: Path) -> None:
+    """--valid-fraction: valid/ holds the rows between train and eval (time order), disjoint from both,
+    and the manifest records the option; without it the dataset is the one built before the option existed."""
+    import json
+
+    plain = write_synthetic(SynthSpec(rows=150_000, seed=5, eval_fraction=0.1), tmp_path / "plain", progress=False)
+    three = write_synthetic(
+        SynthSpec(rows=150_000, seed=5, eval_fraction=0.1, valid_fraction=0.2), tmp_path / "three", progress=False
+    )
+    assert plain.split_rows == {"train": 135_000, "eval": 15_000}
+    assert three.split_rows == {"train": 105_000, "valid": 30_000, "eval": 15_000}
+    columns = ["label", "int_1", "cat_3"]
+    train, valid = (pq.read_table(tmp_path / "three" / s, columns=columns) for s in ("train", "valid"))
+    whole_train = pq.read_table(tmp_path / "plain" / "train", columns=columns)
+    assert whole_train.slice(0, 105_000).equals(train) and whole_train.slice(105_000).equals(valid)
+    assert pq.read_table(tmp_path / "three" / "eval").equals(pq.read_table(tmp_path / "plain" / "eval"))
+    manifests = [json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("plain", "three")]
+    assert "--valid-fraction" not in json.dumps(manifests[0]) and '"--valid-fraction": 0.2' in json.dumps(manifests[1])
