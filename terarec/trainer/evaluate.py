@@ -51,12 +51,24 @@ def eval_config(run: str, data: str | None = None, overrides: list[str] | None =
 
 
 def _load_model(dmp: DistributedModelParallel, cfg: Config, info: DistInfo) -> dict[str, Any]:
-    """The newest loadable checkpoint's model weights into ``dmp`` (DCP reshards them); its trainer state."""
+    """The run's model weights into ``dmp`` (DCP reshards them); the loaded checkpoint's trainer state.
+
+    That is the newest loadable checkpoint, unless the run early-stopped: then the best checkpoint it
+    recorded (``early_stop.best_step``), the weights its own final eval used, so ``terarec eval``,
+    predict and export score what ``metrics.json`` reports."""
     run_dir = Path(cfg.run.dir)
+    manager = CheckpointManager(run_dir, cfg.checkpoint, info.rank)
     state = {"model": dmp.state_dict()}  # the model part only: the optimizer state is neither read nor needed
-    loaded = CheckpointManager(run_dir, cfg.checkpoint, info.rank).load_newest(state)
+    loaded = manager.load_newest(state)
     if loaded is None:
         raise ConfigError(f"no loadable checkpoint in {run_dir / 'checkpoints'}")
+    best = int((loaded.get("early_stop") or {}).get("best_step", -1))
+    if best >= 0 and best != int(loaded["step"]):
+        best_state = {"model": dmp.state_dict()}
+        best_loaded = manager.load_step(best, best_state)
+        if best_loaded is None:
+            raise ConfigError(f"the best checkpoint step_{best} of {run_dir} (early stopping) is missing or unreadable")
+        state, loaded = best_state, {**best_loaded, "selected_by": "early_stop"}
     dmp.load_state_dict(state["model"])
     return loaded
 
@@ -81,6 +93,7 @@ def run_eval(run: str, data: str | None = None, overrides: list[str] | None = No
             **evaluator.evaluate(),
             "checkpoint": loaded["path"],
             "step": loaded["step"],
+            "selected_by": loaded.get("selected_by", "newest"),  # early_stop: the run's best checkpoint
             "data": cfg.data.path,
             "world_size": info.world_size,
             "checkpoint_world_size": loaded.get("world_size"),

@@ -75,3 +75,14 @@ def test_early_stop_continues_across_resume(synth_dir: Path, stopped: tuple[Path
     assert resumed["early_stop"] == uninterrupted["early_stop"]
     for key in (*METRICS, "steps", "evaluated_step"):
         assert resumed[key] == pytest.approx(uninterrupted[key], rel=1e-12, abs=1e-12), key
+
+
+@pytest.mark.slow
+def test_eval_of_an_early_stopped_run_scores_the_best_checkpoint(stopped: tuple[Path, dict]) -> None:
+    """``terarec eval`` reports what the run's own final eval reported: the best weights, not the last."""
+    run, metrics = stopped
+    assert main(["eval", "--run", str(run)]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    assert result["step"] == metrics["early_stop"]["best_step"] and result["selected_by"] == "early_stop"
+    for key in ("auc", "logloss", "ne", "calibration"):
+        assert result[key] == pytest.approx(metrics[key], rel=1e-12, abs=1e-12), key
