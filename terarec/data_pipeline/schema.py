@@ -1,4 +1,4 @@
-"""``schema.json``: what a prepared dataset holds (DESIGN.md "Dataset layout").
+"""``schema.json``: what a prepared dataset holds (docs/architecture.md, "Directories on disk").
 
 The schema is the one description of a dataset that the loader, the embedding-table builder and
 the models read. Raw ids are stored unhashed; tables are sized from ``cardinality`` at train time.
