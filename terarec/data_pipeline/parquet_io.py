@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from terarec.data_pipeline.manifest import PartFile
 
-ROW_GROUP_ROWS = 131072  # DESIGN: row groups of ~64-256k rows
+ROW_GROUP_ROWS = 131072  # row groups of ~64-256k rows (docs/architecture.md); one shuffle-window unit
 
 
 class PartWriter:
