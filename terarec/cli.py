@@ -228,17 +228,13 @@ def _prepare_criteo(args: argparse.Namespace) -> int:
 
 def _prepare_sequences(args: argparse.Namespace) -> int:
     from terarec.data_pipeline.sequence_sources import prepare_movielens, prepare_taobao
+    from terarec.data_pipeline.sequences import SequenceOptions
 
     prepare = prepare_movielens if args.source == "movielens" else prepare_taobao
-    schema = prepare(
-        args.input,
-        args.output,
-        args.max_history,
-        args.eval_fraction,
-        command=_command_line(),
-        progress=sys.stderr.isatty(),
-        overwrite=args.overwrite,
+    options = SequenceOptions(
+        args.max_history, args.eval_fraction, _command_line(), sys.stderr.isatty(), args.overwrite
     )
+    schema = prepare(args.input, args.output, options)
     print(
         f"prepared {args.output}: rows {schema.split_rows}, "
         f"positives {schema.extra['positives']} ({schema.extra['label']})"

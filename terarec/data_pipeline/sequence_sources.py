@@ -25,14 +25,14 @@ from terarec.data_pipeline.sequences import (
     TIME_GAP_BUCKETS,
     Events,
     SequenceDatasetWriter,
+    SequenceOptions,
     TimeCutoff,
-    check_eval_fraction,
-    check_max_history,
     reindex,
 )
 
 MOVIELENS_LABEL = "rating >= 4 (liked) = 1, else 0; history: the movies the user liked (rated >= 4) earlier"
 TAOBAO_LABEL = "behavior in {cart, fav, buy} = 1, pv = 0; history: the user's earlier events"
+DEFAULT_OPTIONS = SequenceOptions()  # 50-item histories, the last 20% of time to eval
 TAOBAO_BEHAVIORS = {"pv": 0, "cart": 1, "fav": 1, "buy": 1}
 AGE_BUCKETS = np.array([18, 25, 35, 45, 50, 56])  # MovieLens-1M's age groups
 # the full UserBehavior file's vocabularies (988k users, 4.16M items, 9.4k categories)
@@ -130,24 +130,16 @@ def _existing(build: Build, output: str) -> DatasetSchema | None:
 
 
 def prepare_movielens(
-    folder: str,
-    output: str,
-    max_history: int = 50,
-    eval_fraction: float = 0.2,
-    command: str = "",
-    progress: bool = False,
-    liked_history: bool = True,
-    overwrite: bool = False,
+    folder: str, output: str, options: SequenceOptions = DEFAULT_OPTIONS, liked_history: bool = True
 ) -> DatasetSchema:
     """MovieLens-100K folder (``u.data``, ``u.item``, ``u.user``) -> sequence dataset in ``output``.
 
-    Read whole (MovieLens fits in memory up to ML-25M); ``progress`` is accepted for symmetry.
+    Read whole (MovieLens fits in memory up to ML-25M); ``options.progress`` is accepted for symmetry.
     """
-    check_max_history(max_history)
-    check_eval_fraction(eval_fraction)
     inputs = [InputFile.of(Path(folder) / name) for name in ("u.data", "u.item", "u.user")]
-    options = {"--max-history": max_history, "--eval-fraction": float(eval_fraction), "liked history": liked_history}
-    with start_build(output, DatasetManifest("movielens", inputs, options), overwrite) as build:
+    manifest = DatasetManifest("movielens", inputs, {**options.manifest_options(), "liked history": liked_history})
+    max_history, eval_fraction, command = options.max_history, options.eval_fraction, options.command
+    with start_build(output, manifest, options.overwrite) as build:
         if (existing := _existing(build, output)) is not None:
             return existing
         events, vocab = _movielens_events(Path(folder), liked_history)
@@ -195,30 +187,24 @@ def _behavior_labels(column: pa.Array, path: Path) -> np.ndarray:
     return labels
 
 
-def prepare_taobao(
-    csv: str,
-    output: str,
-    max_history: int = 50,
-    eval_fraction: float = 0.2,
-    command: str = "",
-    progress: bool = True,
-    overwrite: bool = False,
-) -> DatasetSchema:
+def prepare_taobao(csv: str, output: str, options: SequenceOptions = DEFAULT_OPTIONS) -> DatasetSchema:
     """Taobao UserBehavior CSV (grouped by user, as published) -> sequence dataset in ``output``."""
-    check_max_history(max_history)
-    check_eval_fraction(eval_fraction)
-    options = {"--max-history": max_history, "--eval-fraction": float(eval_fraction)}
-    with start_build(output, DatasetManifest("taobao", [InputFile.of(csv)], options), overwrite) as build:
+    manifest = DatasetManifest("taobao", [InputFile.of(csv)], options.manifest_options())
+    with start_build(output, manifest, options.overwrite) as build:
         if (existing := _existing(build, output)) is not None:
             return existing
-        schema, parts = _write_taobao(Path(csv), build.directory, max_history, eval_fraction, command, progress)
+        schema, parts = _write_taobao(Path(csv), build.directory, options)
         build.commit(parts)
     return schema
 
 
-def _write_taobao(
-    path: Path, output: Path, max_history: int, eval_fraction: float, command: str, progress: bool
-) -> tuple[DatasetSchema, list[PartFile]]:
+def _write_taobao(path: Path, output: Path, options: SequenceOptions) -> tuple[DatasetSchema, list[PartFile]]:
+    max_history, eval_fraction, command, progress = (
+        options.max_history,
+        options.eval_fraction,
+        options.command,
+        options.progress,
+    )
     cutoff, vocab = (
         TimeCutoff(),
         {"user": np.zeros(0, np.int64), "item": np.zeros(0, np.int64), "category": np.zeros(0, np.int64)},

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -46,6 +47,25 @@ def check_max_history(max_history: int) -> None:
 def check_eval_fraction(eval_fraction: float) -> None:
     if not 0.0 <= eval_fraction < 1.0:
         raise DatasetError(f"--eval-fraction must be in [0, 1), got {eval_fraction}")
+
+
+@dataclass(frozen=True)
+class SequenceOptions:
+    """What a sequence preparation (``prepare movielens|taobao``) is asked for, checked on creation."""
+
+    max_history: int = 50  # history items kept per row (the most recent)
+    eval_fraction: float = 0.2  # the last fraction of events, in time, goes to eval
+    command: str = ""  # the command line, recorded in schema.json
+    progress: bool = False  # a progress bar on stderr
+    overwrite: bool = False  # rebuild a dataset made differently (beside it, swapped in when complete)
+
+    def __post_init__(self) -> None:
+        check_max_history(self.max_history)
+        check_eval_fraction(self.eval_fraction)
+
+    def manifest_options(self) -> dict[str, Any]:
+        """The options that change the output, keyed by their CLI flag (the manifest's record)."""
+        return {"--max-history": self.max_history, "--eval-fraction": float(self.eval_fraction)}
 
 
 class TimeCutoff:

@@ -22,11 +22,12 @@ pytestmark = [
 def test_twenty_steps_row_wise_fused(model: str, tmp_path: Path) -> None:
     if get_model(model).embeddings == "sequence":  # BST needs a sequence dataset: the MovieLens sample
         from terarec.data_pipeline.sequence_sources import prepare_movielens
+        from terarec.data_pipeline.sequences import SequenceOptions
 
         sample = Path(__file__).resolve().parents[3] / "shared" / "data" / "movielens_100k"
         if not sample.exists():
             pytest.skip(f"real data sample {sample} is absent")
-        schema = prepare_movielens(str(sample), str(tmp_path / "data"), max_history=20)
+        schema = prepare_movielens(str(sample), str(tmp_path / "data"), SequenceOptions(max_history=20))
         recipe, eval_rows = "bst_movielens", schema.split_rows["eval"]
     else:
         write_synthetic(SynthSpec(rows=30000, eval_fraction=0.1), tmp_path / "data", progress=False)

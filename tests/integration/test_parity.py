@@ -53,8 +53,9 @@ def test_sharded_bst_embedding_collection_matches_unsharded(
     movielens_dir: Path, tmp_path: Path, torchrun: Torchrun
 ) -> None:
     from terarec.data_pipeline.sequence_sources import prepare_movielens
+    from terarec.data_pipeline.sequences import SequenceOptions
 
-    prepare_movielens(str(movielens_dir), str(tmp_path / "data"), max_history=10)
+    prepare_movielens(str(movielens_dir), str(tmp_path / "data"), SequenceOptions(max_history=10))
     _assert_parity(
         _run(tmp_path / "data", "bst_movielens", "table_wise", tmp_path / "parity.json", torchrun), "table_wise"
     )

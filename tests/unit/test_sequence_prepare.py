@@ -13,7 +13,7 @@ from terarec.cli import main
 from terarec.data_pipeline.loader import BatchLoader, LoaderSpec
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema
 from terarec.data_pipeline.sequence_sources import prepare_movielens, prepare_taobao
-from terarec.data_pipeline.sequences import history_index, time_gap_bucket
+from terarec.data_pipeline.sequences import SequenceOptions, history_index, time_gap_bucket
 
 
 def test_history_index_takes_the_last_eligible_events_of_the_same_user() -> None:
@@ -50,7 +50,7 @@ def _rows(directory: Path) -> list[dict]:
 
 
 def test_movielens_rows_labels_split_and_histories(movielens_dir: Path, tmp_path: Path) -> None:
-    schema = prepare_movielens(str(movielens_dir), str(tmp_path), max_history=5, eval_fraction=0.2)
+    schema = prepare_movielens(str(movielens_dir), str(tmp_path), SequenceOptions(max_history=5, eval_fraction=0.2))
     assert sum(schema.split_rows.values()) == 100_000 and abs(schema.split_rows["eval"] / 100_000 - 0.2) < 0.01
     assert schema.extra["positives"]["train"] + schema.extra["positives"]["eval"] == 55_375  # ratings >= 4
     cutoff = schema.extra["eval_cutoff_unix"]
@@ -82,7 +82,7 @@ def test_movielens_rows_labels_split_and_histories(movielens_dir: Path, tmp_path
 
 
 def test_taobao_rows_labels_and_histories(taobao_csv: Path, tmp_path: Path) -> None:
-    schema = prepare_taobao(str(taobao_csv), str(tmp_path), max_history=3, progress=False)
+    schema = prepare_taobao(str(taobao_csv), str(tmp_path), SequenceOptions(max_history=3))
     assert sum(schema.split_rows.values()) == 84_475
     assert sum(schema.extra["positives"].values()) == 1750 + 4497 + 2356  # buy + cart + fav
     events = defaultdict(list)
@@ -101,12 +101,14 @@ def test_taobao_rows_labels_and_histories(taobao_csv: Path, tmp_path: Path) -> N
 def test_taobao_input_must_be_grouped_by_user(tmp_path: Path) -> None:
     bad = tmp_path / "ub.csv"
     bad.write_text("1,10,5,pv,1511544070\n2,11,5,pv,1511544071\n1,12,5,buy,1511544072\n")
-    prepare_taobao(str(bad), str(tmp_path / "ok"), eval_fraction=0.0, progress=False)  # small: one block, sorted inside
+    prepare_taobao(
+        str(bad), str(tmp_path / "ok"), SequenceOptions(eval_fraction=0.0, progress=False)
+    )  # small: one block, sorted inside
     lines = [f"{u},{u * 10},5,pv,{1511544070 + k}" for k, u in enumerate([1] * 3 + [2] * 3)]
     big = tmp_path / "big.csv"
     big.write_text("\n".join(lines * 200_000 + ["1,10,5,pv,1511544070"]) + "\n")  # user 1 again after user 2
     with pytest.raises(DatasetError, match="grouped by user"):
-        prepare_taobao(str(big), str(tmp_path / "out"), eval_fraction=0.0, progress=False)
+        prepare_taobao(str(big), str(tmp_path / "out"), SequenceOptions(eval_fraction=0.0))
 
 
 def test_taobao_unknown_behavior_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -119,7 +121,7 @@ def test_taobao_unknown_behavior_is_one_clear_error(tmp_path: Path, capsys: pyte
 
 
 def test_loader_yields_capped_jagged_histories(movielens_dir: Path, tmp_path: Path) -> None:
-    schema = prepare_movielens(str(movielens_dir), str(tmp_path), max_history=20)
+    schema = prepare_movielens(str(movielens_dir), str(tmp_path), SequenceOptions(max_history=20))
     sizes = {f.name: f.cardinality for f in schema.sparse}
     spec = LoaderSpec(str(tmp_path), "eval", batch_size=512, table_sizes=sizes, shuffle_buffer=0, max_history=7)
     batch = next(iter(BatchLoader(spec, DatasetSchema.load(tmp_path))))
