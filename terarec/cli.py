@@ -33,6 +33,9 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     split.add_argument("--eval-fraction", type=float, metavar="F", help="last fraction of rows (time order) -> eval")
     split.add_argument("--eval-files", nargs="+", metavar="FILE", help="these files -> eval")
     criteo.add_argument(
+        "--valid-fraction", type=float, default=0.0, metavar="F", help="fraction of rows just before eval -> valid/"
+    )
+    criteo.add_argument(
         "--on-error",
         choices=["fail", "skip"],
         default="fail",
@@ -51,6 +54,9 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         seq.add_argument("--max-history", type=int, default=50, help="history items kept per row")
         seq.add_argument(
             "--eval-fraction", type=float, default=0.2, help="last fraction of events (time order) -> eval"
+        )
+        seq.add_argument(
+            "--valid-fraction", type=float, default=0.0, help="fraction of events just before eval (time) -> valid/"
         )
         seq.add_argument("--overwrite", action="store_true", help="replace DIR: build beside it, swap in when complete")
         seq.set_defaults(handler=_prepare_sequences)
@@ -221,6 +227,7 @@ def _prepare_criteo(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
         command=_command_line(),
         overwrite=args.overwrite,
+        valid_fraction=args.valid_fraction,
     )
     print(f"prepared {args.output}: rows {schema.split_rows}, rejects {schema.rejects}")
     return 0
@@ -232,7 +239,7 @@ def _prepare_sequences(args: argparse.Namespace) -> int:
 
     prepare = prepare_movielens if args.source == "movielens" else prepare_taobao
     options = SequenceOptions(
-        args.max_history, args.eval_fraction, _command_line(), sys.stderr.isatty(), args.overwrite
+        args.max_history, args.eval_fraction, _command_line(), sys.stderr.isatty(), args.overwrite, args.valid_fraction
     )
     schema = prepare(args.input, args.output, options)
     print(

@@ -4,7 +4,7 @@ Streaming with pyarrow's CSV reader in blocks, so memory is bounded by the block
 file size. Parallel over input files (one process each); each input file becomes its own
 ``part-{stem}-NNNNN.parquet`` parts plus a ``.done/{stem}.json`` marker, so a re-run skips the
 files already finished (resumable per file): a marker is trusted only when it was made from the
-same input (size, mtime, sample hash), split line and ``--on-error``, and its parts are intact.
+same input (size, mtime, sample hash), split lines and ``--on-error``, and its parts are intact.
 The directory is claimed by a manifest (``manifest.py``): a re-run with other inputs or options
 stops unless ``--overwrite``. Parsing is columnar: hex ids are decoded with numpy on the raw
 bytes, dense integers are validated with one regex per block.
@@ -62,10 +62,16 @@ OUTPUT_SCHEMA = pa.schema(
 class FileJob:
     path: str
     stem: str
-    train_lines: int  # physical lines [1, train_lines] -> train, the rest -> eval
+    train_lines: int  # physical lines [1, train_lines] -> train, the rest -> valid (up to valid_end) or eval
     output: str
     on_error: str
-    key: str = ""  # the job's identity (input, split line, on_error): a done marker must match it
+    key: str = ""  # the job's identity (input, split lines, on_error): a done marker must match it
+    valid_end: int | None = None  # lines (train_lines, valid_end] -> valid; None: the build has no valid split
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits this job writes, in time order."""
+        return ("train", "eval") if self.valid_end is None else ("train", "valid", "eval")
 
 
 def _open(path: str) -> tuple[pa.NativeFile, pa.NativeFile]:
@@ -214,7 +220,7 @@ class _FileConverter:
         self.job, self.out = job, Path(job.output)
         self.skipped: list[tuple[int, str, str]] = []  # (line, reason, text) of rows with the wrong field count
         self.writers = {
-            s: PartWriter(self.out / s, OUTPUT_SCHEMA, ROWS_PER_FILE, prefix=f"{job.stem}-") for s in ("train", "eval")
+            s: PartWriter(self.out / s, OUTPUT_SCHEMA, ROWS_PER_FILE, prefix=f"{job.stem}-") for s in job.splits
         }
         self.rejects: list[str] = []
         self.rows_seen = 0  # field-count-valid rows so far
@@ -233,9 +239,10 @@ class _FileConverter:
         for i in np.flatnonzero(bad):
             text = "\t".join(str(batch.column(c)[i]) for c in range(len(RAW_COLUMNS)))
             self.rejects.append(f"{lines[i]}\t{reasons[i]}\t{text}")
-        n_train = int(np.searchsorted(lines[~bad], self.job.train_lines, side="right"))
-        self.writers["train"].write(table.slice(0, n_train))
-        self.writers["eval"].write(table.slice(n_train))
+        ends = [self.job.train_lines] if self.job.valid_end is None else [self.job.train_lines, self.job.valid_end]
+        cuts = [0, *(int(np.searchsorted(lines[~bad], end, side="right")) for end in ends), table.num_rows]
+        for split, start, stop in zip(self.job.splits, cuts[:-1], cuts[1:]):  # train | valid | eval, by line
+            self.writers[split].write(table.slice(start, stop - start))
         for j, name in enumerate(SPARSE_NAMES):
             self.sketches[j] = kmv_update(self.sketches[j], np.unique(table.column(name).to_numpy()))
         self.rows_seen += batch.num_rows
@@ -300,7 +307,7 @@ def _unpack(packed: np.ndarray) -> list[np.ndarray]:
 
 
 def criteo_request(
-    inputs: list[str], eval_files: list[str], eval_fraction: float | None, on_error: str
+    inputs: list[str], eval_files: list[str], eval_fraction: float | None, on_error: str, valid_fraction: float = 0.0
 ) -> DatasetManifest:
     """The manifest request of a build: its inputs (checked readable) and output-changing options."""
     files = [InputFile.of(p) for p in [*inputs, *eval_files]]  # the first missing file fails here
@@ -308,6 +315,7 @@ def criteo_request(
         check_readable(path)
     if eval_fraction is not None and not 0.0 <= eval_fraction < 1.0:
         raise DatasetError(f"--eval-fraction must be in [0, 1), got {eval_fraction}")
+    check_valid_fraction(valid_fraction, eval_fraction or 0.0)
     stems = [Path(p).name.removesuffix(".gz").replace(".", "_") for p in [*inputs, *eval_files]]
     if len(set(stems)) != len(stems):
         raise DatasetError("two input files share a name; output parts are named after their inputs")
@@ -316,8 +324,31 @@ def criteo_request(
         "--eval-fraction": None if eval_fraction is None else float(eval_fraction),
         "--eval-files": [Path(p).name for p in eval_files],
         "--on-error": on_error,
+        # recorded only when used: datasets built before the option existed keep their identity
+        **({"--valid-fraction": float(valid_fraction)} if valid_fraction > 0 else {}),
     }
     return DatasetManifest("criteo", files, options)
+
+
+def check_valid_fraction(valid_fraction: float, eval_fraction: float) -> None:
+    """``--valid-fraction`` is a share of all rows (of the train files with ``--eval-files``) that leaves
+    train rows: ``0 <= valid`` and ``valid + eval < 1``."""
+    if not 0.0 <= valid_fraction < 1.0 - eval_fraction:
+        raise DatasetError(
+            f"--valid-fraction must be in [0, 1 - eval fraction) = [0, {1 - eval_fraction:g}), got {valid_fraction}"
+        )
+
+
+def split_lines(counts: list[int], eval_rows: int, valid_rows: int) -> tuple[list[int], list[int]]:
+    """Per file (``counts``: its lines, files in time order), the last line of train and of valid when
+    the last ``eval_rows`` lines of all files go to eval and the ``valid_rows`` before them to valid."""
+    total = sum(counts)
+    before = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+
+    def local(cut: int) -> list[int]:  # a global line count -> each file's own line number
+        return [int(min(max(cut - b, 0), n)) for b, n in zip(before, counts)]
+
+    return local(total - eval_rows - valid_rows), local(total - eval_rows)
 
 
 def plan_jobs(
@@ -327,24 +358,37 @@ def plan_jobs(
     eval_files: list[str],
     on_error: str,
     files: list[InputFile],
+    valid_fraction: float = 0.0,
 ) -> list[FileJob]:
-    """One job per input file (``files``: their identities) with the line at which its rows
-    switch from train to eval."""
+    """One job per input file (``files``: their identities) with the lines at which its rows switch
+    from train to valid and eval. Counts are global over ``inputs`` in time order: eval gets
+    ``round(rows * eval_fraction)`` rows, valid ``round(rows * valid_fraction)`` just before them."""
     paths = [*inputs, *eval_files]
     stems = [Path(p).name.removesuffix(".gz").replace(".", "_") for p in paths]
     everything = 2**62
-    train_lines = [everything] * len(inputs)
-    if eval_fraction:
+    train_lines, valid_ends = [everything] * len(inputs), [everything] * len(inputs)
+    if eval_fraction or valid_fraction:
         counts = [count_lines(p) for p in inputs]
-        cut = sum(counts) - int(round(sum(counts) * eval_fraction))  # last fraction, in time order
-        before = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        train_lines = [int(min(max(cut - b, 0), n)) for b, n in zip(before, counts)]
+        rows = sum(counts)
+        train_lines, valid_ends = split_lines(
+            counts, int(round(rows * (eval_fraction or 0.0))), int(round(rows * valid_fraction))
+        )
     lines = train_lines + [0] * len(eval_files)
+    ends: list[int | None] = [*valid_ends, *[0] * len(eval_files)] if valid_fraction > 0 else [None] * len(paths)
     keys = [
-        json.dumps({"input": asdict(f), "train_lines": n, "on_error": on_error, "format": FORMAT}, sort_keys=True)
-        for f, n in zip(files, lines)
+        json.dumps(
+            {
+                "input": asdict(f),
+                "train_lines": n,
+                **({"valid_end": v} if v is not None else {}),  # absent without valid: old markers still match
+                "on_error": on_error,
+                "format": FORMAT,
+            },
+            sort_keys=True,
+        )
+        for f, n, v in zip(files, lines, ends)
     ]
-    return [FileJob(str(p), s, n, output, on_error, k) for p, s, n, k in zip(paths, stems, lines, keys)]
+    return [FileJob(str(p), s, n, output, on_error, k, v) for p, s, n, k, v in zip(paths, stems, lines, keys, ends)]
 
 
 def prepare_criteo(
@@ -357,12 +401,14 @@ def prepare_criteo(
     progress: bool = True,
     command: str = "",
     overwrite: bool = False,
+    valid_fraction: float = 0.0,
 ) -> DatasetSchema:
     """Prepare every input file (reusing those an earlier run of this build finished), write
-    schema.json, then the manifest. ``overwrite``: build beside ``output`` and swap it in."""
+    schema.json, then the manifest. ``overwrite``: build beside ``output`` and swap it in.
+    ``valid_fraction > 0``: a ``valid/`` split of the rows just before eval in time (train / valid / eval)."""
     eval_files = eval_files or []
-    request = criteo_request(inputs, eval_files, eval_fraction, on_error)
-    jobs = plan_jobs(inputs, output, eval_fraction, eval_files, on_error, request.inputs)
+    request = criteo_request(inputs, eval_files, eval_fraction, on_error, valid_fraction)
+    jobs = plan_jobs(inputs, output, eval_fraction, eval_files, on_error, request.inputs, valid_fraction)
     with start_build(output, request, overwrite) as build:
         if build.up_to_date:
             print(f"prepare: {output} is already prepared from these inputs and options; nothing to do")
@@ -416,7 +462,7 @@ def _finished(job: FileJob, out: Path) -> bool:
 def _outputs_by_stem(out: Path) -> dict[str, list[Path]]:
     """Input stem -> its parts (finished or not), done marker, sketch and rejects file."""
     found: dict[str, list[Path]] = defaultdict(list)
-    for split in ("train", "eval"):
+    for split in ("train", "valid", "eval"):
         for path in (out / split).glob("part-*"):
             if match := _PART_NAME.fullmatch(path.name):
                 found[match.group(1)].append(path)
@@ -454,7 +500,7 @@ def _run_jobs(todo: list[FileJob], workers: int, progress: bool) -> int:
 
 
 def _write_schema(jobs: list[FileJob], out: Path, command: str) -> DatasetSchema:
-    rows, rejects = {"train": 0, "eval": 0}, 0
+    rows, rejects = dict.fromkeys(jobs[0].splits, 0), 0  # every job of a build has the same splits
     sketches = [np.zeros(0, np.uint64) for _ in SPARSE_NAMES]
     for job in jobs:
         done = json.loads((out / ".done" / f"{job.stem}.json").read_text())

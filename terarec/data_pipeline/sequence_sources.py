@@ -32,7 +32,7 @@ from terarec.data_pipeline.sequences import (
 
 MOVIELENS_LABEL = "rating >= 4 (liked) = 1, else 0; history: the movies the user liked (rated >= 4) earlier"
 TAOBAO_LABEL = "behavior in {cart, fav, buy} = 1, pv = 0; history: the user's earlier events"
-DEFAULT_OPTIONS = SequenceOptions()  # 50-item histories, the last 20% of time to eval
+DEFAULT_OPTIONS = SequenceOptions()  # 50-item histories, the last 20% of time to eval, no valid split
 TAOBAO_BEHAVIORS = {"pv": 0, "cart": 1, "fav": 1, "buy": 1}
 AGE_BUCKETS = np.array([18, 25, 35, 45, 50, 56])  # MovieLens-1M's age groups
 # the full UserBehavior file's vocabularies (988k users, 4.16M items, 9.4k categories)
@@ -138,14 +138,15 @@ def prepare_movielens(
     """
     inputs = [InputFile.of(Path(folder) / name) for name in ("u.data", "u.item", "u.user")]
     manifest = DatasetManifest("movielens", inputs, {**options.manifest_options(), "liked history": liked_history})
-    max_history, eval_fraction, command = options.max_history, options.eval_fraction, options.command
+    max_history, command = options.max_history, options.command
     with start_build(output, manifest, options.overwrite) as build:
         if (existing := _existing(build, output)) is not None:
             return existing
         events, vocab = _movielens_events(Path(folder), liked_history)
         cutoff = TimeCutoff()
         cutoff.add(events.time)
-        writer = SequenceDatasetWriter(build.directory, cutoff.cutoff(eval_fraction), max_history)
+        eval_cut, valid_cut = cutoff.cutoffs(options)
+        writer = SequenceDatasetWriter(build.directory, eval_cut, max_history, valid_cut)
         writer.write(events)
         schema = writer.finish(vocab, events.dense, events.context, f"MovieLens ({folder})", command, MOVIELENS_LABEL)
         build.commit(writer.parts)
@@ -199,12 +200,7 @@ def prepare_taobao(csv: str, output: str, options: SequenceOptions = DEFAULT_OPT
 
 
 def _write_taobao(path: Path, output: Path, options: SequenceOptions) -> tuple[DatasetSchema, list[PartFile]]:
-    max_history, eval_fraction, command, progress = (
-        options.max_history,
-        options.eval_fraction,
-        options.command,
-        options.progress,
-    )
+    max_history, command, progress = options.max_history, options.command, options.progress
     cutoff, vocab = (
         TimeCutoff(),
         {"user": np.zeros(0, np.int64), "item": np.zeros(0, np.int64), "category": np.zeros(0, np.int64)},
@@ -213,7 +209,8 @@ def _write_taobao(path: Path, output: Path, options: SequenceOptions) -> tuple[D
         cutoff.add(batch.column("time").to_numpy())
         for name in vocab:
             vocab[name] = np.union1d(vocab[name], batch.column(name).to_numpy())
-    writer = SequenceDatasetWriter(output, cutoff.cutoff(eval_fraction), max_history)
+    eval_cut, valid_cut = cutoff.cutoffs(options)
+    writer = SequenceDatasetWriter(output, eval_cut, max_history, valid_cut)
     finished = np.zeros(len(vocab["user"]) + 1, bool)
     carry: pa.Table | None = None
     with tqdm(total=int(cutoff.counts.sum()), unit="row", unit_scale=True, desc="taobao", disable=not progress) as bar:

@@ -6,8 +6,9 @@ by ``(user, time)``. For event ``i`` of a user, the history is that user's previ
 ``bucket(t_i - t_j)``; the target's own time gap is 0, as BST's ``pos(v_t) = t(v_t) - t(v_t)``.
 
 Ids are re-indexed to ``1..n`` (0 = missing) so tables are exactly vocabulary-sized. The split is
-by time: events at or after the cutoff (the last ``eval_fraction`` of events) go to eval; their
-history still includes the earlier train events, as it would online.
+by time: events at or after the cutoff (the last ``eval_fraction`` of events) go to eval; with a
+``valid_fraction``, the events in the time window just before it (about that fraction of events) go to
+valid. Their histories still include the earlier events, as they would online.
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ def check_eval_fraction(eval_fraction: float) -> None:
         raise DatasetError(f"--eval-fraction must be in [0, 1), got {eval_fraction}")
 
 
+def check_valid_fraction(valid_fraction: float, eval_fraction: float) -> None:
+    if not 0.0 <= valid_fraction < 1.0 - eval_fraction:
+        raise DatasetError(
+            f"--valid-fraction must be in [0, 1 - eval fraction) = [0, {1 - eval_fraction:g}), got {valid_fraction}"
+        )
+
+
 @dataclass(frozen=True)
 class SequenceOptions:
     """What a sequence preparation (``prepare movielens|taobao``) is asked for, checked on creation."""
@@ -58,14 +66,18 @@ class SequenceOptions:
     command: str = ""  # the command line, recorded in schema.json
     progress: bool = False  # a progress bar on stderr
     overwrite: bool = False  # rebuild a dataset made differently (beside it, swapped in when complete)
+    valid_fraction: float = 0.0  # the fraction of events, in time, just before eval goes to valid (0: none)
 
     def __post_init__(self) -> None:
         check_max_history(self.max_history)
         check_eval_fraction(self.eval_fraction)
+        check_valid_fraction(self.valid_fraction, self.eval_fraction)
 
     def manifest_options(self) -> dict[str, Any]:
-        """The options that change the output, keyed by their CLI flag (the manifest's record)."""
-        return {"--max-history": self.max_history, "--eval-fraction": float(self.eval_fraction)}
+        """The options that change the output, keyed by their CLI flag (the manifest's record). The valid
+        share is recorded only when used, so datasets built before the option existed keep their identity."""
+        valid = {"--valid-fraction": float(self.valid_fraction)} if self.valid_fraction > 0 else {}
+        return {"--max-history": self.max_history, "--eval-fraction": float(self.eval_fraction), **valid}
 
 
 class TimeCutoff:
@@ -89,6 +101,14 @@ class TimeCutoff:
         if eval_fraction == 0.0 or after[hour] > eval_fraction * total:
             return np.iinfo(np.int64).max
         return int((hour + _HOUR0) * 3600)
+
+    def cutoffs(self, options: SequenceOptions) -> tuple[int, int | None]:
+        """(eval cutoff, valid cutoff or None without a valid split): valid is ``[valid, eval)``, the
+        hours before eval holding about ``valid_fraction`` of the events (at most eval + valid after it)."""
+        eval_cut = self.cutoff(options.eval_fraction)
+        if options.valid_fraction == 0.0:
+            return eval_cut, None
+        return eval_cut, min(self.cutoff(options.eval_fraction + options.valid_fraction), eval_cut)
 
 
 @dataclass
@@ -157,18 +177,22 @@ def sequence_table(events: Events, max_history: int) -> pa.Table:
 
 
 class SequenceDatasetWriter:
-    """Splits blocks of events by the time cutoff and writes ``train/`` and ``eval/`` parts."""
+    """Splits blocks of events by the time cutoffs and writes ``train/``, ``valid/`` (with a
+    ``valid_cutoff``: events in ``[valid_cutoff, cutoff)``) and ``eval/`` parts."""
 
-    def __init__(self, output: Path, cutoff: int, max_history: int) -> None:
+    def __init__(self, output: Path, cutoff: int, max_history: int, valid_cutoff: int | None = None) -> None:
         check_max_history(max_history)
         self.output, self.cutoff, self.max_history = output, cutoff, max_history
+        self.valid_cutoff = valid_cutoff
         self.writers: dict[str, PartWriter] = {}
-        self.positives = {"train": 0, "eval": 0}
+        splits = ("train", "eval") if valid_cutoff is None else ("train", "valid", "eval")
+        self.positives = dict.fromkeys(splits, 0)
 
     def write(self, events: Events) -> None:
         table = sequence_table(events, self.max_history)
         is_eval = events.time >= self.cutoff
-        for split, mask in (("train", ~is_eval), ("eval", is_eval)):
+        is_valid = ~is_eval & (events.time >= (self.cutoff if self.valid_cutoff is None else self.valid_cutoff))
+        for split, mask in (("train", ~is_eval & ~is_valid), ("valid", is_valid), ("eval", is_eval)):
             if not mask.any():
                 continue
             part = table.filter(pa.array(mask)).sort_by("timestamp")  # time order inside the block
@@ -191,11 +215,12 @@ class SequenceDatasetWriter:
         command: str,
         label_definition: str,
     ) -> DatasetSchema:
-        rows = {split: writer.rows_total for split, writer in self.writers.items()}
+        # train / valid / eval in time order, whichever block wrote first; a split without rows is absent
+        rows = {split: self.writers[split].rows_total for split in ("train", "valid", "eval") if split in self.writers}
         for writer in self.writers.values():
             writer.close()
         if "train" not in rows:
-            raise DatasetError("every event fell into the eval split: lower --eval-fraction")
+            raise DatasetError("every event fell into the eval or valid split: lower --eval-fraction/--valid-fraction")
         sparse = [
             SparseFeature("user", vocab["user"]),
             SparseFeature("item", vocab["item"]),
@@ -216,6 +241,7 @@ class SequenceDatasetWriter:
                 "positives": self.positives,
                 "group_key": "user",
                 "eval_cutoff_unix": self.cutoff if self.cutoff < 2**62 else None,
+                **({"valid_cutoff_unix": self.valid_cutoff} if self.valid_cutoff is not None else {}),
             },
         )
         schema.save(self.output)
