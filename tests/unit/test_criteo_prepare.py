@@ -1,4 +1,5 @@
-"""``prepare criteo`` on the real 10k Kaggle sample, malformed input in both modes, resume."""
+"""``prepare criteo`` on the real 10k Kaggle sample, malformed input in both modes, resume, the
+train / valid / eval split."""
 
 from __future__ import annotations
 
@@ -95,3 +96,86 @@ def test_eval_fraction_takes_the_last_rows_across_files(tmp_path: Path) -> None:
     prepare_criteo([str(f) for f in files], str(tmp_path / "out"), eval_fraction=0.25, workers=2, progress=False)
     ev = np.sort(pq.read_table(tmp_path / "out" / "eval")["int_0"].to_numpy())
     assert ev.tolist() == list(range(22, 30))  # the last 8 of 30 rows, in time order
+
+
+def _days(tmp_path: Path, count: int = 3) -> list[Path]:
+    """``count`` files of 10 rows in time order; row ``k`` overall has ``int_0 == k``."""
+    return [
+        _write(tmp_path / f"day_{d}", [GOOD.replace("\t5\t", f"\t{d * 10 + i}\t", 1) for i in range(10)])
+        for d in range(count)
+    ]
+
+
+def _int_0(directory: Path, split: str) -> list[int]:
+    return pq.read_table(directory / split)["int_0"].to_numpy().tolist()
+
+
+def test_valid_fraction_takes_the_rows_just_before_eval_across_files(tmp_path: Path) -> None:
+    """30 rows: eval gets round(30 * 0.25) = 8 (Python rounds half to even), valid round(30 * 0.2) = 6."""
+    paths = [str(f) for f in _days(tmp_path)]
+    runs = [tmp_path / "out", tmp_path / "again"]
+    for out in runs:
+        schema = prepare_criteo(paths, str(out), eval_fraction=0.25, workers=2, progress=False, valid_fraction=0.2)
+        assert schema.split_rows == {"train": 16, "valid": 6, "eval": 8}
+    out = runs[0]
+    assert sorted(_int_0(out, "train")) == list(range(16))
+    assert sorted(_int_0(out, "valid")) == list(range(16, 22))  # straddles day_1 and day_2
+    assert sorted(_int_0(out, "eval")) == list(range(22, 30))
+    for split in ("train", "valid", "eval"):  # deterministic: the same rows in the same order
+        assert pq.read_table(out / split).equals(pq.read_table(runs[1] / split))
+
+
+def test_valid_fraction_with_eval_files_takes_the_last_train_rows(tmp_path: Path) -> None:
+    day_0, day_1, day_2 = _days(tmp_path)
+    schema = prepare_criteo(
+        [str(day_0), str(day_1)], str(tmp_path / "out"), eval_files=[str(day_2)], progress=False, valid_fraction=0.25
+    )
+    assert schema.split_rows == {"train": 15, "valid": 5, "eval": 10}  # 5 = round(20 train-file rows * 0.25)
+    assert _int_0(tmp_path / "out", "valid") == list(range(15, 20))
+    assert _int_0(tmp_path / "out", "eval") == list(range(20, 30))
+
+
+@pytest.mark.parametrize("valid, eval_", [("-0.1", "0.2"), ("0.8", "0.2"), ("1.0", None)])
+def test_valid_fraction_out_of_range_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], valid: str, eval_: str | None
+) -> None:
+    (raw,) = _days(tmp_path, 1)
+    split = ["--eval-fraction", eval_] if eval_ else []
+    prepare = ["prepare", "criteo", "--input", str(raw), "--output", str(tmp_path / "out"), *split]
+    assert main([*prepare, "--valid-fraction", valid]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1
+        and f"--valid-fraction must be in [0, 1 - eval fraction) = [0, {1 - float(eval_ or 0):g}), got {float(valid)}"
+        in err[0]
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_10k_sample_in_three_splits(criteo_10k: Path, tmp_path: Path) -> None:
+    """--eval-fraction 0.2 --valid-fraction 0.1: eval as without valid, valid the last 1000 rows of that train."""
+    both = prepare_criteo(
+        [str(criteo_10k)], str(tmp_path / "three"), eval_fraction=0.2, progress=False, valid_fraction=0.1
+    )
+    assert both.split_rows == {"train": 7000, "valid": 1000, "eval": 2000}
+    prepare_criteo([str(criteo_10k)], str(tmp_path / "two"), eval_fraction=0.2, progress=False)
+    two_train = pq.read_table(tmp_path / "two" / "train")
+    assert pq.read_table(tmp_path / "three" / "train").equals(two_train.slice(0, 7000))
+    assert pq.read_table(tmp_path / "three" / "valid").equals(two_train.slice(7000))
+    assert pq.read_table(tmp_path / "three" / "eval").equals(pq.read_table(tmp_path / "two" / "eval"))
+
+
+@pytest.mark.slow
+def test_early_stopping_reads_the_prepared_valid_split(criteo_10k: Path, tmp_path: Path) -> None:
+    import json
+
+    data = tmp_path / "data"
+    splits = ["--eval-fraction", "0.2", "--valid-fraction", "0.1"]
+    assert main(["prepare", "criteo", "--input", str(criteo_10k), "--output", str(data), *splits]) == 0
+    args = ["--config", "dcnv2_synth", f"data.path={data}", f"run.dir={tmp_path / 'run'}", "logging.progress=false"]
+    overrides = ["logging.tensorboard=false", "train.batch_size=500", "train.eval_every=7", "train.early_stop=logloss"]
+    assert main(["train", *args, *overrides]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    valid = metrics["early_stop"]["valid"]  # the valid/ split (1000 rows, 200 clicks), not carved from train
+    assert (valid["count"], valid["positives"]) == (1000, 200) and metrics["early_stop"]["best_step"] in (7, 14)
+    assert (metrics["eval_rows"], metrics["samples"], metrics["steps"]) == (2000, 7000, 14)  # 7000 / 500 per step
