@@ -6,11 +6,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from terarec.cli import main
 from terarec.data_pipeline.loader import BatchLoader, LoaderSpec
+from terarec.data_pipeline.manifest import DatasetManifest
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema
 from terarec.data_pipeline.sequence_sources import prepare_movielens, prepare_taobao
 from terarec.data_pipeline.sequences import SequenceOptions, history_index, time_gap_bucket
@@ -136,3 +138,43 @@ def test_loader_yields_capped_jagged_histories(movielens_dir: Path, tmp_path: Pa
 
 def torch_equal(a, b) -> bool:
     return bool((a == b).all())
+
+
+def test_movielens_valid_is_the_time_window_just_before_eval(movielens_dir: Path, tmp_path: Path) -> None:
+    """The cutoffs are hour boundaries, so the shares are about 0.1 and 0.2 (within 1% of 100,000 events);
+    rows and histories are those of the two-way split, only re-assigned from train to valid."""
+    three = prepare_movielens(
+        str(movielens_dir), str(tmp_path / "three"), SequenceOptions(max_history=5, valid_fraction=0.1)
+    )
+    two = prepare_movielens(str(movielens_dir), str(tmp_path / "two"), SequenceOptions(max_history=5))
+    rows = three.split_rows
+    assert list(rows) == ["train", "valid", "eval"] and sum(rows.values()) == 100_000
+    assert abs(rows["valid"] / 100_000 - 0.1) < 0.01 and rows["eval"] == two.split_rows["eval"]
+    times = {s: pq.read_table(tmp_path / "three" / s)["timestamp"].to_numpy() for s in rows}
+    valid_cut, eval_cut = three.extra["valid_cutoff_unix"], three.extra["eval_cutoff_unix"]
+    assert times["train"].max() < valid_cut <= times["valid"].min() <= times["valid"].max() < eval_cut
+    assert eval_cut == two.extra["eval_cutoff_unix"] <= times["eval"].min()
+    key = ["user", "timestamp", "item"]
+    before_eval = pa.concat_tables([pq.read_table(tmp_path / "three" / s) for s in ("train", "valid")])
+    assert before_eval.sort_by([(k, "ascending") for k in key]).equals(
+        pq.read_table(tmp_path / "two" / "train").sort_by([(k, "ascending") for k in key])
+    )
+    assert sum(three.extra["positives"].values()) == 55_375
+    assert DatasetManifest.load(tmp_path / "three").options["--valid-fraction"] == 0.1
+    assert "--valid-fraction" not in DatasetManifest.load(tmp_path / "two").options  # identity unchanged
+
+
+def test_taobao_cli_valid_fraction(taobao_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    split = ["--eval-fraction", "0.2", "--valid-fraction", "0.3", "--max-history", "3"]
+    assert main(["prepare", "taobao", "--input", str(taobao_csv), "--output", str(out), *split]) == 0
+    schema = DatasetSchema.load(out)
+    assert sum(schema.split_rows.values()) == 84_475 and schema.split_rows["valid"] > 0
+    times = {s: pq.read_table(out / s)["timestamp"].to_numpy() for s in schema.split_rows}
+    assert times["train"].max() < times["valid"].min() and times["valid"].max() < times["eval"].min()
+
+
+@pytest.mark.parametrize("valid, eval_", [(-0.1, 0.2), (0.8, 0.2), (0.5, 0.5)])
+def test_sequence_valid_fraction_is_checked(valid: float, eval_: float) -> None:
+    with pytest.raises(DatasetError, match=r"--valid-fraction must be in \[0, 1 - eval fraction\)"):
+        SequenceOptions(eval_fraction=eval_, valid_fraction=valid)
