@@ -89,6 +89,29 @@ def test_changed_eval_fraction_is_refused_naming_it(
     assert _files(d) == before and DatasetSchema.load(d).split_rows == D_ROWS
 
 
+def test_valid_fraction_is_recorded_only_when_used_and_a_change_is_refused(
+    d: Path, criteo_10k: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert list(DatasetManifest.load(d).options) == ["prepare format", "--eval-fraction", "--eval-files", "--on-error"]
+    before = _files(d)
+    assert _prepare(criteo_10k, d, "--eval-fraction", "0.2", "--valid-fraction", "0.1") == 2
+    assert _error_line(capsys) == (
+        f"{d} was prepared differently: --valid-fraction was not set, now 0.1; use --overwrite to rebuild it"
+    )
+    assert _files(d) == before
+    assert _prepare(criteo_10k, d, "--eval-fraction", "0.2", "--valid-fraction", "0.1", "--overwrite") == 0
+    three = {"train": 7000, "valid": 1000, "eval": 2000}
+    assert DatasetManifest.load(d).rows() == DatasetSchema.load(d).split_rows == three
+    assert _loader_rows(d, "valid") == 1000
+    capsys.readouterr()
+    assert _prepare(criteo_10k, d, "--eval-fraction", "0.2", "--valid-fraction", "0.05") == 2
+    assert "--valid-fraction was 0.1, now 0.05" in _error_line(capsys)
+    assert _prepare(criteo_10k, d, "--eval-fraction", "0.2") == 2
+    assert "--valid-fraction was 0.1, now not set" in _error_line(capsys)
+    assert _prepare(criteo_10k, d, "--eval-fraction", "0.2", "--valid-fraction", "0.1") == 0  # same: nothing to do
+    assert "nothing to do" in capsys.readouterr().out and DatasetSchema.load(d).split_rows == three
+
+
 def test_changed_input_is_refused_not_merged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     raw, out = _write(tmp_path / "day_0", [GOOD] * 40), tmp_path / "out"
     assert _prepare(raw, out) == 0
