@@ -39,6 +39,7 @@ from terarec.data_pipeline.hashing import kmv_estimate, kmv_merge, kmv_update
 from terarec.data_pipeline.manifest import DatasetManifest, InputFile, PartFile, start_build
 from terarec.data_pipeline.parquet_io import PartWriter
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SparseFeature
+from terarec.data_pipeline.splits import check_valid_fraction, split_lines
 
 RAW_COLUMNS = [LABEL, *DENSE_NAMES, *SPARSE_NAMES]
 BLOCK_BYTES = 4 << 20  # CSV blocks: peak RSS ~300 MB per worker (16 MB blocks: ~650 MB, 10% faster)
@@ -330,27 +331,6 @@ def criteo_request(
     return DatasetManifest("criteo", files, options)
 
 
-def check_valid_fraction(valid_fraction: float, eval_fraction: float) -> None:
-    """``--valid-fraction`` is a share of all rows (of the train files with ``--eval-files``) that leaves
-    train rows: ``0 <= valid`` and ``valid + eval < 1``."""
-    if not 0.0 <= valid_fraction < 1.0 - eval_fraction:
-        raise DatasetError(
-            f"--valid-fraction must be in [0, 1 - eval fraction) = [0, {1 - eval_fraction:g}), got {valid_fraction}"
-        )
-
-
-def split_lines(counts: list[int], eval_rows: int, valid_rows: int) -> tuple[list[int], list[int]]:
-    """Per file (``counts``: its lines, files in time order), the last line of train and of valid when
-    the last ``eval_rows`` lines of all files go to eval and the ``valid_rows`` before them to valid."""
-    total = sum(counts)
-    before = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-
-    def local(cut: int) -> list[int]:  # a global line count -> each file's own line number
-        return [int(min(max(cut - b, 0), n)) for b, n in zip(before, counts)]
-
-    return local(total - eval_rows - valid_rows), local(total - eval_rows)
-
-
 def plan_jobs(
     inputs: list[str],
     output: str,
@@ -500,7 +480,7 @@ def _run_jobs(todo: list[FileJob], workers: int, progress: bool) -> int:
 
 
 def _write_schema(jobs: list[FileJob], out: Path, command: str) -> DatasetSchema:
-    rows, rejects = dict.fromkeys(jobs[0].splits, 0), 0  # every job of a build has the same splits
+    rows, rejects = dict.fromkeys(jobs[0].splits if jobs else ("train", "eval"), 0), 0  # same splits in every job
     sketches = [np.zeros(0, np.uint64) for _ in SPARSE_NAMES]
     for job in jobs:
         done = json.loads((out / ".done" / f"{job.stem}.json").read_text())

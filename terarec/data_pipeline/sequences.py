@@ -24,6 +24,7 @@ import pyarrow as pa
 from terarec.data_pipeline.manifest import PartFile
 from terarec.data_pipeline.parquet_io import PartWriter
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SequenceFeature, SparseFeature
+from terarec.data_pipeline.splits import check_valid_fraction
 
 TIME_GAP_BUCKETS = 64  # bucket 0: the target itself; 1 + floor(log2(1 + gap in minutes)) after
 HISTORY_PARTS = ("item", "category", "time_gap")
@@ -48,13 +49,6 @@ def check_max_history(max_history: int) -> None:
 def check_eval_fraction(eval_fraction: float) -> None:
     if not 0.0 <= eval_fraction < 1.0:
         raise DatasetError(f"--eval-fraction must be in [0, 1), got {eval_fraction}")
-
-
-def check_valid_fraction(valid_fraction: float, eval_fraction: float) -> None:
-    if not 0.0 <= valid_fraction < 1.0 - eval_fraction:
-        raise DatasetError(
-            f"--valid-fraction must be in [0, 1 - eval fraction) = [0, {1 - eval_fraction:g}), got {valid_fraction}"
-        )
 
 
 @dataclass(frozen=True)

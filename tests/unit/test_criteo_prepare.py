@@ -12,6 +12,7 @@ import pytest
 from terarec.cli import main
 from terarec.data_pipeline.criteo import decode_hex, prepare_criteo
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema
+from terarec.data_pipeline.splits import split_lines
 
 GOOD = "1\t5\t\t-1\t7\t0\t0\t0\t0\t0\t0\t0\t0\t0" + "\t0000000a" * 25 + "\t"
 ROWS_OK = [GOOD, GOOD.replace("1\t5", "0\t6", 1)]
@@ -179,3 +180,10 @@ def test_early_stopping_reads_the_prepared_valid_split(criteo_10k: Path, tmp_pat
     valid = metrics["early_stop"]["valid"]  # the valid/ split (1000 rows, 200 clicks), not carved from train
     assert (valid["count"], valid["positives"]) == (1000, 200) and metrics["early_stop"]["best_step"] in (7, 14)
     assert (metrics["eval_rows"], metrics["samples"], metrics["steps"]) == (2000, 7000, 14)  # 7000 / 500 per step
+
+
+def test_split_lines_cut_globally_and_map_to_each_file() -> None:
+    # 30 lines in files of 10, 12, 8: eval the last 8 (global lines 23-30), valid the 6 before (17-22)
+    assert split_lines([10, 12, 8], eval_rows=8, valid_rows=6) == ([10, 6, 0], [10, 12, 0])
+    assert split_lines([10, 10, 10], eval_rows=8, valid_rows=6) == ([10, 6, 0], [10, 10, 2])
+    assert split_lines([5], eval_rows=0, valid_rows=0) == ([5], [5])
