@@ -7,13 +7,18 @@ A sweep YAML names a base recipe and a grid; every point of the grid is one run:
       model.num_layers: [1, 2, 4, 8]
     overrides: [train.max_steps=200]   # optional, applied to every point
     nproc: 1                           # processes per run (torchrun when > 1)
+    seeds: [0, 1, 2]                   # optional: each point once per train.seed
 
-Each point runs in its own process (a crash stays in its point) under ``SWEEP/points/NAME``.
+Each run (point x seed) runs in its own process (a crash stays in its run) under
+``SWEEP/points/NAME`` (``.../NAME/seed_S`` with several seeds). ``results.csv`` has one row per run,
+``points.csv`` one per point (mean and std over its seeds); the fits are on the means, weighted by
+``1/std^2`` (``terarec.launch.scaling_fit``), and points within noise of their neighbours are
+flagged (``noisy_points`` in fit.json).
 On a re-run a finished point is skipped only when its resolved config and its dataset's fingerprint
 are the ones it would run with now (``terarec.launch.reuse``); every point is checked before any
 runs, and changed ones stop the sweep (``--on-change stop``, the default) or are moved aside and
 trained again (``--on-change rerun``). Results go to ``SWEEP/results.csv``,
-with each point's training compute ``train_compute = train_flops_per_example * samples`` (training
+with each run's training compute ``train_compute = train_flops_per_example * samples`` (training
 FLOPs: forward + backward, 3 x forward, see ``terarec.models.common``). A power law
 ``L(C) = a * C^-b + c`` (scipy; the pure ``a * C^-b`` below 4 points) is fitted against training
 compute and against dense parameters into ``SWEEP/fit.json``, with a holdout test per axis: the
@@ -22,7 +27,8 @@ are recorded. All of it is drawn in ``SWEEP/scaling.png`` and logged to TensorBo
 scaling curves whose step is the x value (``scaling/logloss_vs_flops_per_example``,
 ``..._vs_params_dense``; training compute in GFLOP: ``..._vs_train_compute_gflop``, which keeps
 cluster-sized compute inside an integer step) or ``1000 * log10`` of it
-(``..._vs_log10_train_compute_x1000``; steps are integers), and one hparams entry per point.
+(``..._vs_log10_train_compute_x1000``; steps are integers), and one hparams entry per run.
+``terarec sweep --predict``: the finished sweep's law at a larger configuration (``terarec.launch.sweep_predict``).
 """
 
 from __future__ import annotations
