@@ -88,6 +88,8 @@ def predict_from_sweep(
     lookup: Callable[[], list[dict[str, Any]]] = registry_flops,
 ) -> dict[str, Any]:
     """The predicted loss (and its 1-sigma error) at ``target`` (FLOPs, or a flavor of ``model``)."""
+    if samples is not None and samples < 1:
+        raise UserError(f"--predict-samples {samples}: must be >= 1")
     fit, points = _read_sweep(output)
     computed = [p for p in points if p.get("train_compute")]
     largest = max(computed, key=lambda p: float(p["train_compute"]))

@@ -103,6 +103,8 @@ def test_predict_at_a_flavor_uses_its_registry_flops_and_flags_another_scale(tmp
     lines = report(predict_from_sweep(tmp_path, "ladder_5", "wukong", lookup=lambda: registry))
     assert any("warning: the sweep measured other FLOPs/example than the registry" in line for line in lines)
     assert "ladder_1 x2" in "".join(lines)
+    with pytest.raises(UserError, match="--predict-samples 0: must be >= 1"):
+        predict_from_sweep(tmp_path, "ladder_5", "wukong", samples=0, lookup=lambda: registry)
     with pytest.raises(UserError, match="--predict ladder_9: not a flavor of wukong"):
         predict_from_sweep(tmp_path, "ladder_9", "wukong", lookup=lambda: registry)
 
