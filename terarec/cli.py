@@ -156,6 +156,14 @@ def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
         help="torchx scheduler for --launcher torchx (default local_cwd; e.g. slurm, settings from .torchxconfig)",
     )
     _add_on_change(sweep, "point")
+    sweep.add_argument(
+        "--predict",
+        metavar="FLAVOR_OR_FLOPS",
+        help="train nothing: the finished sweep's law at a flavor of its model or a training compute in FLOPs",
+    )
+    sweep.add_argument(
+        "--predict-samples", type=int, metavar="N", help="samples the --predict flavor trains on (default: the sweep's)"
+    )
     sweep.add_argument("overrides", nargs="*", metavar="key=value")
     sweep.set_defaults(handler=_sweep)
     models = sub.add_parser(
@@ -308,6 +316,12 @@ def _sweep(args: argparse.Namespace) -> int:
             )
     spec = SweepSpec.load(args.config, args.overrides)  # every point's config is validated first
     output = Path(args.output or Path("runs") / "sweeps" / Path(args.config).stem)
+    if args.predict is not None:
+        from terarec.launch.sweep_predict import predict_from_sweep, report, sweep_model
+
+        result = predict_from_sweep(output, args.predict, sweep_model(spec), args.predict_samples)
+        print("\n".join(report(result)))
+        return 0
     output.mkdir(parents=True, exist_ok=True)
     _driver_logging("sweep")
     rows = run_sweep(

@@ -224,13 +224,20 @@ class FakeTrainer:
         self.resumed: list[bool] = []
 
     def __call__(
-        self, spec: SweepSpec, point: dict, run_dir: Path, launcher: str, scheduler: str, resume: bool = False
+        self,
+        spec: SweepSpec,
+        point: dict,
+        run_dir: Path,
+        launcher: str,
+        scheduler: str,
+        resume: bool = False,
+        seed: int | None = None,
     ) -> dict:
         from terarec.configs.loader import load_config, save_config
         from terarec.data_pipeline.manifest import dataset_fingerprint
         from terarec.launch.sweep import run_overrides
 
-        cfg = load_config(spec.base, run_overrides(spec, point, run_dir))
+        cfg = load_config(spec.base, run_overrides(spec, point, run_dir, seed))
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         self.trained.append(point_name(point))

@@ -1,0 +1,190 @@
+"""The scaling law of a sweep: per-point means over seeds, the weighted power-law fit, its holdout
+test, noisy points, and predictions with their uncertainty.
+
+``L(C) = a * C^-b + c`` is fitted with scipy's ``curve_fit`` on the points' mean losses, weighted
+by ``1 / std^2`` across seeds (``sigma=std``, ``absolute_sigma=False``: the weights are relative and
+the covariance is scaled by the residual variance); unweighted with one seed or when a point's std
+is 0. Below 4 points, or when that fit fails, it is the pure power law ``a * C^-b`` by (weighted)
+least squares in log-log space. Each fit keeps its parameter covariance, so a prediction carries a
+1-sigma error by the delta method (first-order propagation of that covariance through the law).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+NO_SCALING = (
+    "the loss does not fall with C over this range (b at its bound 0 or a rising log-log slope): no power law "
+    "to fit, and the parameter errors are not meaningful; train on more data or over a wider range of C"
+)
+METRICS = ("logloss", "auc", "ne")  # averaged over a point's seeds
+
+
+def usable_sigma(std: np.ndarray | None) -> np.ndarray | None:
+    """Per-point std as curve_fit's ``sigma``, or None (unweighted) when any is missing or 0."""
+    if std is None or len(std) == 0:
+        return None
+    std = np.asarray(std, dtype=float)
+    return std if bool(np.all(np.isfinite(std) & (std > 0))) else None
+
+
+def _loglog_fit(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None) -> dict[str, Any]:
+    """``log L = log_a + slope * log C`` by weighted least squares (weight ``y / sigma``: the log's
+    error is ``sigma / y``); the covariance of (log_a, slope) needs 3 points (1 residual dof)."""
+    lx, ly = np.log(x), np.log(y)
+    w = np.ones_like(lx) if sigma is None else y / sigma
+    design = np.stack([np.ones_like(lx), lx], axis=1) * w[:, None]
+    (log_a, slope), *_ = np.linalg.lstsq(design, ly * w, rcond=None)
+    fit: dict[str, Any] = {"form": "a*C^-b", "a": float(np.exp(log_a)), "b": float(-slope), "c": 0.0}
+    fit["loglog_slope"] = float(slope)
+    if len(x) >= 3:
+        residual = ly * w - design @ np.array([log_a, slope])
+        cov = np.linalg.inv(design.T @ design) * float(residual @ residual) / (len(x) - 2)
+        fit["cov"] = {"params": ["log_a", "slope"], "matrix": cov.tolist()}
+    return fit
+
+
+def fit_power_law(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None = None) -> dict[str, Any]:
+    """``L(C) = a * C^-b + c`` (``c`` is the irreducible loss) when there are at least 4 points and it
+    converges, else the pure power law ``L = a * C^-b`` in log-log space. ``sigma``: per-point std
+    (weights ``1/sigma^2``; see :func:`usable_sigma`). Returns the parameters, their standard errors
+    where known, ``cov`` (for :func:`predict`), the RMSE, the plain log-log slope, ``weighted``, and a
+    ``note`` when the loss does not fall with ``C`` (nothing to fit)."""
+    from scipy.optimize import curve_fit
+
+    x, y, sigma = np.asarray(x, dtype=float), np.asarray(y, dtype=float), usable_sigma(sigma)
+    pure = _loglog_fit(x, y, sigma)
+    pure["rmse"] = float(np.sqrt(np.mean((law_value(pure, x) - y) ** 2)))
+    pure["weighted"] = sigma is not None
+    if pure["loglog_slope"] >= 0:
+        pure["note"] = NO_SCALING
+    if len(x) < 4:
+        return pure
+    scale = float(x.min())  # C / C_min keeps a and b well conditioned
+
+    def law(c: np.ndarray, a: float, b: float, floor: float) -> np.ndarray:
+        return a * (c / scale) ** -b + floor
+
+    try:
+        # a, b, c >= 0: a loss that falls with compute towards a floor (b <= 3 keeps the search sane)
+        params, cov = curve_fit(
+            law,
+            x,
+            y,
+            p0=(float(y.max() - y.min()) or 1e-3, 0.1, float(y.min()) * 0.9),
+            sigma=sigma,
+            absolute_sigma=False,
+            bounds=([0.0, 0.0, 0.0], [np.inf, 3.0, np.inf]),
+            maxfev=20000,
+        )
+    except (RuntimeError, ValueError):
+        return pure
+    a, b, c = (float(v) for v in params)
+    finite = bool(np.all(np.isfinite(cov)))
+    errors = np.sqrt(np.clip(np.diag(cov), 0, None)) if finite else np.full(3, np.nan)
+    fit = {
+        "form": "a*C^-b+c",
+        "a": a * scale**b,
+        "b": b,
+        "c": c,
+        "a_err": float(errors[0] * scale**b),
+        "b_err": float(errors[1]),
+        "c_err": float(errors[2]),
+        "rmse": float(np.sqrt(np.mean((law(x, a, b, c) - y) ** 2))),
+        "loglog_slope": pure["loglog_slope"],
+        "weighted": sigma is not None,
+    }
+    if finite:  # in the fitted (scaled) parameters: a_scaled = a * scale^-b
+        fit["cov"] = {"params": ["a_scaled", "b", "c"], "scale": scale, "a_scaled": a, "matrix": cov.tolist()}
+    if b < 1e-3 or pure["loglog_slope"] >= 0:  # b at its bound: the errors above come from a degenerate covariance
+        fit["note"] = NO_SCALING
+    return fit
+
+
+def law_value(fit: dict[str, Any], x: np.ndarray | float) -> Any:
+    """The fitted law ``a * x^-b + c`` at ``x``."""
+    return fit["a"] * np.asarray(x, dtype=float) ** -fit["b"] + fit["c"]
+
+
+def predict(fit: dict[str, Any], x: float) -> tuple[float, float | None]:
+    """The law at ``x`` and its 1-sigma error from the parameters' covariance (delta method:
+    ``sqrt(g^T cov g)``, ``g`` the law's gradient in the fitted parameters); None without a covariance."""
+    value = float(law_value(fit, x))
+    cov = fit.get("cov")
+    if cov is None:
+        return value, None
+    if cov["params"] == ["log_a", "slope"]:
+        gradient = np.array([value, value * np.log(x)])  # L = exp(log_a) * x^slope
+    else:
+        ratio = x / cov["scale"]
+        power = ratio ** -fit["b"]
+        gradient = np.array([power, -cov["a_scaled"] * power * np.log(ratio), 1.0])
+    variance = float(gradient @ np.asarray(cov["matrix"]) @ gradient)
+    return value, float(np.sqrt(max(variance, 0.0)))
+
+
+def holdout_test(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None = None) -> dict[str, Any] | None:
+    """Prediction, not description: fit on every point but the one of largest ``x``, predict it.
+
+    Returns the held-out point, the prediction (and its 1-sigma error where the fit has one),
+    ``abs_error = |predicted - observed|``, ``rel_error = abs_error / observed``, and the error as a
+    fraction of the loss drop across the sweep (smallest-x loss minus largest-x loss; None when the
+    loss does not drop). None below 3 points (the fit on the others needs 2). The law is
+    :func:`fit_power_law`'s, so with fewer than 4 points left it is the pure power law.
+    """
+    if len(x) < 3:
+        return None
+    order = np.argsort(x, kind="stable")
+    x, y = np.asarray(x, dtype=float)[order], np.asarray(y, dtype=float)[order]
+    sigma = None if sigma is None else np.asarray(sigma, dtype=float)[order][:-1]
+    fit = fit_power_law(x[:-1], y[:-1], sigma)
+    (predicted, error), observed = predict(fit, float(x[-1])), float(y[-1])
+    abs_error, drop = abs(predicted - observed), float(y[0] - y[-1])
+    return {
+        "held_out_x": float(x[-1]),
+        "observed": observed,
+        "predicted": predicted,
+        "predicted_err": error,
+        "abs_error": abs_error,
+        "rel_error": abs_error / abs(observed),
+        "loss_drop": drop,
+        "error_vs_loss_drop": abs_error / drop if drop > 0 else None,
+        "points_fitted": len(x) - 1,
+        "fit": {k: fit[k] for k in ("form", "a", "b", "c")},
+    }
+
+
+def aggregate(rows: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
+    """Runs -> points: rows sharing ``point`` (its seeds) become one, in first-seen order, with
+    ``seeds`` (the count), ``keys`` taken from the first run, and ``M_mean`` / ``M_std`` (sample std,
+    ddof 1; None with one seed) for each metric M of :data:`METRICS` the runs recorded."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(str(row["point"]), []).append(row)
+    points = []
+    for name, runs in groups.items():
+        point: dict[str, Any] = {"point": name, "seeds": len(runs), **{k: runs[0].get(k) for k in keys}}
+        for metric in METRICS:
+            values = np.array([float(r[metric]) for r in runs if r.get(metric) is not None])
+            point[f"{metric}_mean"] = float(values.mean()) if len(values) else None
+            point[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else None
+        points.append(point)
+    return points
+
+
+def noisy_points(points: list[dict[str, Any]], key: str, metric: str) -> list[dict[str, Any]]:
+    """Points whose seed-to-seed std of ``metric`` exceeds the gap between their mean and the nearest
+    neighbouring size's mean (sizes ordered by ``key``): their place on the curve is within noise."""
+    ordered = sorted((p for p in points if p.get(key) is not None), key=lambda p: float(p[key]))
+    flagged = []
+    for i, point in enumerate(ordered):
+        std = point.get(f"{metric}_std")
+        neighbours = [ordered[j] for j in (i - 1, i + 1) if 0 <= j < len(ordered)]
+        if std is None or not neighbours:
+            continue
+        gap = min(abs(point[f"{metric}_mean"] - n[f"{metric}_mean"]) for n in neighbours)
+        if std > gap:
+            flagged.append({"point": point["point"], "std": std, "gap_to_neighbour": gap})
+    return flagged
