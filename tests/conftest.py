@@ -108,3 +108,21 @@ def synthetic_dataset(factory: pytest.TempPathFactory, **spec: Any) -> Path:
     out = factory.mktemp("synth")
     write_synthetic(SynthSpec(**spec), out, progress=False)
     return out
+
+
+def ladder_result(rung: int, train_flops: int, logloss: float, samples: int, **extra: Any) -> dict[str, Any]:
+    """One sweep result row, as ``run_sweep`` collects it, of flavor ``ladder_<rung>``: what the fit
+    and results tests need (forward FLOPs = training FLOPs / 3, dense params = training FLOPs / 2)."""
+    return {
+        "point": f"flavor=ladder_{rung}",
+        **extra,
+        "model.flavor": f"ladder_{rung}",
+        "logloss": logloss,
+        "auc": 0.8,
+        "ne": 0.9,
+        "params_dense": train_flops // 2,
+        "params_sparse": 10,
+        "flops_per_example": train_flops // 3,
+        "train_flops_per_example": train_flops,
+        "samples": samples,
+    }

@@ -210,7 +210,9 @@ class SequenceDatasetWriter:
         label_definition: str,
     ) -> DatasetSchema:
         # train / valid / eval in time order, whichever block wrote first; a split without rows is absent
-        rows = {split: self.writers[split].rows_total for split in ("train", "valid", "eval") if split in self.writers}
+        rows: dict[str, int] = {
+            split: self.writers[split].rows_total for split in ("train", "valid", "eval") if split in self.writers
+        }
         for writer in self.writers.values():
             writer.close()
         if "train" not in rows:

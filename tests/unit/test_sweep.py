@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ladder_result
 
 from terarec.cli import main
 from terarec.configs.loader import ConfigError
@@ -69,21 +70,7 @@ def test_results_hold_training_compute_and_fits_hold_the_holdout_test(tmp_path: 
     from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
     train_flops = [3_000_000, 9_000_000, 27_000_000, 81_000_000, 243_000_000]
-    rows = [
-        {
-            "point": f"flavor=ladder_{i}",
-            "model.flavor": f"ladder_{i}",
-            "logloss": 7.0 * (f * 900_000) ** -0.2 + 0.40,
-            "auc": 0.8,
-            "ne": 0.9,
-            "params_dense": f // 2,
-            "params_sparse": 10,
-            "flops_per_example": f // 3,
-            "train_flops_per_example": f,
-            "samples": 900_000,
-        }
-        for i, f in enumerate(train_flops, 1)
-    ]
+    rows = [ladder_result(i, f, 7.0 * (f * 900_000) ** -0.2 + 0.40, 900_000) for i, f in enumerate(train_flops, 1)]
     rows[2]["train_flops_per_example"] = None  # trained before training FLOPs were recorded
     write_results(rows, tmp_path)
     table = list(csv.DictReader((tmp_path / "results.csv").open()))

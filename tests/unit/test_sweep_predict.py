@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import ladder_result
 
 from terarec.cli import main
 from terarec.errors import UserError
@@ -26,18 +27,7 @@ def _law(c: float) -> float:
 def _sweep_on_the_law(out: Path, flops: list[int], noise: list[float] | None = None) -> None:
     """A finished sweep of flavors ladder_1.. (train FLOPs/example ``flops``), losses on the law."""
     rows = [
-        {
-            "point": f"flavor=ladder_{i}",
-            "model.flavor": f"ladder_{i}",
-            "logloss": _law(f * SAMPLES) + (noise[i - 1] if noise else 0.0),
-            "auc": 0.8,
-            "ne": 0.9,
-            "params_dense": f // 2,
-            "params_sparse": 10,
-            "flops_per_example": f // 3,
-            "train_flops_per_example": f,
-            "samples": SAMPLES,
-        }
+        ladder_result(i, f, _law(f * SAMPLES) + (noise[i - 1] if noise else 0.0), SAMPLES)
         for i, f in enumerate(flops, 1)
     ]
     out.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import ladder_result
 
 from terarec.cli import main
 from terarec.configs.loader import ConfigError
@@ -168,19 +169,7 @@ def test_summary_of_seeded_runs_fits_the_means_and_flags_noisy_points(
     flops = [3_000_000, 9_000_000, 27_000_000, 81_000_000, 243_000_000]
     spread = [1e-4, 1e-4, 1e-4, 0.02, 1e-4]
     rows = [
-        {
-            "point": f"flavor=ladder_{i}",
-            "seed": seed,
-            "model.flavor": f"ladder_{i}",
-            "logloss": 7.0 * (f * 900_000) ** -0.2 + 0.40 + (seed - 1) * s,
-            "auc": 0.8,
-            "ne": 0.9,
-            "params_dense": f // 2,
-            "params_sparse": 10,
-            "flops_per_example": f // 3,
-            "train_flops_per_example": f,
-            "samples": 900_000,
-        }
+        ladder_result(i, f, 7.0 * (f * 900_000) ** -0.2 + 0.40 + (seed - 1) * s, 900_000, seed=seed)
         for i, (f, s) in enumerate(zip(flops, spread), 1)
         for seed in (0, 1, 2)
     ]
