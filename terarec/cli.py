@@ -77,6 +77,13 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     synth.add_argument(
         "--valid-fraction", type=float, default=0.0, help="fraction of rows -> valid/, between train and eval in time"
     )
+    synth.add_argument(
+        "--labels",
+        choices=["planted", "testbed"],
+        default="planted",
+        help="planted logistic model, or testbed: a random teacher at interaction orders 1-6 whose eval "
+        "Bayes logloss/AUC go into schema.json",
+    )
     synth.add_argument("--overwrite", action="store_true", help="replace DIR: build beside it, swap in when complete")
     synth.set_defaults(handler=_synth)
 
@@ -260,7 +267,9 @@ def _prepare_sequences(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 
-    spec = SynthSpec(args.preset, args.rows, args.multi_hot, args.seed, args.eval_fraction, args.valid_fraction)
+    spec = SynthSpec(
+        args.preset, args.rows, args.multi_hot, args.seed, args.eval_fraction, args.valid_fraction, args.labels
+    )
     schema = write_synthetic(
         spec, args.output, progress=sys.stderr.isatty(), command=_command_line(), overwrite=args.overwrite
     )

@@ -3,12 +3,15 @@
 Labels come from a fixed logistic model with main effects, sparse x sparse crosses and a dense x
 sparse cross, so a model that learns embeddings and interactions shows it in AUC. Rows are made in
 chunks of ``CHUNK_ROWS`` from a per-chunk seeded generator: the output is the same for a seed, and
-memory is bounded whatever ``rows`` is. The output directory is claimed by a manifest
+memory is bounded whatever ``rows`` is. ``labels="testbed"`` swaps the planted model for a fixed random
+teacher with structure at many interaction orders and writes the eval split's Bayes logloss and AUC
+(``testbed.py``). The output directory is claimed by a manifest
 (``manifest.py``): synth never writes into a directory that holds another dataset.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from terarec.data_pipeline import testbed
 from terarec.data_pipeline.criteo_layout import DENSE_NAMES, LABEL, MLPERF_MULTI_HOT_SIZES, PRESETS, SPARSE_NAMES
 from terarec.data_pipeline.hashing import splitmix64
 from terarec.data_pipeline.manifest import DatasetManifest, PartFile, start_build
@@ -31,6 +35,10 @@ MAIN_EFFECTS = {0: 0.6, 1: 0.5, 2: 0.5, 3: 0.4, 8: 0.6, 12: 0.5, 16: 0.5, 24: 0.
 CROSSES = [(5, 8, 0.8), (12, 16, 0.8), (18, 25, 0.7)]
 DENSE_WEIGHTS = {0: 0.35, 2: -0.3, 5: 0.25, 10: 0.3}
 DENSE_X_SPARSE = (1, 5, 0.5)  # z_1 * effect(cat_5): a dense-sparse interaction
+LABEL_MODES = ("planted", "testbed")
+PILOT_ROWS = 65536
+
+LabelModel = Callable[[np.ndarray, list[np.ndarray]], np.ndarray]  # (dense log1p, first ids) -> logit
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class SynthSpec:
     seed: int = 0
     eval_fraction: float = 0.1
     valid_fraction: float = 0.0  # of all rows, written to valid/ between train and eval (row = time order)
+    labels: str = "planted"  # LABEL_MODES: the planted logistic model, or the testbed teacher
 
     @property
     def cardinalities(self) -> list[int]:
@@ -107,22 +116,39 @@ def planted_logit(dense_z: np.ndarray, first_ids: list[np.ndarray]) -> np.ndarra
     return planted
 
 
-def make_chunk(spec: SynthSpec, chunk: int, rows: int, bias: float) -> tuple[pa.Table, list[np.ndarray]]:
+def make_chunk(
+    spec: SynthSpec, chunk: int, rows: int, bias: float, model: LabelModel = planted_logit
+) -> tuple[pa.Table, list[np.ndarray], np.ndarray]:
+    """Rows ``chunk * CHUNK_ROWS ...``: the table, the first id of each sparse column and the true
+    logit (bias included, shape (rows,)) the labels were drawn from."""
     rng = np.random.default_rng([spec.seed, chunk])
     dense_arrays, dense_z = _dense(rng, rows)
     sparse_arrays, first_ids = _sparse(rng, spec, rows)
-    logit = planted_logit(dense_z, first_ids) + bias
+    logit = model(dense_z, first_ids) + bias
     labels = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int8)
     columns = [pa.array(labels), *dense_arrays, *sparse_arrays]
-    return pa.table(columns, names=[LABEL, *DENSE_NAMES, *SPARSE_NAMES]), first_ids
+    return pa.table(columns, names=[LABEL, *DENSE_NAMES, *SPARSE_NAMES]), first_ids, logit
 
 
-def calibrate_bias(spec: SynthSpec) -> float:
-    """Bias that puts the mean predicted CTR at TARGET_CTR, solved on a fixed pilot chunk."""
+def pilot_sample(spec: SynthSpec) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A fixed pilot draw (dense log1p values, first ids) apart from the data's chunks."""
     rng = np.random.default_rng([spec.seed, 2**31])
-    _, dense_z = _dense(rng, 65536)
-    _, first_ids = _sparse(rng, spec, 65536)
-    logit = planted_logit(dense_z, first_ids)
+    _, dense_z = _dense(rng, PILOT_ROWS)
+    _, first_ids = _sparse(rng, spec, PILOT_ROWS)
+    return dense_z, first_ids
+
+
+def label_model(spec: SynthSpec) -> LabelModel:
+    """The logit model of ``spec.labels``; the testbed teacher is standardised on the pilot sample."""
+    if spec.labels == "planted":
+        return planted_logit
+    terms = testbed.build_teacher(spec.seed, testbed.teacher_columns(*pilot_sample(spec)))
+    return lambda dense_z, first_ids: testbed.teacher_logit(terms, testbed.teacher_columns(dense_z, first_ids))
+
+
+def calibrate_bias(spec: SynthSpec, model: LabelModel = planted_logit) -> float:
+    """Bias that puts the mean predicted CTR at TARGET_CTR, solved on a fixed pilot chunk."""
+    logit = model(*pilot_sample(spec))
     lo, hi = -20.0, 20.0
     for _ in range(60):
         mid = (lo + hi) / 2
@@ -146,6 +172,8 @@ def write_synthetic(
             f"--valid-fraction must be in [0, 1 - eval fraction) = [0, {1 - spec.eval_fraction:g}), "
             f"got {spec.valid_fraction}"
         )
+    if spec.labels not in LABEL_MODES:
+        raise DatasetError(f"--labels must be one of {', '.join(LABEL_MODES)}, got {spec.labels!r}")
     options = {
         "--preset": spec.preset,
         "--rows": spec.rows,
@@ -154,6 +182,7 @@ def write_synthetic(
         "--eval-fraction": float(spec.eval_fraction),
         # recorded only when used: datasets built before the option existed keep their identity
         **({"--valid-fraction": float(spec.valid_fraction)} if spec.valid_fraction > 0 else {}),
+        **({"--labels": spec.labels} if spec.labels != "planted" else {}),
     }
     with start_build(output, DatasetManifest("synth", [], options), overwrite) as build:
         if build.up_to_date:
@@ -166,37 +195,62 @@ def write_synthetic(
 
 
 def _write_rows(spec: SynthSpec, out: Path, progress: bool, command: str) -> tuple[DatasetSchema, list[PartFile]]:
-    bias = calibrate_bias(spec)
+    model = label_model(spec)
+    bias = calibrate_bias(spec, model)
     eval_rows = int(round(spec.rows * spec.eval_fraction))
     valid_rows = int(round(spec.rows * spec.valid_fraction))
     train_rows = spec.rows - eval_rows - valid_rows
     split_rows = {"train": train_rows, **({"valid": valid_rows} if valid_rows else {}), "eval": eval_rows}
-    table_schema = make_chunk(spec, 0, 1, bias)[0].schema
+    table_schema = make_chunk(spec, 0, 1, bias, model)[0].schema
     writers = {s: PartWriter(out / s, table_schema, ROWS_PER_FILE) for s in split_rows}
     observed_max = np.zeros(len(SPARSE_NAMES), dtype=np.int64)
+    bayes = testbed.BayesAccumulator() if spec.labels == "testbed" else None
     done = 0
     with tqdm(total=spec.rows, unit="rows", unit_scale=True, disable=not progress, desc="synth") as bar:
         for chunk in range((spec.rows + CHUNK_ROWS - 1) // CHUNK_ROWS):
             rows = min(CHUNK_ROWS, spec.rows - done)
-            table, first_ids = make_chunk(spec, chunk, rows, bias)
+            table, first_ids, logit = make_chunk(spec, chunk, rows, bias, model)
             observed_max = np.maximum(observed_max, [ids.max() for ids in first_ids])
             start = 0
             for split, end in zip(split_rows, np.cumsum(list(split_rows.values()))):  # train | valid | eval
                 cut = min(max(int(end) - done, 0), rows)  # this chunk's rows before the split's end
                 if cut > start:
                     writers[split].write(table.slice(start, cut - start))
+                    if bayes is not None and split == "eval":
+                        bayes.add(logit[start:cut], table[LABEL].to_numpy()[start:cut])
                     start = cut
             done += rows
             bar.update(rows)
     for writer in writers.values():
         writer.close()
-    schema = DatasetSchema(
+    schema = _schema(spec, split_rows, bias, command, observed_max, bayes)
+    schema.save(out)
+    return schema, [p for w in writers.values() for p in w.parts]
+
+
+def _schema(
+    spec: SynthSpec,
+    split_rows: dict[str, int],
+    bias: float,
+    command: str,
+    observed_max: np.ndarray,
+    bayes: testbed.BayesAccumulator | None,
+) -> DatasetSchema:
+    """schema.json; a testbed also records its teacher's constants, bias and the eval split's Bayes numbers."""
+    extra: dict[str, object] = {
+        "seed": spec.seed,
+        "multi_hot_sizes": spec.bag_sizes,
+        "observed_max_id": observed_max.tolist(),
+    }
+    label_source = "planted logistic model"
+    if bayes is not None:
+        label_source = "testbed teacher"
+        extra["testbed"] = {**testbed.describe(), "bias": bias, **bayes.result()}
+    return DatasetSchema(
         dense=list(DENSE_NAMES),
         sparse=[SparseFeature(n, int(c), spec.multi_hot) for n, c in zip(SPARSE_NAMES, spec.cardinalities)],
         split_rows=split_rows,
-        source=f"synthetic {spec.preset} (Zipf s={ZIPF_EXPONENT}, planted logistic model, bias {bias:.4f})",
+        source=f"synthetic {spec.preset} (Zipf s={ZIPF_EXPONENT}, {label_source}, bias {bias:.4f})",
         command=command,
-        extra={"seed": spec.seed, "multi_hot_sizes": spec.bag_sizes, "observed_max_id": observed_max.tolist()},
+        extra=extra,
     )
-    schema.save(out)
-    return schema, [p for w in writers.values() for p in w.parts]
