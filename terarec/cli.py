@@ -1,5 +1,5 @@
-"""``terarec`` console script: prepare | synth | train | eval | predict | export | score | sweep | models |
-compare | launch.
+"""``terarec`` console script: prepare | synth | train | eval | calibrate | predict | export | score | sweep |
+models | compare | launch.
 
 Heavy imports (torch, torchrec, pyarrow) happen inside the command handlers so ``--help`` is
 instant. Every command runs inside the one error boundary (``terarec.errors.run_entry``): a user
@@ -107,6 +107,17 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
     add_eval_arguments(evaluate)
     evaluate.add_argument("--nproc", type=int, default=1, help="processes (torchrun when > 1)")
     evaluate.set_defaults(handler=_eval)
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="fit a post-hoc calibrator on a run's validation rows",
+        description="Fit temperature/Platt/isotonic calibration on the valid rows only; writes RUN/calibration.json.",
+    )
+    add_eval_arguments(calibrate, calibrated_flag=False)
+    calibrate.add_argument(
+        "--method", choices=["temperature", "platt", "isotonic"], default="temperature", help="default temperature"
+    )
+    calibrate.add_argument("--nproc", type=int, default=1, help="processes (torchrun when > 1)")
+    calibrate.set_defaults(handler=_calibrate)
 
 
 def _add_predict_export_score(sub: argparse._SubParsersAction) -> None:
@@ -402,16 +413,28 @@ def _eval(args: argparse.Namespace) -> int:
     if args.nproc == 1:
         from terarec.trainer.evaluate import run_eval
 
-        run_eval(args.run, args.data, args.overrides)
+        run_eval(args.run, args.data, args.overrides, args.calibrated)
         return 0
     from terarec.launch.torchrun import run_child, torchrun_command
 
-    cmd = torchrun_command(
-        "terarec.trainer.evaluate",
-        ["--run-dir", args.run, *(["--data", args.data] if args.data else []), *args.overrides],
-        args.nproc,
-    )
+    flags = ["--run-dir", args.run, *(["--data", args.data] if args.data else [])]
+    flags += ["--calibrated"] if args.calibrated else []
+    cmd = torchrun_command("terarec.trainer.evaluate", [*flags, *args.overrides], args.nproc)
     return run_child(cmd)  # the workers' user error, if any, comes back as one UserError
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    if args.nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc == 1:
+        from terarec.trainer.calibrate import run_calibrate
+
+        run_calibrate(args.run, args.method, args.data, args.overrides)
+        return 0
+    from terarec.launch.torchrun import run_child, torchrun_command
+
+    flags = ["--run-dir", args.run, "--method", args.method, *(["--data", args.data] if args.data else [])]
+    return run_child(torchrun_command("terarec.trainer.calibrate", [*flags, *args.overrides], args.nproc))
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -420,12 +443,13 @@ def _predict(args: argparse.Namespace) -> int:
     if args.nproc == 1:
         from terarec.trainer.predict import run_predict
 
-        run_predict(args.run, args.output, args.data, args.split, args.overrides)
+        run_predict(args.run, args.output, args.data, args.split, args.overrides, args.calibrated)
         return 0
     from terarec.launch.torchrun import run_child, torchrun_command
 
     flags = ["--run-dir", args.run, "--output", args.output]
     flags += [*(["--data", args.data] if args.data else []), *(["--split", args.split] if args.split else [])]
+    flags += ["--calibrated"] if args.calibrated else []
     return run_child(torchrun_command("terarec.trainer.predict", [*flags, *args.overrides], args.nproc))
 
 

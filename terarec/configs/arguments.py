@@ -30,11 +30,16 @@ def train_config(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
 
 
-def add_eval_arguments(parser: argparse.ArgumentParser, run_flag: str = "--run") -> None:
+def add_eval_arguments(parser: argparse.ArgumentParser, run_flag: str = "--run", calibrated_flag: bool = True) -> None:
     """``terarec eval``'s arguments (``run_flag``: the torchrun entry says ``--run-dir``, as torchrun
-    would take ``--run`` for its own ``--run-path``); the run directory lands in ``args.run``."""
+    would take ``--run`` for its own ``--run-path``); the run directory lands in ``args.run``.
+    ``calibrated_flag``: offer ``--calibrated`` (eval, predict; not calibrate itself)."""
     parser.add_argument(run_flag, dest="run", required=True, metavar="RUN_DIR", help="a terarec run directory")
     parser.add_argument("--data", metavar="DIR", help="prepared dataset (default: the run's)")
+    if calibrated_flag:
+        parser.add_argument(
+            "--calibrated", action="store_true", help="apply RUN/calibration.json (terarec calibrate) to the scores"
+        )
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.eval_batch_size=4096"
     )

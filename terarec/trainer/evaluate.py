@@ -1,12 +1,14 @@
 """``terarec eval``: evaluate a run's newest checkpoint at any world size; writes ``RUN/eval.json``.
 
-    terarec eval --run RUN [--data DIR] [--nproc N]
-    torchrun --nproc_per_node N -m terarec.trainer.evaluate --run-dir RUN [--data DIR]
+    terarec eval --run RUN [--data DIR] [--calibrated] [--nproc N]
+    torchrun --nproc_per_node N -m terarec.trainer.evaluate --run-dir RUN [--data DIR] [--calibrated]
 
 The run's own ``config.yaml`` rebuilds the model; the checkpoint (written by any number of
 processes, with any sharding plan) is resharded by DCP onto this world size's plan. Evaluation
 reads only the eval split (``--data`` may be a dataset without a train split), loads only the
-model part of the checkpoint and builds no ``Trainer``.
+model part of the checkpoint and builds no ``Trainer``. ``--calibrated`` applies ``RUN/calibration.json``
+(``terarec calibrate``) to the logits and writes ``RUN/eval_calibrated.json`` instead, so the
+uncalibrated ``eval.json`` stays beside it for a before/after comparison.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from terarec.configs.schema import Config
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema
 from terarec.errors import UserArgumentParser, run_entry
 from terarec.models import TrainWrapper
+from terarec.trainer.calibration import calibrate_logits, load_calibration
 from terarec.trainer.checkpoint import CheckpointManager, checkpoint_dirs
 from terarec.trainer.distributed import DistInfo, setup_logging, shutdown_distributed
 from terarec.trainer.evaluator import Evaluator
@@ -73,8 +76,11 @@ def _load_model(dmp: DistributedModelParallel, cfg: Config, info: DistInfo) -> d
     return loaded
 
 
-def run_eval(run: str, data: str | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Evaluate ``run``'s newest checkpoint on the eval split; returns (and on rank 0 writes) ``RUN/eval.json``."""
+def run_eval(
+    run: str, data: str | None = None, overrides: list[str] | None = None, calibrated: bool = False
+) -> dict[str, Any]:
+    """Evaluate ``run``'s newest checkpoint on the eval split; returns (and on rank 0 writes) ``RUN/eval.json``
+    (``calibrated``: of the calibrated scores, into ``RUN/eval_calibrated.json``)."""
     cfg = eval_config(run, data, overrides)
     schema = DatasetSchema.load(cfg.data.path)
     torch.manual_seed(cfg.train.seed)
@@ -88,9 +94,13 @@ def run_eval(run: str, data: str | None = None, overrides: list[str] | None = No
         # parallelize also builds the optimizers; they are dropped unused (their state is allocated lazily)
         dmp, _ = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
         loaded = _load_model(dmp, cfg, info)
-        evaluator = Evaluator(dmp, batches, info.device, cfg.train.bf16, group_key(schema, built.table_sizes))
+        calibrator = load_calibration(cfg.run.dir, int(loaded["step"]), cfg.data.path) if calibrated else None
+        transform = (lambda logits: calibrate_logits(calibrator, logits)) if calibrator else None
+        key = group_key(schema, built.table_sizes)
+        evaluator = Evaluator(dmp, batches, info.device, cfg.train.bf16, key, logit_transform=transform)
         result = {
             **evaluator.evaluate(),
+            **({"calibrator": calibrator} if calibrator else {}),
             "checkpoint": loaded["path"],
             "step": loaded["step"],
             "selected_by": loaded.get("selected_by", "newest"),  # early_stop: the run's best checkpoint
@@ -99,14 +109,9 @@ def run_eval(run: str, data: str | None = None, overrides: list[str] | None = No
             "checkpoint_world_size": loaded.get("world_size"),
         }
         if info.is_main:
-            (Path(cfg.run.dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-            log.info(
-                "eval of %s: auc %.4f on %d rows -> %s",
-                loaded["path"],
-                result["auc"],
-                result["count"],
-                Path(cfg.run.dir) / "eval.json",
-            )
+            report = Path(cfg.run.dir) / ("eval_calibrated.json" if calibrated else "eval.json")
+            report.write_text(json.dumps(result, indent=2) + "\n")
+            log.info("eval of %s: auc %.4f on %d rows -> %s", loaded["path"], result["auc"], result["count"], report)
         return result
     finally:
         shutdown_distributed()
@@ -122,7 +127,7 @@ def _eval(argv: list[str] | None) -> None:
     parser = UserArgumentParser(prog="terarec.trainer.evaluate", description="evaluate a run's newest checkpoint")
     add_eval_arguments(parser, run_flag="--run-dir")
     args = parser.parse_args(argv)
-    run_eval(args.run, args.data, args.overrides)
+    run_eval(args.run, args.data, args.overrides, args.calibrated)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ a second one must not run on the same model), ``terarec eval`` lets it build a f
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -41,8 +41,10 @@ class Evaluator:
         bf16: bool = False,
         group_key: str | None = None,
         pipeline: TrainPipelineSparseDist | None = None,
+        logit_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.dmp, self.loader, self.device, self.bf16 = dmp, loader, device, bf16
+        self.logit_transform = logit_transform  # e.g. a post-hoc calibrator: metrics of the mapped scores
         self.group_key = group_key  # sparse feature whose id groups eval rows for GAUC (e.g. user)
         self.pipeline = pipeline if pipeline is not None else forward_pipeline(dmp, device)
 
@@ -69,9 +71,10 @@ class Evaluator:
                             _, logits, labels = self.pipeline.progress(batches)
                     except StopIteration:
                         break
-                    metrics.update(logits.float(), labels)
+                    logits = logits.float() if self.logit_transform is None else self.logit_transform(logits.float())
+                    metrics.update(logits, labels)
                     if gauc is not None:
-                        gauc.update(groups.popleft(), logits.float(), labels)
+                        gauc.update(groups.popleft(), logits, labels)
         finally:
             self.dmp.train()
         metrics.reduce()

@@ -1,13 +1,14 @@
 """``terarec predict``: a run's newest checkpoint scores every row of a split into one parquet file.
 
-    terarec predict --run RUN --data DIR [--split eval|valid|train] --output FILE.parquet [--nproc N]
+    terarec predict --run RUN --data DIR [--split eval|valid|train] --output FILE.parquet [--calibrated] [--nproc N]
     torchrun --nproc_per_node N -m terarec.trainer.predict --run-dir RUN --output FILE.parquet [...]
 
 Built on ``terarec eval``'s path (the same config, model, checkpoint load and unshuffled loader), so
 its scores are the ones eval's metrics saw. The file has one row per input row, in input order:
 ``row`` (index in the split), ``label``, ``probability`` (float64, ``sigmoid`` of the logit as
 ``trainer.metrics`` computes it) and, for datasets with a GAUC group key, that key's id as the model
-saw it (after the table modulo).
+saw it (after the table modulo). ``--calibrated``: ``probability`` is the calibrated one
+(``RUN/calibration.json``, see ``terarec calibrate``).
 
 Order: the eval loader (``shuffle_buffer=0``) gives rank ``r`` the units ``units[r::W]`` of the
 split in file order, rows unpermuted, padding only after its real rows. Each rank writes its real
@@ -40,6 +41,7 @@ from terarec.data_pipeline.loader import BatchLoader, Unit
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema
 from terarec.errors import UserArgumentParser, run_entry
 from terarec.models import TrainWrapper
+from terarec.trainer.calibration import calibrate_logits, load_calibration
 from terarec.trainer.distributed import setup_logging, shutdown_distributed
 from terarec.trainer.evaluate import _load_model, eval_config
 from terarec.trainer.evaluator import _recording_groups, forward_pipeline
@@ -69,9 +71,10 @@ def _row_indices(loader: BatchLoader, rank: int) -> np.ndarray:
 
 
 def _predicted_batches(
-    dmp: Any, loader: BatchLoader, device: torch.device, key: str | None
+    dmp: Any, loader: BatchLoader, device: torch.device, key: str | None, calibrator: dict[str, Any] | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Per batch, the real rows' labels, probabilities and (with ``key``) group ids, in loader order."""
+    """Per batch, the real rows' labels, probabilities (``calibrator`` applied, if any) and (with ``key``)
+    group ids, in loader order."""
     groups: deque[torch.Tensor] = deque()
     batches = iter(loader)
     if key is not None:
@@ -86,10 +89,10 @@ def _predicted_batches(
                 except StopIteration:
                     return
                 keep = real_rows(labels).cpu()
-                out = {
-                    "label": labels.cpu()[keep].float().numpy(),
-                    "probability": torch.sigmoid(logits.detach().cpu()[keep].double()).numpy(),
-                }
+                scores = logits.detach().cpu()[keep].double()
+                if calibrator is not None:
+                    scores = calibrate_logits(calibrator, scores)
+                out = {"label": labels.cpu()[keep].float().numpy(), "probability": torch.sigmoid(scores).numpy()}
                 if key is not None:
                     out[key] = groups.popleft()[keep].numpy()
                 yield out
@@ -139,9 +142,15 @@ def _merge_parts(parts: list[Path], units: list[Unit], target: Path, schema: pa.
 
 
 def run_predict(
-    run: str, output: str, data: str | None = None, split: str | None = None, overrides: list[str] | None = None
+    run: str,
+    output: str,
+    data: str | None = None,
+    split: str | None = None,
+    overrides: list[str] | None = None,
+    calibrated: bool = False,
 ) -> dict[str, Any]:
-    """Score ``split`` (default: the run's eval split) with ``run``'s newest checkpoint into ``output``."""
+    """Score ``split`` (default: the run's eval split) with ``run``'s newest checkpoint into ``output``
+    (``calibrated``: probabilities through ``RUN/calibration.json``)."""
     if not output.endswith(".parquet"):
         raise ConfigError(f"--output {output}: must name a .parquet file")
     cfg = eval_config(run, data, [*(overrides or []), *([f"data.eval_split={split}"] if split else [])])
@@ -158,6 +167,7 @@ def run_predict(
             raise DatasetError(f"{cfg.data.path} has no '{cfg.data.eval_split}' rows to predict")
         dmp, _ = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
         loaded = _load_model(dmp, cfg, info)
+        calibrator = load_calibration(cfg.run.dir, int(loaded["step"]), cfg.data.path) if calibrated else None
         key = group_key(schema, built.table_sizes)
         out_schema = prediction_schema(key)
         if info.is_main:
@@ -166,7 +176,7 @@ def run_predict(
         dist.barrier()
         rows = _row_indices(loader, info.rank)
         part = parts_dir / f"rank-{info.rank:05d}.parquet"
-        written = _write_part(part, _predicted_batches(dmp, loader, info.device, key), rows, out_schema)
+        written = _write_part(part, _predicted_batches(dmp, loader, info.device, key, calibrator), rows, out_schema)
         if written != len(rows):
             raise RuntimeError(f"rank {info.rank} wrote {written} rows of its {len(rows)}")
         dist.barrier()
@@ -208,7 +218,7 @@ def _predict(argv: list[str] | None) -> None:
     parser = UserArgumentParser(prog="terarec.trainer.predict", description="score a split with a run's checkpoint")
     add_predict_arguments(parser, run_flag="--run-dir")
     args = parser.parse_args(argv)
-    run_predict(args.run, args.output, args.data, args.split, args.overrides)
+    run_predict(args.run, args.output, args.data, args.split, args.overrides, args.calibrated)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,164 @@
+"""``terarec calibrate``: fit a post-hoc calibrator on a run's validation rows; writes ``RUN/calibration.json``.
+
+    terarec calibrate --run RUN [--method temperature|platt|isotonic] [--data DIR] [--nproc N]
+    torchrun --nproc_per_node N -m terarec.trainer.calibrate --run-dir RUN [--method M] [...]
+
+The checkpoint is the one ``terarec eval`` loads (``evaluate._load_model``). Only the validation rows
+(``trainer.setup.validation_rows``: the dataset's valid split or the run's ``data.valid_fraction``
+carve-out) are read, never the eval split, so the eval metrics of ``eval --calibrated`` stay an honest
+held-out estimate. Every rank scores its share; the (logit, label) pairs are gathered and each rank fits
+the same calibrator (the math is ``trainer.calibration``); rank 0 writes the file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from terarec.batch import real_rows
+from terarec.configs.arguments import add_eval_arguments
+from terarec.configs.loader import ConfigError
+from terarec.data_pipeline.loader import BatchLoader
+from terarec.data_pipeline.manifest import dataset_fingerprint
+from terarec.data_pipeline.schema import DatasetSchema
+from terarec.errors import UserArgumentParser, run_entry
+from terarec.models import TrainWrapper
+from terarec.trainer.calibration import CALIBRATION_FILE, METHODS, calibrate_logits, fit_calibrator, metrics_of
+from terarec.trainer.distributed import setup_logging, shutdown_distributed
+from terarec.trainer.evaluate import _load_model, eval_config
+from terarec.trainer.evaluator import forward_pipeline
+from terarec.trainer.model_factory import build_model
+from terarec.trainer.parallelize import parallelize
+from terarec.trainer.setup import join_process_group, valid_loader, validation_rows
+
+REPORTED = ("ece", "mce", "ece_mass", "brier", "logloss", "calibration", "auc")  # valid metrics before/after
+
+
+def score_rows(dmp: Any, loader: BatchLoader, device: torch.device, bf16: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, labels) of this rank's real rows of ``loader`` (float64 and float32, shape ``N``)."""
+    pipeline = forward_pipeline(dmp, device)
+    batches, logits_out, labels_out = iter(loader), [], []
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+    dmp.eval()
+    try:
+        with torch.no_grad():
+            while True:
+                try:
+                    with autocast:
+                        _, logits, labels = pipeline.progress(batches)
+                except StopIteration:
+                    break
+                keep = real_rows(labels).cpu()
+                logits_out.append(logits.detach().float().cpu()[keep].double().numpy())
+                labels_out.append(labels.cpu()[keep].float().numpy())
+    finally:
+        dmp.train()
+    if not logits_out:
+        return np.zeros(0, np.float64), np.zeros(0, np.float32)
+    return np.concatenate(logits_out), np.concatenate(labels_out)
+
+
+def _gathered(logits: np.ndarray, labels: np.ndarray, world_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every rank's (logits, labels), concatenated in rank order, on every rank."""
+    if world_size == 1:
+        return logits, labels
+    parts: list[Any] = [None] * world_size
+    dist.all_gather_object(parts, (logits, labels))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _check_valid_rows(run: str, data: str | None, overrides: list[str] | None) -> None:
+    """Refuse a ``data.valid_fraction`` override that differs from the run's: those rows were trained on."""
+    saved = eval_config(run, data).data.valid_fraction
+    asked = eval_config(run, data, overrides).data.valid_fraction
+    if asked != saved:
+        raise ConfigError(
+            f"data.valid_fraction={asked} differs from the run's {saved}: the calibrator would be fitted on "
+            f"rows the model trained on (prepare the dataset with --valid-fraction instead)"
+        )
+
+
+def run_calibrate(
+    run: str, method: str = "temperature", data: str | None = None, overrides: list[str] | None = None
+) -> dict[str, Any]:
+    """Fit ``method`` on ``run``'s validation rows; returns (and on rank 0 writes) ``RUN/calibration.json``."""
+    if method not in METHODS:
+        raise ConfigError(f"--method {method}: one of {', '.join(METHODS)}")
+    _check_valid_rows(run, data, overrides)
+    cfg = eval_config(run, data, overrides)
+    schema = DatasetSchema.load(cfg.data.path)
+    found = validation_rows(cfg, schema)
+    if found is None or found[2] <= 0:
+        raise ConfigError(
+            f"{cfg.data.path} has no validation rows for {run}: prepare it with --valid-fraction, or train with "
+            f"data.valid_fraction > 0"
+        )
+    torch.manual_seed(cfg.train.seed)
+    built = build_model(cfg, schema, "meta")
+    info = join_process_group(cfg.train.collective_timeout_s)
+    log = setup_logging(info.rank, cfg.logging.level)
+    try:
+        loader = valid_loader(cfg, schema, built.table_sizes, info)
+        assert loader is not None  # validation_rows found rows above
+        dmp, _ = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
+        loaded = _load_model(dmp, cfg, info)
+        logits, labels = _gathered(*score_rows(dmp, loader, info.device, cfg.train.bf16), info.world_size)
+        calibrator = fit_calibrator(method, logits, labels)
+        after = calibrate_logits(calibrator, torch.from_numpy(logits))
+        before_metrics, after_metrics = metrics_of(logits, labels), metrics_of(after, labels)
+        result = {
+            "calibrator": calibrator,
+            "checkpoint": loaded["path"],
+            "step": loaded["step"],
+            "data": cfg.data.path,
+            "dataset_fingerprint": dataset_fingerprint(cfg.data.path),
+            "valid": {"split": found[0], "rows": found[1], "count": len(labels), "positives": int(labels.sum())},
+            "before": {key: before_metrics[key] for key in REPORTED},
+            "after": {key: after_metrics[key] for key in REPORTED},
+        }
+        if info.is_main:
+            (Path(cfg.run.dir) / CALIBRATION_FILE).write_text(json.dumps(result, indent=2) + "\n")
+            log.info(
+                "calibrate %s (%s) on %d valid rows: ECE %.4f -> %.4f, logloss %.5f -> %.5f -> %s",
+                loaded["path"],
+                method,
+                len(labels),
+                before_metrics["ece"],
+                after_metrics["ece"],
+                before_metrics["logloss"],
+                after_metrics["logloss"],
+                Path(cfg.run.dir) / CALIBRATION_FILE,
+            )
+        return result
+    finally:
+        shutdown_distributed()
+
+
+def add_calibrate_arguments(parser: Any, run_flag: str = "--run") -> None:
+    """``terarec calibrate``'s arguments: eval's (without ``--calibrated``) plus ``--method``."""
+    add_eval_arguments(parser, run_flag=run_flag, calibrated_flag=False)
+    parser.add_argument("--method", choices=METHODS, default="temperature", help="calibrator (default temperature)")
+
+
+@record
+def main(argv: list[str] | None = None) -> int:
+    """torchrun's entry for ``terarec calibrate --nproc N``, inside the one error boundary."""
+    return run_entry(_calibrate, argv)
+
+
+def _calibrate(argv: list[str] | None) -> None:
+    parser = UserArgumentParser(prog="terarec.trainer.calibrate", description="fit a calibrator on valid rows")
+    add_calibrate_arguments(parser, run_flag="--run-dir")
+    args = parser.parse_args(argv)
+    run_calibrate(args.run, args.method, args.data, args.overrides)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
