@@ -13,7 +13,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from terarec.configs.arguments import add_eval_arguments, add_train_arguments
+from terarec.configs.arguments import (
+    EXPORT_DTYPES,
+    add_calibrate_arguments,
+    add_eval_arguments,
+    add_predict_arguments,
+    add_train_arguments,
+)
 from terarec.errors import EXIT_USAGE, UserArgumentParser, UserError, run_entry
 
 __all__ = ["EXIT_USAGE", "UserError", "build_parser", "main"]
@@ -112,10 +118,7 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
         help="fit a post-hoc calibrator on a run's validation rows",
         description="Fit temperature/Platt/isotonic calibration on the valid rows only; writes RUN/calibration.json.",
     )
-    add_eval_arguments(calibrate, calibrated_flag=False)
-    calibrate.add_argument(
-        "--method", choices=["temperature", "platt", "isotonic"], default="temperature", help="default temperature"
-    )
+    add_calibrate_arguments(calibrate)
     calibrate.add_argument("--nproc", type=int, default=1, help="processes (torchrun when > 1)")
     calibrate.set_defaults(handler=_calibrate)
 
@@ -126,9 +129,7 @@ def _add_predict_export_score(sub: argparse._SubParsersAction) -> None:
         help="score a split with a run's checkpoint",
         description="Score every row of a split with the run's newest checkpoint; one parquet row per input row.",
     )
-    add_eval_arguments(predict)
-    predict.add_argument("--split", choices=["eval", "valid", "train"], help="default: the run's eval split")
-    predict.add_argument("--output", required=True, metavar="FILE.parquet", help="written atomically")
+    add_predict_arguments(predict)
     predict.add_argument("--nproc", type=int, default=1, help="processes (torchrun when > 1)")
     predict.set_defaults(handler=_predict)
     export = sub.add_parser(
@@ -138,7 +139,7 @@ def _add_predict_export_score(sub: argparse._SubParsersAction) -> None:
     )
     export.add_argument("--run", required=True, metavar="RUN_DIR")
     export.add_argument("--output", required=True, metavar="DIR")
-    export.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="fp32", help="embedding table dtype")
+    export.add_argument("--dtype", choices=EXPORT_DTYPES, default="fp32", help="embedding table dtype")
     export.set_defaults(handler=_export)
     score = sub.add_parser(
         "score",

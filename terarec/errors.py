@@ -109,3 +109,21 @@ def run_entry(entry: Callable[..., int | None], *args: object) -> int:
     except KeyboardInterrupt:
         print("terarec: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+
+
+def parse_and_run(
+    prog: str,
+    description: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    body: Callable[[argparse.Namespace], object],
+    argv: list[str] | None,
+) -> int:
+    """A worker entry (``python -m terarec.trainer.X`` under torchrun): parse ``argv`` with the
+    command's own arguments (a usage mistake is a user error) and run ``body`` inside the boundary."""
+
+    def entry() -> None:
+        parser = UserArgumentParser(prog=prog, description=description)
+        add_arguments(parser)
+        body(parser.parse_args(argv))
+
+    return run_entry(entry)

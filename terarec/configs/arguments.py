@@ -1,7 +1,9 @@
-"""The one set of command-line arguments of a training run: ``--config RECIPE_OR_YAML key=value ...``.
+"""The command-line arguments of the commands that have a torchrun entry, each defined once.
 
 ``terarec train``, ``terarec launch -- train`` and the torchrun entry ``python -m terarec.trainer.main``
-take exactly these arguments, so a command line that works for one works for the others.
+take exactly the training arguments, so a command line that works for one works for the others;
+likewise eval, predict and calibrate and their entries (``python -m terarec.trainer.evaluate`` ...).
+Kept free of torch so that ``terarec --help`` stays instant.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ import argparse
 from terarec.configs.loader import load_config
 from terarec.configs.schema import Config
 from terarec.errors import UserArgumentParser
+
+CALIBRATION_METHODS = ("temperature", "platt", "isotonic")  # terarec.trainer.calibration implements them
+PREDICT_SPLITS = ("eval", "valid", "train")
+EXPORT_DTYPES = ("fp32", "fp16", "int8")  # embedding-table dtypes of an export (terarec.serving.artifact)
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,4 +48,19 @@ def add_eval_arguments(parser: argparse.ArgumentParser, run_flag: str = "--run",
         )
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.eval_batch_size=4096"
+    )
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser, run_flag: str = "--run") -> None:
+    """``terarec predict``'s arguments: eval's plus ``--split`` and ``--output``."""
+    add_eval_arguments(parser, run_flag=run_flag)
+    parser.add_argument("--split", choices=PREDICT_SPLITS, help="split to score (default: the run's eval split)")
+    parser.add_argument("--output", required=True, metavar="FILE.parquet", help="predictions file (written atomically)")
+
+
+def add_calibrate_arguments(parser: argparse.ArgumentParser, run_flag: str = "--run") -> None:
+    """``terarec calibrate``'s arguments: eval's (without ``--calibrated``) plus ``--method``."""
+    add_eval_arguments(parser, run_flag=run_flag, calibrated_flag=False)
+    parser.add_argument(
+        "--method", choices=CALIBRATION_METHODS, default="temperature", help="calibrator (default temperature)"
     )

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torchrec.inference.modules import quantize_inference_model
 
+from terarec.configs.arguments import EXPORT_DTYPES
 from terarec.data_pipeline.schema import DatasetSchema, dataset_files
 from terarec.errors import UserError
 from terarec.serving.transform import FeatureTransform, Rows
@@ -40,7 +41,7 @@ from terarec.serving.transform import FeatureTransform, Rows
 FORMAT = "terarec-export/1"
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.pt"
-DTYPES = {"fp32": None, "fp16": torch.float16, "int8": torch.qint8}
+DTYPES = dict(zip(EXPORT_DTYPES, (None, torch.float16, torch.qint8)))  # name -> torchrec quantization dtype
 
 
 class ExportError(UserError):

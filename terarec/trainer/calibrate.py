@@ -23,14 +23,20 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from terarec.batch import real_rows
-from terarec.configs.arguments import add_eval_arguments
+from terarec.configs.arguments import add_calibrate_arguments
 from terarec.configs.loader import ConfigError
 from terarec.data_pipeline.loader import BatchLoader
 from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.data_pipeline.schema import DatasetSchema
-from terarec.errors import UserArgumentParser, run_entry
+from terarec.errors import parse_and_run
 from terarec.models import TrainWrapper
-from terarec.trainer.calibration import CALIBRATION_FILE, METHODS, calibrate_logits, fit_calibrator, metrics_of
+from terarec.trainer.calibration import (
+    CALIBRATION_FILE,
+    CALIBRATION_METHODS,
+    calibrate_logits,
+    fit_calibrator,
+    metrics_of,
+)
 from terarec.trainer.distributed import setup_logging, shutdown_distributed
 from terarec.trainer.evaluate import _load_model, eval_config
 from terarec.trainer.evaluator import forward_pipeline
@@ -89,8 +95,8 @@ def run_calibrate(
     run: str, method: str = "temperature", data: str | None = None, overrides: list[str] | None = None
 ) -> dict[str, Any]:
     """Fit ``method`` on ``run``'s validation rows; returns (and on rank 0 writes) ``RUN/calibration.json``."""
-    if method not in METHODS:
-        raise ConfigError(f"--method {method}: one of {', '.join(METHODS)}")
+    if method not in CALIBRATION_METHODS:
+        raise ConfigError(f"--method {method}: one of {', '.join(CALIBRATION_METHODS)}")
     _check_valid_rows(run, data, overrides)
     cfg = eval_config(run, data, overrides)
     schema = DatasetSchema.load(cfg.data.path)
@@ -141,23 +147,16 @@ def run_calibrate(
         shutdown_distributed()
 
 
-def add_calibrate_arguments(parser: Any, run_flag: str = "--run") -> None:
-    """``terarec calibrate``'s arguments: eval's (without ``--calibrated``) plus ``--method``."""
-    add_eval_arguments(parser, run_flag=run_flag, calibrated_flag=False)
-    parser.add_argument("--method", choices=METHODS, default="temperature", help="calibrator (default temperature)")
-
-
 @record
 def main(argv: list[str] | None = None) -> int:
     """torchrun's entry for ``terarec calibrate --nproc N``, inside the one error boundary."""
-    return run_entry(_calibrate, argv)
-
-
-def _calibrate(argv: list[str] | None) -> None:
-    parser = UserArgumentParser(prog="terarec.trainer.calibrate", description="fit a calibrator on valid rows")
-    add_calibrate_arguments(parser, run_flag="--run-dir")
-    args = parser.parse_args(argv)
-    run_calibrate(args.run, args.method, args.data, args.overrides)
+    return parse_and_run(
+        "terarec.trainer.calibrate",
+        "fit a calibrator on valid rows",
+        lambda parser: add_calibrate_arguments(parser, run_flag="--run-dir"),
+        lambda args: run_calibrate(args.run, args.method, args.data, args.overrides),
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from terarec.configs.arguments import CALIBRATION_METHODS
 from terarec.configs.loader import ConfigError
 from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.errors import UserError
 from terarec.trainer.metrics import BinaryMetrics
 
-METHODS = ("temperature", "platt", "isotonic")
 EPS = 1e-7
 PLATT_C = 1e6  # inverse L2 strength: large, so Platt is the plain maximum-likelihood fit
 
@@ -48,7 +48,7 @@ def fit_calibrator(method: str, logits: np.ndarray, labels: np.ndarray) -> dict[
             "x": [float(x) for x in model.X_thresholds_],
             "y": [float(y) for y in model.y_thresholds_],
         }
-    raise UserError(f"--method {method}: one of {', '.join(METHODS)}")
+    raise UserError(f"--method {method}: one of {', '.join(CALIBRATION_METHODS)}")
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, steps: int = 100) -> float:
@@ -82,7 +82,7 @@ def calibrate_logits(calibrator: dict[str, Any], logits: torch.Tensor) -> torch.
         ys = torch.tensor(calibrator["y"], dtype=torch.float64, device=z.device)
         p = _interp(torch.sigmoid(z), xs, ys).clamp(EPS, 1 - EPS)
         return torch.log(p) - torch.log1p(-p)
-    raise UserError(f"calibration method {method!r} unknown (one of {', '.join(METHODS)})")
+    raise UserError(f"calibration method {method!r} unknown (one of {', '.join(CALIBRATION_METHODS)})")
 
 
 def metrics_of(logits: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> dict[str, float]:

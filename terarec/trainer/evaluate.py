@@ -26,7 +26,7 @@ from terarec.configs.arguments import add_eval_arguments
 from terarec.configs.loader import ConfigError, load_config
 from terarec.configs.schema import Config
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema
-from terarec.errors import UserArgumentParser, run_entry
+from terarec.errors import parse_and_run
 from terarec.models import TrainWrapper
 from terarec.trainer.calibration import calibrate_logits, load_calibration
 from terarec.trainer.checkpoint import CheckpointManager, checkpoint_dirs
@@ -120,14 +120,13 @@ def run_eval(
 @record
 def main(argv: list[str] | None = None) -> int:
     """torchrun's entry for ``terarec eval --nproc N``, inside the one error boundary."""
-    return run_entry(_eval, argv)
-
-
-def _eval(argv: list[str] | None) -> None:
-    parser = UserArgumentParser(prog="terarec.trainer.evaluate", description="evaluate a run's newest checkpoint")
-    add_eval_arguments(parser, run_flag="--run-dir")
-    args = parser.parse_args(argv)
-    run_eval(args.run, args.data, args.overrides, args.calibrated)
+    return parse_and_run(
+        "terarec.trainer.evaluate",
+        "evaluate a run's newest checkpoint",
+        lambda parser: add_eval_arguments(parser, run_flag="--run-dir"),
+        lambda args: run_eval(args.run, args.data, args.overrides, args.calibrated),
+        argv,
+    )
 
 
 if __name__ == "__main__":

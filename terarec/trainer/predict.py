@@ -35,11 +35,11 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from terarec.batch import real_rows
-from terarec.configs.arguments import add_eval_arguments
+from terarec.configs.arguments import add_predict_arguments
 from terarec.configs.loader import ConfigError
 from terarec.data_pipeline.loader import BatchLoader, Unit
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema
-from terarec.errors import UserArgumentParser, run_entry
+from terarec.errors import parse_and_run
 from terarec.models import TrainWrapper
 from terarec.trainer.calibration import calibrate_logits, load_calibration
 from terarec.trainer.distributed import setup_logging, shutdown_distributed
@@ -50,7 +50,6 @@ from terarec.trainer.parallelize import parallelize
 from terarec.trainer.setup import eval_loader, group_key, join_process_group
 
 log = logging.getLogger("terarec")
-SPLITS = ("eval", "valid", "train")
 
 
 def prediction_schema(key: str | None) -> pa.Schema:
@@ -201,24 +200,16 @@ def run_predict(
         shutdown_distributed()
 
 
-def add_predict_arguments(parser: Any, run_flag: str = "--run") -> None:
-    """``terarec predict``'s arguments: eval's plus ``--split`` and ``--output``."""
-    add_eval_arguments(parser, run_flag=run_flag)
-    parser.add_argument("--split", choices=SPLITS, help="split to score (default: the run's eval split)")
-    parser.add_argument("--output", required=True, metavar="FILE.parquet", help="predictions file (written atomically)")
-
-
 @record
 def main(argv: list[str] | None = None) -> int:
     """torchrun's entry for ``terarec predict --nproc N``, inside the one error boundary."""
-    return run_entry(_predict, argv)
-
-
-def _predict(argv: list[str] | None) -> None:
-    parser = UserArgumentParser(prog="terarec.trainer.predict", description="score a split with a run's checkpoint")
-    add_predict_arguments(parser, run_flag="--run-dir")
-    args = parser.parse_args(argv)
-    run_predict(args.run, args.output, args.data, args.split, args.overrides, args.calibrated)
+    return parse_and_run(
+        "terarec.trainer.predict",
+        "score a split with a run's checkpoint",
+        lambda parser: add_predict_arguments(parser, run_flag="--run-dir"),
+        lambda args: run_predict(args.run, args.output, args.data, args.split, args.overrides, args.calibrated),
+        argv,
+    )
 
 
 if __name__ == "__main__":

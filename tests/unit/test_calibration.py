@@ -13,7 +13,7 @@ import torch
 from terarec.cli import main
 from terarec.errors import UserError
 from terarec.trainer.calibration import (
-    METHODS,
+    CALIBRATION_METHODS,
     calibrate_logits,
     fit_calibrator,
     fit_temperature,
@@ -38,7 +38,7 @@ def test_temperature_recovers_the_scale() -> None:
     assert fit_temperature(true, labels) == pytest.approx(1.0, rel=0.05)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", CALIBRATION_METHODS)
 def test_each_method_lowers_ece_on_held_out_rows(method: str) -> None:
     _, fit_labels, fit_logits = _overconfident(seed=2)
     _, labels, logits = _overconfident(seed=3)  # fitted on one sample, judged on another
