@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from terarec.configs.arguments import (
     EXPORT_DTYPES,
@@ -105,33 +105,47 @@ def _add_train_eval(sub: argparse._SubParsersAction) -> None:
     )
     add_train_arguments(train)
     train.set_defaults(handler=_train)
-    evaluate = sub.add_parser(
-        "eval",
-        help="evaluate a run's checkpoint",
-        description="Evaluate the newest checkpoint of a run; writes RUN/eval.json.",
+    _add_worker_command(
+        sub.add_parser(
+            "eval",
+            help="evaluate a run's checkpoint",
+            description="Evaluate the newest checkpoint of a run; writes RUN/eval.json.",
+        ),
+        add_eval_arguments,
+        _eval,
     )
-    add_eval_arguments(evaluate)
-    evaluate.add_argument("--nproc", type=int, default=1, help="processes (torchrun when > 1)")
-    evaluate.set_defaults(handler=_eval)
-    calibrate = sub.add_parser(
-        "calibrate",
-        help="fit a post-hoc calibrator on a run's validation rows",
-        description="Fit temperature/Platt/isotonic calibration on the valid rows only; writes RUN/calibration.json.",
+    _add_worker_command(
+        sub.add_parser(
+            "calibrate",
+            help="fit a post-hoc calibrator on a run's validation rows",
+            description="Fit temperature/Platt/isotonic calibration on the valid rows only; writes calibration.json.",
+        ),
+        add_calibrate_arguments,
+        _calibrate,
     )
-    add_calibrate_arguments(calibrate)
-    calibrate.add_argument("--nproc", type=int, default=1, help="processes (torchrun when > 1)")
-    calibrate.set_defaults(handler=_calibrate)
+
+
+def _add_worker_command(
+    parser: argparse.ArgumentParser,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    handler: Callable[[argparse.Namespace], int],
+) -> None:
+    """A command that runs on a run's checkpoint, alone or under torchrun (``--nproc``)."""
+    add_arguments(parser)
+    parser.add_argument("--nproc", type=int, default=1, help="processes (torchrun when > 1)")
+    parser.set_defaults(handler=handler)
 
 
 def _add_predict_export_score(sub: argparse._SubParsersAction) -> None:
-    predict = sub.add_parser(
-        "predict",
-        help="score a split with a run's checkpoint",
-        description="Score every row of a split with the run's newest checkpoint; one parquet row per input row.",
+    _add_worker_command(
+        sub.add_parser(
+            "predict",
+            help="score a split with a run's checkpoint",
+            description="Score every row of a split with the run's newest checkpoint; one parquet row per input row.",
+        ),
+        add_predict_arguments,
+        _predict,
     )
-    add_predict_arguments(predict)
-    predict.add_argument("--nproc", type=int, default=1, help="processes (torchrun when > 1)")
-    predict.set_defaults(handler=_predict)
     export = sub.add_parser(
         "export",
         help="export a run's checkpoint for serving",
