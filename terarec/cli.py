@@ -423,49 +423,48 @@ def _env_int(name: str, default: str, minimum: int = 1) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    if args.nproc < 1:
-        raise UserError(f"--nproc must be >= 1, got {args.nproc}")
-    if args.nproc == 1:
+    def alone() -> None:
         from terarec.trainer.evaluate import run_eval
 
         run_eval(args.run, args.data, args.overrides, args.calibrated)
-        return 0
-    from terarec.launch.torchrun import run_child, torchrun_command
 
-    flags = ["--run-dir", args.run, *(["--data", args.data] if args.data else [])]
-    flags += ["--calibrated"] if args.calibrated else []
-    cmd = torchrun_command("terarec.trainer.evaluate", [*flags, *args.overrides], args.nproc)
-    return run_child(cmd)  # the workers' user error, if any, comes back as one UserError
+    flags = ["--calibrated"] if args.calibrated else []
+    return _alone_or_torchrun(args, "terarec.trainer.evaluate", flags, alone)
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    if args.nproc < 1:
-        raise UserError(f"--nproc must be >= 1, got {args.nproc}")
-    if args.nproc == 1:
+    def alone() -> None:
         from terarec.trainer.calibrate import run_calibrate
 
         run_calibrate(args.run, args.method, args.data, args.overrides)
-        return 0
-    from terarec.launch.torchrun import run_child, torchrun_command
 
-    flags = ["--run-dir", args.run, "--method", args.method, *(["--data", args.data] if args.data else [])]
-    return run_child(torchrun_command("terarec.trainer.calibrate", [*flags, *args.overrides], args.nproc))
+    return _alone_or_torchrun(args, "terarec.trainer.calibrate", ["--method", args.method], alone)
 
 
 def _predict(args: argparse.Namespace) -> int:
-    if args.nproc < 1:
-        raise UserError(f"--nproc must be >= 1, got {args.nproc}")
-    if args.nproc == 1:
+    def alone() -> None:
         from terarec.trainer.predict import run_predict
 
         run_predict(args.run, args.output, args.data, args.split, args.overrides, args.calibrated)
+
+    flags = ["--output", args.output, *(["--split", args.split] if args.split else [])]
+    flags += ["--calibrated"] if args.calibrated else []
+    return _alone_or_torchrun(args, "terarec.trainer.predict", flags, alone)
+
+
+def _alone_or_torchrun(args: argparse.Namespace, module: str, flags: list[str], alone: Callable[[], None]) -> int:
+    """A command on a run's checkpoint: in this process (``--nproc 1``), or on ``--nproc`` ranks under
+    torchrun running ``module``'s entry with the run, the data, ``flags`` and the overrides; the
+    workers' user error, if any, comes back as one UserError."""
+    if args.nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc == 1:
+        alone()
         return 0
     from terarec.launch.torchrun import run_child, torchrun_command
 
-    flags = ["--run-dir", args.run, "--output", args.output]
-    flags += [*(["--data", args.data] if args.data else []), *(["--split", args.split] if args.split else [])]
-    flags += ["--calibrated"] if args.calibrated else []
-    return run_child(torchrun_command("terarec.trainer.predict", [*flags, *args.overrides], args.nproc))
+    common = ["--run-dir", args.run, *(["--data", args.data] if args.data else [])]
+    return run_child(torchrun_command(module, [*common, *flags, *args.overrides], args.nproc))
 
 
 def _export(args: argparse.Namespace) -> int:
