@@ -177,7 +177,7 @@ def _add_on_change(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
     sweep = sub.add_parser(
         "sweep", help="scaling-law sweep", description="Run a grid of trainings and fit a power law."
     )
@@ -199,6 +199,9 @@ def _add_sweep_compare_launch(sub: argparse._SubParsersAction) -> None:
     )
     sweep.add_argument("overrides", nargs="*", metavar="key=value")
     sweep.set_defaults(handler=_sweep)
+
+
+def _add_models_compare_launch(sub: argparse._SubParsersAction) -> None:
     models = sub.add_parser(
         "models",
         help="list registered models and flavors",
@@ -251,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(sub)
     _add_train_eval(sub)
     _add_predict_export_score(sub)
-    _add_sweep_compare_launch(sub)
+    _add_sweep(sub)
+    _add_models_compare_launch(sub)
     return parser
 
 
