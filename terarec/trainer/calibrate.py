@@ -13,6 +13,7 @@ the same calibrator (the math is ``trainer.calibration``); rank 0 writes the fil
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,6 @@ from terarec.data_pipeline.loader import BatchLoader
 from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.errors import parse_and_run
-from terarec.models import TrainWrapper
 from terarec.trainer.calibration import (
     CALIBRATION_FILE,
     CALIBRATION_METHODS,
@@ -37,35 +37,21 @@ from terarec.trainer.calibration import (
     fit_calibrator,
     metrics_of,
 )
-from terarec.trainer.distributed import setup_logging, shutdown_distributed
-from terarec.trainer.evaluate import _load_model, eval_config
-from terarec.trainer.evaluator import forward_pipeline
-from terarec.trainer.model_factory import build_model
-from terarec.trainer.parallelize import parallelize
-from terarec.trainer.setup import join_process_group, valid_loader, validation_rows
+from terarec.trainer.evaluate import checkpoint_session, eval_config
+from terarec.trainer.evaluator import forward_outputs, forward_pipeline
+from terarec.trainer.setup import valid_loader, validation_rows
 
+log = logging.getLogger("terarec")
 REPORTED = ("ece", "mce", "ece_mass", "brier", "logloss", "calibration", "auc")  # valid metrics before/after
 
 
 def score_rows(dmp: Any, loader: BatchLoader, device: torch.device, bf16: bool) -> tuple[np.ndarray, np.ndarray]:
     """(logits, labels) of this rank's real rows of ``loader`` (float64 and float32, shape ``N``)."""
-    pipeline = forward_pipeline(dmp, device)
-    batches, logits_out, labels_out = iter(loader), [], []
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
-    dmp.eval()
-    try:
-        with torch.no_grad():
-            while True:
-                try:
-                    with autocast:
-                        _, logits, labels = pipeline.progress(batches)
-                except StopIteration:
-                    break
-                keep = real_rows(labels).cpu()
-                logits_out.append(logits.detach().float().cpu()[keep].double().numpy())
-                labels_out.append(labels.cpu()[keep].float().numpy())
-    finally:
-        dmp.train()
+    logits_out, labels_out = [], []
+    for logits, labels, _ in forward_outputs(dmp, loader, forward_pipeline(dmp, device), bf16):
+        keep = real_rows(labels).cpu()
+        logits_out.append(logits.detach().float().cpu()[keep].double().numpy())
+        labels_out.append(labels.cpu()[keep].float().numpy())
     if not logits_out:
         return np.zeros(0, np.float64), np.zeros(0, np.float32)
     return np.concatenate(logits_out), np.concatenate(labels_out)
@@ -106,15 +92,11 @@ def run_calibrate(
             f"{cfg.data.path} has no validation rows for {run}: prepare it with --valid-fraction, or train with "
             f"data.valid_fraction > 0"
         )
-    torch.manual_seed(cfg.train.seed)
-    built = build_model(cfg, schema, "meta")
-    info = join_process_group(cfg.train.collective_timeout_s)
-    log = setup_logging(info.rank, cfg.logging.level)
-    try:
-        loader = valid_loader(cfg, schema, built.table_sizes, info)
+    with checkpoint_session(cfg, schema) as session:
+        info = session.info
+        loader = valid_loader(cfg, schema, session.built.table_sizes, info)
         assert loader is not None  # validation_rows found rows above
-        dmp, _ = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
-        loaded = _load_model(dmp, cfg, info)
+        dmp, loaded = session.load()
         logits, labels = _gathered(*score_rows(dmp, loader, info.device, cfg.train.bf16), info.world_size)
         calibrator = fit_calibrator(method, logits, labels)
         after = calibrate_logits(calibrator, torch.from_numpy(logits))
@@ -143,8 +125,6 @@ def run_calibrate(
                 Path(cfg.run.dir) / CALIBRATION_FILE,
             )
         return result
-    finally:
-        shutdown_distributed()
 
 
 @record

@@ -14,7 +14,11 @@ uncalibrated ``eval.json`` stays beside it for a before/after comparison.
 from __future__ import annotations
 
 import json
+import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +36,11 @@ from terarec.trainer.calibration import calibrate_logits, load_calibration
 from terarec.trainer.checkpoint import CheckpointManager, checkpoint_dirs
 from terarec.trainer.distributed import DistInfo, setup_logging, shutdown_distributed
 from terarec.trainer.evaluator import Evaluator
-from terarec.trainer.model_factory import build_model
+from terarec.trainer.model_factory import BuiltModel, build_model
 from terarec.trainer.parallelize import parallelize
 from terarec.trainer.setup import eval_loader, group_key, join_process_group
+
+log = logging.getLogger("terarec")
 
 
 def eval_config(run: str, data: str | None = None, overrides: list[str] | None = None) -> Config:
@@ -76,6 +82,37 @@ def _load_model(dmp: DistributedModelParallel, cfg: Config, info: DistInfo) -> d
     return loaded
 
 
+@dataclass(frozen=True)
+class CheckpointSession:
+    """A run's model built on ``meta`` for ``cfg``, inside this process group; :meth:`load` shards it and
+    loads the run's checkpoint. What eval, predict, calibrate and export all start from."""
+
+    cfg: Config
+    schema: DatasetSchema
+    built: BuiltModel
+    info: DistInfo
+
+    def load(self) -> tuple[DistributedModelParallel, dict[str, Any]]:
+        """The sharded model with the checkpoint's weights (:func:`_load_model`) and its trainer state.
+        ``parallelize`` also builds the optimizers; they are dropped unused (their state is lazy)."""
+        dmp, _ = parallelize(TrainWrapper(self.built.model), self.cfg, self.info, list(self.built.table_sizes))
+        return dmp, _load_model(dmp, self.cfg, self.info)
+
+
+@contextmanager
+def checkpoint_session(cfg: Config, schema: DatasetSchema) -> Iterator[CheckpointSession]:
+    """Build ``cfg``'s model (seeded as training seeded it), join the process group and set up logging;
+    the group is shut down on leaving, whatever happens inside."""
+    torch.manual_seed(cfg.train.seed)
+    built = build_model(cfg, schema, "meta")
+    info = join_process_group(cfg.train.collective_timeout_s)
+    setup_logging(info.rank, cfg.logging.level)
+    try:
+        yield CheckpointSession(cfg, schema, built, info)
+    finally:
+        shutdown_distributed()
+
+
 def run_eval(
     run: str, data: str | None = None, overrides: list[str] | None = None, calibrated: bool = False
 ) -> dict[str, Any]:
@@ -83,17 +120,12 @@ def run_eval(
     (``calibrated``: of the calibrated scores, into ``RUN/eval_calibrated.json``)."""
     cfg = eval_config(run, data, overrides)
     schema = DatasetSchema.load(cfg.data.path)
-    torch.manual_seed(cfg.train.seed)
-    built = build_model(cfg, schema, "meta")
-    info = join_process_group(cfg.train.collective_timeout_s)
-    log = setup_logging(info.rank, cfg.logging.level)
-    try:
+    with checkpoint_session(cfg, schema) as session:
+        built, info = session.built, session.info
         batches = eval_loader(cfg, schema, built.table_sizes, info)
         if batches is None:
             raise DatasetError(f"{cfg.data.path} has no '{cfg.data.eval_split}' rows to evaluate")
-        # parallelize also builds the optimizers; they are dropped unused (their state is allocated lazily)
-        dmp, _ = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
-        loaded = _load_model(dmp, cfg, info)
+        dmp, loaded = session.load()
         calibrator = load_calibration(cfg.run.dir, int(loaded["step"]), cfg.data.path) if calibrated else None
         transform = (lambda logits: calibrate_logits(calibrator, logits)) if calibrator else None
         key = group_key(schema, built.table_sizes)
@@ -113,8 +145,6 @@ def run_eval(
             report.write_text(json.dumps(result, indent=2) + "\n")
             log.info("eval of %s: auc %.4f on %d rows -> %s", loaded["path"], result["auc"], result["count"], report)
         return result
-    finally:
-        shutdown_distributed()
 
 
 @record

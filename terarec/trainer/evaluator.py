@@ -9,7 +9,7 @@ a second one must not run on the same model), ``terarec eval`` lets it build a f
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -48,40 +48,53 @@ class Evaluator:
         self.group_key = group_key  # sparse feature whose id groups eval rows for GAUC (e.g. user)
         self.pipeline = pipeline if pipeline is not None else forward_pipeline(dmp, device)
 
-    def _autocast(self) -> AbstractContextManager[object]:
-        if not self.bf16:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-
     def evaluate(self) -> dict[str, float]:
         """``auc``, ``ne``, ``logloss``, ``calibration``, ``brier``, ``ece``, ``mce``, ``ece_mass``, ``mce_mass``,
         ``count``, ``positives`` (+ ``gauc``) over the loader."""
         metrics = BinaryMetrics(self.device)
         gauc = GroupAUC() if self.group_key else None
-        groups: deque[torch.Tensor] = deque()  # the pipeline runs batches in order: FIFO matches outputs
-        batches: Iterator[Batch] = iter(self.loader)
-        if gauc is not None and self.group_key is not None:
-            batches = _recording_groups(batches, self.group_key, groups)
-        self.dmp.eval()
-        try:
-            with torch.no_grad():
-                while True:
-                    try:
-                        with self._autocast():
-                            _, logits, labels = self.pipeline.progress(batches)
-                    except StopIteration:
-                        break
-                    logits = logits.float() if self.logit_transform is None else self.logit_transform(logits.float())
-                    metrics.update(logits, labels)
-                    if gauc is not None:
-                        gauc.update(groups.popleft(), logits, labels)
-        finally:
-            self.dmp.train()
+        for logits, labels, groups in forward_outputs(self.dmp, self.loader, self.pipeline, self.bf16, self.group_key):
+            logits = logits.float() if self.logit_transform is None else self.logit_transform(logits.float())
+            metrics.update(logits, labels)
+            if gauc is not None and groups is not None:
+                gauc.update(groups, logits, labels)
         metrics.reduce()
         result = metrics.compute()
         if gauc is not None:
             result["gauc"] = gauc.compute()
         return result
+
+
+def forward_outputs(
+    dmp: DistributedModelParallel,
+    loader: Iterable[Batch],
+    pipeline: TrainPipelineSparseDist,
+    bf16: bool = False,
+    group_key: str | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """The one forward-only pass over ``loader``: per batch, ``B`` logits, ``B`` labels (padding rows
+    included; ``terarec.batch.real_rows`` tells them apart) and, with ``group_key``, each row's group
+    id (``B``; -1 for padding). Eval mode, no gradients, bf16 autocast when ``bf16``; the model is back
+    in train mode afterwards. Evaluation, predictions and calibration all score rows through it."""
+    groups: deque[torch.Tensor] = deque()  # the pipeline runs batches in order: FIFO matches outputs
+    batches: Iterator[Batch] = iter(loader)
+    if group_key is not None:
+        batches = _recording_groups(batches, group_key, groups)
+    autocast: AbstractContextManager[object] = (
+        torch.autocast(device_type=dmp.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    )
+    dmp.eval()
+    try:
+        with torch.no_grad():
+            while True:
+                try:
+                    with autocast:
+                        _, logits, labels = pipeline.progress(batches)
+                except StopIteration:
+                    return
+                yield logits, labels, (groups.popleft() if group_key is not None else None)
+    finally:
+        dmp.train()
 
 
 def _recording_groups(batches: Iterator[Batch], key: str, groups: deque[torch.Tensor]) -> Iterator[Batch]:

@@ -19,14 +19,10 @@ from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torch.distributed.tensor import DTensor
 
 from terarec.data_pipeline.schema import DatasetSchema
-from terarec.models import TrainWrapper
 from terarec.serving import FeatureTransform, write_export
 from terarec.serving.artifact import DTYPES, ExportError
-from terarec.trainer.distributed import setup_logging, shutdown_distributed
-from terarec.trainer.evaluate import _load_model, eval_config
+from terarec.trainer.evaluate import checkpoint_session, eval_config
 from terarec.trainer.model_factory import build_model
-from terarec.trainer.parallelize import parallelize
-from terarec.trainer.setup import join_process_group
 
 
 def _whole(value: Any) -> Any:
@@ -52,18 +48,12 @@ def run_export(run: str, output: str, dtype: str = "fp32") -> dict[str, Any]:
         raise ExportError(f"--dtype {dtype}: one of {', '.join(DTYPES)}")
     cfg = eval_config(run)
     schema = DatasetSchema.load(cfg.data.path, check_parts=False)  # the schema only: no rows are read
-    torch.manual_seed(cfg.train.seed)
-    built = build_model(cfg, schema, "meta")
-    info = join_process_group(cfg.train.collective_timeout_s)
-    setup_logging(info.rank, cfg.logging.level)
-    try:
-        if info.world_size != 1:
+    with checkpoint_session(cfg, schema) as session:
+        if session.info.world_size != 1:
             raise ExportError("terarec export runs in one process (not under torchrun)")
-        dmp, _ = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
-        loaded = _load_model(dmp, cfg, info)
+        dmp, loaded = session.load()
         state = {k.removeprefix("model."): _whole(v) for k, v in dmp.state_dict().items()}
-    finally:
-        shutdown_distributed()
+    built = session.built
     plain = build_model(cfg, schema, "cpu").model
     plain.load_state_dict(state, strict=True)
     transform = FeatureTransform.from_training(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,14 +39,10 @@ from terarec.configs.loader import ConfigError
 from terarec.data_pipeline.loader import BatchLoader, Unit
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema
 from terarec.errors import parse_and_run
-from terarec.models import TrainWrapper
 from terarec.trainer.calibration import calibrate_logits, load_calibration
-from terarec.trainer.distributed import setup_logging, shutdown_distributed
-from terarec.trainer.evaluate import _load_model, eval_config
-from terarec.trainer.evaluator import _recording_groups, forward_pipeline
-from terarec.trainer.model_factory import build_model
-from terarec.trainer.parallelize import parallelize
-from terarec.trainer.setup import eval_loader, group_key, join_process_group
+from terarec.trainer.evaluate import checkpoint_session, eval_config
+from terarec.trainer.evaluator import forward_outputs, forward_pipeline
+from terarec.trainer.setup import eval_loader, group_key
 
 log = logging.getLogger("terarec")
 
@@ -70,33 +65,19 @@ def _row_indices(loader: BatchLoader, rank: int) -> np.ndarray:
 
 
 def _predicted_batches(
-    dmp: Any, loader: BatchLoader, device: torch.device, key: str | None, calibrator: dict[str, Any] | None = None
+    dmp: Any, loader: BatchLoader, device: torch.device, bf16: bool, key: str | None, calibrator: dict[str, Any] | None
 ) -> Iterator[dict[str, Any]]:
     """Per batch, the real rows' labels, probabilities (``calibrator`` applied, if any) and (with ``key``)
-    group ids, in loader order."""
-    groups: deque[torch.Tensor] = deque()
-    batches = iter(loader)
-    if key is not None:
-        batches = _recording_groups(batches, key, groups)
-    pipeline = forward_pipeline(dmp, device)
-    dmp.eval()
-    try:
-        with torch.no_grad():
-            while True:
-                try:
-                    _, logits, labels = pipeline.progress(batches)
-                except StopIteration:
-                    return
-                keep = real_rows(labels).cpu()
-                scores = logits.detach().cpu()[keep].double()
-                if calibrator is not None:
-                    scores = calibrate_logits(calibrator, scores)
-                out = {"label": labels.cpu()[keep].float().numpy(), "probability": torch.sigmoid(scores).numpy()}
-                if key is not None:
-                    out[key] = groups.popleft()[keep].numpy()
-                yield out
-    finally:
-        dmp.train()
+    group ids, in loader order: the forward pass evaluation runs (``evaluator.forward_outputs``)."""
+    for logits, labels, groups in forward_outputs(dmp, loader, forward_pipeline(dmp, device), bf16, key):
+        keep = real_rows(labels).cpu()
+        scores = logits.detach().cpu()[keep].double()
+        if calibrator is not None:
+            scores = calibrate_logits(calibrator, scores)
+        out = {"label": labels.cpu()[keep].float().numpy(), "probability": torch.sigmoid(scores).numpy()}
+        if key is not None and groups is not None:
+            out[key] = groups[keep].numpy()
+        yield out
 
 
 def _write_part(path: Path, parts: Iterator[dict[str, Any]], rows: np.ndarray, schema: pa.Schema) -> int:
@@ -154,18 +135,14 @@ def run_predict(
         raise ConfigError(f"--output {output}: must name a .parquet file")
     cfg = eval_config(run, data, [*(overrides or []), *([f"data.eval_split={split}"] if split else [])])
     schema = DatasetSchema.load(cfg.data.path)
-    torch.manual_seed(cfg.train.seed)
-    built = build_model(cfg, schema, "meta")
-    info = join_process_group(cfg.train.collective_timeout_s)
-    setup_logging(info.rank, cfg.logging.level)
     target = Path(output)
     parts_dir = target.with_name(target.name + ".parts")
-    try:
+    with checkpoint_session(cfg, schema) as session:
+        built, info = session.built, session.info
         loader = eval_loader(cfg, schema, built.table_sizes, info)
         if loader is None:
             raise DatasetError(f"{cfg.data.path} has no '{cfg.data.eval_split}' rows to predict")
-        dmp, _ = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
-        loaded = _load_model(dmp, cfg, info)
+        dmp, loaded = session.load()
         calibrator = load_calibration(cfg.run.dir, int(loaded["step"]), cfg.data.path) if calibrated else None
         key = group_key(schema, built.table_sizes)
         out_schema = prediction_schema(key)
@@ -175,7 +152,9 @@ def run_predict(
         dist.barrier()
         rows = _row_indices(loader, info.rank)
         part = parts_dir / f"rank-{info.rank:05d}.parquet"
-        written = _write_part(part, _predicted_batches(dmp, loader, info.device, key, calibrator), rows, out_schema)
+        written = _write_part(
+            part, _predicted_batches(dmp, loader, info.device, cfg.train.bf16, key, calibrator), rows, out_schema
+        )
         if written != len(rows):
             raise RuntimeError(f"rank {info.rank} wrote {written} rows of its {len(rows)}")
         dist.barrier()
@@ -196,8 +175,6 @@ def run_predict(
             "step": loaded["step"],
             "split": cfg.data.eval_split,
         }
-    finally:
-        shutdown_distributed()
 
 
 @record
