@@ -48,8 +48,8 @@ READ_BATCH = 262_144
 
 @dataclass
 class Columns:
-    """One block of rows: ``dense`` ``B x D`` float64 (NaN = null), ``sparse`` ``B x F`` uint32 ids, "
-    "``labels`` ``B``."""
+    """One block of rows: ``dense`` ``B x D`` float64 (NaN = null), ``sparse`` ``B x F`` uint32 ids,
+    ``labels`` ``B``."""
 
     dense: np.ndarray
     sparse: np.ndarray
@@ -203,9 +203,8 @@ class LogisticBaseline:
         self.model = LogisticRegression(
             C=self.settings.c, solver=self.settings.solver, max_iter=self.max_iter, random_state=self.seed
         )
-        with (
-            warnings.catch_warnings()
-        ):  # not converging is reported in metrics.json (converged, n_iter), not as a warning
+        # not converging is reported in metrics.json (converged, n_iter), not as a warning
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.model.fit(self._matrix(train), train.labels)
         self.n_iter = int(self.model.n_iter_[0])

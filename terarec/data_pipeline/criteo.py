@@ -39,7 +39,7 @@ from terarec.data_pipeline.hashing import kmv_estimate, kmv_merge, kmv_update
 from terarec.data_pipeline.manifest import DatasetManifest, InputFile, PartFile, start_build
 from terarec.data_pipeline.parquet_io import PartWriter
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SparseFeature
-from terarec.data_pipeline.splits import check_valid_fraction, split_lines
+from terarec.data_pipeline.splits import check_eval_fraction, check_valid_fraction, split_lines
 
 RAW_COLUMNS = [LABEL, *DENSE_NAMES, *SPARSE_NAMES]
 BLOCK_BYTES = 4 << 20  # CSV blocks: peak RSS ~300 MB per worker (16 MB blocks: ~650 MB, 10% faster)
@@ -314,8 +314,8 @@ def criteo_request(
     files = [InputFile.of(p) for p in [*inputs, *eval_files]]  # the first missing file fails here
     for path in [*inputs, *eval_files]:
         check_readable(path)
-    if eval_fraction is not None and not 0.0 <= eval_fraction < 1.0:
-        raise DatasetError(f"--eval-fraction must be in [0, 1), got {eval_fraction}")
+    if eval_fraction is not None:
+        check_eval_fraction(eval_fraction)
     check_valid_fraction(valid_fraction, eval_fraction or 0.0)
     stems = [Path(p).name.removesuffix(".gz").replace(".", "_") for p in [*inputs, *eval_files]]
     if len(set(stems)) != len(stems):

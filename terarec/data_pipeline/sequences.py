@@ -24,7 +24,7 @@ import pyarrow as pa
 from terarec.data_pipeline.manifest import PartFile
 from terarec.data_pipeline.parquet_io import PartWriter
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SequenceFeature, SparseFeature
-from terarec.data_pipeline.splits import check_valid_fraction
+from terarec.data_pipeline.splits import check_eval_fraction, check_valid_fraction
 
 TIME_GAP_BUCKETS = 64  # bucket 0: the target itself; 1 + floor(log2(1 + gap in minutes)) after
 HISTORY_PARTS = ("item", "category", "time_gap")
@@ -44,11 +44,6 @@ def time_gap_bucket(gap_seconds: np.ndarray) -> np.ndarray:
 def check_max_history(max_history: int) -> None:
     if max_history < 1:
         raise DatasetError(f"--max-history must be >= 1, got {max_history}")
-
-
-def check_eval_fraction(eval_fraction: float) -> None:
-    if not 0.0 <= eval_fraction < 1.0:
-        raise DatasetError(f"--eval-fraction must be in [0, 1), got {eval_fraction}")
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,17 @@
-"""Time-ordered train / valid / eval splits shared by ``prepare criteo|movielens|taobao``: the check of
-``--valid-fraction`` and the global row-count cut of Criteo's files."""
+"""Time-ordered train / valid / eval splits shared by ``prepare criteo|movielens|taobao`` and ``synth``:
+the checks of ``--eval-fraction`` and ``--valid-fraction`` and the global row-count cut of Criteo's files."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from terarec.data_pipeline.schema import DatasetError
+
+
+def check_eval_fraction(eval_fraction: float) -> None:
+    """``--eval-fraction`` must leave train rows: ``0 <= eval < 1``."""
+    if not 0.0 <= eval_fraction < 1.0:
+        raise DatasetError(f"--eval-fraction must be in [0, 1), got {eval_fraction}")
 
 
 def check_valid_fraction(valid_fraction: float, eval_fraction: float) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +26,7 @@ from terarec.data_pipeline.hashing import splitmix64
 from terarec.data_pipeline.manifest import DatasetManifest, PartFile, start_build
 from terarec.data_pipeline.parquet_io import PartWriter
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SparseFeature
+from terarec.data_pipeline.splits import check_eval_fraction, check_valid_fraction
 
 CHUNK_ROWS = 131072
 ROWS_PER_FILE = 1 << 20
@@ -138,17 +140,23 @@ def pilot_sample(spec: SynthSpec) -> tuple[np.ndarray, list[np.ndarray]]:
     return dense_z, first_ids
 
 
-def label_model(spec: SynthSpec) -> LabelModel:
-    """The logit model of ``spec.labels``; the testbed teacher is standardised on the pilot sample."""
+Pilot: TypeAlias = tuple[np.ndarray, list[np.ndarray]]  # what pilot_sample draws
+
+
+def label_model(spec: SynthSpec, pilot: Pilot | None = None) -> LabelModel:
+    """The logit model of ``spec.labels``; the testbed teacher is standardised on the pilot sample
+    (``pilot``: :func:`pilot_sample`'s draw, when the caller has it already)."""
     if spec.labels == "planted":
         return planted_logit
-    terms = testbed.build_teacher(spec.seed, testbed.teacher_columns(*pilot_sample(spec)))
+    terms = testbed.build_teacher(
+        spec.seed, testbed.teacher_columns(*(pilot if pilot is not None else pilot_sample(spec)))
+    )
     return lambda dense_z, first_ids: testbed.teacher_logit(terms, testbed.teacher_columns(dense_z, first_ids))
 
 
-def calibrate_bias(spec: SynthSpec, model: LabelModel = planted_logit) -> float:
+def calibrate_bias(spec: SynthSpec, model: LabelModel = planted_logit, pilot: Pilot | None = None) -> float:
     """Bias that puts the mean predicted CTR at TARGET_CTR, solved on a fixed pilot chunk."""
-    logit = model(*pilot_sample(spec))
+    logit = model(*(pilot if pilot is not None else pilot_sample(spec)))
     lo, hi = -20.0, 20.0
     for _ in range(60):
         mid = (lo + hi) / 2
@@ -165,13 +173,8 @@ def write_synthetic(
     complete."""
     if spec.rows <= 0:
         raise DatasetError(f"--rows must be positive, got {spec.rows}")
-    if not 0.0 <= spec.eval_fraction < 1.0:
-        raise DatasetError(f"--eval-fraction must be in [0, 1), got {spec.eval_fraction}")
-    if not 0.0 <= spec.valid_fraction < 1.0 - spec.eval_fraction:
-        raise DatasetError(
-            f"--valid-fraction must be in [0, 1 - eval fraction) = [0, {1 - spec.eval_fraction:g}), "
-            f"got {spec.valid_fraction}"
-        )
+    check_eval_fraction(spec.eval_fraction)
+    check_valid_fraction(spec.valid_fraction, spec.eval_fraction)
     if spec.labels not in LABEL_MODES:
         raise DatasetError(f"--labels must be one of {', '.join(LABEL_MODES)}, got {spec.labels!r}")
     options = {
@@ -195,8 +198,9 @@ def write_synthetic(
 
 
 def _write_rows(spec: SynthSpec, out: Path, progress: bool, command: str) -> tuple[DatasetSchema, list[PartFile]]:
-    model = label_model(spec)
-    bias = calibrate_bias(spec, model)
+    pilot = pilot_sample(spec)  # one draw serves the teacher's standardisation and the bias
+    model = label_model(spec, pilot)
+    bias = calibrate_bias(spec, model, pilot)
     eval_rows = int(round(spec.rows * spec.eval_fraction))
     valid_rows = int(round(spec.rows * spec.valid_fraction))
     train_rows = spec.rows - eval_rows - valid_rows

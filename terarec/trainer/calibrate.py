@@ -87,7 +87,7 @@ def run_calibrate(
     cfg = eval_config(run, data, overrides)
     schema = DatasetSchema.load(cfg.data.path)
     found = validation_rows(cfg, schema)
-    if found is None or found[2] <= 0:
+    if found is None:
         raise ConfigError(
             f"{cfg.data.path} has no validation rows for {run}: prepare it with --valid-fraction, or train with "
             f"data.valid_fraction > 0"

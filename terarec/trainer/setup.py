@@ -44,7 +44,7 @@ def _loader_common(cfg: Config, table_sizes: dict[str, int]) -> dict[str, Any]:
 
 
 def validation_rows(cfg: Config, schema: DatasetSchema) -> tuple[str, tuple[float, float], int] | None:
-    """Where the validation rows are: (split, row fraction range, row count), or None without any.
+    """Where the validation rows are: (split, row fraction range, row count > 0), or None without any.
 
     ``data.valid_fraction`` carves the last fraction of the train split (rows in file order, which
     prepare writes in time order): the same rows at every world size and on every run.
@@ -52,17 +52,21 @@ def validation_rows(cfg: Config, schema: DatasetSchema) -> tuple[str, tuple[floa
     fraction = cfg.data.valid_fraction
     if fraction > 0:
         train_rows = schema.split_rows.get(cfg.data.train_split, 0)
-        return cfg.data.train_split, (1.0 - fraction, 1.0), train_rows - round(train_rows * (1.0 - fraction))
-    rows = schema.split_rows.get(cfg.data.valid_split, 0)
-    return (cfg.data.valid_split, (0.0, 1.0), rows) if rows > 0 else None
+        split, rows, count = (
+            cfg.data.train_split,
+            (1.0 - fraction, 1.0),
+            train_rows - round(train_rows * (1.0 - fraction)),
+        )
+    else:
+        split, rows, count = cfg.data.valid_split, (0.0, 1.0), schema.split_rows.get(cfg.data.valid_split, 0)
+    return (split, rows, count) if count > 0 else None
 
 
 def check_validation(cfg: Config, schema: DatasetSchema) -> None:
     """Early stopping needs validation rows and periodic evaluations: a ConfigError before anything starts."""
     if cfg.train.early_stop == "off":
         return
-    found = validation_rows(cfg, schema)
-    if found is None or found[2] <= 0:
+    if validation_rows(cfg, schema) is None:
         raise ConfigError(
             f"train.early_stop={cfg.train.early_stop} needs validation rows: set data.valid_fraction "
             f"(e.g. 0.1) or prepare the dataset with --valid-fraction ({cfg.data.path} has no "
@@ -90,7 +94,7 @@ def train_loader(cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int]
 def valid_loader(cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int], info: DistInfo) -> BatchLoader | None:
     """This rank's validation batches in file order (see :func:`validation_rows`), or None without any."""
     found = validation_rows(cfg, schema)
-    if found is None or found[2] <= 0:
+    if found is None:
         return None
     split, rows, count = found
     spec = LoaderSpec(
