@@ -258,7 +258,6 @@ class Build:
     target: Path  # the directory the user named
     directory: Path  # where this build writes
     request: DatasetManifest  # inputs and options of this build (no parts yet)
-    previous: DatasetManifest | None = None  # what ``target`` held when building in place
     up_to_date: bool = False  # ``target`` is complete, intact and built from the same request
 
     def clear_parts(self) -> None:
@@ -316,12 +315,12 @@ def _claim_in_place(out: Path, request: DatasetManifest) -> Build:
         if previous.complete and difference:
             raise DatasetError(f"{out} was prepared differently: {difference}; use --overwrite to rebuild it")
         if previous.complete and _intact(out):
-            return Build(out, out, request, previous, up_to_date=True)
+            return Build(out, out, request, up_to_date=True)
         if difference:  # an unfinished build is no dataset yet: continue it with the new settings
             print(f"prepare: {out} holds an unfinished build ({difference}); continuing with the new settings")
     out.mkdir(parents=True, exist_ok=True)
     request.save(out)  # unfinished from here on: nothing may load it until commit()
-    return Build(out, out, request, previous)
+    return Build(out, out, request)
 
 
 def _intact(directory: Path) -> bool:

@@ -28,7 +28,6 @@ class PartWriter:
         self.index = 0
         self.rows_in_file = 0
         self.rows_total = 0
-        self.written: list[Path] = []
         self.parts: list[PartFile] = []
         self._writer: pq.ParquetWriter | None = None
         self._tmp: Path | None = None
@@ -57,13 +56,11 @@ class PartWriter:
         self._writer.close()
         final = self._tmp.with_suffix("")
         self._tmp.replace(final)
-        self.written.append(final)
         self.parts.append(PartFile.of(final, self.directory.parent, self.rows_in_file))
         self._writer, self._tmp = None, None
         self.index += 1
         self.rows_in_file = 0
 
-    def close(self) -> list[Path]:
+    def close(self) -> None:
         if self._writer is not None:
             self._close_file()
-        return self.written

@@ -66,10 +66,8 @@ def _gathered(logits: np.ndarray, labels: np.ndarray, world_size: int) -> tuple[
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _check_valid_rows(run: str, data: str | None, overrides: list[str] | None) -> None:
+def _check_valid_rows(asked: float, saved: float) -> None:
     """Refuse a ``data.valid_fraction`` override that differs from the run's: those rows were trained on."""
-    saved = eval_config(run, data).data.valid_fraction
-    asked = eval_config(run, data, overrides).data.valid_fraction
     if asked != saved:
         raise ConfigError(
             f"data.valid_fraction={asked} differs from the run's {saved}: the calibrator would be fitted on "
@@ -83,8 +81,8 @@ def run_calibrate(
     """Fit ``method`` on ``run``'s validation rows; returns (and on rank 0 writes) ``RUN/calibration.json``."""
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"--method {method}: one of {', '.join(CALIBRATION_METHODS)}")
-    _check_valid_rows(run, data, overrides)
     cfg = eval_config(run, data, overrides)
+    _check_valid_rows(cfg.data.valid_fraction, eval_config(run, data).data.valid_fraction)
     schema = DatasetSchema.load(cfg.data.path)
     found = validation_rows(cfg, schema)
     if found is None:

@@ -163,19 +163,18 @@ class CheckpointManager:
         """Each rank checksums a share of the files; rank 0 writes what all ranks found, last."""
         world = dist.get_world_size() if dist.is_initialized() else 1
         names = from_rank0(sorted(p.name for p in tmp.iterdir() if p.is_file()))  # all written and synced
-        mine = {name: file_digest(tmp / name) for name in names[self.rank :: world]}
+        shares = gather_objects({name: file_digest(tmp / name) for name in names[self.rank :: world]})
         if self.rank == 0:
-            files = {name: digest for share in gather_objects(mine) for name, digest in share.items()}
+            files = {name: digest for share in shares for name, digest in share.items()}
             manifest = {"format": 1, "step": step, "files": files}
             _write_durably(tmp / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
-        else:
-            gather_objects(mine)
 
     def _prune(self, written: int) -> None:
         """Keep the one just written and the ``keep_last - 1`` newest older ones. Newer steps can only
         be left by a timeline this run abandoned (it resumed from an older checkpoint): removed."""
-        older = [(step, path) for step, path in step_dirs(self.run_dir) if step < written]
-        newer = [path for step, path in step_dirs(self.run_dir) if step > written]
+        found = step_dirs(self.run_dir)
+        older = [(step, path) for step, path in found if step < written]
+        newer = [path for step, path in found if step > written]
         beyond_keep_last = [path for step, path in older[max(self.cfg.keep_last - 1, 0) :] if step != self.protected]
         for path in newer + beyond_keep_last:
             shutil.rmtree(path, ignore_errors=True)

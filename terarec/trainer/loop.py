@@ -31,10 +31,9 @@ from terarec.batch import real_rows
 from terarec.configs.loader import ConfigError, config_to_dict
 from terarec.configs.schema import Config
 from terarec.data_pipeline.loader import BatchLoader
-from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.errors import stderr_is_terminal
 from terarec.trainer.checkpoint import CheckpointManager, checkpoint_dirs
-from terarec.trainer.distributed import DistInfo, any_rank, sum_over_ranks
+from terarec.trainer.distributed import DistInfo, any_rank, from_rank0, sum_over_ranks
 from terarec.trainer.early_stop import EarlyStopper
 from terarec.trainer.evaluator import METRIC_KEYS, Evaluator
 from terarec.trainer.faults import fault_point
@@ -55,7 +54,7 @@ class Trainer:
         train_loader: BatchLoader,
         eval_loader: BatchLoader | None,
         run_dir: Path,
-        summary: dict[str, int],
+        summary: dict[str, Any],  # what the run records about itself: sizes, FLOPs, dataset fingerprint
         group_key: str | None = None,
         checkpoints: CheckpointManager | None = None,
         valid_loader: BatchLoader | None = None,
@@ -215,7 +214,8 @@ class Trainer:
 
     def restore(self) -> bool:
         """``resume=auto``: continue from the newest loadable checkpoint (False when there is none)."""
-        if self.checkpoints is None or not checkpoint_dirs(self.run_dir):
+        # rank 0's listing decides: ranks that saw different dirs would split between collectives and a return
+        if self.checkpoints is None or not from_rank0(bool(checkpoint_dirs(self.run_dir))):
             return False
         for opt in members_of(self.optimizer, *(g for g in OptimizerGroup if g.lazy_state)):
             opt.init_state()  # lazy optimizer state must exist to be loaded into
@@ -365,7 +365,6 @@ class Trainer:
             **self.summary,
             "world_size": self.info.world_size,
             "wall_s": time.perf_counter() - start,
-            "dataset_fingerprint": dataset_fingerprint(self.cfg.data.path),  # what sweeps/compare reuse by
         }
         if self.info.is_main:
             (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -14,6 +14,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from terarec.configs.arguments import train_config, train_parser
 from terarec.configs.schema import Config
+from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.errors import run_entry
 from terarec.models import TrainWrapper
@@ -37,6 +38,7 @@ from terarec.trainer.setup import (
 def run_training(cfg: Config) -> dict[str, Any]:
     """Train as ``cfg`` says; returns (and on rank 0 writes) ``RUN/metrics.json``."""
     schema = DatasetSchema.load(cfg.data.path)  # bad data or model config fails before any group starts
+    fingerprint = dataset_fingerprint(cfg.data.path)  # the data just verified: what sweeps/compare reuse by
     check_config_against_data(cfg, schema)  # batch sizes vs each rank's share of the rows
     check_validation(cfg, schema)  # early stopping needs validation rows
     torch.manual_seed(cfg.train.seed)  # dense layers are initialised here: the same weights on every run and rank
@@ -72,7 +74,7 @@ def run_training(cfg: Config) -> dict[str, Any]:
             train_batches,
             eval_batches,
             run_dir,
-            summary,
+            {**summary, "dataset_fingerprint": fingerprint},
             group_key(schema, built.table_sizes),
             checkpoints,
             valid_loader(cfg, schema, built.table_sizes, info),
