@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 WORKER = Path(__file__).resolve().parent / "parity_worker.py"
+NATIVE_ABORT = "terminate called without an active exception"  # C++ std::terminate in a rank, then SIGABRT
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,10 @@ def _run(data: Path, recipe: str, sharding: str, out: Path, torchrun: Torchrun, 
     # the worker runs as a module from its own folder (tests are not an installed package)
     cmd = torchrun.command(WORKER.stem, [*args, "--dense", dense])
     done = subprocess.run(cmd, cwd=WORKER.parent, env=torchrun.env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0 and NATIVE_ABORT in done.stderr:
+        # a rank aborted inside the stack before training (docs/stack.md: seen in 2 of 7 full runs, never
+        # alone); one more launch, and the parity assertions below are the same either way
+        done = subprocess.run(cmd, cwd=WORKER.parent, env=torchrun.env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(out.read_text())
 
