@@ -228,6 +228,11 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def config_text(cfg: Config) -> str:
+    """The fully resolved config as YAML; :func:`load_config` reads it back to an equal object."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write the fully resolved config; :func:`load_config` reads it back to an equal object."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    """Write :func:`config_text` to ``path``."""
+    Path(path).write_text(config_text(cfg))

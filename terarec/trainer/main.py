@@ -24,7 +24,7 @@ from terarec.trainer.loop import Trainer
 from terarec.trainer.model_factory import build_model
 from terarec.trainer.parallelize import parallelize
 from terarec.trainer.preflight import check_config_against_data
-from terarec.trainer.run_dir import RunDir, checkpointing_enabled
+from terarec.trainer.run_dir import RunDir, uses_checkpoints
 from terarec.trainer.setup import (
     check_validation,
     eval_loader,
@@ -63,9 +63,8 @@ def run_training(cfg: Config) -> dict[str, Any]:
         train_batches = train_loader(cfg, schema, built.table_sizes, info)
         eval_batches = eval_loader(cfg, schema, built.table_sizes, info)
         run_dir = run.path
-        # resume reads them even if no new ones; early stopping keeps the best one
-        wanted = checkpointing_enabled(cfg) or cfg.resume == "auto" or cfg.train.early_stop != "off"
-        checkpoints = CheckpointManager(run_dir, cfg.checkpoint, info.rank, run.record) if wanted else None
+        uses = uses_checkpoints(cfg)
+        checkpoints = CheckpointManager(run_dir, cfg.checkpoint, info.rank, run.record) if uses else None
         trainer = Trainer(
             cfg,
             info,

@@ -26,9 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from terarec.configs.loader import ConfigError, config_to_dict, read_yaml
+from terarec.configs.loader import ConfigError, config_text, config_to_dict, read_yaml
 from terarec.configs.schema import Config
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.trainer.checkpoint import MANIFEST, step_dirs
@@ -98,8 +96,11 @@ def dataset_fingerprint(schema: DatasetSchema) -> dict[str, Any]:
     return {k: v for k, v in asdict(schema).items() if k in ("dense", "sparse", "sequence", "label", "split_rows")}
 
 
-def checkpointing_enabled(cfg: Config) -> bool:
-    return bool(cfg.checkpoint.final or cfg.checkpoint.every_steps or cfg.checkpoint.every_minutes)
+def uses_checkpoints(cfg: Config) -> bool:
+    """Whether this run reads or writes ``RUN/checkpoints``: it saves some (cadence or final), resumes
+    from them, or keeps the best one for early stopping."""
+    saves = cfg.checkpoint.final or cfg.checkpoint.every_steps or cfg.checkpoint.every_minutes
+    return bool(saves or cfg.resume == "auto" or cfg.train.early_stop != "off")
 
 
 class RunDir:
@@ -113,7 +114,7 @@ class RunDir:
     def open_for_training(self, cfg: Config, schema: DatasetSchema, world_size: int = 1) -> None:
         """Lock, check and record on rank 0; every rank raises the same :class:`RunDirError`."""
         self.record = {
-            "config.yaml": yaml.safe_dump(config_to_dict(cfg), sort_keys=False),
+            "config.yaml": config_text(cfg),
             "dataset.json": json.dumps(dataset_fingerprint(schema), indent=1) + "\n",
         }
         message = None
@@ -137,7 +138,7 @@ class RunDir:
     def _prepare(self, cfg: Config, world_size: int) -> None:
         self._lock()
         self._probe_writable(self.path)
-        if checkpointing_enabled(cfg) or cfg.resume == "auto":
+        if uses_checkpoints(cfg):
             self._probe_writable(self.path / "checkpoints")  # fail now, not at the first save
         self._clear_partial_saves()
         found = [path for _, path in step_dirs(self.path)]

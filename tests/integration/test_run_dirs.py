@@ -188,13 +188,19 @@ def test_traceback_a_truncated_rng_file_falls_back_as_the_readme_says(
     assert verify_files(copy / "checkpoints" / "step_10") is None  # rewritten whole on the way to step 12
 
 
+# early stopping saves no checkpoint on a cadence but keeps its best one in checkpoints/
+EARLY_STOP_ONLY = ("checkpoint.every_steps=0", "checkpoint.final=false", "data.valid_fraction=0.2")
+EARLY_STOP_ONLY += ("train.early_stop=logloss", "train.eval_every=5")
+
+
+@pytest.mark.parametrize("extra", [(), EARLY_STOP_ONLY], ids=["checkpointing", "early_stop_only"])
 def test_traceback_a_read_only_checkpoints_dir_is_one_line_before_training(
-    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: tuple[str, ...]
 ) -> None:
     run = tmp_path / "ro"
     with read_only_directory(run / "checkpoints"):
         capsys.readouterr()
-        assert _train(data, run) == 2
+        assert _train(data, run, *extra) == 2
         err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
         f"terarec: error: cannot write to {run / 'checkpoints'} ("
