@@ -105,8 +105,10 @@ class Trainer:
             self.writer.add_scalar(tag, value, global_step=self.step)
 
     # -- phases -------------------------------------------------------------------------
-    def evaluate(self, split: str = "eval") -> dict[str, float]:
-        """The eval (or ``"valid"``) metrics at this step, logged and written to TensorBoard ({} without rows)."""
+    def evaluate(self, split: str = "eval", weights_step: int | None = None) -> dict[str, float]:
+        """The eval (or ``"valid"``) metrics of the current weights, logged and written to TensorBoard ({}
+        without rows); ``weights_step`` names the step they come from when it is not this one (a restored
+        best checkpoint)."""
         evaluator = self.validator if split == "valid" else self.evaluator
         if evaluator is None:
             return {}
@@ -115,9 +117,10 @@ class Trainer:
             if key in result:
                 self._scalar(f"{split}/{key}", result[key])
         log.info(
-            "%s at step %d: auc %.4f ne %.4f logloss %.4f calibration %.3f ece %.4f%s (%d rows)",
+            "%s at step %d%s: auc %.4f ne %.4f logloss %.4f calibration %.3f ece %.4f%s (%d rows)",
             split,
-            self.step,
+            self.step if weights_step is None else weights_step,
+            "" if weights_step in (None, self.step) else f" (best checkpoint, trained to step {self.step})",
             result["auc"],
             result["ne"],
             result["logloss"],
@@ -350,7 +353,7 @@ class Trainer:
             if any_rank(self.preemption.requested):
                 self._exit_preempted()
         evaluated_step = self._restore_best()
-        final = self.evaluate()
+        final = self.evaluate(weights_step=evaluated_step)
         metrics = {
             **{k: final.get(k, float("nan")) for k in ("auc", "logloss", "ne", "calibration", *CALIBRATION_KEYS)},
             **({"gauc": final["gauc"]} if "gauc" in final else {}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,18 @@ def _train(data: Path, run: Path, *extra: str) -> dict:
 @pytest.fixture(scope="module")
 def stopped(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     run = tmp_path_factory.mktemp("runs") / "early"
-    return run, _train(synth_dir, run, "train.early_stop=logloss", "train.patience=2")
+    lines: list[str] = []
+
+    def keep(record: logging.LogRecord) -> bool:  # a filter: the CLI replaces the logger's handlers
+        lines.append(record.getMessage())
+        return True
+
+    logging.getLogger("terarec").addFilter(keep)
+    try:
+        metrics = _train(synth_dir, run, "train.early_stop=logloss", "train.patience=2")
+    finally:
+        logging.getLogger("terarec").removeFilter(keep)
+    return run, {**metrics, "_log": lines}
 
 
 @pytest.mark.slow
@@ -56,6 +68,8 @@ def test_early_stop_restores_the_best_checkpoint(synth_dir: Path, stopped: tuple
     assert record["stopped_early"] and 0 < best < metrics["steps"] < 8 * 57
     assert metrics["steps"] == best + 2 * 15  # patience: two evaluations without improvement
     assert metrics["evaluated_step"] == best and record["valid"]["logloss"] == record["best_value"]
+    final_line = [line for line in metrics["_log"] if line.startswith("eval at step")][-1]
+    assert final_line.startswith(f"eval at step {best} (best checkpoint, trained to step {metrics['steps']}):")
     kept = sorted(p.name for p in (run / "checkpoints").glob("step_*"))
     assert kept == sorted({f"step_{best}", f"step_{metrics['steps']}"})  # keep_last=1 never prunes the best
     # a run that simply stops at the best step evaluates the same weights: the same eval numbers
