@@ -192,6 +192,20 @@ class CheckpointManager:
         name = f"step_{step}"
         return self._load_first(from_rank0([name] if (self.root / name / MANIFEST).is_file() else []), state)
 
+    def recorded_best_step(self) -> int:
+        """The best validation step recorded by early stopping in the newest checkpoint's trainer state
+        (-1: none), read from ``trainer.json`` alone on rank 0, so a caller loads weights once."""
+        best = -1
+        if self.rank == 0:
+            for path in checkpoint_dirs(self.run_dir):
+                try:
+                    state = json.loads((path / "trainer.json").read_text())
+                except (OSError, ValueError):
+                    continue  # unreadable: the load falls back past it the same way
+                best = int((state.get("early_stop") or {}).get("best_step", -1))
+                break
+        return int(from_rank0(best))
+
     def _load_first(self, names: list[str], state: dict[str, Any]) -> dict[str, Any] | None:
         """The first of ``names`` (the same list on every rank) that verifies, loaded into ``state``."""
         world = dist.get_world_size() if dist.is_initialized() else 1

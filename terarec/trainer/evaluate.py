@@ -68,16 +68,16 @@ def _load_model(dmp: DistributedModelParallel, cfg: Config, info: DistInfo) -> d
     run_dir = Path(cfg.run.dir)
     manager = CheckpointManager(run_dir, cfg.checkpoint, info.rank)
     state = {"model": dmp.state_dict()}  # the model part only: the optimizer state is neither read nor needed
-    loaded = manager.load_newest(state)
-    if loaded is None:
-        raise ConfigError(f"no loadable checkpoint in {run_dir / 'checkpoints'}")
-    best = int((loaded.get("early_stop") or {}).get("best_step", -1))
-    if best >= 0 and best != int(loaded["step"]):
-        best_state = {"model": dmp.state_dict()}
-        best_loaded = manager.load_step(best, best_state)
-        if best_loaded is None:
+    best = manager.recorded_best_step()
+    if best >= 0:
+        loaded = manager.load_step(best, state)
+        if loaded is None:
             raise ConfigError(f"the best checkpoint step_{best} of {run_dir} (early stopping) is missing or unreadable")
-        state, loaded = best_state, {**best_loaded, "selected_by": "early_stop"}
+        loaded = {**loaded, "selected_by": "early_stop"}
+    else:
+        loaded = manager.load_newest(state)
+        if loaded is None:
+            raise ConfigError(f"no loadable checkpoint in {run_dir / 'checkpoints'}")
     dmp.load_state_dict(state["model"])
     return loaded
 
