@@ -10,8 +10,9 @@ its scores are the ones eval's metrics saw. The file has one row per input row, 
 saw it (after the table modulo). ``--calibrated``: ``probability`` is the calibrated one
 (``RUN/calibration.json``, see ``terarec calibrate``).
 
-Order: the eval loader (``shuffle_buffer=0``) gives rank ``r`` the units ``units[r::W]`` of the
-split in file order, rows unpermuted, padding only after its real rows. Each rank writes its real
+Order: the eval loader (``shuffle_buffer=0``, one stream per rank) deals each rank its units of the
+split in file order (``ParquetBatchStream.stream_units``, the one dealing rule), rows unpermuted,
+padding only after its real rows. Each rank writes its real
 rows to a part file as they come (memory is one batch); rank 0 then interleaves the parts unit by
 unit into ``FILE.parquet.tmp`` and renames it: a reader never sees a partial file. The part files
 sit beside the output, so with several nodes it must be on a shared filesystem.
@@ -110,14 +111,24 @@ def _take(readers: list[Iterator[pa.RecordBatch]], pending: list[list[pa.RecordB
     return out
 
 
-def _merge_parts(parts: list[Path], units: list[Unit], target: Path, schema: pa.Schema) -> None:
-    """Interleave the ranks' parts unit by unit (unit ``i`` was rank ``i % W``'s) into ``target``."""
-    world = len(parts)
+def _unit_owners(loader: BatchLoader) -> list[tuple[Unit, int]]:
+    """Every unit of the split in file order with the rank that scored it, as the loader dealt them
+    (an eval loader has one stream per rank: stream ``r`` is rank ``r``)."""
+    owner = {
+        (u.file, u.row_group, u.start): r
+        for r in range(loader.stream.world_size)
+        for u in loader.stream.stream_units(r, 0)
+    }
+    return [(u, owner[(u.file, u.row_group, u.start)]) for u in loader.stream.units]
+
+
+def _merge_parts(parts: list[Path], owners: list[tuple[Unit, int]], target: Path, schema: pa.Schema) -> None:
+    """Interleave the ranks' parts unit by unit, in file order, into ``target``."""
     readers = [pq.ParquetFile(p).iter_batches(batch_size=65536) for p in parts]
     pending: list[list[pa.RecordBatch]] = [[] for _ in parts]
     with pq.ParquetWriter(target, schema) as writer:
-        for index, unit in enumerate(units):
-            for batch in _take(readers, pending, index % world, unit.num_rows):
+        for unit, rank in owners:
+            for batch in _take(readers, pending, rank, unit.num_rows):
                 writer.write_batch(batch)
 
 
@@ -164,7 +175,7 @@ def run_predict(
             if info.world_size == 1:
                 part.replace(tmp)
             else:
-                _merge_parts(parts, loader.stream.units, tmp, out_schema)
+                _merge_parts(parts, _unit_owners(loader), tmp, out_schema)
             tmp.replace(target)
             shutil.rmtree(parts_dir, ignore_errors=True)
             log.info("predictions of %s on '%s' -> %s", loaded["path"], cfg.data.eval_split, target)
