@@ -31,7 +31,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         help="raw data -> prepared parquet dataset",
         description="Prepare a raw dataset as parquet + schema.json.",
     )
-    kinds = prepare.add_subparsers(dest="source", required=True, metavar="{criteo,movielens,taobao}")
+    kinds = prepare.add_subparsers(dest="source", required=True, metavar="{criteo,multihot,movielens,taobao}")
     criteo = kinds.add_parser("criteo", help="Criteo TSV (Kaggle train.txt or 1TB day_N, .gz too)")
     criteo.add_argument("--input", nargs="+", required=True, metavar="FILE", help="raw TSV files, in time order")
     criteo.add_argument("--output", required=True, metavar="DIR")
@@ -50,6 +50,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     criteo.add_argument("--workers", type=int, default=0, help="parallel file workers (0: one per core)")
     criteo.add_argument("--overwrite", action="store_true", help="replace DIR: build beside it, swap in when complete")
     criteo.set_defaults(handler=_prepare_criteo)
+    _add_prepare_multihot(kinds)
     for name, what in (
         ("movielens", "MovieLens-100K folder (u.data, u.item, u.user)"),
         ("taobao", "Taobao UserBehavior CSV"),
@@ -68,6 +69,29 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         seq.set_defaults(handler=_prepare_sequences)
 
 
+def _add_prepare_multihot(kinds: argparse._SubParsersAction) -> None:
+    multihot = kinds.add_parser(
+        "multihot",
+        help="one-hot Criteo dataset -> MLPerf DLRMv2 synthetic multi-hot dataset",
+        description="Materialise MLPerf DLRMv2's synthetic multi-hot dataset (torchrec_dlrm's "
+        "materialize_synthetic_multihot_dataset.py, seed 0) from a prepared one-hot Criteo dataset.",
+    )
+    multihot.add_argument("--input", required=True, metavar="DIR", help="a prepared one-hot Criteo dataset")
+    multihot.add_argument("--output", required=True, metavar="DIR")
+    multihot.add_argument("--preset", choices=["mlperf"], default="mlperf", help="bag and table sizes (MLPerf DLRMv2)")
+    multihot.add_argument(
+        "--distribution", choices=["uniform", "pareto"], help="synthetic ids (default: the preset's, uniform)"
+    )
+    multihot.add_argument(
+        "--max-embeddings", type=int, metavar="N", help="cap every table at N rows (small rehearsals; MLPerf: none)"
+    )
+    multihot.add_argument("--workers", type=int, default=0, help="parallel part workers (0: one per core)")
+    multihot.add_argument(
+        "--overwrite", action="store_true", help="replace DIR: build beside it, swap in when complete"
+    )
+    multihot.set_defaults(handler=_prepare_multihot)
+
+
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     synth = sub.add_parser(
         "synth",
@@ -79,7 +103,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--output", required=True, metavar="DIR")
     synth.add_argument("--multi-hot", action="store_true", help="MLPerf DLRMv2 multi-hot sizes")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--eval-fraction", type=float, default=0.1)
+    synth.add_argument("--eval-fraction", type=float, metavar="F", help="parquet: last fraction of rows -> eval (0.1)")
     synth.add_argument(
         "--valid-fraction", type=float, default=0.0, help="fraction of rows -> valid/, between train and eval in time"
     )
@@ -91,6 +115,14 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         "Bayes logloss/AUC go into schema.json",
     )
     synth.add_argument("--overwrite", action="store_true", help="replace DIR: build beside it, swap in when complete")
+    synth.add_argument(
+        "--format",
+        choices=["parquet", "tsv"],
+        default="parquet",
+        help="parquet: a prepared dataset; tsv: raw Criteo-1TB day files day_0..day_{N-1} for `prepare criteo`",
+    )
+    synth.add_argument("--days", type=int, metavar="N", help="--format tsv: number of day files (default 24)")
+    synth.add_argument("--gzip", action="store_true", help="--format tsv: day_N.gz, as Criteo publishes them")
     synth.set_defaults(handler=_synth)
 
 
@@ -278,6 +310,17 @@ def _prepare_criteo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_multihot(args: argparse.Namespace) -> int:
+    from terarec.data_pipeline.multihot import MultiHotSpec, prepare_multihot
+
+    spec = MultiHotSpec.preset(args.preset, args.max_embeddings, args.distribution)
+    schema = prepare_multihot(
+        args.input, args.output, spec, args.workers, sys.stderr.isatty(), _command_line(), args.overwrite
+    )
+    print(f"prepared {args.output}: rows {schema.split_rows}, multi-hot sizes {list(spec.sizes)}")
+    return 0
+
+
 def _prepare_sequences(args: argparse.Namespace) -> int:
     from terarec.data_pipeline.sequence_sources import prepare_movielens, prepare_taobao
     from terarec.data_pipeline.sequences import SequenceOptions
@@ -297,13 +340,32 @@ def _prepare_sequences(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 
-    spec = SynthSpec(
-        args.preset, args.rows, args.multi_hot, args.seed, args.eval_fraction, args.valid_fraction, args.labels
-    )
+    if args.format == "tsv":
+        return _synth_tsv(args)
+    if args.days is not None or args.gzip:
+        raise UserError("--days and --gzip are for --format tsv")
+    eval_fraction = 0.1 if args.eval_fraction is None else args.eval_fraction
+    spec = SynthSpec(args.preset, args.rows, args.multi_hot, args.seed, eval_fraction, args.valid_fraction, args.labels)
     schema = write_synthetic(
         spec, args.output, progress=sys.stderr.isatty(), command=_command_line(), overwrite=args.overwrite
     )
     print(f"wrote {args.output}: rows {schema.split_rows}")
+    return 0
+
+
+def _synth_tsv(args: argparse.Namespace) -> int:
+    from terarec.data_pipeline.synth import SynthSpec
+    from terarec.data_pipeline.synth_tsv import write_tsv_days
+
+    if args.eval_fraction is not None or args.valid_fraction or args.overwrite:
+        raise UserError(
+            "--format tsv writes raw day files: splits are chosen by `prepare criteo` (no --eval-fraction, "
+            "--valid-fraction or --overwrite)"
+        )
+    spec = SynthSpec(args.preset, args.rows, args.multi_hot, args.seed, labels=args.labels)
+    days = 24 if args.days is None else args.days
+    record = write_tsv_days(spec, args.output, days, args.gzip, sys.stderr.isatty(), _command_line())
+    print(f"wrote {args.output}: {days} day files, rows {[f['rows'] for f in record['files']]}")
     return 0
 
 
