@@ -50,12 +50,14 @@ from terarec.errors import RunFailedError, UserError
 from terarec.launch.reuse import Identity, Planned, decide, make_room, move_aside, stop_on_changes
 from terarec.launch.scaling_fit import (  # noqa: F401  (fit_power_law, holdout_test: this module's API too)
     aggregate,
+    bootstrap_power_law,
     fit_power_law,
     holdout_test,
     law_value,
     noisy_points,
     usable_sigma,
 )
+from terarec.launch.scaling_law2d import two_axis_summary
 from terarec.launch.torchrun import child_user_error, run_child, trainer_command
 
 log = logging.getLogger("terarec")
@@ -256,8 +258,8 @@ def _log_curves(writer: Any, points: list[dict[str, Any]], metric: str) -> None:
 def _fit_axis(
     ax: Any, points: list[dict[str, Any]], rows: list[dict[str, Any]], key: str, label: str, metric: str
 ) -> dict[str, Any] | None:
-    """Fit (on the points' means, weighted by their seeds' spread), holdout test and plot of
-    ``metric`` against ``key`` over the points that have ``key``; every run is drawn."""
+    """Fit (on the points' means, weighted by their seeds' spread), bootstrap intervals, holdout test
+    and plot of ``metric`` against ``key`` over the points that have ``key``; every run is drawn."""
     having = [p for p in points if p.get(key) is not None]
     x = np.array([float(p[key]) for p in having])
     y = np.array([float(p[f"{metric}_mean"]) for p in having])
@@ -271,6 +273,7 @@ def _fit_axis(
     if len(set(x)) >= 2 and (y > 0).all():
         sigma = usable_sigma(std)
         fit = fit_power_law(x, y, sigma)
+        fit["intervals"] = bootstrap_power_law(x, [point_runs(rows, p, metric) for p in having], sigma)
         grid = np.geomspace(x.min(), x.max(), 50)
         legend = f"{fit['a']:.3g} C^-{fit['b']:.3f} + {fit['c']:.3g} (rmse {fit['rmse']:.2g})"
         if "note" in fit:
@@ -309,9 +312,15 @@ def _flag_noisy(points: list[dict[str, Any]], metric: str) -> list[dict[str, Any
     return flagged
 
 
+def point_runs(rows: list[dict[str, Any]], point: dict[str, Any], metric: str) -> np.ndarray:
+    """The per-seed values of ``metric`` of ``point``'s runs (what the bootstrap resamples)."""
+    return np.array([float(r[metric]) for r in rows if r["point"] == point["point"] and r.get(metric) is not None])
+
+
 def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss") -> dict[str, Any]:
-    """runs -> points (means over seeds) -> fit.json (fits, holdout tests, noisy points),
-    scaling.png, TensorBoard scaling curves."""
+    """runs -> points (means over seeds) -> fit.json (fits with bootstrap intervals, holdout tests,
+    noisy points; with a ``train_rows`` column the two-axis keys of
+    :func:`terarec.launch.scaling_law2d.two_axis_summary`), scaling.png, TensorBoard scaling curves."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -334,6 +343,10 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
     plt.close(figure)
     summary = {"metric": metric, "fits": fits, "points": len(points), "runs": len(rows)}
     summary["noisy_points"] = _flag_noisy(points, metric)
+    if any(p.get("train_rows") not in (None, "") for p in points):  # a data axis: fit both
+        runs = {str(p["point"]): point_runs(rows, p, metric) for p in points}
+        summary.update(two_axis_summary(points, runs, metric))
+        log.info("%s", summary["verdict"])
     (output / "fit.json").write_text(json.dumps(summary, indent=2) + "\n")
     return fits
 
