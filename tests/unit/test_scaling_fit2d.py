@@ -206,3 +206,4 @@ def test_sweep_with_a_data_axis_writes_the_two_axis_fit(tmp_path: Path) -> None:
     assert fit["holdout"]["points_fitted"] == 15 and fit["holdout"]["abs_error"] < 1e-3
     assert len(summary["per_data_size"]) == 4 and summary["frontier"]["points"][0]["compute"] == 1e11
     assert len(summary["frontier"]["law"]) == 9 and summary["verdict"] == summary["data_limit"]["verdict"]
+    assert (tmp_path / "scaling.png").stat().st_size > 20_000  # three panels: compute, params, data sizes
