@@ -7,6 +7,8 @@ the covariance is scaled by the residual variance); unweighted with one seed or 
 is 0. Below 4 points, or when that fit fails, it is the pure power law ``a * C^-b`` by (weighted)
 least squares in log-log space. Each fit keeps its parameter covariance, so a prediction carries a
 1-sigma error by the delta method (first-order propagation of that covariance through the law).
+Parameter intervals come from a percentile bootstrap over points and seeds (:func:`bootstrap_power_law`),
+which, unlike the delta method, needs no linearisation of the law.
 """
 
 from __future__ import annotations

@@ -177,14 +177,16 @@ def points_frontier(
     compute: np.ndarray, y: np.ndarray, n: np.ndarray | None = None, d: np.ndarray | None = None
 ) -> list[dict[str, Any]]:
     """The compute-optimal frontier of the measured points: in increasing compute, each point whose
-    loss is below that of every point of smaller or equal compute (the lowest loss reached so far),
-    with its ``n`` and ``d`` when given."""
+    loss is below that of every point of smaller or equal compute (the lowest loss reached so far;
+    computes equal to 1e-9 relative count as equal), with its ``n`` and ``d`` when given."""
     compute, y = np.asarray(compute, dtype=float), np.asarray(y, dtype=float)
     frontier: list[dict[str, Any]] = []
     best = np.inf
     for i in np.lexsort((y, compute)):  # by compute, the lower loss first among equal computes
         if y[i] < best:
             best = float(y[i])
+            if frontier and np.isclose(compute[i], frontier[-1]["compute"], rtol=1e-9, atol=0.0):
+                frontier.pop()  # the same compute up to rounding (N D products): keep the lower loss only
             entry: dict[str, Any] = {"compute": float(compute[i]), "loss": best}
             if n is not None and d is not None:
                 entry.update(N=float(n[i]), D=float(d[i]))

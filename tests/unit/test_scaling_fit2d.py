@@ -122,6 +122,8 @@ def test_points_frontier_keeps_the_lowest_loss_so_far() -> None:
     frontier = points_frontier(compute, loss, n, d)
     assert [(f["compute"], f["loss"]) for f in frontier] == [(1.0, 0.50), (2.0, 0.46), (4.0, 0.45), (16.0, 0.44)]
     assert frontier[1]["N"] == 3.0 and frontier[1]["D"] == 30.0  # the better of the two at compute 2
+    rounded = points_frontier(np.array([1.0, 2.0, 2.0 * (1 + 1e-12)]), np.array([0.5, 0.47, 0.46]))
+    assert rounded == [{"compute": 1.0, "loss": 0.5}, {"compute": 2.0 * (1 + 1e-12), "loss": 0.46}]
 
 
 def test_law_frontier_is_the_compute_optimal_split() -> None:
