@@ -7,10 +7,13 @@ the covariance is scaled by the residual variance); unweighted with one seed or 
 is 0. Below 4 points, or when that fit fails, it is the pure power law ``a * C^-b`` by (weighted)
 least squares in log-log space. Each fit keeps its parameter covariance, so a prediction carries a
 1-sigma error by the delta method (first-order propagation of that covariance through the law).
+Parameter intervals come from a percentile bootstrap over points and seeds (:func:`bootstrap_power_law`),
+which, unlike the delta method, needs no linearisation of the law.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +23,13 @@ NO_SCALING = (
     "to fit, and the parameter errors are not meaningful; train on more data or over a wider range of C"
 )
 METRICS = ("logloss", "auc", "ne")  # averaged over a point's seeds
+# Bootstrap refits per interval: bounds the cost (one fit per resample: about 1 s for L(C), a few s for
+# L(N, D)); each 2.5/97.5 percentile then rests on the 5 most extreme of 200 draws, coarse but stable
+BOOTSTRAP_RESAMPLES = 200
+# A bootstrap refit (started from the full fit) that needs more evaluations than this counts as not
+# converged: such searches were seen to crawl into a bound (floor c -> 0 with b -> 0, or b -> 3), a
+# degenerate law, on resamples of few distinct sizes; the cap also bounds the cost
+REFIT_EVALUATIONS = 200
 
 
 def usable_sigma(std: np.ndarray | None) -> np.ndarray | None:
@@ -46,12 +56,15 @@ def _loglog_fit(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None) -> dict[
     return fit
 
 
-def fit_power_law(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None = None) -> dict[str, Any]:
+def fit_power_law(
+    x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None = None, start: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """``L(C) = a * C^-b + c`` (``c`` is the irreducible loss) when there are at least 4 points and it
     converges, else the pure power law ``L = a * C^-b`` in log-log space. ``sigma``: per-point std
     (weights ``1/sigma^2``; see :func:`usable_sigma`). Returns the parameters, their standard errors
     where known, ``cov`` (for :func:`predict`), the RMSE, the plain log-log slope, ``weighted``, and a
-    ``note`` when the loss does not fall with ``C`` (nothing to fit)."""
+    ``note`` when the loss does not fall with ``C`` (nothing to fit). ``start``: a previous
+    ``a*C^-b+c`` fit to start the search from (the bootstrap's refits: fewer iterations)."""
     from scipy.optimize import curve_fit
 
     x, y, sigma = np.asarray(x, dtype=float), np.asarray(y, dtype=float), usable_sigma(sigma)
@@ -67,17 +80,24 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None = None)
     def law(c: np.ndarray, a: float, b: float, floor: float) -> np.ndarray:
         return a * (c / scale) ** -b + floor
 
+    def gradient(c: np.ndarray, a: float, b: float, floor: float) -> np.ndarray:
+        """d law / d (a, b, floor), exact: a numeric one costs 3 extra evaluations a step (bootstrap refits)."""
+        ratio = c / scale
+        power = ratio**-b
+        return np.stack([power, -a * power * np.log(ratio), np.ones_like(c)], axis=1)
+
     try:
         # a, b, c >= 0: a loss that falls with compute towards a floor (b <= 3 keeps the search sane)
         params, cov = curve_fit(
             law,
             x,
             y,
-            p0=(float(y.max() - y.min()) or 1e-3, 0.1, float(y.min()) * 0.9),
+            p0=_start(x, y, scale, start),
             sigma=sigma,
             absolute_sigma=False,
             bounds=([0.0, 0.0, 0.0], [np.inf, 3.0, np.inf]),
-            maxfev=20000,
+            jac=gradient,
+            maxfev=20000 if start is None else REFIT_EVALUATIONS,
         )
     except (RuntimeError, ValueError):
         return pure
@@ -101,6 +121,14 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None = None)
     if b < 1e-3 or pure["loglog_slope"] >= 0:  # b at its bound: the errors above come from a degenerate covariance
         fit["note"] = NO_SCALING
     return fit
+
+
+def _start(x: np.ndarray, y: np.ndarray, scale: float, start: dict[str, Any] | None) -> tuple[float, float, float]:
+    """curve_fit's first guess in its scaled parameters: ``start``'s when given (and a full law), else
+    the loss range, a shallow exponent and a floor just under the lowest loss."""
+    if start is not None and start.get("form") == "a*C^-b+c":
+        return float(start["a"]) * scale ** -float(start["b"]), float(start["b"]), float(start["c"])
+    return float(y.max() - y.min()) or 1e-3, 0.1, float(y.min()) * 0.9
 
 
 def law_value(fit: dict[str, Any], x: np.ndarray | float) -> Any:
@@ -188,3 +216,67 @@ def noisy_points(points: list[dict[str, Any]], key: str, metric: str) -> list[di
         if std > gap:
             flagged.append({"point": point["point"], "std": std, "gap_to_neighbour": gap})
     return flagged
+
+
+def bootstrap_intervals(
+    runs: Sequence[np.ndarray],
+    refit: Callable[[np.ndarray, np.ndarray], dict[str, Any] | None],
+    names: Sequence[str],
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Percentile bootstrap over points and seeds: each resample draws the seed runs within every
+    point with replacement (the point's loss is their mean), then draws the points with replacement;
+    ``refit(indices, losses)`` fits the drawn points (``indices`` into ``runs``, one loss each) and
+    returns the parameters, or None when that resample cannot be fitted (too few distinct sizes, no
+    convergence). ``runs[i]``: point i's per-seed losses (one value without seeds: then only the
+    points are resampled). Deterministic given ``seed``. Returns, per name in ``names``, the 2.5 and
+    97.5 percentiles (and the median) over the fitted resamples, and the fraction that were fitted."""
+    rng = np.random.default_rng(seed)
+    runs = [np.asarray(r, dtype=float) for r in runs]
+    drawn: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(resamples):
+        means = np.array([rng.choice(r, size=len(r)).mean() for r in runs])  # seeds within each point
+        indices = rng.integers(0, len(runs), size=len(runs))  # then the points
+        fit = refit(indices, means[indices])
+        if fit is None:
+            continue
+        for name in names:
+            drawn[name].append(float(fit[name]))
+    fitted = len(drawn[names[0]]) if names else 0
+    result: dict[str, Any] = {
+        "resamples": resamples,
+        "seed": seed,
+        "converged": fitted / resamples if resamples else 0.0,
+    }
+    result["params"] = {
+        name: dict(zip(("low", "median", "high"), (float(v) for v in np.percentile(values, [2.5, 50, 97.5]))))
+        for name, values in drawn.items()
+        if values
+    }
+    return result
+
+
+def bootstrap_power_law(
+    x: np.ndarray,
+    runs: Sequence[np.ndarray],
+    sigma: np.ndarray | None = None,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """:func:`bootstrap_intervals` of :func:`fit_power_law` (parameters a, b, c): ``x`` per point,
+    ``runs`` its seeds' losses, ``sigma`` the points' std over seeds (kept as each drawn point's weight:
+    a resampled pair of seeds can have std 0, which would switch the weighting off at random). A
+    resample counts as fitted when it has the full fit's form (``a*C^-b+c`` needs 3 distinct x)."""
+    x = np.asarray(x, dtype=float)
+    sigma = usable_sigma(sigma)
+    full = fit_power_law(x, np.array([np.mean(r) for r in runs]), sigma)
+    needed = 3 if full["form"] == "a*C^-b+c" else 2
+
+    def refit(indices: np.ndarray, losses: np.ndarray) -> dict[str, Any] | None:
+        if len(set(x[indices])) < needed or not bool(np.all(losses > 0)):
+            return None
+        fit = fit_power_law(x[indices], losses, None if sigma is None else sigma[indices], start=full)
+        return fit if fit["form"] == full["form"] else None
+
+    return bootstrap_intervals(runs, refit, ("a", "b", "c"), resamples, seed)

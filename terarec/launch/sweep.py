@@ -23,8 +23,12 @@ FLOPs: forward + backward, 3 x forward, see ``terarec.models.common``). A power 
 ``L(C) = a * C^-b + c`` (scipy; the pure ``a * C^-b`` below 4 points) is fitted against training
 compute and against dense parameters into ``SWEEP/fit.json``, with a holdout test per axis: the
 law fitted on all but the largest point predicts that point, and the absolute and relative errors
-are recorded. All of it is drawn in ``SWEEP/scaling.png`` and logged to TensorBoard (``SWEEP/tb``):
-scaling curves whose step is the x value (``scaling/logloss_vs_flops_per_example``,
+are recorded, and bootstrap intervals of its parameters (over points and seeds). When the points carry
+``train_rows`` (a data axis), fit.json also holds the two-axis law ``L(N, D)`` with its intervals and
+holdout, one ``L(C)`` per data size, the compute-optimal frontier and a data-limited verdict
+(``terarec.launch.scaling_law2d``), drawn in a third panel. All of it is drawn in ``SWEEP/scaling.png``
+and logged to TensorBoard (``SWEEP/tb``): scaling curves whose step is the x value
+(``scaling/logloss_vs_flops_per_example``,
 ``..._vs_params_dense``; training compute in GFLOP: ``..._vs_train_compute_gflop``, which keeps
 cluster-sized compute inside an integer step) or ``1000 * log10`` of it
 (``..._vs_log10_train_compute_x1000``; steps are integers), and one hparams entry per run.
@@ -50,12 +54,14 @@ from terarec.errors import RunFailedError, UserError
 from terarec.launch.reuse import Identity, Planned, decide, make_room, move_aside, stop_on_changes
 from terarec.launch.scaling_fit import (  # noqa: F401  (fit_power_law, holdout_test: this module's API too)
     aggregate,
+    bootstrap_power_law,
     fit_power_law,
     holdout_test,
     law_value,
     noisy_points,
     usable_sigma,
 )
+from terarec.launch.scaling_law2d import two_axis_summary
 from terarec.launch.torchrun import child_user_error, run_child, trainer_command
 
 log = logging.getLogger("terarec")
@@ -256,8 +262,8 @@ def _log_curves(writer: Any, points: list[dict[str, Any]], metric: str) -> None:
 def _fit_axis(
     ax: Any, points: list[dict[str, Any]], rows: list[dict[str, Any]], key: str, label: str, metric: str
 ) -> dict[str, Any] | None:
-    """Fit (on the points' means, weighted by their seeds' spread), holdout test and plot of
-    ``metric`` against ``key`` over the points that have ``key``; every run is drawn."""
+    """Fit (on the points' means, weighted by their seeds' spread), bootstrap intervals, holdout test
+    and plot of ``metric`` against ``key`` over the points that have ``key``; every run is drawn."""
     having = [p for p in points if p.get(key) is not None]
     x = np.array([float(p[key]) for p in having])
     y = np.array([float(p[f"{metric}_mean"]) for p in having])
@@ -271,6 +277,7 @@ def _fit_axis(
     if len(set(x)) >= 2 and (y > 0).all():
         sigma = usable_sigma(std)
         fit = fit_power_law(x, y, sigma)
+        fit["intervals"] = bootstrap_power_law(x, [point_runs(rows, p, metric) for p in having], sigma)
         grid = np.geomspace(x.min(), x.max(), 50)
         legend = f"{fit['a']:.3g} C^-{fit['b']:.3f} + {fit['c']:.3g} (rmse {fit['rmse']:.2g})"
         if "note" in fit:
@@ -309,9 +316,35 @@ def _flag_noisy(points: list[dict[str, Any]], metric: str) -> list[dict[str, Any
     return flagged
 
 
+def point_runs(rows: list[dict[str, Any]], point: dict[str, Any], metric: str) -> np.ndarray:
+    """The per-seed values of ``metric`` of ``point``'s runs (what the bootstrap resamples)."""
+    return np.array([float(r[metric]) for r in rows if r["point"] == point["point"] and r.get(metric) is not None])
+
+
+def _plot_data_sizes(ax: Any, points: list[dict[str, Any]], summary: dict[str, Any], metric: str) -> None:
+    """Loss against training compute with one curve per data size (its points and L(C) fit), the
+    measured compute-optimal frontier and the fitted law's; titled with the verdict's first words."""
+    for entry in summary["per_data_size"]:
+        at = [p for p in points if p.get("train_compute") and float(p.get("train_rows") or 0) == entry["train_rows"]]
+        x = np.array([float(p["train_compute"]) for p in at])
+        dots = ax.scatter(x, [float(p[f"{metric}_mean"]) for p in at], s=16, label=f"{entry['train_rows']:.3g} rows")
+        if "fit" in entry and "note" not in entry["fit"]:
+            grid = np.geomspace(x.min(), x.max(), 30)
+            ax.plot(grid, law_value(entry["fit"], grid), color=dots.get_facecolor()[0], linewidth=1)
+    measured = summary["frontier"]["points"]
+    ax.plot([f["compute"] for f in measured], [f["loss"] for f in measured], "k-", label="frontier (points)")
+    law = summary["frontier"]["law"]
+    if law:
+        ax.plot([f["compute"] for f in law], [f["loss"] for f in law], "k--", label="frontier (L(N, D))")
+    ax.set(xscale="log", xlabel="training compute (FLOPs)", ylabel=f"eval {metric}")
+    ax.set_title(summary["verdict"].split(":")[0], fontsize="small")
+    ax.legend(fontsize="x-small")
+
+
 def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss") -> dict[str, Any]:
-    """runs -> points (means over seeds) -> fit.json (fits, holdout tests, noisy points),
-    scaling.png, TensorBoard scaling curves."""
+    """runs -> points (means over seeds) -> fit.json (fits with bootstrap intervals, holdout tests,
+    noisy points; with a ``train_rows`` column the two-axis keys of
+    :func:`terarec.launch.scaling_law2d.two_axis_summary`), scaling.png, TensorBoard scaling curves."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -320,11 +353,20 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
 
     points = aggregate(rows, point_keys(rows))
     fits: dict[str, Any] = {}
-    figure, axes = plt.subplots(1, len(FIT_AXES), figsize=(6 * len(FIT_AXES), 4.5))
+    data_axis = any(p.get("train_rows") not in (None, "") for p in points)
+    panels = len(FIT_AXES) + data_axis
+    figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5))
     for ax, (key, label) in zip(np.atleast_1d(axes), FIT_AXES.items()):
         fit = _fit_axis(ax, points, rows, key, label, metric)
         if fit is not None:
             fits[key] = fit
+    summary = {"metric": metric, "fits": fits, "points": len(points), "runs": len(rows)}
+    summary["noisy_points"] = _flag_noisy(points, metric)
+    if data_axis:  # fit both axes
+        runs = {str(p["point"]): point_runs(rows, p, metric) for p in points}
+        summary.update(two_axis_summary(points, runs, metric))
+        log.info("%s", summary["verdict"])
+        _plot_data_sizes(np.atleast_1d(axes)[-1], points, summary, metric)
     writer = SummaryWriter(str(output / "tb"))
     _log_curves(writer, points, metric)
     _log_hparams(writer, rows, seeded=len(points) < len(rows))
@@ -332,8 +374,6 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
     figure.tight_layout()
     figure.savefig(output / "scaling.png", dpi=120)
     plt.close(figure)
-    summary = {"metric": metric, "fits": fits, "points": len(points), "runs": len(rows)}
-    summary["noisy_points"] = _flag_noisy(points, metric)
     (output / "fit.json").write_text(json.dumps(summary, indent=2) + "\n")
     return fits
 

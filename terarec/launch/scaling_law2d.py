@@ -1,0 +1,355 @@
+"""The two-axis scaling law of a sweep over model size and data size, and what follows from it.
+
+``L(N, D) = E + A * N^-alpha + B * D^-beta`` (Hoffmann et al. 2022; Ardalani et al. 2022 for
+recommendation models): ``N`` the model size as given (terarec's sweeps pass training
+FLOPs/example, so training compute is ``C = N * D * epochs``), ``D`` the training rows, ``E`` the
+irreducible loss. The fit works in ``N / N_min`` and ``D / D_min`` (well conditioned for any unit):
+for fixed exponents the law is linear in ``E, A, B``, so a grid over ``(alpha, beta)`` in ``(0, 3]``
+with non-negative least squares for the rest gives a start that no local minimum can trap, which
+scipy's bounded ``least_squares`` then refines on all five (``E, A, B >= 0``; exponents in
+``[0, 3]``). Residuals are weighted by ``1 / std`` over seeds when every point has one (as in
+:mod:`terarec.launch.scaling_fit`). Five parameters need at least 6 points (one residual degree of
+freedom) and 3 distinct sizes on each axis (two sizes cannot separate a coefficient from its
+exponent and the floor); with fewer the result says so and holds no parameters.
+
+Also here: per-data-size ``L(C)`` fits, the compute-optimal frontier (from the points, and from the
+law), the data-limited verdict, and the two-axis holdout test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from terarec.launch.scaling_fit import BOOTSTRAP_RESAMPLES, bootstrap_intervals, fit_power_law, usable_sigma
+
+FORM_2D = "E+A*N^-alpha+B*D^-beta"
+PARAMS_2D = ("E", "A", "alpha", "B", "beta")
+MIN_POINTS_2D, MIN_SIZES_2D = 6, 3
+EXPONENT_GRID = np.geomspace(0.01, 3.0, 20)  # the start's grid for alpha and for beta
+MAX_EXPONENT = 3.0
+
+
+def too_few_2d(n: np.ndarray, d: np.ndarray) -> str | None:
+    """Why these points cannot fit the five-parameter law, or None when they can."""
+    sizes, rows = len(set(n.tolist())), len(set(d.tolist()))
+    if len(n) < MIN_POINTS_2D or sizes < MIN_SIZES_2D or rows < MIN_SIZES_2D:
+        return (
+            f"too few points for L(N, D) (5 parameters): {len(n)} points over {sizes} model sizes and {rows} "
+            f"data sizes; it needs >= {MIN_POINTS_2D} points and >= {MIN_SIZES_2D} distinct sizes on each axis"
+        )
+    return None
+
+
+def _grid_start(u: np.ndarray, v: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The best ``(E, A, alpha, B, beta)`` over the exponent grid, E, A, B by non-negative least squares."""
+    from scipy.optimize import nnls
+
+    best, start = np.inf, np.array([float(y.min()), 0.0, 0.1, 0.0, 0.1])
+    for alpha in EXPONENT_GRID:
+        for beta in EXPONENT_GRID:
+            design = np.stack([np.ones_like(u), u**-alpha, v**-beta], axis=1) * w[:, None]
+            coef, residual = nnls(design, y * w)
+            if residual < best:
+                best, start = residual, np.array([coef[0], coef[1], alpha, coef[2], beta])
+    return start
+
+
+def fit_law_2d(
+    n: np.ndarray, d: np.ndarray, y: np.ndarray, sigma: np.ndarray | None = None, start: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``L(N, D) = E + A N^-alpha + B D^-beta`` on points ``(n, d, y)`` (``sigma``: their std over seeds).
+
+    ``start``: a previous fit on the same scales to refine from (the bootstrap's refits) instead of
+    the exponent grid. Returns ``fitted`` and, when fitted, the parameters (``A``, ``B`` in the
+    given units; ``A_scaled``, ``B_scaled`` per ``n_scale``, ``d_scale``), the 1-sigma errors of
+    ``E``, ``alpha``, ``beta`` from the Jacobian (scaled by the residual variance), the RMSE and
+    ``weighted``; else a ``note`` saying why not.
+    """
+    from scipy.optimize import least_squares
+
+    n, d, y = (np.asarray(a, dtype=float) for a in (n, d, y))
+    note = too_few_2d(n, d)
+    if note is not None:
+        return {"form": FORM_2D, "fitted": False, "note": note, "points": len(y)}
+    sigma = usable_sigma(sigma)
+    w = np.ones_like(y) if sigma is None else 1.0 / sigma
+    n_scale = float(start["n_scale"]) if start else float(n.min())
+    d_scale = float(start["d_scale"]) if start else float(d.min())
+    u, v = n / n_scale, d / d_scale
+    if start:
+        p0 = np.array([start["E"], start["A_scaled"], start["alpha"], start["B_scaled"], start["beta"]])
+    else:
+        p0 = _grid_start(u, v, y, w)
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        return (p[0] + p[1] * u ** -p[2] + p[3] * v ** -p[4] - y) * w
+
+    def jacobian(p: np.ndarray) -> np.ndarray:
+        pu, pv = u ** -p[2], v ** -p[4]
+        return np.stack([np.ones_like(u), pu, -p[1] * pu * np.log(u), pv, -p[3] * pv * np.log(v)], axis=1) * w[:, None]
+
+    lower, upper = [0.0] * 5, [np.inf, np.inf, MAX_EXPONENT, np.inf, MAX_EXPONENT]
+    solved = least_squares(residual, np.clip(p0, lower, upper), jac=jacobian, bounds=(lower, upper), method="trf")
+    if not solved.success:
+        return {"form": FORM_2D, "fitted": False, "note": f"least squares did not converge: {solved.message}"}
+    e, a, alpha, b, beta = (float(p) for p in solved.x)
+    fit: dict[str, Any] = {"form": FORM_2D, "fitted": True, "E": e, "alpha": alpha, "beta": beta}
+    fit.update(A=a * n_scale**alpha, B=b * d_scale**beta, A_scaled=a, B_scaled=b, n_scale=n_scale, d_scale=d_scale)
+    fit.update(_errors(solved.jac, solved.fun, len(y)))
+    fit["rmse"] = float(np.sqrt(np.mean((law_2d_value(fit, n, d) - y) ** 2)))
+    fit.update(weighted=sigma is not None, points=len(y))
+    return fit
+
+
+def _errors(jac: np.ndarray, residual: np.ndarray, points: int) -> dict[str, float | None]:
+    """1-sigma errors of E, alpha, beta: ``sqrt(diag(inv(J^T J)) * s^2)``, ``s^2`` the residual variance
+    (relative weights, as curve_fit's ``absolute_sigma=False``); None where ``J^T J`` is singular (a
+    parameter at its bound 0 leaves its partner undetermined)."""
+    variance = float(residual @ residual) / max(points - len(PARAMS_2D), 1)
+    try:
+        cov = np.linalg.inv(jac.T @ jac) * variance
+    except np.linalg.LinAlgError:
+        return {"E_err": None, "alpha_err": None, "beta_err": None}
+    diag = np.diag(cov)
+    return {
+        f"{name}_err": float(np.sqrt(diag[i])) if diag[i] >= 0 else None
+        for i, name in ((0, "E"), (2, "alpha"), (4, "beta"))
+    }
+
+
+def law_2d_value(fit: dict[str, Any], n: np.ndarray | float, d: np.ndarray | float) -> Any:
+    """The fitted ``L(N, D)`` at ``(n, d)`` (evaluated on the fit's scales)."""
+    u = np.asarray(n, dtype=float) / fit["n_scale"]
+    v = np.asarray(d, dtype=float) / fit["d_scale"]
+    return fit["E"] + fit["A_scaled"] * u ** -fit["alpha"] + fit["B_scaled"] * v ** -fit["beta"]
+
+
+def bootstrap_law_2d(
+    n: np.ndarray,
+    d: np.ndarray,
+    runs: Sequence[np.ndarray],
+    sigma: np.ndarray | None = None,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Percentile intervals of E, A, alpha, B, beta by bootstrap over points and seeds
+    (:func:`terarec.launch.scaling_fit.bootstrap_intervals`); each resample is refined from the
+    full fit (no grid: bounded cost), and one that draws fewer than 3 distinct sizes on an axis is
+    not fitted. ``sigma`` stays each drawn point's weight. When the full data cannot be fitted: no
+    resamples, ``converged`` 0 and the fit's ``note``."""
+    n, d = np.asarray(n, dtype=float), np.asarray(d, dtype=float)
+    sigma = usable_sigma(sigma)
+    full = fit_law_2d(n, d, np.array([np.mean(r) for r in runs]), sigma)
+    if not full["fitted"]:
+        return {"resamples": 0, "seed": seed, "converged": 0.0, "params": {}, "note": full["note"]}
+
+    def refit(indices: np.ndarray, losses: np.ndarray) -> dict[str, Any] | None:
+        drawn_sigma = None if sigma is None else sigma[indices]
+        fit = fit_law_2d(n[indices], d[indices], losses, drawn_sigma, start=full)
+        return fit if fit["fitted"] else None
+
+    return bootstrap_intervals(runs, refit, PARAMS_2D, resamples, seed)
+
+
+def per_data_size_fits(
+    compute: np.ndarray, d: np.ndarray, y: np.ndarray, sigma: np.ndarray | None = None
+) -> list[dict[str, Any]]:
+    """One ``L(C) = a C^-b + c`` (:func:`fit_power_law`) per data size, in increasing ``d``; a data
+    size with fewer than 2 distinct computes gets a ``note`` instead of a fit."""
+    compute, d, y = (np.asarray(a, dtype=float) for a in (compute, d, y))
+    std = None if sigma is None else np.asarray(sigma, dtype=float)
+    fits = []
+    for rows in sorted(set(d.tolist())):
+        mask = d == rows
+        entry: dict[str, Any] = {"train_rows": rows, "points": int(mask.sum())}
+        if len(set(compute[mask].tolist())) < 2:
+            entry["note"] = "fewer than 2 distinct computes at this data size: nothing to fit"
+        else:
+            entry["fit"] = fit_power_law(compute[mask], y[mask], None if std is None else std[mask])
+        fits.append(entry)
+    return fits
+
+
+def points_frontier(
+    compute: np.ndarray, y: np.ndarray, n: np.ndarray | None = None, d: np.ndarray | None = None
+) -> list[dict[str, Any]]:
+    """The compute-optimal frontier of the measured points: in increasing compute, each point whose
+    loss is below that of every point of smaller or equal compute (the lowest loss reached so far;
+    computes equal to 1e-9 relative count as equal), with its ``n`` and ``d`` when given."""
+    compute, y = np.asarray(compute, dtype=float), np.asarray(y, dtype=float)
+    frontier: list[dict[str, Any]] = []
+    best = np.inf
+    for i in np.lexsort((y, compute)):  # by compute, the lower loss first among equal computes
+        if y[i] < best:
+            best = float(y[i])
+            if frontier and np.isclose(compute[i], frontier[-1]["compute"], rtol=1e-9, atol=0.0):
+                frontier.pop()  # the same compute up to rounding (N D products): keep the lower loss only
+            entry: dict[str, Any] = {"compute": float(compute[i]), "loss": best}
+            if n is not None and d is not None:
+                entry.update(N=float(n[i]), D=float(d[i]))
+            frontier.append(entry)
+    return frontier
+
+
+def law_frontier(
+    fit: dict[str, Any],
+    computes: np.ndarray,
+    compute_per_nd: float = 1.0,
+    n_range: tuple[float, float] | None = None,
+    d_range: tuple[float, float] | None = None,
+) -> list[dict[str, Any]]:
+    """The fitted law's compute-optimal ``(N, D)`` at each compute ``C = compute_per_nd * N * D``
+    (1 with ``N`` = training FLOPs/example and one epoch; 6 with ``N`` = parameters, the usual
+    ``6 N D``). Minimising ``E + A N^-alpha + B (k N / C)^beta`` over ``N`` gives (Hoffmann et al.
+    2022, eq. 4) ``N* = (alpha A / (beta B))^(1/(alpha+beta)) (C/k)^(beta/(alpha+beta))`` and
+    ``D* = C / (k N*)``. Each entry: compute, N, D, loss and, with the sweep's ranges given,
+    ``extrapolated`` (N* or D* outside them). Empty when a term of the law vanished (A, B or an
+    exponent at 0: then the optimum runs off to the end of an axis and there is no frontier)."""
+    alpha, beta, a, b = fit["alpha"], fit["beta"], fit["A"], fit["B"]
+    if min(alpha, beta, a, b) <= 0:
+        return []
+    frontier = []
+    for compute in np.asarray(computes, dtype=float):
+        n_opt = (alpha * a / (beta * b)) ** (1 / (alpha + beta)) * (compute / compute_per_nd) ** (beta / (alpha + beta))
+        d_opt = compute / (compute_per_nd * n_opt)
+        entry = {"compute": float(compute), "N": float(n_opt), "D": float(d_opt)}
+        entry["loss"] = float(law_2d_value(fit, n_opt, d_opt))
+        if n_range is not None and d_range is not None:
+            inside = n_range[0] <= n_opt <= n_range[1] and d_range[0] <= d_opt <= d_range[1]
+            entry["extrapolated"] = not inside
+        frontier.append(entry)
+    return frontier
+
+
+def _gain_per_doubling(along: np.ndarray, y: np.ndarray) -> float | None:
+    """Loss lowered per doubling between the two largest values of ``along`` (points on one line), or
+    None with fewer than two."""
+    order = np.argsort(along, kind="stable")
+    if len(set(along.tolist())) < 2:
+        return None
+    last, previous = order[-1], order[-2]
+    return float((y[previous] - y[last]) / np.log2(along[last] / along[previous]))
+
+
+def data_limit_verdict(
+    n: np.ndarray, d: np.ndarray, y: np.ndarray, fit: dict[str, Any] | None = None, metric: str = "logloss"
+) -> dict[str, Any]:
+    """Is the sweep data-limited? At the largest model and data size, the loss gained by doubling the
+    training rows against that gained by doubling the model: from the fitted ``L(N, D)`` when it is
+    fitted (``B D^-beta (1 - 2^-beta)`` against ``A N^-alpha (1 - 2^-alpha)``), else from the points
+    (per doubling between the two largest data sizes at the largest model, and between the two
+    largest models at the largest data size). Returns ``data_limited`` (None when it cannot tell),
+    both gains, their ``source`` and ``verdict``: one line for the log and fit.json."""
+    n, d, y = (np.asarray(a, dtype=float) for a in (n, d, y))
+    n_max, d_max = float(n.max()), float(d.max())
+    if fit is not None and fit.get("fitted"):
+        corner = float(law_2d_value(fit, n_max, d_max))
+        gain_data = corner - float(law_2d_value(fit, n_max, 2 * d_max))
+        gain_model = corner - float(law_2d_value(fit, 2 * n_max, d_max))
+        source = "fitted L(N, D)"
+    else:
+        at_n, at_d = n == n_max, d == d_max
+        gain_data, gain_model = _gain_per_doubling(d[at_n], y[at_n]), _gain_per_doubling(n[at_d], y[at_d])
+        source = "points"
+    result: dict[str, Any] = {"gain_more_data": gain_data, "gain_more_model": gain_model, "source": source}
+    if gain_data is None or gain_model is None:
+        result["data_limited"] = None
+        result["verdict"] = (
+            "cannot tell whether data-limited: the largest model needs 2 data sizes and the largest data size 2 models"
+        )
+        return result
+    result["data_limited"] = gain_data > gain_model
+    where = f"at the largest model ({n_max:.3g}) and data size ({d_max:.3g} rows), from the {source}"
+    gains = f"doubling the rows lowers {metric} by {gain_data:.4g}, doubling the model by {gain_model:.4g}"
+    if result["data_limited"]:
+        result["verdict"] = f"data-limited: {where}, {gains}: more data helps more than a larger model"
+    else:
+        result["verdict"] = f"not data-limited: {where}, {gains}: a larger model helps at least as much as more data"
+    return result
+
+
+def holdout_test_2d(
+    n: np.ndarray,
+    d: np.ndarray,
+    y: np.ndarray,
+    sigma: np.ndarray | None = None,
+    compute: np.ndarray | None = None,
+    held_out: int = 1,
+) -> dict[str, Any]:
+    """Prediction, not description, on both axes: fit ``L(N, D)`` on all but the ``held_out``
+    points of largest compute (``compute``; ``n * d`` when not given), predict those.
+
+    Returns each held-out point (``N``, ``D``, compute, observed, predicted, ``abs_error``,
+    ``rel_error = abs_error / observed``), the errors of the largest-compute one at the top level
+    (as :func:`terarec.launch.scaling_fit.holdout_test`), ``loss_drop`` (loss at the smallest compute
+    minus at the largest) and ``error_vs_loss_drop`` (None when the loss does not drop),
+    ``points_fitted`` and the fit's parameters; when the rest cannot be fitted, a ``note`` instead.
+    """
+    n, d, y = (np.asarray(a, dtype=float) for a in (n, d, y))
+    compute = n * d if compute is None else np.asarray(compute, dtype=float)
+    order = np.argsort(compute, kind="stable")
+    keep, out = order[:-held_out], order[-held_out:]
+    std = usable_sigma(sigma)
+    fit = fit_law_2d(n[keep], d[keep], y[keep], None if std is None else std[keep])
+    result: dict[str, Any] = {"points_fitted": len(keep), "held_out": []}
+    if not fit["fitted"]:
+        result["note"] = fit["note"]
+        return result
+    for i in out:
+        predicted = float(law_2d_value(fit, n[i], d[i]))
+        error = abs(predicted - float(y[i]))
+        result["held_out"].append(
+            {"N": float(n[i]), "D": float(d[i]), "compute": float(compute[i]), "observed": float(y[i])}
+            | {"predicted": predicted, "abs_error": error, "rel_error": error / abs(float(y[i]))}
+        )
+    largest = result["held_out"][-1]
+    drop = float(y[order[0]] - y[order[-1]])
+    result.update(abs_error=largest["abs_error"], rel_error=largest["rel_error"], loss_drop=drop)
+    result["error_vs_loss_drop"] = largest["abs_error"] / drop if drop > 0 else None
+    result["fit"] = {k: fit[k] for k in ("form", *PARAMS_2D)}
+    return result
+
+
+AXES_2D = {"N": "train_flops_per_example", "D": "train_rows", "C": "train_compute"}
+FRONTIER_STEPS = 9  # computes at which the law's frontier is evaluated, log-spaced over the sweep's range
+
+
+def two_axis_summary(
+    points: list[dict[str, Any]],
+    runs: dict[str, np.ndarray],
+    metric: str = "logloss",
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> dict[str, Any]:
+    """fit.json's two-axis keys for a sweep whose points carry ``train_rows``: ``fit_2d`` (the law with
+    ``N`` = training FLOPs/example and ``D`` = training rows, its bootstrap ``intervals`` and
+    ``holdout``), ``per_data_size`` L(C) fits, ``frontier`` (``points``: the measured one; ``law``: the
+    fitted law's, at ``C = epochs * N * D``, epochs being the sweep's median ``train_compute / (N D)``),
+    ``verdict`` (one line) and ``data_limit`` (its numbers). ``runs``: each point's per-seed losses."""
+    having = [p for p in points if all(p.get(k) not in (None, "") for k in AXES_2D.values())]
+    having = [p for p in having if p.get(f"{metric}_mean") is not None]
+    n, d, c = (np.array([float(p[key]) for p in having]) for key in AXES_2D.values())
+    y = np.array([float(p[f"{metric}_mean"]) for p in having])
+    std = np.array([np.nan if p.get(f"{metric}_std") is None else float(p[f"{metric}_std"]) for p in having])
+    sigma = usable_sigma(std)
+    fit = fit_law_2d(n, d, y, sigma)
+    fit["axes"] = {"N": AXES_2D["N"], "D": AXES_2D["D"]}
+    frontier: dict[str, Any] = {"points": points_frontier(c, y, n, d), "law": []}
+    if fit["fitted"]:
+        point_runs = [runs.get(str(p["point"]), np.array([float(p[f"{metric}_mean"])])) for p in having]
+        fit["intervals"] = bootstrap_law_2d(n, d, point_runs, sigma, resamples)
+        fit["holdout"] = holdout_test_2d(n, d, y, sigma, compute=c)
+        epochs = float(np.median(c / (n * d)))
+        computes = np.geomspace(c.min(), c.max(), FRONTIER_STEPS)
+        ranges = ((float(n.min()), float(n.max())), (float(d.min()), float(d.max())))
+        frontier["law"] = law_frontier(fit, computes, epochs, *ranges)
+    verdict = data_limit_verdict(n, d, y, fit, metric) if len(y) else {"verdict": "no points with train_rows"}
+    return {
+        "fit_2d": fit,
+        "per_data_size": per_data_size_fits(c, d, y, sigma),
+        "frontier": frontier,
+        "verdict": verdict["verdict"],
+        "data_limit": verdict,
+    }
