@@ -245,6 +245,8 @@ def data_limit_verdict(
     both gains, their ``source`` and ``verdict``: one line for the log and fit.json."""
     n, d, y = (np.asarray(a, dtype=float) for a in (n, d, y))
     n_max, d_max = float(n.max()), float(d.max())
+    gain_data: float | None
+    gain_model: float | None
     if fit is not None and fit.get("fitted"):
         corner = float(law_2d_value(fit, n_max, d_max))
         gain_data = corner - float(law_2d_value(fit, n_max, 2 * d_max))
