@@ -154,6 +154,9 @@ def _add_predict_export_score(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--run", required=True, metavar="RUN_DIR")
     export.add_argument("--output", required=True, metavar="DIR")
     export.add_argument("--dtype", choices=EXPORT_DTYPES, default="fp32", help="embedding table dtype")
+    export.add_argument(
+        "--calibrated", action="store_true", help="carry RUN/calibration.json: the export scores calibrated"
+    )
     export.set_defaults(handler=_export)
     score = sub.add_parser(
         "score",
@@ -474,8 +477,9 @@ def _alone_or_torchrun(args: argparse.Namespace, module: str, flags: list[str], 
 def _export(args: argparse.Namespace) -> int:
     from terarec.trainer.export import run_export
 
-    manifest = run_export(args.run, args.output, args.dtype)
-    print(f"exported {manifest['source_checkpoint']} ({args.dtype}) -> {args.output}")
+    manifest = run_export(args.run, args.output, args.dtype, args.calibrated)
+    method = manifest.get("calibration", {}).get("calibrator", {}).get("method")
+    print(f"exported {manifest['source_checkpoint']} ({args.dtype}{', ' + method if method else ''}) -> {args.output}")
     return 0
 
 
