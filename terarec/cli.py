@@ -14,12 +14,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 from terarec.configs.arguments import (
+    CALIBRATION_METHODS,
     EXPORT_DTYPES,
     add_calibrate_arguments,
     add_eval_arguments,
     add_predict_arguments,
     add_train_arguments,
 )
+from terarec.configs.recipe_sizes import SIZE_CLASSES as RECIPE_SIZES
 from terarec.errors import EXIT_USAGE, UserArgumentParser, UserError, run_entry
 
 __all__ = ["EXIT_USAGE", "UserError", "build_parser", "main"]
@@ -236,6 +238,17 @@ def _add_models_compare_launch(sub: argparse._SubParsersAction) -> None:
         help="baselines train in memory on at most the first N train rows",
     )
     compare.add_argument("--output", metavar="DIR", help="default runs/compare/<data dir name>")
+    compare.add_argument(
+        "--calibrate",
+        choices=CALIBRATION_METHODS,
+        metavar="METHOD",
+        help="calibrate each model run on its validation rows (temperature|platt|isotonic); report before/after",
+    )
+    compare.add_argument(
+        "--recipe-size",
+        choices=RECIPE_SIZES,
+        help="recipe size class for model names (default: by the dataset's train rows; see configs/recipe_sizes.py)",
+    )
     _add_on_change(compare, "run")
     compare.add_argument(
         "overrides", nargs="*", metavar="key=value", help="applied to every model run, e.g. train.max_steps=500"
@@ -381,7 +394,15 @@ def _compare(args: argparse.Namespace) -> int:
     from terarec.launch.compare import CompareSpec, run_compare
 
     spec = CompareSpec.build(
-        args.data, args.models, args.baseline, args.seeds, args.nproc, args.overrides, args.baseline_max_train_rows
+        args.data,
+        args.models,
+        args.baseline,
+        args.seeds,
+        args.nproc,
+        args.overrides,
+        args.baseline_max_train_rows,
+        args.calibrate,
+        args.recipe_size,
     )
     output = Path(args.output or Path("runs") / "compare" / Path(args.data).resolve().name)
     output.mkdir(parents=True, exist_ok=True)
