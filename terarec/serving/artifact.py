@@ -52,8 +52,8 @@ class ExportError(UserError):
 
 
 class ServingModel(nn.Module):
-    """Raw rows -> probabilities ``B`` (float32), through the training transform, the model and (in a
-    calibrated export) the run's calibrator."""
+    """Raw rows -> probabilities ``B`` (float32; float64 in a calibrated export), through the training
+    transform, the model and (in a calibrated export) the run's calibrator."""
 
     def __init__(self, model: nn.Module, transform: FeatureTransform, manifest: dict[str, Any]) -> None:
         super().__init__()

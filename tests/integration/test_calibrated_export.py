@@ -13,7 +13,8 @@ import pytest
 from conftest import synthetic_dataset
 
 from terarec.cli import main
-from terarec.serving import load
+from terarec.serving import ExportError, load, read_manifest
+from terarec.serving.artifact import FORMAT
 
 TINY = ["embeddings.max_rows=2000", "train.batch_size=64", "logging.progress=false", "logging.tensorboard=false"]
 
@@ -90,3 +91,18 @@ def test_calibrated_export_refuses_missing_or_stale_calibration(
     assert main(["export", "--run", str(run), "--output", str(tmp_path / "c"), "--calibrated"]) == 2
     assert "was fitted on the dataset" in _errors(capsys)[0]
     assert not any((tmp_path / name).exists() for name in "abc")
+
+
+@pytest.mark.parametrize(
+    "calibration, message",
+    [
+        ({"calibrator": {"method": "beta"}}, "has no method among temperature, platt, isotonic"),
+        ({"calibrator": {"method": "platt", "slope": 1.2}}, "platt calibrator has no 'intercept'"),
+        ({}, "calibrator None has no method"),
+    ],
+)
+def test_an_export_with_a_broken_calibrator_is_refused(tmp_path: Path, calibration: dict, message: str) -> None:
+    manifest = {"format": FORMAT, "model": "dlrm", "dtype": "fp32", "transform": {}, "table_sizes": {}}
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "calibration": calibration}))
+    with pytest.raises(ExportError, match=message):
+        read_manifest(str(tmp_path))
