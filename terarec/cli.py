@@ -14,12 +14,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 from terarec.configs.arguments import (
+    CALIBRATION_METHODS,
     EXPORT_DTYPES,
     add_calibrate_arguments,
     add_eval_arguments,
     add_predict_arguments,
     add_train_arguments,
 )
+from terarec.configs.recipe_sizes import SIZE_CLASSES as RECIPE_SIZES
 from terarec.errors import EXIT_USAGE, UserArgumentParser, UserError, run_entry
 
 __all__ = ["EXIT_USAGE", "UserError", "build_parser", "main"]
@@ -186,6 +188,9 @@ def _add_predict_export_score(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--run", required=True, metavar="RUN_DIR")
     export.add_argument("--output", required=True, metavar="DIR")
     export.add_argument("--dtype", choices=EXPORT_DTYPES, default="fp32", help="embedding table dtype")
+    export.add_argument(
+        "--calibrated", action="store_true", help="carry RUN/calibration.json: the export scores calibrated"
+    )
     export.set_defaults(handler=_export)
     score = sub.add_parser(
         "score",
@@ -265,6 +270,17 @@ def _add_models_compare_launch(sub: argparse._SubParsersAction) -> None:
         help="baselines train in memory on at most the first N train rows",
     )
     compare.add_argument("--output", metavar="DIR", help="default runs/compare/<data dir name>")
+    compare.add_argument(
+        "--calibrate",
+        choices=CALIBRATION_METHODS,
+        metavar="METHOD",
+        help="calibrate each model run on its validation rows (temperature|platt|isotonic); report before/after",
+    )
+    compare.add_argument(
+        "--recipe-size",
+        choices=RECIPE_SIZES,
+        help="recipe size class for model names (default: by the dataset's train rows; see configs/recipe_sizes.py)",
+    )
     _add_on_change(compare, "run")
     compare.add_argument(
         "overrides", nargs="*", metavar="key=value", help="applied to every model run, e.g. train.max_steps=500"
@@ -440,7 +456,15 @@ def _compare(args: argparse.Namespace) -> int:
     from terarec.launch.compare import CompareSpec, run_compare
 
     spec = CompareSpec.build(
-        args.data, args.models, args.baseline, args.seeds, args.nproc, args.overrides, args.baseline_max_train_rows
+        args.data,
+        args.models,
+        args.baseline,
+        args.seeds,
+        args.nproc,
+        args.overrides,
+        args.baseline_max_train_rows,
+        args.calibrate,
+        args.recipe_size,
     )
     output = Path(args.output or Path("runs") / "compare" / Path(args.data).resolve().name)
     output.mkdir(parents=True, exist_ok=True)
@@ -536,8 +560,9 @@ def _alone_or_torchrun(args: argparse.Namespace, module: str, flags: list[str], 
 def _export(args: argparse.Namespace) -> int:
     from terarec.trainer.export import run_export
 
-    manifest = run_export(args.run, args.output, args.dtype)
-    print(f"exported {manifest['source_checkpoint']} ({args.dtype}) -> {args.output}")
+    manifest = run_export(args.run, args.output, args.dtype, args.calibrated)
+    method = manifest.get("calibration", {}).get("calibrator", {}).get("method")
+    print(f"exported {manifest['source_checkpoint']} ({args.dtype}{', ' + method if method else ''}) -> {args.output}")
     return 0
 
 

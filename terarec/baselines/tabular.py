@@ -39,7 +39,7 @@ from terarec.configs.baselines import MAX_TRAIN_ROWS, LightGBMSettings, Logistic
 from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, dataset_files
 from terarec.errors import UserArgumentParser, UserError, run_entry
-from terarec.trainer.metrics import BinaryMetrics
+from terarec.trainer.metrics import CALIBRATION_KEYS, BinaryMetrics
 
 log = logging.getLogger("terarec")
 KINDS = ("lightgbm", "logreg")
@@ -251,7 +251,8 @@ def run_baseline(kind: str, data: str, seed: int = 0, max_train_rows: int = MAX_
     scores = metrics.compute()
     unused = [s.name for s in schema.sparse if s.multi_hot] + [s.name for s in schema.sequence]
     return {
-        **{k: scores[k] for k in ("auc", "logloss", "ne", "calibration")},
+        **{k: scores[k] for k in ("auc", "logloss", "ne", "calibration", *CALIBRATION_KEYS)},
+        "reliability": metrics.reliability(),  # as the models' metrics.json: compare plots both alike
         "eval_rows": scores["count"],
         "eval_positives": scores["positives"],
         **model.size(),

@@ -3,17 +3,21 @@ with the same split, the same budget and the same seeds, in one table.
 
     terarec compare --data DIR --models dlrm,dcnv2,wukong --baseline lightgbm,logreg --seeds 0,1,2
 
-A model is a name (``dlrm``, ``dcnv2``, ``wukong``: their ``*_criteo10k`` recipes; ``bst``:
-``bst_movielens``) or any recipe name / YAML. Every run gets ``data.path=DIR``, ``train.seed=S`` and
-the shared ``key=value`` overrides; the budget (``train.batch_size``, ``train.epochs``,
-``train.max_steps``, ``train.max_minutes``) must come out equal for every model, or compare stops and names the
-difference, so a comparison is never silently unequal. Each run trains in its own process under
+A model is a name (``dlrm``, ``dcnv2``, ``wukong``, ``bst``: the recipe for the dataset's size class,
+``configs/recipe_sizes.py``, or the class ``--recipe-size small|1m|1tb`` names) or any recipe name / YAML
+(used as given); the chosen recipe and why are logged and recorded in compare.json. Every run gets
+``data.path=DIR``, ``train.seed=S`` and the shared ``key=value`` overrides; the budget (``train.batch_size``,
+``train.epochs``, ``train.max_steps``, ``train.max_minutes``) must come out equal for every model, or compare
+stops and names the difference, so a comparison is never silently unequal. Each run trains in its own process under
 ``OUT/runs/NAME/seed_S``; baselines run ``terarec.baselines.tabular`` under ``OUT/baselines/KIND/seed_S``.
 A finished run is reused on a re-run only when its resolved config (a baseline's settings) and its
 dataset's fingerprint are the ones it would run with now (``terarec.launch.reuse``); every run is
 checked before any trains, and changed ones stop the comparison (``--on-change stop``, the default)
 or are moved aside and trained again (``--on-change rerun``). Results:
-``OUT/compare.json`` (every run, mean and std over seeds), ``OUT/compare.md`` and ``OUT/compare.png``.
+``OUT/compare.json`` (every run, mean and std over seeds), ``OUT/compare.md`` and ``OUT/compare.png``
+(AUC, logloss and a reliability diagram per model; ECE/MCE/Brier in the table, ``launch/compare_report.py``).
+``--calibrate METHOD`` (off by default) calibrates every model run on its validation rows and reports the
+eval metrics before and after (``launch/compare_calibrate.py``).
 """
 
 from __future__ import annotations
@@ -31,19 +35,16 @@ import numpy as np
 
 from terarec.configs.baselines import MAX_TRAIN_ROWS, describe_baselines
 from terarec.configs.loader import ConfigError, check_batch_fits, config_to_dict, load_config
+from terarec.configs.recipe_sizes import pick_recipe
 from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.errors import RunFailedError, UserError
+from terarec.launch.compare_calibrate import calibrate_run, check_method, check_valid_rows
+from terarec.launch.compare_report import CALIBRATION_COLUMNS, calibration_table, plot_reliability
 from terarec.launch.reuse import Identity, Planned, decide, make_room, move_aside, stop_on_changes
 from terarec.launch.torchrun import child_user_error, run_child, trainer_command
 
 log = logging.getLogger("terarec")
-DEFAULT_RECIPES = {
-    "dlrm": "dlrm_criteo10k",
-    "dcnv2": "dcnv2_criteo10k",
-    "wukong": "wukong_criteo10k",
-    "bst": "bst_movielens",
-}
 BASELINES = {"lightgbm": "lightgbm", "logreg": "sklearn"}  # baseline -> the module it needs
 BUDGET_KEYS = (("train", "batch_size"), ("train", "epochs"), ("train", "max_steps"), ("train", "max_minutes"))
 METRICS = (
@@ -56,6 +57,7 @@ METRICS = (
     "flops_per_example",
     "samples_per_s",
     "wall_s",
+    *CALIBRATION_COLUMNS,
 )
 
 
@@ -68,6 +70,7 @@ class Entry:
     name: str  # as given on the command line
     kind: str  # "model" or "baseline"
     recipe: str = ""  # models: the recipe; baselines: the baseline kind
+    recipe_choice: str = ""  # models: why this recipe (the dataset's size class, --recipe-size, or given)
 
 
 @dataclass
@@ -78,6 +81,7 @@ class CompareSpec:
     nproc: int = 1
     overrides: list[str] = field(default_factory=list)
     max_train_rows: int = MAX_TRAIN_ROWS  # baselines train in memory on at most this many rows
+    calibrate: str | None = None  # post-hoc calibration method for every model run (None: off)
 
     @classmethod
     def build(
@@ -89,6 +93,8 @@ class CompareSpec:
         nproc: int = 1,
         overrides: list[str] | None = None,
         max_train_rows: int = MAX_TRAIN_ROWS,
+        calibrate: str | None = None,
+        recipe_size: str | None = None,
     ) -> CompareSpec:
         """Parse and validate everything (recipes, budget, baselines' libraries) before any run."""
         if not (Path(data) / "schema.json").is_file():
@@ -102,7 +108,9 @@ class CompareSpec:
             raise ConfigError("compare needs at least one model (--models), one seed (--seeds) and --nproc >= 1")
         if len(set(seed_list)) != len(seed_list):
             raise ConfigError(f"--seeds {seeds!r}: a seed is named twice (each seed is one run per model)")
-        entries = [Entry(n, "model", DEFAULT_RECIPES.get(n, n)) for n in names]
+        check_method(calibrate)
+        train_rows = DatasetSchema.load(data, check_parts=False).split_rows.get("train", 0)
+        entries = [Entry(n, "model", *pick_recipe(n, train_rows, recipe_size)) for n in names]
         for kind in [b.strip() for b in baselines.split(",") if b.strip()]:
             if kind not in BASELINES:
                 raise ConfigError(f"--baseline {kind}: unknown (choose from {', '.join(BASELINES)})")
@@ -113,7 +121,7 @@ class CompareSpec:
             entries.append(Entry(kind, "baseline", kind))
         if len({e.name for e in entries}) != len(entries):
             raise ConfigError(f"compare: a model or baseline is named twice in {models!r} / {baselines!r}")
-        spec = cls(data, entries, seed_list, nproc, list(overrides or []), max_train_rows)
+        spec = cls(data, entries, seed_list, nproc, list(overrides or []), max_train_rows, calibrate)
         spec._check_budget()
         spec._check_splits()
         return spec
@@ -126,7 +134,7 @@ class CompareSpec:
             f"train.seed={seed}",
             f"run.dir={run_dir}",
             "logging.progress=false",
-            "checkpoint.final=false",
+            f"checkpoint.final={'true' if self.calibrate else 'false'}",  # calibrate loads the final checkpoint
         ]
 
     def budget(self, recipe: str) -> dict[str, Any]:
@@ -150,6 +158,8 @@ class CompareSpec:
                 )
             if cfg is not None:
                 check_batch_fits(cfg.train.batch_size, train, rows.get(train, 0), self.nproc)
+                if self.calibrate:
+                    check_valid_rows(self.data, entry.name, cfg.data.valid_split, cfg.data.valid_fraction, rows)
 
     def _check_budget(self) -> None:
         budgets = {e.name: tuple(self.budget(e.recipe).items()) for e in self.entries if e.kind == "model"}
@@ -261,10 +271,16 @@ def run_compare(spec: CompareSpec, output: Path, on_change: str = "stop") -> dic
     planned = iter(every_run)
     results: list[dict[str, Any]] = []
     for entry in spec.entries:
+        if entry.kind == "model":
+            log.info("%s: recipe %s (%s)", entry.name, entry.recipe, entry.recipe_choice)
         runs: list[dict[str, Any]] = []
         for seed in spec.seeds:
             run = _run_model if entry.kind == "model" else _run_baseline
-            runs.append(run(spec, entry, seed, next(planned)))
+            this = next(planned)
+            runs.append(run(spec, entry, seed, this))
+            if spec.calibrate and entry.kind == "model":
+                what = f"{entry.name} seed {seed}"
+                runs[-1] = {**runs[-1], **calibrate_run(this.run_dir, spec.calibrate, spec.nproc, what)}
             log.info("%s seed %d: auc %.4f logloss %.4f", entry.name, seed, runs[-1]["auc"], runs[-1]["logloss"])
         table = np.array([[float(r.get(k, np.nan)) for k in METRICS] for r in runs])
         results.append(
@@ -272,6 +288,7 @@ def run_compare(spec: CompareSpec, output: Path, on_change: str = "stop") -> dic
                 "name": entry.name,
                 "kind": entry.kind,
                 "recipe": entry.recipe,
+                **({"recipe_choice": entry.recipe_choice} if entry.kind == "model" else {}),
                 "runs": runs,
                 "mean": dict(zip(METRICS, table.mean(0).tolist())),
                 "std": dict(zip(METRICS, table.std(0, ddof=1).tolist() if len(runs) > 1 else [0.0] * len(METRICS))),
@@ -292,6 +309,7 @@ def run_compare(spec: CompareSpec, output: Path, on_change: str = "stop") -> dic
             first_model.get("eval_rows", 0) - first_model.get("eval_positives", 0),
         ),
         "baseline_max_train_rows": spec.max_train_rows,
+        "calibrate": spec.calibrate,
         "results": results,
     }
     model = next((e for e in spec.entries if e.kind == "model"), None)
@@ -362,11 +380,11 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{m['params_sparse']:,.0f} | "
             f"{m['flops_per_example']:,.0f} | {m['samples_per_s']:,.0f} | {m['wall_s']:.1f} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *calibration_table(report)]) + "\n"
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    """Bar charts of eval AUC and logloss (error bars: std over seeds)."""
+    """Bar charts of eval AUC and logloss (error bars: std over seeds) and a reliability diagram per model."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -375,7 +393,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     results = report["results"]
     names = [r["name"] for r in results]
     colors = ["tab:blue" if r["kind"] == "model" else "tab:gray" for r in results]
-    figure, axes = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(names) * 2), 4))
+    figure, axes = plt.subplots(1, 3, figsize=(max(12, 1.6 * len(names) * 2 + 4), 4))
+    plot_reliability(axes[2], results)
     for ax, key in zip(axes, ("auc", "logloss")):
         means = [r["mean"][key] for r in results]
         ax.bar(names, means, yerr=[r["std"][key] for r in results], color=colors, capsize=4)

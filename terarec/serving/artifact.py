@@ -2,7 +2,9 @@
 
     DIR/model.pt        the whole model module (``torch.save``), embedding tables quantized per dtype
     DIR/manifest.json   format, model, flavor, dtype, source checkpoint, dataset schema, table sizes,
-                        the feature transform (written last: a directory without it is incomplete)
+                        the feature transform (written last: a directory without it is incomplete),
+                        with ``terarec export --calibrated`` the run's calibrator (``calibration``:
+                        ``calibrator``, ``fitted_step``, ``data``, ``dataset_fingerprint``)
 
 Format, after trying both candidates on this stack (torch 2.13, torchrec 1.8, fbgemm-gpu-cpu 1.8):
 
@@ -36,6 +38,7 @@ from torchrec.inference.modules import quantize_inference_model
 from terarec.configs.arguments import EXPORT_DTYPES
 from terarec.data_pipeline.schema import DatasetSchema, dataset_files
 from terarec.errors import UserError
+from terarec.serving.calibrated import calibrate_logits, check_calibrator
 from terarec.serving.transform import FeatureTransform, Rows
 
 FORMAT = "terarec-export/1"
@@ -49,17 +52,21 @@ class ExportError(UserError):
 
 
 class ServingModel(nn.Module):
-    """Raw rows -> probabilities ``B`` (float32), through the training transform and the model."""
+    """Raw rows -> probabilities ``B`` (float32; float64 in a calibrated export), through the training
+    transform, the model and (in a calibrated export) the run's calibrator."""
 
     def __init__(self, model: nn.Module, transform: FeatureTransform, manifest: dict[str, Any]) -> None:
         super().__init__()
         self.model, self.transform, self.manifest = model, transform, manifest
+        self.calibrator: dict[str, Any] | None = (manifest.get("calibration") or {}).get("calibrator")
 
     def logits(self, rows: Rows) -> torch.Tensor:
-        """``B`` logits of the rows (a pyarrow table or a dict of columns)."""
+        """``B`` logits of the rows (a pyarrow table or a dict of columns); calibrated ones in a calibrated
+        export (float64 then, as ``predict --calibrated`` computes them)."""
         dense, sparse = self.transform(rows)
         with torch.no_grad():
-            return self.model(dense, sparse).squeeze(-1).float()
+            logits = self.model(dense, sparse).squeeze(-1).float()
+        return logits if self.calibrator is None else calibrate_logits(self.calibrator, logits)
 
     def forward(self, rows: Rows) -> torch.Tensor:
         return torch.sigmoid(self.logits(rows))
@@ -100,6 +107,10 @@ def read_manifest(directory: str) -> dict[str, Any]:
     missing = [k for k in ("model", "dtype", "transform", "table_sizes") if k not in manifest]
     if missing:
         raise ExportError(f"{path} has no '{missing[0]}'")
+    if "calibration" in manifest:
+        wrong = check_calibrator((manifest["calibration"] or {}).get("calibrator"))
+        if wrong is not None:
+            raise ExportError(f"{path}: {wrong}")
     return manifest
 
 

@@ -7,7 +7,8 @@
   no scikit-learn.
 
 A calibrator is a plain dict (``method`` + parameters), the form ``RUN/calibration.json`` stores it in.
-Metrics take logits, so :func:`calibrate_logits` returns the logit of the calibrated probability
+It is applied by ``terarec.serving.calibrated`` (re-exported here), which exports share. Metrics take
+logits, so :func:`calibrate_logits` returns the logit of the calibrated probability
 (clipped to [EPS, 1 - EPS], isotonic maps can reach 0 and 1).
 """
 
@@ -24,9 +25,18 @@ from terarec.configs.arguments import CALIBRATION_METHODS
 from terarec.configs.loader import ConfigError
 from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.errors import UserError
+from terarec.serving.calibrated import calibrate_logits
 from terarec.trainer.metrics import BinaryMetrics
 
-EPS = 1e-7
+__all__ = [
+    "CALIBRATION_FILE",
+    "CALIBRATION_METHODS",
+    "calibrate_logits",
+    "fit_calibrator",
+    "fit_temperature",
+    "load_calibration",
+    "metrics_of",
+]
 PLATT_C = 1e6  # inverse L2 strength: large, so Platt is the plain maximum-likelihood fit
 
 
@@ -69,37 +79,11 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, steps: int = 100) ->
     return 1.0 / s
 
 
-def calibrate_logits(calibrator: dict[str, Any], logits: torch.Tensor) -> torch.Tensor:
-    """The logits of the calibrated probabilities (float64, same shape and device as ``logits``)."""
-    z = logits.double()
-    method = calibrator["method"]
-    if method == "temperature":
-        return z / float(calibrator["temperature"])
-    if method == "platt":
-        return z * float(calibrator["slope"]) + float(calibrator["intercept"])
-    if method == "isotonic":
-        xs = torch.tensor(calibrator["x"], dtype=torch.float64, device=z.device)
-        ys = torch.tensor(calibrator["y"], dtype=torch.float64, device=z.device)
-        p = _interp(torch.sigmoid(z), xs, ys).clamp(EPS, 1 - EPS)
-        return torch.log(p) - torch.log1p(-p)
-    raise UserError(f"calibration method {method!r} unknown (one of {', '.join(CALIBRATION_METHODS)})")
-
-
 def metrics_of(logits: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> dict[str, float]:
     """``BinaryMetrics`` (the ones eval reports) of one process's arrays."""
     metrics = BinaryMetrics("cpu")
     metrics.update(torch.as_tensor(logits, dtype=torch.float64), torch.as_tensor(labels, dtype=torch.float64))
     return metrics.compute()
-
-
-def _interp(x: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-    """``np.interp(x, xs, ys)`` in torch: linear between breakpoints, the end values outside them."""
-    if len(xs) == 1:
-        return ys[0].expand_as(x).clone()
-    right = torch.searchsorted(xs, x.contiguous()).clamp(1, len(xs) - 1)
-    x0, x1, y0, y1 = xs[right - 1], xs[right], ys[right - 1], ys[right]
-    weight = ((x - x0) / (x1 - x0).clamp_min(1e-300)).clamp(0.0, 1.0)
-    return y0 + weight * (y1 - y0)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

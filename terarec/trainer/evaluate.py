@@ -132,6 +132,7 @@ def run_eval(
         evaluator = Evaluator(dmp, batches, info.device, cfg.train.bf16, key, logit_transform=transform)
         result = {
             **evaluator.evaluate(),
+            "reliability": evaluator.reliability,  # the equal-mass bins' mean prediction vs observed rate
             **({"calibrator": calibrator} if calibrator else {}),
             "checkpoint": loaded["path"],
             "step": loaded["step"],

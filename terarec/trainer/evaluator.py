@@ -47,6 +47,9 @@ class Evaluator:
         self.logit_transform = logit_transform  # e.g. a post-hoc calibrator: metrics of the mapped scores
         self.group_key = group_key  # sparse feature whose id groups eval rows for GAUC (e.g. user)
         self.pipeline = pipeline if pipeline is not None else forward_pipeline(dmp, device)
+        # the last evaluation's reliability diagram (BinaryMetrics.reliability), kept beside the scalar
+        # result so that consumers reading every value as a float (early stopping) never see it
+        self.reliability: dict[str, list[float]] = {}
 
     def evaluate(self) -> dict[str, float]:
         """``auc``, ``ne``, ``logloss``, ``calibration``, ``brier``, ``ece``, ``mce``, ``ece_mass``, ``mce_mass``,
@@ -60,6 +63,7 @@ class Evaluator:
                 gauc.update(groups, logits, labels)
         metrics.reduce()
         result = metrics.compute()
+        self.reliability = metrics.reliability()
         if gauc is not None:
             result["gauc"] = gauc.compute()
         return result

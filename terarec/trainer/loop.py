@@ -368,6 +368,7 @@ class Trainer:
             **self.summary,
             "world_size": self.info.world_size,
             "wall_s": time.perf_counter() - start,
+            "reliability": self.evaluator.reliability if self.evaluator is not None and final else {},
         }
         if self.info.is_main:
             (self.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -101,6 +101,21 @@ class BinaryMetrics:
             "positives": int(positives),
         }
 
+    def reliability(self) -> dict[str, list[float]]:
+        """The reliability diagram of the 10 equal-mass bins (the ones ``ece_mass`` uses), for plots: per bin
+        the mean prediction ``pred``, the observed positive rate ``obs`` and the row ``count`` (empty bins,
+        possible when many rows share a score, are left out)."""
+        n = float(self.sums[0])
+        if n == 0:
+            return {"pred": [], "obs": [], "count": []}
+        count, sum_p, sum_y = self._mass_bins(n)
+        filled = count > 0
+        return {
+            "pred": (sum_p[filled] / count[filled]).tolist(),
+            "obs": (sum_y[filled] / count[filled]).tolist(),
+            "count": [int(c) for c in count[filled].tolist()],
+        }
+
     def _mass_bins(self, n: float) -> torch.Tensor:
         """(n, sum p, sum y) of 10 equal-mass bins, from the reduced score histogram (see the module doc)."""
         counts = self.hist[0] + self.hist[1]

@@ -76,6 +76,15 @@ def test_baseline_scores_equal_sklearn_on_its_own_predictions(criteo_10k_prepare
     assert result["auc"] == pytest.approx(roc_auc_score(evaluation.labels, model.predict_logits(evaluation)), abs=1e-4)
     probs = 1 / (1 + np.exp(-model.predict_logits(evaluation)))
     assert result["calibration"] == pytest.approx(probs.sum() / evaluation.labels.sum(), rel=1e-6)
+    # the calibration errors compare tabulates beside the models': the same definitions, checked directly
+    labels = evaluation.labels.astype(np.float64)
+    assert result["brier"] == pytest.approx(float(((probs - labels) ** 2).mean()), rel=1e-6)
+    width = np.minimum((probs * 10).astype(int), 9)
+    gaps = [(abs(probs[width == b].mean() - labels[width == b].mean()), (width == b).sum()) for b in range(10)]
+    gaps = [(gap, n) for gap, n in gaps if n]
+    assert result["ece"] == pytest.approx(sum(g * n for g, n in gaps) / len(probs), rel=1e-6)
+    assert result["mce"] == pytest.approx(max(g for g, _ in gaps), rel=1e-6)
+    assert sum(result["reliability"]["count"]) == len(labels) == result["eval_rows"]
     assert (
         result["features"]["categorical"] == [f"cat_{i}" for i in range(26)] and len(result["features"]["dense"]) == 13
     )

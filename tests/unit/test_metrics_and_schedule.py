@@ -112,6 +112,21 @@ def test_calibration_metrics_match_numpy_and_reduce_over_ranks(ranks: int) -> No
     assert result["ece"] > 0.05 and result["mce"] >= result["ece"]
 
 
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_reliability_bins_are_the_sorted_scores_in_ten_chunks(ranks: int) -> None:
+    """The reliability diagram compare plots: per equal-mass bin, mean prediction and observed rate."""
+    rng = np.random.default_rng(10 + ranks)
+    probs = (rng.choice(1 << 18, size=3000, replace=False) + 0.5) / (1 << 18)
+    labels = (rng.random(3000) < probs**2).astype(np.float64)
+    reliability = _fed(torch.from_numpy(np.log(probs / (1 - probs))), torch.from_numpy(labels).float(), ranks)
+    chunks = np.array_split(np.argsort(probs, kind="stable"), 10)
+    result = reliability.reliability()
+    assert result["count"] == [len(c) for c in chunks] == [300] * 10
+    np.testing.assert_allclose(result["pred"], [probs[c].mean() for c in chunks], rtol=1e-9)
+    np.testing.assert_allclose(result["obs"], [labels[c].mean() for c in chunks], rtol=1e-9)
+    assert BinaryMetrics().reliability() == {"pred": [], "obs": [], "count": []}
+
+
 def test_calibration_metrics_with_tied_scores_stay_close_to_numpy() -> None:
     """Random scores (some share a histogram bin, a few exactly tied): equal-mass bins are approximate."""
     g = torch.Generator().manual_seed(4)
