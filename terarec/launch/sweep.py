@@ -8,6 +8,18 @@ A sweep YAML names a base recipe and a grid; every point of the grid is one run:
     overrides: [train.max_steps=200]   # optional, applied to every point
     nproc: 1                           # processes per run (torchrun when > 1)
     seeds: [0, 1, 2]                   # optional: each point once per train.seed
+    select: {key: optim.lr, values: [0.001, 0.003], metric: logloss}   # optional, see below
+
+A grid of several keys is their product: ``{model.flavor: [...], data.max_train_rows: [...]}`` is the
+two-axis (model size x data size) sweep. Every run records ``train_rows`` (the rows one epoch trains
+on); with two or more data sizes the fit of ``L(C)`` is also made per data size
+(``fits_per_train_rows.train_compute`` in fit.json, keyed by train_rows), drawn as one curve per data size
+in scaling.png and logged under ``scaling/..._vs_train_compute_gflop/rows_R`` (and the log10 curve).
+
+``select`` (``terarec.launch.sweep_select``): every point trains once per value of ``key`` (under
+``points/NAME,lr=V``), and the value whose run has the best validation metric (``valid_logloss`` or
+``valid_auc``, never the eval split) is the point's result; results.csv lists every run with a
+``selected`` column, points.csv and the fits use the chosen runs only. Runs need validation rows.
 
 Each run (point x seed) runs in its own process (a crash stays in its run) under
 ``SWEEP/points/NAME`` (``.../NAME/seed_S`` with several seeds). ``results.csv`` has one row per run,
@@ -46,6 +58,7 @@ import numpy as np
 
 from terarec.configs.loader import ConfigError, config_to_dict, load_config, read_yaml
 from terarec.data_pipeline.manifest import dataset_fingerprint
+from terarec.data_pipeline.schema import DatasetSchema
 from terarec.errors import RunFailedError, UserError
 from terarec.launch.reuse import Identity, Planned, decide, make_room, move_aside, stop_on_changes
 from terarec.launch.scaling_fit import (  # noqa: F401  (fit_power_law, holdout_test: this module's API too)
@@ -56,6 +69,8 @@ from terarec.launch.scaling_fit import (  # noqa: F401  (fit_power_law, holdout_
     noisy_points,
     usable_sigma,
 )
+from terarec.launch.scaling_plots import data_sizes, fit_per_data_size, log_per_data_size
+from terarec.launch.sweep_select import Selection, check_validation_rows, mark_selected
 from terarec.launch.torchrun import child_user_error, run_child, trainer_command
 
 log = logging.getLogger("terarec")
@@ -78,6 +93,9 @@ RESULT_KEYS = [
     "steps",
     "wall_s",
     "dataset_fingerprint",
+    "train_rows",
+    "valid_logloss",
+    "valid_auc",
 ]
 FIT_AXES = {"train_compute": "training compute (FLOPs)", "params_dense": "dense parameters"}
 # TensorBoard curves: the fitted axes and forward FLOPs/example; x -> step divisor (GFLOP for compute,
@@ -90,7 +108,7 @@ NO_COMPUTE = (
 )
 
 
-SWEEP_KEYS = ("base", "grid", "overrides", "nproc", "seeds")
+SWEEP_KEYS = ("base", "grid", "overrides", "nproc", "seeds", "select")
 
 
 @dataclass
@@ -101,6 +119,7 @@ class SweepSpec:
     nproc: int = 1
     # None: one run per point with the recipe's train.seed (0 unless overridden), as before seeds existed
     seeds: list[int] | None = None
+    select: Selection | None = None  # the LR axis: chosen per point on the validation metric
 
     @classmethod
     def load(cls, path: str, extra: list[str]) -> SweepSpec:
@@ -111,7 +130,7 @@ class SweepSpec:
             shipped = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.yaml")))
             raise ConfigError(f"sweep file {path} not found (shipped sweeps: {shipped})")
         spec = cls.parse(read_yaml(file, holds=f"sweep keys ({', '.join(SWEEP_KEYS)})"), str(file), extra)
-        for point in spec.points():  # every point's config is checked before anything runs
+        for point in spec.run_points():  # every run's config is checked before anything runs
             for seed in spec.run_seeds():
                 load_config(spec.base, spec.point_overrides(point, seed))
         return spec
@@ -135,11 +154,22 @@ class SweepSpec:
             raise ConfigError(f"{path}: 'nproc' must be an integer >= 1, got {nproc!r}")
         grid = {str(k): list(v) for k, v in raw["grid"].items()}
         seeds = _parse_seeds(raw, path, [*overrides, *extra, *grid])
-        return cls(raw["base"], grid, [*overrides, *extra], nproc, seeds)
+        select = Selection.parse(raw.get("select"), path, [*overrides, *extra, *grid])
+        return cls(raw["base"], grid, [*overrides, *extra], nproc, seeds, select)
 
     def points(self) -> list[dict[str, Any]]:
         keys = list(self.grid)
         return [dict(zip(keys, values)) for values in itertools.product(*self.grid.values())]
+
+    def run_points(self) -> list[dict[str, Any]]:
+        """What trains: each point, once per ``select`` value when there is a selection axis."""
+        if self.select is None:
+            return self.points()
+        return [{**point, self.select.key: value} for point in self.points() for value in self.select.values]
+
+    def point_of(self, run: dict[str, Any]) -> dict[str, Any]:
+        """A run point without its ``select`` value: the point it competes for."""
+        return {k: v for k, v in run.items() if self.select is None or k != self.select.key}
 
     def run_seeds(self) -> list[int | None]:
         """The seeds each point trains with; [None]: once, with the recipe's seed."""
@@ -235,6 +265,8 @@ def _log_hparams(writer: Any, rows: list[dict[str, Any]], seeded: bool) -> None:
     for row in rows:
         params = {k: v for k, v in row.items() if k not in RESULT_KEYS and isinstance(v, (int, float, str, bool))}
         params.update({k: float(row[k]) for k in ("flops_per_example", "params_dense")})
+        if row.get("train_rows"):
+            params["train_rows"] = int(row["train_rows"])
         params["log10_flops_per_example"] = float(np.log10(float(row["flops_per_example"])))
         if row.get("train_compute"):
             params["log10_train_compute"] = float(np.log10(float(row["train_compute"])))
@@ -320,13 +352,17 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
 
     points = aggregate(rows, point_keys(rows))
     fits: dict[str, Any] = {}
-    figure, axes = plt.subplots(1, len(FIT_AXES), figsize=(6 * len(FIT_AXES), 4.5))
+    two_axes = len(data_sizes(points)) > 1  # model size x data size: a panel with one curve per data size
+    panels = len(FIT_AXES) + int(two_axes)
+    figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5))
     for ax, (key, label) in zip(np.atleast_1d(axes), FIT_AXES.items()):
         fit = _fit_axis(ax, points, rows, key, label, metric)
         if fit is not None:
             fits[key] = fit
+    per_rows = fit_per_data_size(np.atleast_1d(axes)[-1], points, metric) if two_axes else None
     writer = SummaryWriter(str(output / "tb"))
     _log_curves(writer, points, metric)
+    log_per_data_size(writer, points, metric)
     _log_hparams(writer, rows, seeded=len(points) < len(rows))
     writer.close()
     figure.tight_layout()
@@ -334,13 +370,19 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
     plt.close(figure)
     summary = {"metric": metric, "fits": fits, "points": len(points), "runs": len(rows)}
     summary["noisy_points"] = _flag_noisy(points, metric)
+    if per_rows is not None:
+        summary["fits_per_train_rows"] = {"train_compute": per_rows}  # L(C) per data size, keyed by train_rows
     (output / "fit.json").write_text(json.dumps(summary, indent=2) + "\n")
     return fits
 
 
+RUN_OWN = ("point", "seed", "logloss", "auc", "ne", "steps", "wall_s", "valid_logloss", "valid_auc", "selected")
+
+
 def point_keys(rows: list[dict[str, Any]]) -> list[str]:
-    """Columns shared by a point's seeds (grid keys, sizes, compute): all but the run's own numbers."""
-    return [k for k in rows[0] if k not in ("point", "seed", "logloss", "auc", "ne", "steps", "wall_s")]
+    """Columns shared by a point's seeds (grid keys, sizes, compute, the chosen select value): all but
+    the run's own numbers."""
+    return [k for k in rows[0] if k not in RUN_OWN]
 
 
 def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -350,16 +392,18 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def write_results(rows: list[dict[str, Any]], output: Path) -> None:
+def write_results(rows: list[dict[str, Any]], output: Path, selection: Selection | None = None) -> None:
     """Each row (one run) gets ``train_compute`` (training FLOPs/example x samples trained on; None
-    for a run trained before training FLOPs were recorded), then results.csv (one row per run),
-    points.csv (one per point: means and stds over its seeds), the fits and the plots."""
+    for a run trained before training FLOPs were recorded), then results.csv (one row per run; with a
+    ``selection``, a ``selected`` column), points.csv (one per point: means and stds over its seeds,
+    of the chosen runs), the fits and the plots (chosen runs only)."""
     for row in rows:
         per_example, samples = row.get("train_flops_per_example"), row.get("samples")
         row["train_compute"] = int(per_example) * int(samples) if per_example and samples else None
+    chosen = rows if selection is None else mark_selected(rows, selection)
     _write_csv(rows, output / "results.csv")
-    _write_csv(aggregate(rows, point_keys(rows)), output / "points.csv")
-    summarize(rows, output)
+    _write_csv(aggregate(chosen, point_keys(chosen)), output / "points.csv")
+    summarize(chosen, output)
 
 
 def plan_points(spec: SweepSpec, output: Path) -> list[tuple[dict[str, Any], int | None, Planned]]:
@@ -367,12 +411,14 @@ def plan_points(spec: SweepSpec, output: Path) -> list[tuple[dict[str, Any], int
     dataset fingerprint against what that dir recorded (one fingerprint per dataset path)."""
     fingerprints: dict[str, str | None] = {}
     planned = []
-    for point in spec.points():
+    for point in spec.run_points():
         for seed in spec.run_seeds():
             run_dir = run_dir_of(spec, output, point, seed)
             cfg = load_config(spec.base, run_overrides(spec, point, run_dir, seed))
             if cfg.data.path not in fingerprints:
                 fingerprints[cfg.data.path] = dataset_fingerprint(cfg.data.path)
+            if spec.select is not None:  # selection reads validation rows: every run must have some
+                check_validation_rows(cfg, DatasetSchema.load(cfg.data.path), run_label(point, seed), spec.select)
             now = Identity(config_to_dict(cfg), fingerprints[cfg.data.path])
             planned.append((point, seed, Planned(run_label(point, seed), run_dir, decide(run_dir, now))))
     return planned
@@ -397,7 +443,8 @@ def run_sweep(
             resume = make_room(plan)
             log.info("[%d/%d] %s: training", index, len(runs), plan.name)
             metrics = run_point(spec, point, plan.run_dir, launcher, scheduler, resume, seed=seed)
-        row = {"point": point_name(point), "seed": seed, **point, **{k: metrics.get(k) for k in RESULT_KEYS}}
+        row = {"point": point_name(spec.point_of(point)), "seed": seed, **point}
+        row.update({k: metrics.get(k) for k in RESULT_KEYS})
         rows.append(row)
         log.info(
             "[%d/%d] %s: logloss %.5f auc %.4f, %s FLOPs/example",
@@ -408,5 +455,5 @@ def run_sweep(
             metrics["auc"],
             f"{metrics['flops_per_example']:,}",
         )
-    write_results(rows, output)
+    write_results(rows, output, spec.select)
     return rows
