@@ -212,3 +212,10 @@ def test_one_data_size_keeps_the_single_axis_summary(tmp_path: Path) -> None:
     assert "fits_per_train_rows" not in fit and set(fit["fits"]) == {"train_compute", "params_dense"}
     tags = EventAccumulator(str(tmp_path / "tb"), size_guidance={SCALARS: 0}).Reload().Tags()["scalars"]
     assert not [t for t in tags if "/rows_" in t]
+
+
+def test_the_shipped_data_ladder_crosses_the_wukong_ladder_with_three_data_sizes() -> None:
+    spec = SweepSpec.load("wukong_ladder_data", [])
+    ladder = SweepSpec.load("wukong_ladder", [])
+    assert spec.grid["model.flavor"] == ladder.grid["model.flavor"]
+    assert spec.grid["data.max_train_rows"] == [100_000, 300_000, 900_000] and len(spec.points()) == 15
