@@ -38,6 +38,11 @@ class DataConfig:
     # 0: the dataset's `valid_split` when it has one (prepare/synth --valid-fraction), else no validation
     valid_fraction: float = field(default=0.0, metadata={"min": 0.0, "below": 1.0})
     valid_split: str = "valid"
+    # > 0: train on only the first N rows of the train split (file = time order) that the validation carve
+    # leaves, the same rows at every world size; the data axis of a sweep (`data.max_train_rows: [...]`).
+    # The validation rows stay the same for every N. More rows than there are is an error, not a clamp:
+    # a sweep point would silently repeat a smaller one. 0: all of them
+    max_train_rows: int = field(default=0, metadata={"min": 0})
     # rows held for the bounded shuffle; 0 disables shuffling
     shuffle_buffer: int = field(default=16384, metadata={"min": 0})
     dense_fill: float = 0.0  # value for null dense features before the transform

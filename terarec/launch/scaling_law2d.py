@@ -23,7 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from terarec.launch.scaling_fit import BOOTSTRAP_RESAMPLES, bootstrap_intervals, fit_power_law, usable_sigma
+from terarec.launch.scaling_fit import (
+    BOOTSTRAP_RESAMPLES,
+    bootstrap_intervals,
+    fit_power_law,
+    holdout_test,
+    usable_sigma,
+)
 
 FORM_2D = "E+A*N^-alpha+B*D^-beta"
 PARAMS_2D = ("E", "A", "alpha", "B", "beta")
@@ -157,8 +163,9 @@ def bootstrap_law_2d(
 def per_data_size_fits(
     compute: np.ndarray, d: np.ndarray, y: np.ndarray, sigma: np.ndarray | None = None
 ) -> list[dict[str, Any]]:
-    """One ``L(C) = a C^-b + c`` (:func:`fit_power_law`) per data size, in increasing ``d``; a data
-    size with fewer than 2 distinct computes gets a ``note`` instead of a fit."""
+    """One ``L(C) = a C^-b + c`` (:func:`fit_power_law`) per data size, in increasing ``d``, with the
+    holdout test of its largest point from 3 distinct computes on; a data size with fewer than 2
+    distinct computes gets a ``note`` instead of a fit."""
     compute, d, y = (np.asarray(a, dtype=float) for a in (compute, d, y))
     std = None if sigma is None else np.asarray(sigma, dtype=float)
     fits = []
@@ -168,7 +175,10 @@ def per_data_size_fits(
         if len(set(compute[mask].tolist())) < 2:
             entry["note"] = "fewer than 2 distinct computes at this data size: nothing to fit"
         else:
-            entry["fit"] = fit_power_law(compute[mask], y[mask], None if std is None else std[mask])
+            x, at_sigma = compute[mask], None if std is None else std[mask]
+            entry["fit"] = fit_power_law(x, y[mask], at_sigma)
+            distinct = len(set(x.tolist()))
+            entry["holdout"] = holdout_test(x, y[mask], at_sigma) if distinct >= 3 and distinct == len(x) else None
         fits.append(entry)
     return fits
 

@@ -8,6 +8,18 @@ A sweep YAML names a base recipe and a grid; every point of the grid is one run:
     overrides: [train.max_steps=200]   # optional, applied to every point
     nproc: 1                           # processes per run (torchrun when > 1)
     seeds: [0, 1, 2]                   # optional: each point once per train.seed
+    select: {key: optim.lr, values: [0.001, 0.003], metric: logloss}   # optional, see below
+
+A grid of several keys is their product: ``{model.flavor: [...], data.max_train_rows: [...]}`` is the
+two-axis (model size x data size) sweep. Every run records ``train_rows`` (the rows one epoch trains
+on); with two or more data sizes fit.json also holds the two-axis law ``L(N, D)`` and one ``L(C)`` per
+data size (below), drawn as one curve per data size in scaling.png and logged under
+``scaling/..._vs_train_compute_gflop/rows_R`` (and the log10 curve).
+
+``select`` (``terarec.launch.sweep_select``): every point trains once per value of ``key`` (under
+``points/NAME,lr=V``), and the value whose run has the best validation metric (``valid_logloss`` or
+``valid_auc``, never the eval split) is the point's result; results.csv lists every run with a
+``selected`` column, points.csv and the fits use the chosen runs only. Runs need validation rows.
 
 Each run (point x seed) runs in its own process (a crash stays in its run) under
 ``SWEEP/points/NAME`` (``.../NAME/seed_S`` with several seeds). ``results.csv`` has one row per run,
@@ -23,8 +35,8 @@ FLOPs: forward + backward, 3 x forward, see ``terarec.models.common``). A power 
 ``L(C) = a * C^-b + c`` (scipy; the pure ``a * C^-b`` below 4 points) is fitted against training
 compute and against dense parameters into ``SWEEP/fit.json``, with a holdout test per axis: the
 law fitted on all but the largest point predicts that point, and the absolute and relative errors
-are recorded, and bootstrap intervals of its parameters (over points and seeds). When the points carry
-``train_rows`` (a data axis), fit.json also holds the two-axis law ``L(N, D)`` with its intervals and
+are recorded, and bootstrap intervals of its parameters (over points and seeds). With two or more
+data sizes (``train_rows``), fit.json also holds the two-axis law ``L(N, D)`` with its intervals and
 holdout, one ``L(C)`` per data size, the compute-optimal frontier and a data-limited verdict
 (``terarec.launch.scaling_law2d``), drawn in a third panel. All of it is drawn in ``SWEEP/scaling.png``
 and logged to TensorBoard (``SWEEP/tb``): scaling curves whose step is the x value
@@ -50,6 +62,7 @@ import numpy as np
 
 from terarec.configs.loader import ConfigError, config_to_dict, load_config, read_yaml
 from terarec.data_pipeline.manifest import dataset_fingerprint
+from terarec.data_pipeline.schema import DatasetSchema
 from terarec.errors import RunFailedError, UserError
 from terarec.launch.reuse import Identity, Planned, decide, make_room, move_aside, stop_on_changes
 from terarec.launch.scaling_fit import (  # noqa: F401  (fit_power_law, holdout_test: this module's API too)
@@ -62,6 +75,8 @@ from terarec.launch.scaling_fit import (  # noqa: F401  (fit_power_law, holdout_
     usable_sigma,
 )
 from terarec.launch.scaling_law2d import two_axis_summary
+from terarec.launch.scaling_plots import data_sizes, draw_data_sizes, log_per_data_size
+from terarec.launch.sweep_select import Selection, check_validation_rows, mark_selected
 from terarec.launch.torchrun import child_user_error, run_child, trainer_command
 
 log = logging.getLogger("terarec")
@@ -84,6 +99,9 @@ RESULT_KEYS = [
     "steps",
     "wall_s",
     "dataset_fingerprint",
+    "train_rows",
+    "valid_logloss",
+    "valid_auc",
 ]
 FIT_AXES = {"train_compute": "training compute (FLOPs)", "params_dense": "dense parameters"}
 # TensorBoard curves: the fitted axes and forward FLOPs/example; x -> step divisor (GFLOP for compute,
@@ -96,7 +114,7 @@ NO_COMPUTE = (
 )
 
 
-SWEEP_KEYS = ("base", "grid", "overrides", "nproc", "seeds")
+SWEEP_KEYS = ("base", "grid", "overrides", "nproc", "seeds", "select")
 
 
 @dataclass
@@ -107,6 +125,7 @@ class SweepSpec:
     nproc: int = 1
     # None: one run per point with the recipe's train.seed (0 unless overridden), as before seeds existed
     seeds: list[int] | None = None
+    select: Selection | None = None  # the LR axis: chosen per point on the validation metric
 
     @classmethod
     def load(cls, path: str, extra: list[str]) -> SweepSpec:
@@ -117,7 +136,7 @@ class SweepSpec:
             shipped = ", ".join(sorted(p.stem for p in SHIPPED.glob("*.yaml")))
             raise ConfigError(f"sweep file {path} not found (shipped sweeps: {shipped})")
         spec = cls.parse(read_yaml(file, holds=f"sweep keys ({', '.join(SWEEP_KEYS)})"), str(file), extra)
-        for point in spec.points():  # every point's config is checked before anything runs
+        for point in spec.run_points():  # every run's config is checked before anything runs
             for seed in spec.run_seeds():
                 load_config(spec.base, spec.point_overrides(point, seed))
         return spec
@@ -141,11 +160,22 @@ class SweepSpec:
             raise ConfigError(f"{path}: 'nproc' must be an integer >= 1, got {nproc!r}")
         grid = {str(k): list(v) for k, v in raw["grid"].items()}
         seeds = _parse_seeds(raw, path, [*overrides, *extra, *grid])
-        return cls(raw["base"], grid, [*overrides, *extra], nproc, seeds)
+        select = Selection.parse(raw.get("select"), path, [*overrides, *extra, *grid])
+        return cls(raw["base"], grid, [*overrides, *extra], nproc, seeds, select)
 
     def points(self) -> list[dict[str, Any]]:
         keys = list(self.grid)
         return [dict(zip(keys, values)) for values in itertools.product(*self.grid.values())]
+
+    def run_points(self) -> list[dict[str, Any]]:
+        """What trains: each point, once per ``select`` value when there is a selection axis."""
+        if self.select is None:
+            return self.points()
+        return [{**point, self.select.key: value} for point in self.points() for value in self.select.values]
+
+    def point_of(self, run: dict[str, Any]) -> dict[str, Any]:
+        """A run point without its ``select`` value: the point it competes for."""
+        return {k: v for k, v in run.items() if self.select is None or k != self.select.key}
 
     def run_seeds(self) -> list[int | None]:
         """The seeds each point trains with; [None]: once, with the recipe's seed."""
@@ -241,6 +271,8 @@ def _log_hparams(writer: Any, rows: list[dict[str, Any]], seeded: bool) -> None:
     for row in rows:
         params = {k: v for k, v in row.items() if k not in RESULT_KEYS and isinstance(v, (int, float, str, bool))}
         params.update({k: float(row[k]) for k in ("flops_per_example", "params_dense")})
+        if row.get("train_rows"):
+            params["train_rows"] = int(row["train_rows"])
         params["log10_flops_per_example"] = float(np.log10(float(row["flops_per_example"])))
         if row.get("train_compute"):
             params["log10_train_compute"] = float(np.log10(float(row["train_compute"])))
@@ -321,26 +353,6 @@ def point_runs(rows: list[dict[str, Any]], point: dict[str, Any], metric: str) -
     return np.array([float(r[metric]) for r in rows if r["point"] == point["point"] and r.get(metric) is not None])
 
 
-def _plot_data_sizes(ax: Any, points: list[dict[str, Any]], summary: dict[str, Any], metric: str) -> None:
-    """Loss against training compute with one curve per data size (its points and L(C) fit), the
-    measured compute-optimal frontier and the fitted law's; titled with the verdict's first words."""
-    for entry in summary["per_data_size"]:
-        at = [p for p in points if p.get("train_compute") and float(p.get("train_rows") or 0) == entry["train_rows"]]
-        x = np.array([float(p["train_compute"]) for p in at])
-        dots = ax.scatter(x, [float(p[f"{metric}_mean"]) for p in at], s=16, label=f"{entry['train_rows']:.3g} rows")
-        if "fit" in entry and "note" not in entry["fit"]:
-            grid = np.geomspace(x.min(), x.max(), 30)
-            ax.plot(grid, law_value(entry["fit"], grid), color=dots.get_facecolor()[0], linewidth=1)
-    measured = summary["frontier"]["points"]
-    ax.plot([f["compute"] for f in measured], [f["loss"] for f in measured], "k-", label="frontier (points)")
-    law = summary["frontier"]["law"]
-    if law:
-        ax.plot([f["compute"] for f in law], [f["loss"] for f in law], "k--", label="frontier (L(N, D))")
-    ax.set(xscale="log", xlabel="training compute (FLOPs)", ylabel=f"eval {metric}")
-    ax.set_title(summary["verdict"].split(":")[0], fontsize="small")
-    ax.legend(fontsize="x-small")
-
-
 def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss") -> dict[str, Any]:
     """runs -> points (means over seeds) -> fit.json (fits with bootstrap intervals, holdout tests,
     noisy points; with a ``train_rows`` column the two-axis keys of
@@ -353,8 +365,8 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
 
     points = aggregate(rows, point_keys(rows))
     fits: dict[str, Any] = {}
-    data_axis = any(p.get("train_rows") not in (None, "") for p in points)
-    panels = len(FIT_AXES) + data_axis
+    two_axes = len(data_sizes(points)) > 1  # model size x data size: a panel with one curve per data size
+    panels = len(FIT_AXES) + int(two_axes)
     figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5))
     for ax, (key, label) in zip(np.atleast_1d(axes), FIT_AXES.items()):
         fit = _fit_axis(ax, points, rows, key, label, metric)
@@ -362,13 +374,14 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
             fits[key] = fit
     summary = {"metric": metric, "fits": fits, "points": len(points), "runs": len(rows)}
     summary["noisy_points"] = _flag_noisy(points, metric)
-    if data_axis:  # fit both axes
+    if two_axes:  # fit both axes
         runs = {str(p["point"]): point_runs(rows, p, metric) for p in points}
         summary.update(two_axis_summary(points, runs, metric))
         log.info("%s", summary["verdict"])
-        _plot_data_sizes(np.atleast_1d(axes)[-1], points, summary, metric)
+        draw_data_sizes(np.atleast_1d(axes)[-1], points, summary, metric)
     writer = SummaryWriter(str(output / "tb"))
     _log_curves(writer, points, metric)
+    log_per_data_size(writer, points, metric)
     _log_hparams(writer, rows, seeded=len(points) < len(rows))
     writer.close()
     figure.tight_layout()
@@ -378,9 +391,13 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
     return fits
 
 
+RUN_OWN = ("point", "seed", "logloss", "auc", "ne", "steps", "wall_s", "valid_logloss", "valid_auc", "selected")
+
+
 def point_keys(rows: list[dict[str, Any]]) -> list[str]:
-    """Columns shared by a point's seeds (grid keys, sizes, compute): all but the run's own numbers."""
-    return [k for k in rows[0] if k not in ("point", "seed", "logloss", "auc", "ne", "steps", "wall_s")]
+    """Columns shared by a point's seeds (grid keys, sizes, compute, the chosen select value): all but
+    the run's own numbers."""
+    return [k for k in rows[0] if k not in RUN_OWN]
 
 
 def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -390,16 +407,18 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def write_results(rows: list[dict[str, Any]], output: Path) -> None:
+def write_results(rows: list[dict[str, Any]], output: Path, selection: Selection | None = None) -> None:
     """Each row (one run) gets ``train_compute`` (training FLOPs/example x samples trained on; None
-    for a run trained before training FLOPs were recorded), then results.csv (one row per run),
-    points.csv (one per point: means and stds over its seeds), the fits and the plots."""
+    for a run trained before training FLOPs were recorded), then results.csv (one row per run; with a
+    ``selection``, a ``selected`` column), points.csv (one per point: means and stds over its seeds,
+    of the chosen runs), the fits and the plots (chosen runs only)."""
     for row in rows:
         per_example, samples = row.get("train_flops_per_example"), row.get("samples")
         row["train_compute"] = int(per_example) * int(samples) if per_example and samples else None
+    chosen = rows if selection is None else mark_selected(rows, selection)
     _write_csv(rows, output / "results.csv")
-    _write_csv(aggregate(rows, point_keys(rows)), output / "points.csv")
-    summarize(rows, output)
+    _write_csv(aggregate(chosen, point_keys(chosen)), output / "points.csv")
+    summarize(chosen, output)
 
 
 def plan_points(spec: SweepSpec, output: Path) -> list[tuple[dict[str, Any], int | None, Planned]]:
@@ -407,12 +426,14 @@ def plan_points(spec: SweepSpec, output: Path) -> list[tuple[dict[str, Any], int
     dataset fingerprint against what that dir recorded (one fingerprint per dataset path)."""
     fingerprints: dict[str, str | None] = {}
     planned = []
-    for point in spec.points():
+    for point in spec.run_points():
         for seed in spec.run_seeds():
             run_dir = run_dir_of(spec, output, point, seed)
             cfg = load_config(spec.base, run_overrides(spec, point, run_dir, seed))
             if cfg.data.path not in fingerprints:
                 fingerprints[cfg.data.path] = dataset_fingerprint(cfg.data.path)
+            if spec.select is not None:  # selection reads validation rows: every run must have some
+                check_validation_rows(cfg, DatasetSchema.load(cfg.data.path), run_label(point, seed), spec.select)
             now = Identity(config_to_dict(cfg), fingerprints[cfg.data.path])
             planned.append((point, seed, Planned(run_label(point, seed), run_dir, decide(run_dir, now))))
     return planned
@@ -437,7 +458,8 @@ def run_sweep(
             resume = make_room(plan)
             log.info("[%d/%d] %s: training", index, len(runs), plan.name)
             metrics = run_point(spec, point, plan.run_dir, launcher, scheduler, resume, seed=seed)
-        row = {"point": point_name(point), "seed": seed, **point, **{k: metrics.get(k) for k in RESULT_KEYS}}
+        row = {"point": point_name(spec.point_of(point)), "seed": seed, **point}
+        row.update({k: metrics.get(k) for k in RESULT_KEYS})
         rows.append(row)
         log.info(
             "[%d/%d] %s: logloss %.5f auc %.4f, %s FLOPs/example",
@@ -448,5 +470,5 @@ def run_sweep(
             metrics["auc"],
             f"{metrics['flops_per_example']:,}",
         )
-    write_results(rows, output)
+    write_results(rows, output, spec.select)
     return rows

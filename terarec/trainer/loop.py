@@ -341,6 +341,19 @@ class Trainer:
             }
         }
 
+    def _final_valid(self, evaluated_step: int) -> dict[str, float]:
+        """``valid_logloss`` / ``valid_auc`` of the weights the final eval scores ({} without validation rows):
+        what a sweep's LR selection reads, so that no choice is made on the eval split. Early stopping
+        already evaluated the restored best weights; otherwise the validation rows are read once more."""
+        if self.validator is None:
+            return {}
+        stopper = self.early_stop
+        if stopper is not None and stopper.best_metrics and stopper.best_step == evaluated_step:
+            result = stopper.best_metrics
+        else:
+            result = self.evaluate("valid")
+        return {f"valid_{k}": float(result[k]) for k in ("logloss", "auc") if k in result}
+
     def fit(self) -> dict[str, Any]:
         start = self._train_start = time.perf_counter()
         with self.preemption:  # a signal during the final save takes effect once it is written
@@ -353,12 +366,13 @@ class Trainer:
             if any_rank(self.preemption.requested):
                 self._exit_preempted()
         evaluated_step = self._restore_best()
-        final = self.evaluate(weights_step=evaluated_step)
+        final, valid = self.evaluate(weights_step=evaluated_step), self._final_valid(evaluated_step)
         metrics = {
             **{k: final.get(k, float("nan")) for k in ("auc", "logloss", "ne", "calibration", *CALIBRATION_KEYS)},
             **({"gauc": final["gauc"]} if "gauc" in final else {}),
             "evaluated_step": evaluated_step,  # the best validation step under early stopping, else the last
             **self._selection_summary(),
+            **valid,
             "eval_rows": final.get("count", 0),
             "eval_positives": final.get("positives", 0),
             "samples_per_s": (self.samples - self._samples_before) / max(train_s, 1e-9),

@@ -23,7 +23,7 @@ from terarec.trainer.distributed import seed_everything, setup_logging, shutdown
 from terarec.trainer.loop import Trainer
 from terarec.trainer.model_factory import build_model
 from terarec.trainer.parallelize import parallelize
-from terarec.trainer.preflight import check_config_against_data
+from terarec.trainer.preflight import check_config_against_data, train_rows
 from terarec.trainer.run_dir import RunDir, uses_checkpoints
 from terarec.trainer.setup import (
     check_validation,
@@ -39,7 +39,7 @@ def run_training(cfg: Config) -> dict[str, Any]:
     """Train as ``cfg`` says; returns (and on rank 0 writes) ``RUN/metrics.json``."""
     schema = DatasetSchema.load(cfg.data.path)  # bad data or model config fails before any group starts
     fingerprint = dataset_fingerprint(cfg.data.path)  # the data just verified: what sweeps/compare reuse by
-    check_config_against_data(cfg, schema)  # batch sizes vs each rank's share of the rows
+    check_config_against_data(cfg, schema)  # data.max_train_rows, batch sizes vs each rank's share of the rows
     check_validation(cfg, schema)  # early stopping needs validation rows
     torch.manual_seed(cfg.train.seed)  # dense layers are initialised here: the same weights on every run and rank
     built = build_model(cfg, schema, "meta")
@@ -73,7 +73,7 @@ def run_training(cfg: Config) -> dict[str, Any]:
             train_batches,
             eval_batches,
             run_dir,
-            {**summary, "dataset_fingerprint": fingerprint},
+            {**summary, "dataset_fingerprint": fingerprint, "train_rows": train_rows(cfg, schema)},
             group_key(schema, built.table_sizes),
             checkpoints,
             valid_loader(cfg, schema, built.table_sizes, info),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 
-from terarec.configs.loader import check_batch_fits, rows_per_rank
+from terarec.configs.loader import ConfigError, check_batch_fits, rows_per_rank
 from terarec.configs.schema import Config
 from terarec.data_pipeline.schema import DatasetSchema
 
@@ -31,11 +31,43 @@ def announced_world_size() -> int:
 
 
 def check_config_against_data(cfg: Config, schema: DatasetSchema, world_size: int | None = None) -> None:
-    """Raise :class:`ConfigError` if the train batch is larger than a rank's share of the train rows."""
+    """Raise :class:`ConfigError` if ``data.max_train_rows`` asks for more rows than there are, or the
+    train batch is larger than a rank's share of the train rows."""
     world = world_size or announced_world_size()
-    train_rows = schema.split_rows.get(cfg.data.train_split)
-    if train_rows is not None:  # schema.json counts every split it writes; None: nothing to check against
-        check_batch_fits(cfg.train.batch_size, cfg.data.train_split, train_rows, world)
+    split_rows = schema.split_rows.get(cfg.data.train_split)
+    if split_rows is None:  # schema.json counts every split it writes; None: nothing to check against
+        return
+    if cfg.data.max_train_rows > 0:
+        available = carved_train_rows(cfg, split_rows)
+        if cfg.data.max_train_rows > available:
+            carve = f" less data.valid_fraction={cfg.data.valid_fraction:g}" if cfg.data.valid_fraction > 0 else ""
+            raise ConfigError(
+                f"data.max_train_rows={cfg.data.max_train_rows:,} exceeds the {available:,} train rows of "
+                f"{cfg.data.path} ('{cfg.data.train_split}'{carve}): use at most {available:,}"
+            )
+        split_rows = cfg.data.max_train_rows  # the batch must fit the prefix that is read
+    check_batch_fits(cfg.train.batch_size, cfg.data.train_split, split_rows, world)
+
+
+def carved_train_rows(cfg: Config, split_rows: int) -> int:
+    """The train split's rows left for training by the ``data.valid_fraction`` carve (the loader's cut)."""
+    return round(split_rows * (1.0 - cfg.data.valid_fraction))
+
+
+def train_rows(cfg: Config, schema: DatasetSchema) -> int:
+    """Rows one epoch trains on (all ranks together): ``data.max_train_rows``, else all the carve leaves."""
+    return cfg.data.max_train_rows or carved_train_rows(cfg, schema.split_rows.get(cfg.data.train_split, 0))
+
+
+def train_row_fractions(cfg: Config, schema: DatasetSchema) -> tuple[float, float]:
+    """The train loader's ``rows`` range: the prefix ``[0, max_train_rows)`` or everything before the carve.
+
+    As a fraction the loader turns back into ``round(N * max_train_rows / N)``, exact for any N below 2**52.
+    """
+    split_rows = schema.split_rows.get(cfg.data.train_split, 0)
+    if cfg.data.max_train_rows > 0 and split_rows > 0:
+        return (0.0, cfg.data.max_train_rows / split_rows)
+    return (0.0, 1.0 - cfg.data.valid_fraction)
 
 
 def eval_batch_size(cfg: Config, schema: DatasetSchema, world_size: int) -> int:

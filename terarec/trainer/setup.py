@@ -19,7 +19,7 @@ from terarec.configs.schema import Config
 from terarec.data_pipeline.loader import BatchLoader, LoaderSpec
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.trainer.distributed import DistInfo, init_distributed
-from terarec.trainer.preflight import eval_batch_size
+from terarec.trainer.preflight import eval_batch_size, train_row_fractions
 
 
 def join_process_group(timeout_s: float = 600.0) -> DistInfo:
@@ -80,12 +80,13 @@ def check_validation(cfg: Config, schema: DatasetSchema) -> None:
 
 def train_loader(cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int], info: DistInfo) -> BatchLoader:
     """This rank's shuffled batches of ``data.train_split`` (``table_sizes``: feature -> table size),
-    without the rows ``data.valid_fraction`` carves out for validation."""
+    without the rows ``data.valid_fraction`` carves out for validation, cut to the first
+    ``data.max_train_rows`` when set (a prefix in file order, cut before rows are dealt to ranks)."""
     spec = LoaderSpec(
         split=cfg.data.train_split,
         batch_size=cfg.train.batch_size,
         shuffle_buffer=cfg.data.shuffle_buffer,
-        rows=(0.0, 1.0 - cfg.data.valid_fraction),
+        rows=train_row_fractions(cfg, schema),
         **_loader_common(cfg, table_sizes),
     )
     return BatchLoader(spec, schema, info.rank, info.world_size, cfg.data.num_workers)
