@@ -1,0 +1,129 @@
+"""The committed testbed sweep (docs/sweeps/wukong_ladder_testbed) against issue 15's acceptance,
+from its committed numbers: the loss falls with training compute from the smallest to the largest
+point, the fitted floor lies between the dataset's Bayes logloss and the smallest model's loss, and
+the holdout error of the largest point is below 20% of the loss drop across the ladder. Also: the
+README's table says what points.csv says, and every point has both seeds."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SWEEP = Path(__file__).resolve().parents[2] / "docs" / "sweeps" / "wukong_ladder_testbed"
+HOLDOUT_SHARE = 0.2  # the issue's bar: holdout error below 20% of the loss drop
+
+
+def _csv(name: str) -> list[dict[str, str]]:
+    with open(SWEEP / name, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _points() -> list[dict[str, str]]:
+    """points.csv ordered by training compute (smallest first)."""
+    return sorted(_csv("points.csv"), key=lambda p: float(p["train_compute"]))
+
+
+def _fit() -> dict[str, Any]:
+    fit: dict[str, Any] = json.loads((SWEEP / "fit.json").read_text())["fits"]["train_compute"]
+    return fit
+
+
+def _bayes_logloss() -> float:
+    """The eval split's exact Bayes logloss, copied from the dataset's schema.json into dataset.json."""
+    return float(json.loads((SWEEP / "dataset.json").read_text())["testbed"]["bayes_logloss"])
+
+
+def test_the_sweep_has_four_sizes_over_30x_compute_and_two_seeds_each() -> None:
+    points, runs = _points(), _csv("results.csv")
+    compute = [float(p["train_compute"]) for p in points]
+    assert len(points) >= 4 and compute[-1] / compute[0] >= 30
+    assert all(int(p["seeds"]) >= 2 for p in points)
+    for point in points:
+        assert sorted(r["seed"] for r in runs if r["point"] == point["point"]) == ["0", "1"]
+
+
+def acceptance() -> dict[str, bool]:
+    """Issue 15's three conditions, computed from the committed points.csv, fit.json and dataset.json."""
+    points, fit = _points(), _fit()
+    smallest, largest = float(points[0]["logloss_mean"]), float(points[-1]["logloss_mean"])
+    holdout, drop = fit["holdout"], smallest - largest
+    assert holdout["held_out_x"] == pytest.approx(float(points[-1]["train_compute"]))
+    assert holdout["observed"] == pytest.approx(largest)
+    assert holdout["abs_error"] == pytest.approx(abs(holdout["predicted"] - holdout["observed"]))
+    return {
+        "falls": largest < smallest,
+        "floor": fit["form"] == "a*C^-b+c" and "note" not in fit and _bayes_logloss() < fit["c"] < smallest,
+        "holdout": drop > 0 and holdout["abs_error"] < HOLDOUT_SHARE * drop,
+    }
+
+
+def test_readme_states_each_acceptance_condition_as_the_numbers_decide_it() -> None:
+    """The README's verdict lines (``- PASS|FAIL (falls|floor|holdout): ...``) say what the numbers say."""
+    verdicts = dict(
+        (m.group(2), m.group(1) == "PASS")
+        for m in re.finditer(r"^- (PASS|FAIL) \((falls|floor|holdout)\):", (SWEEP / "README.md").read_text(), re.M)
+    )
+    assert verdicts == acceptance()
+
+
+# The committed sweep (340k rows, one epoch) does not meet the bar: the loss is flat across the ladder
+# within seed noise (README: the testbed is data-limited at this size). Strict: a committed sweep that
+# meets a condition turns its test into a failure, to be un-marked then.
+NOT_MET = pytest.mark.xfail(strict=True, reason="committed testbed sweep is flat within noise (see its README)")
+
+
+@NOT_MET
+def test_eval_logloss_falls_from_the_smallest_to_the_largest_point() -> None:
+    assert acceptance()["falls"]
+
+
+@NOT_MET
+def test_fitted_floor_lies_between_bayes_and_the_smallest_models_loss() -> None:
+    assert acceptance()["floor"]
+
+
+@NOT_MET
+def test_holdout_error_of_the_largest_point_is_below_a_fifth_of_the_loss_drop() -> None:
+    assert acceptance()["holdout"]
+
+
+def _readme_rows() -> dict[str, list[str]]:
+    """The README's per-point table: flavor -> its cells (the rows that start with a flavor in the
+    "## Results" section; other sections may tabulate side checks)."""
+    section = (SWEEP / "README.md").read_text().split("\n## Results", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and re.fullmatch(r"ladder_\d+", cells[0]):
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_readme_table_matches_points_csv() -> None:
+    """Columns: flavor, training GFLOP/example, train compute (TFLOP), logloss mean +- std, AUC mean, ..."""
+    table = _readme_rows()
+    points = _points()
+    assert sorted(table) == sorted(p["model.flavor"] for p in points)
+    for point in points:
+        cells = table[point["model.flavor"]]
+        assert float(cells[1]) == pytest.approx(float(point["train_flops_per_example"]) / 1e9, rel=2e-3)
+        assert float(cells[2]) == pytest.approx(float(point["train_compute"]) / 1e12, rel=5e-3)
+        mean, std = (float(v) for v in cells[3].split("±"))
+        assert mean == pytest.approx(float(point["logloss_mean"]), abs=5e-5)
+        assert std == pytest.approx(float(point["logloss_std"]), abs=5e-5)
+        assert float(cells[4]) == pytest.approx(float(point["auc_mean"]), abs=5e-5)
+
+
+@pytest.mark.parametrize("name", ["wukong_ladder_testbed", "bst_ladder_taobao"])
+def test_the_committed_sweeps_configs_load_with_two_seeds(name: str) -> None:
+    """The sweeps behind the committed results: a flavor ladder, both seeds, one recipe for every rung."""
+    from terarec.launch.sweep import SweepSpec
+
+    spec = SweepSpec.load(name, [])
+    assert list(spec.grid) == ["model.flavor"] and len(spec.points()) >= 4 and spec.seeds == [0, 1]
+    assert not any(o.startswith(("optim.", "train.batch_size")) for o in spec.overrides)
