@@ -20,6 +20,7 @@ from terarec.configs.arguments import (
     add_predict_arguments,
     add_train_arguments,
 )
+from terarec.configs.search_spaces import describe_spaces
 from terarec.errors import EXIT_USAGE, UserArgumentParser, UserError, run_entry
 
 __all__ = ["EXIT_USAGE", "UserError", "build_parser", "main"]
@@ -232,6 +233,15 @@ def _add_models_compare_launch(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="baselines train in memory on at most the first N train rows",
     )
+    compare.add_argument(
+        "--tune",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first run N optuna trials per model and LightGBM, selected on valid logloss (needs validation rows), "
+        "then the best config over the seeds; trials under OUTPUT/tune/, resumable. Search spaces: "
+        + describe_spaces().replace("%", "%%"),
+    )
     compare.add_argument("--output", metavar="DIR", help="default runs/compare/<data dir name>")
     _add_on_change(compare, "run")
     compare.add_argument(
@@ -378,7 +388,14 @@ def _compare(args: argparse.Namespace) -> int:
     from terarec.launch.compare import CompareSpec, run_compare
 
     spec = CompareSpec.build(
-        args.data, args.models, args.baseline, args.seeds, args.nproc, args.overrides, args.baseline_max_train_rows
+        args.data,
+        args.models,
+        args.baseline,
+        args.seeds,
+        args.nproc,
+        args.overrides,
+        args.baseline_max_train_rows,
+        args.tune,
     )
     output = Path(args.output or Path("runs") / "compare" / Path(args.data).resolve().name)
     output.mkdir(parents=True, exist_ok=True)
