@@ -123,7 +123,14 @@ def selection_overrides(spec: CompareSpec, entry: Entry, params: dict[str, Any])
 
 
 def _overrides(params: dict[str, Any]) -> list[str]:
-    return [f"{key}={value}" for key, value in params.items()]
+    return [f"{key}={override_value(value)}" for key, value in params.items()]
+
+
+def override_value(value: Any) -> str:
+    """``value`` as the config loader's YAML reads it back: YAML 1.1 takes ``1e-07`` (no dot) for a
+    string, so a float always gets its dot (``1.0e-07``)."""
+    text = repr(value) if isinstance(value, float) else str(value)
+    return text.replace("e", ".0e", 1) if isinstance(value, float) and "e" in text and "." not in text else text
 
 
 def with_params(spec: CompareSpec, entry: Entry, params: dict[str, Any], name: str) -> Entry:
