@@ -1,6 +1,7 @@
 """LightGBM and logistic-regression baselines on a prepared terarec dataset.
 
     python -m terarec.baselines.tabular --kind lightgbm --data DIR --output OUT [--seed S] [--max-train-rows N]
+        [--valid-fraction F] [--params JSON]
 
 Both read the same ``train``/``eval`` splits the models train and evaluate on, and are scored by
 ``terarec.trainer.metrics.BinaryMetrics`` (the code that scores the models), streamed over the whole
@@ -15,6 +16,12 @@ multi-hot columns are not used, and ``metrics.json`` lists exactly what was.
 
 Their settings (trees, leaves, C, iterations, ...) are ``terarec.configs.baselines``'s, which
 ``terarec compare`` also reports.
+
+With ``--valid-fraction F`` (``compare --tune``) a baseline selects on validation rows: the last F of
+the train split (the rows the trainer's ``data.valid_fraction`` carves, not trained on) or, with 0,
+the dataset's ``valid`` split. LightGBM then grows up to ``LIGHTGBM_MAX_TREES`` trees and keeps the
+number with the best valid logloss, and ``metrics.json`` records the valid metrics under ``valid``;
+``--params JSON`` overrides its parameters (leaves, learning rate, min data in leaf, ...).
 
 Training reads at most ``max_train_rows`` rows of the train split, in file (time) order, in memory;
 how many were used is written to ``metrics.json`` and logged.
