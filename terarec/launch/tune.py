@@ -305,7 +305,9 @@ def render_tuning(report: dict[str, Any]) -> str:
         f"## Tuning budgets (`--tune {report.get('tune')}`: trials selected on valid logloss, then the seeds)",
         "",
         "Samples seen, training FLOPs and wall time sum every trial and final run (run wall time; "
-        "the machine may be shared). LightGBM's samples are train rows x boosting rounds; its FLOPs are n/a.",
+        "the machine may be shared). LightGBM's samples are train rows x boosting rounds; its FLOPs are n/a. "
+        "Searched keys (batch size included) and LightGBM's settings are each model's chosen ones below, "
+        "not the shared budget and default settings stated above.",
         "",
         "| model | trials | best trial | valid logloss | samples seen | training FLOPs | wall s | chosen |",
         "|---|--:|--:|--:|--:|--:|--:|---|",

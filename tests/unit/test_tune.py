@@ -126,3 +126,19 @@ def test_tuning_without_validation_rows_stops_in_one_line(tmp_path: Path, capsys
     assert "data.valid_fraction=0.1" in err and "--valid-fraction" in err
     assert main(["compare", "--data", str(tmp_path), "--models", "dlrm", "--tune", "-1"]) == 2
     assert "--tune -1" in capsys.readouterr().err
+
+
+def test_a_trial_interrupted_by_a_crash_is_asked_again_with_its_params(tmp_path: Path) -> None:
+    from terarec.launch.tune import _finished, _requeue_interrupted, _study
+
+    space = search_space("lightgbm")
+    study = _study(tmp_path / "study.journal", "lightgbm", 0)
+    done = study.ask()
+    study.tell(done, 0.5)
+    crashed = study.ask()
+    params = _suggest(crashed, space)  # ... and the process died before tell
+    again = _study(tmp_path / "study.journal", "lightgbm", 0)  # the re-run
+    _requeue_interrupted(again)
+    retry = again.ask()
+    assert _suggest(retry, space) == params and retry.user_attrs["resumes"] == crashed.number
+    assert retry.number == crashed.number + 1 and [t.number for t in _finished(again, 5)] == [done.number]
