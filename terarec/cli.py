@@ -22,6 +22,7 @@ from terarec.configs.arguments import (
     add_train_arguments,
 )
 from terarec.configs.recipe_sizes import SIZE_CLASSES as RECIPE_SIZES
+from terarec.configs.search_spaces import describe_spaces
 from terarec.errors import EXIT_USAGE, UserArgumentParser, UserError, run_entry
 
 __all__ = ["EXIT_USAGE", "UserError", "build_parser", "main"]
@@ -269,6 +270,15 @@ def _add_models_compare_launch(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="baselines train in memory on at most the first N train rows",
     )
+    compare.add_argument(
+        "--tune",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first run N optuna trials per model and LightGBM, selected on valid logloss (needs validation rows), "
+        "then the best config over the seeds; trials under OUTPUT/tune/, resumable. Search spaces: "
+        + describe_spaces().replace("%", "%%"),
+    )
     compare.add_argument("--output", metavar="DIR", help="default runs/compare/<data dir name>")
     compare.add_argument(
         "--calibrate",
@@ -463,8 +473,9 @@ def _compare(args: argparse.Namespace) -> int:
         args.nproc,
         args.overrides,
         args.baseline_max_train_rows,
-        args.calibrate,
-        args.recipe_size,
+        calibrate=args.calibrate,
+        recipe_size=args.recipe_size,
+        tune=args.tune,
     )
     output = Path(args.output or Path("runs") / "compare" / Path(args.data).resolve().name)
     output.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """LightGBM and logistic-regression baselines on a prepared terarec dataset.
 
     python -m terarec.baselines.tabular --kind lightgbm --data DIR --output OUT [--seed S] [--max-train-rows N]
+        [--valid-fraction F] [--params JSON]
 
 Both read the same ``train``/``eval`` splits the models train and evaluate on, and are scored by
 ``terarec.trainer.metrics.BinaryMetrics`` (the code that scores the models), streamed over the whole
@@ -15,6 +16,12 @@ multi-hot columns are not used, and ``metrics.json`` lists exactly what was.
 
 Their settings (trees, leaves, C, iterations, ...) are ``terarec.configs.baselines``'s, which
 ``terarec compare`` also reports.
+
+With ``--valid-fraction F`` (``compare --tune``) a baseline selects on validation rows: the last F of
+the train split (the rows the trainer's ``data.valid_fraction`` carves, not trained on) or, with 0,
+the dataset's ``valid`` split. LightGBM then grows up to ``LIGHTGBM_MAX_TREES`` trees and keeps the
+number with the best valid logloss, and ``metrics.json`` records the valid metrics under ``valid``;
+``--params JSON`` overrides its parameters (leaves, learning rate, min data in leaf, ...).
 
 Training reads at most ``max_train_rows`` rows of the train split, in file (time) order, in memory;
 how many were used is written to ``metrics.json`` and logged.
@@ -35,7 +42,13 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from terarec.configs.baselines import MAX_TRAIN_ROWS, LightGBMSettings, LogisticSettings
+from terarec.configs.baselines import (
+    LIGHTGBM_EARLY_STOP,
+    LIGHTGBM_MAX_TREES,
+    MAX_TRAIN_ROWS,
+    LightGBMSettings,
+    LogisticSettings,
+)
 from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, dataset_files
 from terarec.errors import UserArgumentParser, UserError, run_entry
@@ -119,9 +132,19 @@ def _concat(blocks: list[Columns]) -> Columns:
 
 
 class LightGBMBaseline:
-    """LightGBM on dense values (NaN = null) and category codes (NaN = unseen/rare)."""
+    """LightGBM on dense values (NaN = null) and category codes (NaN = unseen/rare).
 
-    def __init__(self, seed: int, settings: LightGBMSettings | None = None, threads: int = 0) -> None:
+    ``params`` (from ``compare --tune``) override the settings' leaves and learning rate and may add
+    ``min_data_in_leaf`` / ``feature_fraction``; with a validation block, :meth:`fit` grows up to
+    ``LIGHTGBM_MAX_TREES`` trees and keeps the number that scored best on it (early stopping)."""
+
+    def __init__(
+        self,
+        seed: int,
+        settings: LightGBMSettings | None = None,
+        threads: int = 0,
+        params: dict[str, Any] | None = None,
+    ) -> None:
         settings = settings or LightGBMSettings()
         self.seed, self.num_trees, self.max_categories = seed, settings.num_trees, settings.max_categories
         self.params = {
@@ -132,33 +155,50 @@ class LightGBMBaseline:
             "deterministic": True,
             "num_threads": threads,
             "verbose": -1,
+            **(params or {}),
         }
+        self.rounds_trained = 0  # boosting rounds run (each reads every train row once)
 
     def _matrix(self, block: Columns) -> np.ndarray:
         codes = self.codes.encode(block.sparse).astype(np.float64)
         codes[codes < 0] = np.nan  # LightGBM: missing category
         return np.hstack([block.dense, codes])
 
-    def fit(self, train: Columns) -> None:
+    def fit(self, train: Columns, valid: Columns | None = None) -> None:
         import lightgbm
 
         self.codes = CategoryCodes(train.sparse, self.max_categories)
         categorical = list(range(train.dense.shape[1], train.dense.shape[1] + train.sparse.shape[1]))
         data = lightgbm.Dataset(self._matrix(train), train.labels, categorical_feature=categorical, free_raw_data=True)
-        self.booster = lightgbm.train(self.params, data, num_boost_round=self.num_trees)
+        if valid is None:
+            self.booster = lightgbm.train(self.params, data, num_boost_round=self.num_trees)
+            self.rounds_trained = self.num_trees
+            return
+        held_out = lightgbm.Dataset(self._matrix(valid), valid.labels, reference=data)
+        self.booster = lightgbm.train(
+            {**self.params, "metric": "binary_logloss"},
+            data,
+            num_boost_round=LIGHTGBM_MAX_TREES,
+            valid_sets=[held_out],
+            callbacks=[lightgbm.early_stopping(LIGHTGBM_EARLY_STOP, verbose=False)],
+        )
+        self.rounds_trained = self.booster.current_iteration()
 
     def predict_logits(self, block: Columns) -> np.ndarray:
-        logits: np.ndarray = np.asarray(self.booster.predict(self._matrix(block), raw_score=True))
+        best = self.booster.best_iteration or None  # early stopping: the best number of trees, else all
+        logits: np.ndarray = np.asarray(self.booster.predict(self._matrix(block), raw_score=True, num_iteration=best))
         return logits
 
     def size(self) -> dict[str, int]:
         """Tree nodes as parameters; FLOPs/example as the comparisons of the deepest path of every tree."""
-        trees = self.booster.dump_model()["tree_info"]
+        trees = self.booster.dump_model(num_iteration=self.booster.best_iteration or None)["tree_info"]
         nodes = sum(2 * t["num_leaves"] - 1 for t in trees)
         return {
             "params_dense": nodes,
             "params_sparse": 0,
             "flops_per_example": sum(_depth(t["tree_structure"]) for t in trees),
+            "trees": len(trees),
+            "rounds_trained": self.rounds_trained,
         }
 
 
@@ -224,38 +264,79 @@ class LogisticBaseline:
         }
 
 
-def run_baseline(kind: str, data: str, seed: int = 0, max_train_rows: int = MAX_TRAIN_ROWS) -> dict[str, Any]:
-    """Train ``kind`` on the train split, score the whole eval split; the metrics dict."""
+def _rows(block: Columns, first: int, end: int) -> Columns:
+    return Columns(block.dense[first:end], block.sparse[first:end], block.labels[first:end])
+
+
+def read_train_valid(
+    data: str, schema: DatasetSchema, max_train_rows: int, valid_fraction: float | None
+) -> tuple[Columns, Columns | None, int]:
+    """(train rows, validation rows or None, train rows available). ``valid_fraction`` None: no
+    validation (every train row trains); > 0: the last fraction of the train split, the rows the
+    trainer's ``data.valid_fraction`` carves (``round(N * (1 - f))`` on), so the deep models and the
+    baseline select on the same rows; 0: the dataset's ``valid`` split."""
+    available = schema.split_rows.get("train", 0)
+    if valid_fraction is None:
+        return _concat(list(read_blocks(data, "train", schema, max_train_rows))), None, available
+    if valid_fraction > 0:
+        every = _concat(list(read_blocks(data, "train", schema)))
+        keep = round(len(every.labels) * (1.0 - valid_fraction))
+        return _rows(every, 0, min(keep, max_train_rows)), _rows(every, keep, len(every.labels)), keep
+    if schema.split_rows.get("valid", 0) <= 0:
+        raise DatasetError(f"{data} has no valid split: prepare it with --valid-fraction or pass a valid fraction")
+    train = _concat(list(read_blocks(data, "train", schema, max_train_rows)))
+    return train, _concat(list(read_blocks(data, "valid", schema))), available
+
+
+def _score(
+    model: LightGBMBaseline | LogisticBaseline, blocks: Iterator[Columns]
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """The metrics of ``model`` on ``blocks`` and their reliability bins."""
     import torch
 
+    metrics = BinaryMetrics()
+    for block in blocks:
+        metrics.update(torch.from_numpy(model.predict_logits(block)), torch.from_numpy(block.labels))
+    return metrics.compute(), metrics.reliability()
+
+
+def run_baseline(
+    kind: str,
+    data: str,
+    seed: int = 0,
+    max_train_rows: int = MAX_TRAIN_ROWS,
+    valid_fraction: float | None = None,
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``kind`` on the train split, score the whole eval split; the metrics dict. With
+    ``valid_fraction`` (see :func:`read_train_valid`) LightGBM stops early on the validation rows,
+    whose metrics are recorded under ``valid`` (model selection reads those, never eval's)."""
     if kind not in KINDS:
         raise DatasetError(f"unknown baseline '{kind}' (choose from {', '.join(KINDS)})")
     schema = DatasetSchema.load(data)
     dense_names, sparse_names = feature_names(schema)
     start = time.perf_counter()
-    train = _concat(list(read_blocks(data, "train", schema, max_train_rows)))
+    train, valid, available = read_train_valid(data, schema, max_train_rows, valid_fraction)
     if len(train.labels) == 0:
         raise DatasetError(f"{data}/train has no rows")
-    available = schema.split_rows.get("train", len(train.labels))
     if len(train.labels) < available:
         log.warning(
             "%s: trained on the first %d of %d train rows (--max-train-rows)", kind, len(train.labels), available
         )
-    model = LightGBMBaseline(seed) if kind == "lightgbm" else LogisticBaseline(seed)
+    model = LightGBMBaseline(seed, params=params) if kind == "lightgbm" else LogisticBaseline(seed)
     fit_start = time.perf_counter()
-    model.fit(train)
+    model.fit(train, valid) if isinstance(model, LightGBMBaseline) else model.fit(train)
     fit_s = time.perf_counter() - fit_start
-    metrics = BinaryMetrics()
-    for block in read_blocks(data, "eval", schema):  # the whole eval split, streamed
-        metrics.update(torch.from_numpy(model.predict_logits(block)), torch.from_numpy(block.labels))
-    scores = metrics.compute()
+    selection = {} if valid is None else {"valid": _selected(_score(model, iter([valid]))[0])}
+    scores, reliability = _score(model, read_blocks(data, "eval", schema))  # the whole eval split, streamed
     unused = [s.name for s in schema.sparse if s.multi_hot] + [s.name for s in schema.sequence]
     return {
         **{k: scores[k] for k in ("auc", "logloss", "ne", "calibration", *CALIBRATION_KEYS)},
-        "reliability": metrics.reliability(),  # as the models' metrics.json: compare plots both alike
+        "reliability": reliability,  # as the models' metrics.json: compare plots both alike
         "eval_rows": scores["count"],
         "eval_positives": scores["positives"],
         **model.size(),
+        **selection,
         "samples": len(train.labels),
         "train_rows_available": available,
         "samples_per_s": len(train.labels) / max(fit_s, 1e-9),
@@ -266,7 +347,13 @@ def run_baseline(kind: str, data: str, seed: int = 0, max_train_rows: int = MAX_
         "data": str(Path(data).resolve()),
         "dataset_fingerprint": dataset_fingerprint(data),  # compare reuses results of this data only
         "max_train_rows": max_train_rows,
+        **({} if valid_fraction is None else {"valid_fraction": valid_fraction}),
+        **({} if params is None else {"params": params}),
     }
+
+
+def _selected(scores: dict[str, float]) -> dict[str, float]:
+    return {k: float(scores[k]) for k in ("auc", "logloss", "ne", "calibration", "count")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,10 +368,19 @@ def _baseline_entry(argv: list[str] | None) -> None:
     parser.add_argument("--output", required=True, metavar="DIR", help="writes DIR/metrics.json")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-train-rows", type=int, default=MAX_TRAIN_ROWS)
+    parser.add_argument(
+        "--valid-fraction",
+        type=float,
+        metavar="F",
+        help="select on validation rows: the last F of train (> 0) or the dataset's valid split (0)",
+    )
+    parser.add_argument(
+        "--params", type=json.loads, metavar="JSON", help="LightGBM parameters, e.g. from compare --tune"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
-        result = run_baseline(args.kind, args.data, args.seed, args.max_train_rows)
+        result = run_baseline(args.kind, args.data, args.seed, args.max_train_rows, args.valid_fraction, args.params)
     except (UserError, ImportError) as err:  # a missing optional library is the user's to install
         raise UserError(f"{args.kind}: {err}") from err
     out = Path(args.output)

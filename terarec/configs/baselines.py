@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAX_TRAIN_ROWS = 10_000_000  # baselines train in memory on at most this many train rows
+# with a validation split (compare --tune): LightGBM grows up to this many trees and keeps the best number
+LIGHTGBM_MAX_TREES = 2000
+LIGHTGBM_EARLY_STOP = 30  # rounds without a better valid logloss before it stops
 
 
 @dataclass(frozen=True)

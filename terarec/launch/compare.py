@@ -27,7 +27,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,9 @@ class Entry:
     kind: str  # "model" or "baseline"
     recipe: str = ""  # models: the recipe; baselines: the baseline kind
     recipe_choice: str = ""  # models: why this recipe (the dataset's size class, --recipe-size, or given)
+    overrides: list[str] = field(default_factory=list)  # models: this entry's own (compare --tune's choice)
+    params: dict[str, Any] | None = None  # baselines: tuned LightGBM parameters (None: the library defaults)
+    valid_fraction: float | None = None  # baselines: select on validation rows (see tabular.read_train_valid)
 
 
 @dataclass
@@ -82,6 +85,7 @@ class CompareSpec:
     overrides: list[str] = field(default_factory=list)
     max_train_rows: int = MAX_TRAIN_ROWS  # baselines train in memory on at most this many rows
     calibrate: str | None = None  # post-hoc calibration method for every model run (None: off)
+    tune: int = 0  # > 0: optuna trials per model before the seeds (terarec.launch.tune)
 
     @classmethod
     def build(
@@ -95,6 +99,7 @@ class CompareSpec:
         max_train_rows: int = MAX_TRAIN_ROWS,
         calibrate: str | None = None,
         recipe_size: str | None = None,
+        tune: int = 0,
     ) -> CompareSpec:
         """Parse and validate everything (recipes, budget, baselines' libraries) before any run."""
         if not (Path(data) / "schema.json").is_file():
@@ -104,6 +109,8 @@ class CompareSpec:
         except ValueError:
             raise ConfigError(f"--seeds {seeds!r}: expected a comma list of integers, e.g. 0,1,2") from None
         names = [m.strip() for m in models.split(",") if m.strip()]
+        if tune < 0:
+            raise ConfigError(f"--tune {tune}: expected a number of trials >= 0")
         if not names or not seed_list or nproc < 1:
             raise ConfigError("compare needs at least one model (--models), one seed (--seeds) and --nproc >= 1")
         if len(set(seed_list)) != len(seed_list):
@@ -121,15 +128,20 @@ class CompareSpec:
             entries.append(Entry(kind, "baseline", kind))
         if len({e.name for e in entries}) != len(entries):
             raise ConfigError(f"compare: a model or baseline is named twice in {models!r} / {baselines!r}")
-        spec = cls(data, entries, seed_list, nproc, list(overrides or []), max_train_rows, calibrate)
+        spec = cls(data, entries, seed_list, nproc, list(overrides or []), max_train_rows, calibrate, tune)
         spec._check_budget()
         spec._check_splits()
+        if tune:
+            from terarec.launch.tune import check_tunable  # tune builds on this module
+
+            check_tunable(spec)
         return spec
 
-    def model_overrides(self, seed: int, run_dir: Path) -> list[str]:
-        # the shared data, seed and run dir come last: they win over the user's overrides
+    def model_overrides(self, seed: int, run_dir: Path, entry: Entry | None = None) -> list[str]:
+        # the entry's own after the shared ones; the shared data, seed and run dir come last: they win
         return [
             *self.overrides,
+            *(entry.overrides if entry is not None else []),
             f"data.path={self.data}",
             f"train.seed={seed}",
             f"run.dir={run_dir}",
@@ -196,12 +208,15 @@ def _run_dir(output: Path, entry: Entry, seed: int) -> Path:
 
 
 def _baseline_settings(spec: CompareSpec, entry: Entry, seed: int) -> dict[str, Any]:
-    """A baseline's identity besides the data: what ``terarec.baselines.tabular`` records in its metrics."""
+    """A baseline's identity besides the data: what ``terarec.baselines.tabular`` records in its metrics
+    (validation and parameters only when set, so untuned runs keep the identity they always had)."""
     return {
         "kind": entry.recipe,
         "data": str(Path(spec.data).resolve()),
         "max_train_rows": spec.max_train_rows,
         "seed": seed,
+        **({} if entry.valid_fraction is None else {"valid_fraction": entry.valid_fraction}),
+        **({} if entry.params is None else {"params": entry.params}),
     }
 
 
@@ -210,9 +225,8 @@ def _recorded_baseline_settings(run_dir: Path) -> dict[str, Any] | None:
         recorded = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
-    return (
-        {k: recorded.get(k) for k in ("kind", "data", "max_train_rows", "seed")} if isinstance(recorded, dict) else None
-    )
+    keys = ("kind", "data", "max_train_rows", "seed", "valid_fraction", "params")
+    return {k: recorded[k] for k in keys if k in recorded} if isinstance(recorded, dict) else None
 
 
 def plan_runs(spec: CompareSpec, output: Path, fingerprint: str | None) -> list[Planned]:
@@ -222,7 +236,7 @@ def plan_runs(spec: CompareSpec, output: Path, fingerprint: str | None) -> list[
         for seed in spec.seeds:
             run_dir = _run_dir(output, entry, seed)
             if entry.kind == "model":
-                config = config_to_dict(load_config(entry.recipe, spec.model_overrides(seed, run_dir)))
+                config = config_to_dict(load_config(entry.recipe, spec.model_overrides(seed, run_dir, entry)))
                 decision = decide(run_dir, Identity(config, fingerprint))
             else:
                 now = Identity(_baseline_settings(spec, entry, seed), fingerprint)
@@ -232,7 +246,7 @@ def plan_runs(spec: CompareSpec, output: Path, fingerprint: str | None) -> list[
 
 
 def _run_model(spec: CompareSpec, entry: Entry, seed: int, planned: Planned) -> dict[str, Any]:
-    overrides = spec.model_overrides(seed, planned.run_dir)
+    overrides = spec.model_overrides(seed, planned.run_dir, entry)
 
     def command(resume: bool) -> list[str]:
         return trainer_command(["--config", entry.recipe, *overrides, *(["resume=auto"] if resume else [])], spec.nproc)
@@ -256,6 +270,8 @@ def _run_baseline(spec: CompareSpec, entry: Entry, seed: int, planned: Planned) 
         str(seed),
         "--max-train-rows",
         str(spec.max_train_rows),
+        *([] if entry.valid_fraction is None else ["--valid-fraction", str(entry.valid_fraction)]),
+        *([] if entry.params is None else ["--params", json.dumps(entry.params)]),
     ]
     return _run_or_reuse(entry.name, seed, planned, lambda resume: command)
 
@@ -264,6 +280,12 @@ def run_compare(spec: CompareSpec, output: Path, on_change: str = "stop") -> dic
     """Every run (reused or trained, as :func:`plan_runs` and ``on_change`` decide before any
     trains), then ``compare.json``, ``compare.md`` and ``compare.png`` of this request's runs only."""
     fingerprint = dataset_fingerprint(spec.data)
+    tuned: dict[str, Any] = {}
+    if spec.tune:  # the chosen configs are what the seeds run: the final runs are planned after the trials
+        from terarec.launch.tune import tune_all
+
+        tuned = tune_all(spec, output, fingerprint, on_change)
+        spec = replace(spec, entries=[tuned[e.name].entry if e.name in tuned else e for e in spec.entries])
     every_run = plan_runs(spec, output, fingerprint)
     stop_on_changes(every_run, on_change, "run")
     if any(p.decision.action == "changed" for p in every_run) and (output / "compare.json").is_file():
@@ -292,6 +314,7 @@ def run_compare(spec: CompareSpec, output: Path, on_change: str = "stop") -> dic
                 "runs": runs,
                 "mean": dict(zip(METRICS, table.mean(0).tolist())),
                 "std": dict(zip(METRICS, table.std(0, ddof=1).tolist() if len(runs) > 1 else [0.0] * len(METRICS))),
+                **({"tuning": _tuning_record(tuned[entry.name], runs)} if entry.name in tuned else {}),
             }
         )
     first_model = next((r["runs"][0] for r in results if r["kind"] == "model"), results[0]["runs"][0])
@@ -299,6 +322,7 @@ def run_compare(spec: CompareSpec, output: Path, on_change: str = "stop") -> dic
         "data": spec.data,
         "dataset_fingerprint": fingerprint,
         "seeds": spec.seeds,
+        "tune": spec.tune,
         "nproc": spec.nproc,
         "overrides": spec.overrides,
         "train_samples": first_model.get("samples"),
@@ -322,9 +346,21 @@ def run_compare(spec: CompareSpec, output: Path, on_change: str = "stop") -> dic
         )
         log.warning("%s", report["warning"])
     (output / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
-    (output / "compare.md").write_text(render_markdown(report))
+    (output / "compare.md").write_text(render_markdown(report) + _render_tuning(report))
     plot(report, output / "compare.png")
     return report
+
+
+def _tuning_record(tuned: Any, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    from terarec.launch.tune import tuning_record
+
+    return tuning_record(tuned, runs)
+
+
+def _render_tuning(report: dict[str, Any]) -> str:
+    from terarec.launch.tune import render_tuning
+
+    return render_tuning(report)
 
 
 def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
