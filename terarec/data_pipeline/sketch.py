@@ -1,0 +1,145 @@
+"""Mergeable distinct counts of 32-bit ids, one per feature: exact while small, HyperLogLog above.
+
+A feature keeps the exact sorted set of its ids while it has at most ``EXACT_LIMIT`` of them (so
+small vocabularies, and every feature of a small file, are counted exactly), then switches to
+HyperLogLog registers (Flajolet et al. 2007) with precision ``P``: ``2**P`` one-byte registers, a
+relative standard error of ``1.04 / sqrt(2**P)`` = 0.81% (``STANDARD_ERROR``), linear counting
+below 2.5 * 2**P. The hash is murmur3's 32-bit finaliser, a bijection on uint32: distinct ids give
+distinct hashes, so no collision correction is needed; the 18 rank bits saturate only near 2**32
+distinct ids (bias under 0.1% up to 2**28, about 1% at 2**30). Everything is deterministic, so an
+estimate is the same on every run and machine.
+
+Per block the cost is one sort per exact feature (numpy sorts uint32 in tens of microseconds per
+block) and, for HyperLogLog features, ~10 vectorised uint32 passes plus one ``np.maximum.at``:
+no ``np.unique`` and no growing sample of hashes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+P = 14
+REGISTERS = 1 << P
+STANDARD_ERROR = 1.04 / math.sqrt(REGISTERS)
+EXACT_LIMIT = 16384  # distinct ids kept exactly (the same limit below which the former KMV sketch was exact)
+_RANK_BITS = 32 - P
+_MAX_RANK = _RANK_BITS + 1
+_HLL = np.uint32(0xFFFFFFFF)  # header of a persisted row holding registers instead of an exact set
+
+
+def fmix32(ids: np.ndarray) -> np.ndarray:
+    """murmur3's finaliser on uint32 (a bijection with full avalanche), as a new uint32 array."""
+    h = ids.astype(np.uint32, copy=True)
+    h ^= h >> np.uint32(16)
+    h *= np.uint32(0x85EBCA6B)
+    h ^= h >> np.uint32(13)
+    h *= np.uint32(0xC2B2AE35)
+    h ^= h >> np.uint32(16)
+    return h
+
+
+def _ranks(hashes: np.ndarray) -> np.ndarray:
+    """1 + leading zeros of the low ``_RANK_BITS`` bits (``_MAX_RANK`` for all zeros), as uint8.
+
+    The value is exact in float32 (< 2**24), whose exponent field is floor(log2 w) + 127."""
+    low = (hashes & np.uint32((1 << _RANK_BITS) - 1)).astype(np.float32)
+    exponent = low.view(np.uint32) >> np.uint32(23)  # 0 for w == 0
+    return np.minimum(np.uint32(_RANK_BITS + 127) - exponent, np.uint32(_MAX_RANK)).astype(np.uint8)
+
+
+def _unique_sorted(values: np.ndarray) -> np.ndarray:
+    """Distinct values of a sorted 1-D array."""
+    if len(values) < 2:
+        return values
+    keep = np.empty(len(values), bool)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
+class DistinctCounts:
+    """Distinct-id counts of ``features`` features, updated with (features, rows) uint32 id blocks."""
+
+    def __init__(self, features: int) -> None:
+        self.registers = np.zeros((features, REGISTERS), np.uint8)
+        self.exact: list[np.ndarray | None] = [np.zeros(0, np.uint32) for _ in range(features)]  # None: HLL
+
+    def update(self, ids: np.ndarray) -> None:
+        """Add a block of ids of shape (features, rows)."""
+        exact_rows = [f for f, s in enumerate(self.exact) if s is not None]
+        hll_rows = [f for f, s in enumerate(self.exact) if s is None]
+        if exact_rows:
+            block = np.sort(ids[exact_rows], axis=1)
+            for f, row in zip(exact_rows, block):
+                self._add_exact(f, _unique_sorted(row))
+        if hll_rows:
+            self._add_to_registers(hll_rows, ids[hll_rows])
+
+    def merge(self, other: DistinctCounts) -> None:
+        """Fold another sketch (e.g. another input file's) into this one."""
+        for f, theirs in enumerate(other.exact):
+            if theirs is not None and self.exact[f] is not None:
+                self._add_exact(f, theirs)
+            elif theirs is not None:
+                self._add_to_registers([f], theirs[None])
+            else:
+                if self.exact[f] is not None:
+                    self._switch_to_registers(f, self.exact[f])
+                np.maximum(self.registers[f], other.registers[f], out=self.registers[f])
+
+    def estimates(self) -> list[int]:
+        """Per feature: the exact count, or the HyperLogLog estimate once above ``EXACT_LIMIT``."""
+        return [len(s) if s is not None else _hll_estimate(r) for s, r in zip(self.exact, self.registers)]
+
+    def to_array(self) -> np.ndarray:
+        """(features, 1 + REGISTERS) uint32: per row the exact count then the ids, or a mark then registers."""
+        packed = np.zeros((len(self.exact), 1 + REGISTERS), np.uint32)
+        for f, values in enumerate(self.exact):
+            if values is None:
+                packed[f, 0], packed[f, 1:] = _HLL, self.registers[f]
+            else:
+                packed[f, 0], packed[f, 1 : 1 + len(values)] = len(values), values
+        return packed
+
+    @classmethod
+    def from_array(cls, packed: np.ndarray) -> DistinctCounts:
+        counts = cls(len(packed))
+        for f, row in enumerate(packed):
+            if row[0] == _HLL:
+                counts.exact[f], counts.registers[f] = None, row[1:].astype(np.uint8)
+            else:
+                counts.exact[f] = row[1 : 1 + int(row[0])].copy()
+        return counts
+
+    def _add_exact(self, feature: int, distinct: np.ndarray) -> None:
+        current = self.exact[feature]
+        assert current is not None
+        merged = _unique_sorted(np.sort(np.concatenate([current, distinct]))) if len(current) else distinct
+        if len(merged) > EXACT_LIMIT:
+            self._switch_to_registers(feature, merged)
+        else:
+            self.exact[feature] = merged
+
+    def _switch_to_registers(self, feature: int, ids: np.ndarray) -> None:
+        self.exact[feature] = None
+        self._add_to_registers([feature], ids[None])
+
+    def _add_to_registers(self, features: list[int], ids: np.ndarray) -> None:
+        """ids: (len(features), n) -> max-rank updates of those features' registers."""
+        hashes = fmix32(ids)
+        index = (hashes >> np.uint32(_RANK_BITS)).astype(np.intp)
+        index += (np.asarray(features, np.intp) * REGISTERS)[:, None]
+        np.maximum.at(self.registers.reshape(-1), index.ravel(), _ranks(hashes).ravel())
+
+
+def _hll_estimate(registers: np.ndarray) -> int:
+    """HyperLogLog's estimate with linear counting for small counts (Flajolet et al. 2007, fig. 3)."""
+    m = len(registers)
+    alpha = 0.7213 / (1.0 + 1.079 / m)
+    raw = alpha * m * m / float(np.ldexp(1.0, -registers.astype(np.int32)).sum())
+    empty = int(np.count_nonzero(registers == 0))
+    if raw <= 2.5 * m and empty:
+        raw = m * math.log(m / empty)
+    return int(round(min(raw, 2.0**32)))
