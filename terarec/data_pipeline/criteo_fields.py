@@ -47,7 +47,7 @@ def _buffers(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def _decode_packed(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Back-to-back 8-byte hex values (k * 8 bytes) -> (k uint32 ids, k not-hex flags)."""
-    pairs = _PAIR[data.view("<u2")]  # (k * 4,) byte values, 0xFFFF where a pair is not hex
+    pairs = np.take(_PAIR, data.view("<u2"))  # (k * 4,) byte values, 0xFFFF where a pair is not hex (take: 2x [] here)
     not_hex = (pairs.view(np.uint64) & _NON_BYTE) != 0
     ids = pairs.astype(np.uint8).view(">u4").astype(np.uint32)
     return ids, not_hex

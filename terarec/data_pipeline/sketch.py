@@ -116,7 +116,13 @@ class DistinctCounts:
     def _add_exact(self, feature: int, distinct: np.ndarray) -> None:
         current = self.exact[feature]
         assert current is not None
-        merged = _unique_sorted(np.sort(np.concatenate([current, distinct]))) if len(current) else distinct
+        if len(current):
+            found = current[np.minimum(np.searchsorted(current, distinct), len(current) - 1)] == distinct
+            if found.all():  # the usual case once a small vocabulary has been seen: no new set
+                return
+            merged = _unique_sorted(np.sort(np.concatenate([current, distinct[~found]])))
+        else:
+            merged = distinct
         if len(merged) > EXACT_LIMIT:
             self._switch_to_registers(feature, merged)
         else:
