@@ -240,7 +240,8 @@ class _FileConverter:
     def _write(self, split: str, table: pa.Table, last: bool = False) -> None:
         """Row groups of ``ROW_GROUP_ROWS`` rows (the loader's work unit), not one CSV block's ~8k:
         whole row groups are written as they fill, the rest waits (is written when ``last``)."""
-        self.pending[split].append(table)
+        if table.num_rows:  # an empty slice would keep its whole block's buffers alive
+            self.pending[split].append(table)
         rows = sum(t.num_rows for t in self.pending[split])
         ready = rows if last else rows - rows % ROW_GROUP_ROWS
         if ready:

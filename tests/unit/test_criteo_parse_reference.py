@@ -170,3 +170,19 @@ def test_bytes_that_are_not_utf8_reject_the_row_naming_its_line(tmp_path: Path) 
     assert schema.rejects == 1 and schema.split_rows["train"] == 2
     rejects = (tmp_path / "skip" / "rejects" / "day_0.tsv").read_text().splitlines()
     assert rejects[1].split("\t")[:4] == ["2", "cat_0 is not 8 hex digits", "1", "7"] and "0000\ufffd00a" in rejects[1]
+
+
+def test_row_group_buffer_holds_no_empty_slices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A split that gets no rows from a block must not keep that block's buffers (memory grew with
+    the file when it did)."""
+    monkeypatch.setattr(criteo, "ROW_GROUP_ROWS", 1000)
+    lines = [line for line in generate_lines(400, seed=1) if line.count("\t") >= 39][:300]
+    job = criteo.FileJob(str(tmp_path / "day_0"), "day_0", 1 << 62, str(tmp_path / "out"), "skip")
+    converter = criteo._FileConverter(job)
+    for start in range(0, 300, 100):  # three blocks, all rows to train, none to eval
+        block = pa.RecordBatch.from_arrays(
+            [pa.array(column) for column in zip(*(line.split("\t")[:40] for line in lines[start : start + 100]))],
+            names=COLUMNS,
+        )
+        converter.add(block)
+    assert converter.pending["eval"] == [] and sum(t.num_rows for t in converter.pending["train"]) < 300
