@@ -5,7 +5,8 @@
 Builds a raw Criteo TSV of ``--rows`` lines (the real 10k Kaggle sample repeated when
 ../shared/data is present, random Criteo-format lines otherwise) in a temp dir, then measures in
 fresh processes, one file, one worker, ``--rounds`` interleaved rounds of:
-(a) pyarrow.csv streaming parse of the file with prepare's own read/parse options (decode only);
+(a) pyarrow.csv streaming parse of the file with prepare's own read/parse/convert options (all
+    columns as strings, no UTF-8 check) and nothing else;
 (b) ``prepare_file`` (parse + validate + hex decode + parquet write + distinct counts).
 Each run records wall time, process CPU time (user + system, so a busy neighbour inflates wall
 time but hardly CPU time) and peak RSS; imports are done before the clock starts. Finally (c) the
@@ -36,14 +37,14 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 import pyarrow as pa, pyarrow.csv as pacsv
-from terarec.data_pipeline.criteo import BLOCK_BYTES, RAW_COLUMNS, FileJob, prepare_file
+from terarec.data_pipeline.criteo import BLOCK_BYTES, CSV_CONVERT, RAW_COLUMNS, FileJob, prepare_file
 mode, path, out = sys.argv[1], sys.argv[2], sys.argv[3]
 start, cpu_start = time.perf_counter(), time.process_time()
 if mode == "pyarrow":
     reader = pacsv.open_csv(pa.OSFile(path),
         read_options=pacsv.ReadOptions(column_names=RAW_COLUMNS, use_threads=False, block_size=BLOCK_BYTES),
         parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False),
-        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in RAW_COLUMNS}))
+        convert_options=CSV_CONVERT)
     rows = sum(batch.num_rows for batch in reader)
 else:
     Path(out).mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,12 @@ CARDINALITY_NOTE = (
     f"distinct raw ids (exact up to {EXACT_LIMIT}, HyperLogLog p={P} estimate above: "
     f"{STANDARD_ERROR:.2%} relative standard error); raw ids are 32-bit"
 )
+CSV_CONVERT = pacsv.ConvertOptions(  # every column as a non-null string: conversion is ours, per row
+    column_types={c: pa.string() for c in RAW_COLUMNS},
+    quoted_strings_can_be_null=False,
+    strings_can_be_null=False,
+    check_utf8=False,  # every field is validated byte by byte (ASCII digits / hex) anyway
+)
 OUTPUT_SCHEMA = pa.schema(
     [(LABEL, pa.int8())] + [(n, pa.int64()) for n in DENSE_NAMES] + [(n, pa.uint32()) for n in SPARSE_NAMES]
 )
@@ -138,6 +144,8 @@ def convert_block(batch: pa.RecordBatch) -> tuple[pa.Table, np.ndarray, list[str
     reasons = [""] * n
 
     def flag(mask: np.ndarray, what: str) -> None:
+        if not mask.any():  # the usual case: 40 columns a block, no bad value
+            return
         for i in np.flatnonzero(mask & ~bad):
             reasons[i] = what
         bad[mask] = True
@@ -194,12 +202,7 @@ def _csv_reader(job: FileJob, stream: pa.NativeFile, skipped: list[tuple[int, st
         parse_options=pacsv.ParseOptions(
             delimiter="\t", quote_char=False, double_quote=False, invalid_row_handler=on_invalid
         ),
-        convert_options=pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in RAW_COLUMNS},
-            quoted_strings_can_be_null=False,
-            strings_can_be_null=False,
-            check_utf8=False,  # every field is validated byte by byte (ASCII digits / hex) anyway
-        ),
+        convert_options=CSV_CONVERT,
     )
 
 

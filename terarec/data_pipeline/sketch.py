@@ -31,7 +31,10 @@ _HLL = np.uint32(0xFFFFFFFF)  # header of a persisted row holding registers inst
 
 def fmix32(ids: np.ndarray) -> np.ndarray:
     """murmur3's finaliser on uint32 (a bijection with full avalanche), as a new uint32 array."""
-    h = ids.astype(np.uint32, copy=True)
+    return _fmix32_in_place(ids.astype(np.uint32, copy=True))
+
+
+def _fmix32_in_place(h: np.ndarray) -> np.ndarray:
     h ^= h >> np.uint32(16)
     h *= np.uint32(0x85EBCA6B)
     h ^= h >> np.uint32(13)
@@ -71,11 +74,12 @@ class DistinctCounts:
         exact_rows = [f for f, s in enumerate(self.exact) if s is not None]
         hll_rows = [f for f, s in enumerate(self.exact) if s is None]
         if exact_rows:
-            block = np.sort(ids[exact_rows], axis=1)
+            block = ids[exact_rows]  # a copy: ``ids`` backs the block's arrow columns
+            block.sort(axis=1)
             for f, row in zip(exact_rows, block):
                 self._add_exact(f, _unique_sorted(row))
         if hll_rows:
-            self._add_to_registers(hll_rows, ids[hll_rows])
+            self._add_to_registers(hll_rows, ids[hll_rows], copied=True)
 
     def merge(self, other: DistinctCounts) -> None:
         """Fold another sketch (e.g. another input file's) into this one."""
@@ -132,9 +136,10 @@ class DistinctCounts:
         self.exact[feature] = None
         self._add_to_registers([feature], ids[None])
 
-    def _add_to_registers(self, features: list[int], ids: np.ndarray) -> None:
-        """ids: (len(features), n) -> max-rank updates of those features' registers."""
-        hashes = fmix32(ids)
+    def _add_to_registers(self, features: list[int], ids: np.ndarray, copied: bool = False) -> None:
+        """ids: (len(features), n) -> max-rank updates of those features' registers (``copied``: ids
+        is a scratch uint32 copy that may be hashed in place)."""
+        hashes = _fmix32_in_place(ids) if copied else fmix32(ids)
         index = (hashes >> np.uint32(_RANK_BITS)).astype(np.intp)
         index += (np.asarray(features, np.intp) * REGISTERS)[:, None]
         np.maximum.at(self.registers.reshape(-1), index.ravel(), _ranks(hashes).ravel())
