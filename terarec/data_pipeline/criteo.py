@@ -6,8 +6,10 @@ file size. Parallel over input files (one process each); each input file becomes
 files already finished (resumable per file): a marker is trusted only when it was made from the
 same input (size, mtime, sample hash), split lines and ``--on-error``, and its parts are intact.
 The directory is claimed by a manifest (``manifest.py``): a re-run with other inputs or options
-stops unless ``--overwrite``. Parsing is columnar: hex ids are decoded with numpy on the raw
-bytes, dense integers are validated with one regex per block.
+stops unless ``--overwrite``. Parsing is columnar: labels, dense integers and hex ids are checked
+and decoded with numpy on arrow's raw string buffers (``criteo_fields.py``); rows go out in row
+groups of ``ROW_GROUP_ROWS`` whatever the CSV block size; distinct ids are counted exactly up to
+16384 per feature, by HyperLogLog above (``sketch.py``).
 
 Malformed rows (wrong field count, non-integer dense, non-hex categorical) stop the run naming
 ``file:line`` (``--on-error fail``), or go to ``DIR/rejects/{stem}.tsv`` as ``line<TAB>reason<TAB>row``
