@@ -43,13 +43,16 @@ def _fmix32_in_place(h: np.ndarray) -> np.ndarray:
     return h
 
 
-def _ranks(hashes: np.ndarray) -> np.ndarray:
-    """1 + leading zeros of the low ``_RANK_BITS`` bits (``_MAX_RANK`` for all zeros), as uint8.
+def _rank_table() -> np.ndarray:
+    """w (the low ``_RANK_BITS`` bits of a hash) -> 1 + its leading zeros (``_MAX_RANK`` for 0), uint8.
 
-    The value is exact in float32 (< 2**24), whose exponent field is floor(log2 w) + 127."""
-    low = (hashes & np.uint32((1 << _RANK_BITS) - 1)).astype(np.float32)
-    exponent = low.view(np.uint32) >> np.uint32(23)  # 0 for w == 0
+    floor(log2 w) is read from the exponent field of w as a float32 (exact below 2**24)."""
+    low = np.arange(1 << _RANK_BITS, dtype=np.uint32)
+    exponent = low.astype(np.float32).view(np.uint32) >> np.uint32(23)  # 0 for w == 0
     return np.minimum(np.uint32(_RANK_BITS + 127) - exponent, np.uint32(_MAX_RANK)).astype(np.uint8)
+
+
+_RANK = _rank_table()  # 256 KB: one lookup per id instead of six array passes
 
 
 def _unique_sorted(values: np.ndarray) -> np.ndarray:
@@ -140,9 +143,10 @@ class DistinctCounts:
         """ids: (len(features), n) -> max-rank updates of those features' registers (``copied``: ids
         is a scratch uint32 copy that may be hashed in place)."""
         hashes = _fmix32_in_place(ids) if copied else fmix32(ids)
+        ranks = np.take(_RANK, hashes & np.uint32((1 << _RANK_BITS) - 1))
         index = (hashes >> np.uint32(_RANK_BITS)).astype(np.intp)
         index += (np.asarray(features, np.intp) * REGISTERS)[:, None]
-        np.maximum.at(self.registers.reshape(-1), index.ravel(), _ranks(hashes).ravel())
+        np.maximum.at(self.registers.reshape(-1), index.ravel(), ranks.ravel())
 
 
 def _hll_estimate(registers: np.ndarray) -> int:

@@ -143,6 +143,8 @@ def test_decode_hex_fast_and_general_paths_agree_with_python() -> None:
     ids, bad = decode_hex(pa.array(values).slice(1))  # and a sliced array (non-zero offset)
     assert ids.tolist() == [int(v, 16) if HEX.fullmatch(v) else 0 for v in values[1:]]
     assert bad.tolist() == [bool(v) and not HEX.fullmatch(v) for v in values[1:]]
+    ids, bad = decode_hex(pa.array(["abc", "0000000a", "", "FFFFFFFF"]).slice(1))  # packed, odd byte offset
+    assert ids.tolist() == [10, 0, 2**32 - 1] and not bad.any()
     ids, bad = decode_hex(pa.array(["0000000g", "", "ABCDEF12"]))  # packed path with a non-hex digit
     assert ids.tolist() == [0, 0, 0xABCDEF12] and bad.tolist() == [True, False, False]
 
