@@ -36,12 +36,18 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
-from terarec.data_pipeline.criteo_fields import decode_hex, decode_labels, dense_is_integer, dense_to_int64
+from terarec.data_pipeline.criteo_fields import (
+    decode_hex,
+    decode_labels,
+    dense_is_integer,
+    dense_to_int64,
+    field_text,
+)
 from terarec.data_pipeline.criteo_layout import DENSE_NAMES, LABEL, SPARSE_NAMES
 from terarec.data_pipeline.manifest import DatasetManifest, InputFile, PartFile, start_build
 from terarec.data_pipeline.parquet_io import ROW_GROUP_ROWS, PartWriter
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SparseFeature
-from terarec.data_pipeline.sketch import EXACT_LIMIT, STANDARD_ERROR, DistinctCounts, P
+from terarec.data_pipeline.sketch import DESCRIPTION, DistinctCounts
 from terarec.data_pipeline.splits import check_eval_fraction, check_valid_fraction, split_lines
 
 RAW_COLUMNS = [LABEL, *DENSE_NAMES, *SPARSE_NAMES]
@@ -53,10 +59,6 @@ FAIL_FAST_INVALID_ROWS = 1000
 FORMAT = 1  # bump when the output of the same input and options changes
 _PART_NAME = re.compile(r"part-(.+)-\d{5}\.parquet(\.tmp)?")  # -> the input's stem
 SKETCH_SUFFIX = ".distinct.npy"  # per input file, beside its done marker (was .kmv.npy: such markers are redone)
-CARDINALITY_NOTE = (
-    f"distinct raw ids (exact up to {EXACT_LIMIT}, HyperLogLog p={P} estimate above: "
-    f"{STANDARD_ERROR:.2%} relative standard error); raw ids are 32-bit"
-)
 CSV_CONVERT = pacsv.ConvertOptions(  # every column as a non-null string: conversion is ours, per row
     column_types={c: pa.string() for c in RAW_COLUMNS},
     quoted_strings_can_be_null=False,
@@ -172,15 +174,6 @@ def convert_block(batch: pa.RecordBatch) -> tuple[pa.Table, np.ndarray, list[str
     return pa.Table.from_arrays(columns, schema=OUTPUT_SCHEMA), bad, reasons, ids
 
 
-def _field_text(column: pa.Array, row: int) -> str:
-    """A raw field for the rejects file; bytes that are not UTF-8 (never checked) become U+FFFD."""
-    if not column[row].is_valid:
-        return ""
-    offsets = np.frombuffer(column.buffers()[1], np.int32)[column.offset + row : column.offset + row + 2]
-    data = column.buffers()[2]
-    return bytes(data[offsets[0] : offsets[1]]).decode("utf-8", "replace") if data is not None else ""
-
-
 def _line_numbers(good_index: np.ndarray, skipped_lines: list[int]) -> np.ndarray:
     """1-based physical line of the good (field-count-valid) rows ``good_index`` (0-based)."""
     skipped = np.asarray(sorted(skipped_lines), np.int64)
@@ -221,6 +214,7 @@ class _FileConverter:
         self.rejects: list[str] = []
         self.rows_seen = 0  # field-count-valid rows so far
         self.distinct = DistinctCounts(len(SPARSE_NAMES))
+        self.encoding_chosen = False
 
     def malformed(self, candidates: list[tuple[int, str]]) -> DatasetError:
         line, reason = min(candidates)
@@ -233,13 +227,13 @@ class _FileConverter:
             first_bad = [(int(lines[i]), reasons[i]) for i in np.flatnonzero(bad)[:1]]
             raise self.malformed(first_bad + [s[:2] for s in self.skipped[:1]])
         for i in np.flatnonzero(bad):
-            text = "\t".join(_field_text(batch.column(c), i) for c in range(len(RAW_COLUMNS)))
+            text = "\t".join(field_text(batch.column(c), i) for c in range(len(RAW_COLUMNS)))
             self.rejects.append(f"{lines[i]}\t{reasons[i]}\t{text}")
         ends = [self.job.train_lines] if self.job.valid_end is None else [self.job.train_lines, self.job.valid_end]
         cuts = [0, *(int(np.searchsorted(lines[~bad], end, side="right")) for end in ends), table.num_rows]
+        self.distinct.update(ids)  # first: the first row group's encoding depends on the counts so far
         for split, start, stop in zip(self.job.splits, cuts[:-1], cuts[1:]):  # train | valid | eval, by line
             self._write(split, table.slice(start, stop - start))
-        self.distinct.update(ids)
         self.rows_seen += batch.num_rows
 
     def _write(self, split: str, table: pa.Table, last: bool = False) -> None:
@@ -250,10 +244,22 @@ class _FileConverter:
         rows = sum(t.num_rows for t in self.pending[split])
         ready = rows if last else rows - rows % ROW_GROUP_ROWS
         if ready:
+            self._choose_encoding()
             pending = pa.concat_tables(self.pending[split])
             for start in range(0, ready, ROW_GROUP_ROWS):  # one write per row group
                 self.writers[split].write(pending.slice(start, min(ROW_GROUP_ROWS, ready - start)))
             self.pending[split] = [pending.slice(ready)] if ready < rows else []
+
+    def _choose_encoding(self) -> None:
+        """Once per file, before its first row group: dictionary encoding except on categoricals with
+        more than ``EXACT_LIMIT`` distinct ids so far (a row group's rows, or the whole file), where
+        it costs 4x the CPU and gives larger files (random ids: 1.14 vs 0.28 us/row, 49 vs 34 MB)."""
+        if self.encoding_chosen:
+            return
+        plain = {name for name, ids in zip(SPARSE_NAMES, self.distinct.exact) if ids is None}
+        for writer in self.writers.values():
+            writer.use_dictionary = [name for name in OUTPUT_SCHEMA.names if name not in plain]
+        self.encoding_chosen = True
 
     def finish(self) -> dict[str, Any]:
         """Close the parts, write the rejects and the done marker; returns the marker."""
@@ -490,7 +496,7 @@ def _write_schema(jobs: list[FileJob], out: Path, command: str) -> DatasetSchema
         rejects=rejects,
         source="criteo tsv: " + ", ".join(j.path for j in jobs),
         command=command,
-        extra={"cardinality": CARDINALITY_NOTE},
+        extra={"cardinality": DESCRIPTION},
     )
     schema.save(out)
     return schema

@@ -128,3 +128,12 @@ def dense_to_int64(column: pa.Array) -> pa.Array:
     offsets_buffer = pa.py_buffer(offsets.astype(np.int32))
     raw = pa.StringArray.from_buffers(len(column), offsets_buffer, column.buffers()[2], validity)
     return pc.cast(raw, pa.int64())
+
+
+def field_text(column: pa.Array, row: int) -> str:
+    """A raw field for the rejects file; bytes that are not UTF-8 (never checked) become U+FFFD."""
+    if not column[row].is_valid:
+        return ""
+    offsets = np.frombuffer(column.buffers()[1], np.int32)[column.offset + row : column.offset + row + 2]
+    data = column.buffers()[2]
+    return bytes(data[offsets[0] : offsets[1]]).decode("utf-8", "replace") if data is not None else ""

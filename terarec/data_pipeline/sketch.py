@@ -26,6 +26,10 @@ STANDARD_ERROR = 1.04 / math.sqrt(REGISTERS)
 EXACT_LIMIT = 16384  # distinct ids kept exactly (the same limit below which the former KMV sketch was exact)
 _RANK_BITS = 32 - P
 _MAX_RANK = _RANK_BITS + 1
+DESCRIPTION = (  # for schema.json
+    f"distinct raw ids (exact up to {EXACT_LIMIT}, HyperLogLog p={P} estimate above: "
+    f"{STANDARD_ERROR:.2%} relative standard error); raw ids are 32-bit"
+)
 _HLL = np.uint32(0xFFFFFFFF)  # header of a persisted row holding registers instead of an exact set
 
 
