@@ -25,6 +25,7 @@ class PartWriter:
         self.schema = schema
         self.rows_per_file = rows_per_file
         self.prefix = prefix
+        self.use_dictionary: bool | list[str] = True  # pyarrow's: all columns, or the named ones
         self.index = 0
         self.rows_in_file = 0
         self.rows_total = 0
@@ -49,7 +50,7 @@ class PartWriter:
     def _open(self) -> pq.ParquetWriter:
         final = self.directory / f"part-{self.prefix}{self.index:05d}.parquet"
         self._tmp = final.with_suffix(".parquet.tmp")
-        return pq.ParquetWriter(self._tmp, self.schema, compression="snappy")
+        return pq.ParquetWriter(self._tmp, self.schema, compression="snappy", use_dictionary=self.use_dictionary)
 
     def _close_file(self) -> None:
         assert self._writer is not None and self._tmp is not None

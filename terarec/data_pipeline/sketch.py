@@ -1,0 +1,164 @@
+"""Mergeable distinct counts of 32-bit ids, one per feature: exact while small, HyperLogLog above.
+
+A feature keeps the exact sorted set of its ids while it has at most ``EXACT_LIMIT`` of them (so
+small vocabularies, and every feature of a small file, are counted exactly), then switches to
+HyperLogLog registers (Flajolet et al. 2007) with precision ``P``: ``2**P`` one-byte registers, a
+relative standard error of ``1.04 / sqrt(2**P)`` = 0.81% (``STANDARD_ERROR``), linear counting
+below 2.5 * 2**P. The hash is murmur3's 32-bit finaliser, a bijection on uint32: distinct ids give
+distinct hashes, so no collision correction is needed; the 18 rank bits saturate only near 2**32
+distinct ids (bias under 0.1% up to 2**28, about 1% at 2**30). Everything is deterministic, so an
+estimate is the same on every run and machine.
+
+Per block the cost is one sort per exact feature (numpy sorts uint32 in tens of microseconds per
+block) and, for HyperLogLog features, ~10 vectorised uint32 passes plus one ``np.maximum.at``:
+no ``np.unique`` and no growing sample of hashes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+P = 14
+REGISTERS = 1 << P
+STANDARD_ERROR = 1.04 / math.sqrt(REGISTERS)
+EXACT_LIMIT = 16384  # distinct ids kept exactly (the same limit below which the former KMV sketch was exact)
+_RANK_BITS = 32 - P
+_MAX_RANK = _RANK_BITS + 1
+DESCRIPTION = (  # for schema.json
+    f"distinct raw ids (exact up to {EXACT_LIMIT}, HyperLogLog p={P} estimate above: "
+    f"{STANDARD_ERROR:.2%} relative standard error); raw ids are 32-bit"
+)
+_HLL = np.uint32(0xFFFFFFFF)  # header of a persisted row holding registers instead of an exact set
+
+
+def fmix32(ids: np.ndarray) -> np.ndarray:
+    """murmur3's finaliser on uint32 (a bijection with full avalanche), as a new uint32 array."""
+    return _fmix32_in_place(ids.astype(np.uint32, copy=True))
+
+
+def _fmix32_in_place(h: np.ndarray) -> np.ndarray:
+    h ^= h >> np.uint32(16)
+    h *= np.uint32(0x85EBCA6B)
+    h ^= h >> np.uint32(13)
+    h *= np.uint32(0xC2B2AE35)
+    h ^= h >> np.uint32(16)
+    return h
+
+
+def _rank_table() -> np.ndarray:
+    """w (the low ``_RANK_BITS`` bits of a hash) -> 1 + its leading zeros (``_MAX_RANK`` for 0), uint8.
+
+    floor(log2 w) is read from the exponent field of w as a float32 (exact below 2**24)."""
+    low = np.arange(1 << _RANK_BITS, dtype=np.uint32)
+    exponent = low.astype(np.float32).view(np.uint32) >> np.uint32(23)  # 0 for w == 0
+    return np.minimum(np.uint32(_RANK_BITS + 127) - exponent, np.uint32(_MAX_RANK)).astype(np.uint8)
+
+
+_RANK = _rank_table()  # 256 KB: one lookup per id instead of six array passes
+
+
+def _unique_sorted(values: np.ndarray) -> np.ndarray:
+    """Distinct values of a sorted 1-D array."""
+    if len(values) < 2:
+        return values
+    keep = np.empty(len(values), bool)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
+class DistinctCounts:
+    """Distinct-id counts of ``features`` features, updated with (features, rows) uint32 id blocks."""
+
+    def __init__(self, features: int) -> None:
+        self.registers = np.zeros((features, REGISTERS), np.uint8)
+        self.exact: list[np.ndarray | None] = [np.zeros(0, np.uint32) for _ in range(features)]  # None: HLL
+
+    def update(self, ids: np.ndarray) -> None:
+        """Add a block of ids of shape (features, rows)."""
+        exact_rows = [f for f, s in enumerate(self.exact) if s is not None]
+        hll_rows = [f for f, s in enumerate(self.exact) if s is None]
+        if exact_rows:
+            block = ids[exact_rows]  # a copy: ``ids`` backs the block's arrow columns
+            block.sort(axis=1)
+            for f, row in zip(exact_rows, block):
+                self._add_exact(f, _unique_sorted(row))
+        if hll_rows:
+            self._add_to_registers(hll_rows, ids[hll_rows], copied=True)
+
+    def merge(self, other: DistinctCounts) -> None:
+        """Fold another sketch (e.g. another input file's) into this one."""
+        for f, theirs in enumerate(other.exact):
+            if theirs is not None and self.exact[f] is not None:
+                self._add_exact(f, theirs)
+            elif theirs is not None:
+                self._add_to_registers([f], theirs[None])
+            else:
+                if self.exact[f] is not None:
+                    self._switch_to_registers(f, self.exact[f])
+                np.maximum(self.registers[f], other.registers[f], out=self.registers[f])
+
+    def estimates(self) -> list[int]:
+        """Per feature: the exact count, or the HyperLogLog estimate once above ``EXACT_LIMIT``."""
+        return [len(s) if s is not None else _hll_estimate(r) for s, r in zip(self.exact, self.registers)]
+
+    def to_array(self) -> np.ndarray:
+        """(features, 1 + REGISTERS) uint32: per row the exact count then the ids, or a mark then registers."""
+        packed = np.zeros((len(self.exact), 1 + REGISTERS), np.uint32)
+        for f, values in enumerate(self.exact):
+            if values is None:
+                packed[f, 0], packed[f, 1:] = _HLL, self.registers[f]
+            else:
+                packed[f, 0], packed[f, 1 : 1 + len(values)] = len(values), values
+        return packed
+
+    @classmethod
+    def from_array(cls, packed: np.ndarray) -> DistinctCounts:
+        counts = cls(len(packed))
+        for f, row in enumerate(packed):
+            if row[0] == _HLL:
+                counts.exact[f], counts.registers[f] = None, row[1:].astype(np.uint8)
+            else:
+                counts.exact[f] = row[1 : 1 + int(row[0])].copy()
+        return counts
+
+    def _add_exact(self, feature: int, distinct: np.ndarray) -> None:
+        current = self.exact[feature]
+        assert current is not None
+        if len(current):
+            found = current[np.minimum(np.searchsorted(current, distinct), len(current) - 1)] == distinct
+            if found.all():  # the usual case once a small vocabulary has been seen: no new set
+                return
+            merged = _unique_sorted(np.sort(np.concatenate([current, distinct[~found]])))
+        else:
+            merged = distinct
+        if len(merged) > EXACT_LIMIT:
+            self._switch_to_registers(feature, merged)
+        else:
+            self.exact[feature] = merged
+
+    def _switch_to_registers(self, feature: int, ids: np.ndarray) -> None:
+        self.exact[feature] = None
+        self._add_to_registers([feature], ids[None])
+
+    def _add_to_registers(self, features: list[int], ids: np.ndarray, copied: bool = False) -> None:
+        """ids: (len(features), n) -> max-rank updates of those features' registers (``copied``: ids
+        is a scratch uint32 copy that may be hashed in place)."""
+        hashes = _fmix32_in_place(ids) if copied else fmix32(ids)
+        ranks = np.take(_RANK, hashes & np.uint32((1 << _RANK_BITS) - 1))
+        index = (hashes >> np.uint32(_RANK_BITS)).astype(np.intp)
+        index += (np.asarray(features, np.intp) * REGISTERS)[:, None]
+        np.maximum.at(self.registers.reshape(-1), index.ravel(), ranks.ravel())
+
+
+def _hll_estimate(registers: np.ndarray) -> int:
+    """HyperLogLog's estimate with linear counting for small counts (Flajolet et al. 2007, fig. 3)."""
+    m = len(registers)
+    alpha = 0.7213 / (1.0 + 1.079 / m)
+    raw = alpha * m * m / float(np.ldexp(1.0, -registers.astype(np.int32)).sum())
+    empty = int(np.count_nonzero(registers == 0))
+    if raw <= 2.5 * m and empty:
+        raw = m * math.log(m / empty)
+    return int(round(min(raw, 2.0**32)))
