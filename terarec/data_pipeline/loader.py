@@ -180,6 +180,7 @@ class ParquetBatchStream(IterableDataset[Batch]):
         self.layout = _key_layout(schema, spec, _list_columns(self.units[0].file) if self.units else set())
         self.keys = self.layout.keys
         self._ones: torch.Tensor | None = None  # shared lengths of full single-id batches
+        self.pin = False  # batches in page-locked memory (set by BatchLoader when CUDA is present)
         self.columns = [schema.label, *schema.dense, *self.keys]
         self.epoch, self.start_batch = 0, 0
 
@@ -294,17 +295,30 @@ class ParquetBatchStream(IterableDataset[Batch]):
         bsz, keys = self.spec.batch_size, len(self.keys)
         if self._ones is None or len(self._ones) != keys * bsz:
             self._ones = torch.ones(keys * bsz, dtype=_TORCH_IDS[self.layout.id_dtype])
-        return assemble(pieces, bsz, self.layout, self._ones)
+        batch = assemble(pieces, bsz, self.layout, self._ones)
+        # pinned here, in the prefetch threads for all but window-spanning batches: the trainer's
+        # host-to-device copies (TrainPipelineSparseDist, non_blocking=True) then overlap compute
+        return pin_batch(batch) if self.pin else batch
 
 
 class BatchLoader:
     """Iterable over one epoch of ``Batch``es per ``iter()``, with exact ``state_dict`` resume."""
 
     def __init__(
-        self, spec: LoaderSpec, schema: DatasetSchema, rank: int = 0, world_size: int = 1, num_workers: int = 0
+        self,
+        spec: LoaderSpec,
+        schema: DatasetSchema,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
     ) -> None:
+        """``pin_memory``: batches in page-locked memory (None: when CUDA is available)."""
         self.stream = ParquetBatchStream(spec, schema, rank, world_size, num_workers)
         self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        # in-process batches are pinned by the loader's own threads; workers' by the DataLoader's
+        self.stream.pin = self.pin_memory and num_workers == 0
         self.epoch, self.batches = 0, 0
 
     def __len__(self) -> int:
@@ -317,7 +331,11 @@ class BatchLoader:
             self.stream
             if self.num_workers == 0
             else DataLoader(
-                self.stream, batch_size=None, num_workers=self.num_workers, worker_init_fn=_leave_stop_signals_to_main
+                self.stream,
+                batch_size=None,
+                num_workers=self.num_workers,
+                worker_init_fn=_leave_stop_signals_to_main,
+                pin_memory=self.pin_memory,
             )
         )
         for batch in source:
@@ -330,6 +348,11 @@ class BatchLoader:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.batches = int(state["epoch"]), int(state["batches"])
+
+
+def pin_batch(batch: Batch) -> Batch:
+    """A copy of ``batch`` in page-locked host memory (CUDA copies from it can be asynchronous)."""
+    return batch.pin_memory()
 
 
 def _leave_stop_signals_to_main(worker_id: int) -> None:
