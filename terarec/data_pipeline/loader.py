@@ -13,6 +13,10 @@ Every stream yields the same number of full-size batches (the maximum over strea
 batches of shorter streams are padded with rows whose label is ``PAD_LABEL`` (the batch contract
 of ``terarec.batch``). Nothing is dropped and no rank waits in a collective for a batch that never
 comes; the trainer gives padded rows zero weight.
+
+Batches carry int32 KJT ids and lengths when every table has fewer than 2**31 rows (see
+``terarec.data_pipeline.window``), and are pinned (page-locked) when CUDA is present, so the train
+pipeline's ``non_blocking`` host-to-device copies overlap compute.
 """
 
 from __future__ import annotations
