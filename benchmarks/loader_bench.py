@@ -1,19 +1,22 @@
 """Loader throughput (rows/s to KJT batches) vs raw pyarrow ``iter_batches`` on the same files.
 
-    .venv/bin/python benchmarks/loader_bench.py [--rows 2000000] [--batch-size 4096]
+    .venv/bin/python benchmarks/loader_bench.py [--rows 2000000] [--batch-size 4096] [--workers 1 2]
 
 Writes a synthetic Criteo-1TB-shaped dataset (unless --data is given), then reads the train split
 (a) with ``pyarrow.parquet.ParquetFile.iter_batches`` (decode only) and (b) with terarec's loader
-(decode + shuffle window + modulo hashing + log1p + KJT). Each rows/s figure is the best of
-``--repeats`` interleaved rounds (a shared machine's noise only ever slows a round down); the
-process CPU time per row, the median over rounds, is printed beside it, as it moves less with
-neighbours' load. Last line: one JSON object.
+(decode + shuffle window + modulo hashing + log1p + KJT): shuffled with ``--shuffle-buffer``
+windows, with 1M-row windows (the MLPerf recipe), unshuffled, and with ``data.num_workers``
+DataLoader processes (``--workers``). Each rows/s figure is the best of ``--repeats`` interleaved
+rounds (a shared machine's noise only ever slows a round down); the CPU time per row of the process
+and its finished workers, the median over rounds, is printed beside it, as it moves less with
+neighbours' load: cores / (CPU us/row) is the rate more cores would reach. Last line: one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -37,17 +40,23 @@ def pyarrow_rows(files: list[Path], batch_size: int) -> int:
     return rows
 
 
-def loader_rows(data: Path, schema: DatasetSchema, batch_size: int, shuffle: int) -> int:
+def loader_rows(data: Path, schema: DatasetSchema, batch_size: int, shuffle: int, workers: int = 0) -> int:
     sizes = table_sizes(schema, max_rows=1_000_000)
-    loader = BatchLoader(LoaderSpec(str(data), "train", batch_size, sizes, shuffle_buffer=shuffle), schema)
-    return sum(int(real_rows(batch.labels).sum()) for batch in loader)
+    spec = LoaderSpec(str(data), "train", batch_size, sizes, shuffle_buffer=shuffle)
+    return sum(int(real_rows(batch.labels).sum()) for batch in BatchLoader(spec, schema, num_workers=workers))
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (DataLoader workers end with the epoch)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def timed(read: Callable[[], int]) -> tuple[float, float]:
-    """(rows/s, process CPU microseconds per row) of one full read."""
-    wall, cpu = time.perf_counter(), time.process_time()
+    """(rows/s, CPU microseconds per row) of one full read."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
     rows = read()
-    return rows / (time.perf_counter() - wall), (time.process_time() - cpu) * 1e6 / rows
+    return rows / (time.perf_counter() - wall), (cpu_seconds() - cpu) * 1e6 / rows
 
 
 def main() -> None:
@@ -56,7 +65,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--shuffle-buffer", type=int, default=131072)
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds; the best of each is kept")
+    parser.add_argument("--large-window", type=int, default=1 << 20, help="the MLPerf-sized window (0: skip)")
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="data.num_workers values to measure")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best of each is kept")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or Path(tmp)
@@ -70,30 +81,47 @@ def main() -> None:
             "loader": lambda: loader_rows(data, schema, args.batch_size, args.shuffle_buffer),
             "loader_unshuffled": lambda: loader_rows(data, schema, args.batch_size, 0),
         }
+        if args.large_window:
+            reads["loader_large_window"] = lambda: loader_rows(data, schema, args.batch_size, args.large_window)
+        for n in args.workers:
+            reads[f"loader_workers_{n}"] = lambda n=n: loader_rows(
+                data, schema, args.batch_size, args.shuffle_buffer, n
+            )
         rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in reads}
-        for _ in range(args.repeats):  # interleaved: a shared machine's noise hits all three
+        for _ in range(args.repeats):  # interleaved: a shared machine's noise hits them all
             for name, read in reads.items():
                 rounds[name].append(timed(read))
+    report(rounds, args)
+
+
+def report(rounds: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> None:
     best = {name: max(r for r, _ in results) for name, results in rounds.items()}
+    median = {name: statistics.median(r for r, _ in results) for name, results in rounds.items()}
     cpu = {name: statistics.median(c for _, c in results) for name, results in rounds.items()}
-    print(
-        f"pyarrow iter_batches: {best['pyarrow']:,.0f} rows/s; loader: {best['loader']:,.0f} rows/s shuffled "
-        f"(window {args.shuffle_buffer:,} rows), {best['loader_unshuffled']:,.0f} unshuffled"
-    )
-    print("CPU us/row (median): " + ", ".join(f"{name} {c:.3f}" for name, c in cpu.items()))
-    print(
-        json.dumps(
-            {
-                "loader_rows_per_s": round(best["loader"]),
-                "loader_unshuffled_rows_per_s": round(best["loader_unshuffled"]),
-                "pyarrow_rows_per_s": round(best["pyarrow"]),
-                "ratio": round(best["loader"] / best["pyarrow"], 3),
-                "ratio_unshuffled": round(best["loader_unshuffled"] / best["pyarrow"], 3),
-                "cpu_ratio": round(cpu["pyarrow"] / cpu["loader"], 3),
-                "cpu_ratio_unshuffled": round(cpu["pyarrow"] / cpu["loader_unshuffled"], 3),
-            }
+    for name in rounds:
+        print(
+            f"{name:>22}: best {best[name]:>12,.0f} rows/s, median {median[name]:>12,.0f}, "
+            f"CPU {cpu[name]:.3f} us/row, ratio {best[name] / best['pyarrow']:.3f}"
         )
-    )
+    result: dict[str, float | int] = {
+        "pyarrow_rows_per_s": round(best["pyarrow"]),
+        "ratio": round(best["loader"] / best["pyarrow"], 3),
+        "ratio_unshuffled": round(best["loader_unshuffled"] / best["pyarrow"], 3),
+        "cpu_ratio": round(cpu["pyarrow"] / cpu["loader"], 3),
+        "window": args.shuffle_buffer,
+    }
+    if args.large_window:
+        result["large_window"] = args.large_window
+        result["ratio_large_window"] = round(best["loader_large_window"] / best["pyarrow"], 3)
+        result["cpu_ratio_large_window"] = round(cpu["pyarrow"] / cpu["loader_large_window"], 3)
+    for name in rounds:
+        if name != "pyarrow":
+            result[f"{name}_rows_per_s"] = round(best[name])
+            result[f"{name}_median_rows_per_s"] = round(median[name])
+        result[f"{name}_cpu_us_per_row"] = round(cpu[name], 3)
+    for n in args.workers:
+        result[f"ratio_workers_{n}"] = round(best[f"loader_workers_{n}"] / best["pyarrow"], 3)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """Training samples/s of terarec vs torchrec's own ``DLRM_DCN`` on the same in-memory batches.
 
     .venv/bin/python benchmarks/train_throughput.py [--rows 400000] [--batch-size 1024] [--steps 150] [--repeats 3]
-    .venv/bin/python -m torch.distributed.run --standalone --nproc_per_node 2 benchmarks/train_throughput.py
+    .venv/bin/python benchmarks/train_throughput.py --nproc 2     # each side under torchrun, 2 ranks
 
-One run, one process group, the same threads. Batches are made once by terarec's loader from a
-synthetic Criteo-1TB-shaped dataset and held in memory; both sides train on exactly those batches:
+Each side runs in its own process (or torchrun job), started afresh every round, so that its peak
+RSS is its own: ``os.wait4`` returns the child's ``ru_maxrss`` (KiB on Linux; under torchrun the
+largest rank's, as waited-for descendants count). Batches are made by terarec's loader from one
+synthetic Criteo-1TB-shaped dataset (written once) and held in memory; both in-memory sides train
+on exactly those batches (the first ``--steps`` of the same seed):
 
 - terarec: ``build_model`` (dcnv2 ``--flavor``, default ``small``) + ``parallelize`` (planner -> DMP -> fused row-wise
   Adagrad + Adam) + ``Trainer`` (what ``terarec train`` runs: the pipeline, LR schedule, padding
@@ -15,10 +18,11 @@ synthetic Criteo-1TB-shaped dataset and held in memory; both sides train on exac
   ``apply_optimizer_in_backward(RowWiseAdagrad)``, ``KeyedOptimizerWrapper(Adam)`` and a bare
   ``TrainPipelineSparseDist.progress`` loop.
 
-Rounds are interleaved (terarec, reference, ...) and the best of each is kept. Also measured:
-terarec end to end from parquet (the loader included), and the peak RSS of each side (VmHWM,
-reset between phases) against the theoretical bytes of its parameters, dense gradients and
-optimizer state. Last line: one JSON object.
+Rounds are interleaved (terarec, reference, end to end, ...) and the best and median of each are
+kept. ``end_to_end``: the same terarec training reading parquet through the loader (what ``terarec
+train`` does); ``end_to_end_ratio`` is its rate over the in-memory one (1.0: the loader never stalls
+training). Peak RSS per side is printed against the theoretical bytes of parameters, dense gradients
+and optimizer state. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -71,18 +78,6 @@ class InMemoryBatches:
 
     def state_dict(self) -> dict[str, Any]:
         return {}
-
-
-def reset_peak_rss() -> None:
-    with open("/proc/self/clear_refs", "w") as f:  # "5": reset the peak RSS (VmHWM) to the current RSS
-        f.write("5")
-
-
-def peak_rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def terarec_config(args: argparse.Namespace, data: Path, run_dir: Path) -> Any:
@@ -171,7 +166,10 @@ def theoretical_bytes(params_dense: int, params_sparse: int, embedding_dim: int,
     return 4 * (int(params_sparse * (1 + 1 / embedding_dim)) // world + 4 * params_dense)
 
 
-def main() -> None:
+SIDES = ("terarec", "reference", "end_to_end")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=400_000, help="synthetic rows (the batches cycle over them)")
     parser.add_argument("--batch-size", type=int, default=1024, help="per rank")
@@ -184,72 +182,123 @@ def main() -> None:
         help="dcnv2 flavor (mlperf: the MLPerf DLRMv2 dense sizes)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best of each is kept")
-    args = parser.parse_args()
+    parser.add_argument("--nproc", type=int, default=1, help="ranks per side (torchrun when > 1)")
+    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # a child process: one side, once
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def run_side(args: argparse.Namespace) -> None:
+    """One side, in this process (group): prints its figures as JSON on rank 0."""
     info = join_process_group()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(os.environ.get("TERAREC_BENCH_DATA", Path(tmp) / "data"))
-        if info.rank == 0 and not (data / "schema.json").is_file():
-            write_synthetic(SynthSpec(rows=args.rows, eval_fraction=0.0), data, progress=False)
-        dist.barrier()
-        schema = DatasetSchema.load(data)
-        cfg = terarec_config(args, data, Path(tmp) / "run")
+        schema = DatasetSchema.load(args.data)
+        cfg = terarec_config(args, args.data, Path(tmp) / "run")
         Path(cfg.run.dir).mkdir(parents=True, exist_ok=True)
         sizes = build_model(cfg, schema, "meta")
-        table_sizes, dim = sizes.table_sizes, sizes.hparams.embedding_dim
-        loader = BatchLoader(
-            LoaderSpec(str(data), "train", args.batch_size, table_sizes, shuffle_buffer=131072),
-            schema,
-            info.rank,
-            info.world_size,
-        )
-        batches = list(islice(iter(loader), args.steps))
-        ours = reference = end_to_end = 0.0
-        peaks: dict[str, int] = {}
-        for _ in range(args.repeats):
-            reset_peak_rss()
-            before = peak_rss_bytes()
-            rate, summary, our_plan = run_terarec(cfg, schema, info, InMemoryBatches(batches, args.steps))
-            ours, peaks["terarec"] = max(ours, rate), peak_rss_bytes() - before
-            reset_peak_rss()
-            before = peak_rss_bytes()
-            pipeline, dmp, ref_dense = build_reference(cfg, schema, sizes, info)
-            reference = max(reference, run_reference(pipeline, batches, args.steps, args.batch_size, info.world_size))
-            reference_plan = sharding_types(dmp)
-            peaks["reference"] = peak_rss_bytes() - before
-            del pipeline, dmp
-            end_to_end = max(end_to_end, run_terarec(cfg, schema, info, loader)[0])
-    theory = theoretical_bytes(summary["params_dense"], summary["params_sparse"], dim, info.world_size)
-    result = {
-        "terarec_samples_per_s": round(ours),
-        "torchrec_dlrm_dcn_samples_per_s": round(reference),
-        "ratio": round(ours / reference, 3),
-        "terarec_end_to_end_samples_per_s": round(end_to_end),
-        "end_to_end_ratio": round(end_to_end / reference, 3),
-        "params_dense": summary["params_dense"],
-        "reference_params_dense": ref_dense,
-        "params_sparse": summary["params_sparse"],
+        spec = LoaderSpec(str(args.data), "train", args.batch_size, sizes.table_sizes, shuffle_buffer=131072)
+        loader = BatchLoader(spec, schema, info.rank, info.world_size)
+        out: dict[str, Any] = {"side": args.side, "world_size": info.world_size, "device": str(info.device)}
+        if args.side == "reference":
+            batches = list(islice(iter(loader), args.steps))
+            pipeline, dmp, out["params_dense"] = build_reference(cfg, schema, sizes, info)
+            out["samples_per_s"] = run_reference(pipeline, batches, args.steps, args.batch_size, info.world_size)
+            out["sharding"] = sharding_types(dmp)
+        else:
+            source = (
+                InMemoryBatches(list(islice(iter(loader), args.steps)), args.steps)
+                if args.side == "terarec"
+                else loader
+            )
+            out["samples_per_s"], summary, out["sharding"] = run_terarec(cfg, schema, info, source)
+            out.update(params_dense=summary["params_dense"], params_sparse=summary["params_sparse"])
+            out["theoretical_bytes_per_rank"] = theoretical_bytes(
+                summary["params_dense"], summary["params_sparse"], sizes.hparams.embedding_dim, info.world_size
+            )
+        out["threads"] = torch.get_num_threads()
+    if info.rank == 0:
+        print(json.dumps(out))
+    dist.destroy_process_group()
+
+
+def spawn_side(args: argparse.Namespace, side: str, data: Path) -> dict[str, Any]:
+    """Run one side in a fresh child (or torchrun job); its JSON plus ``peak_rss_bytes``."""
+    script = [str(Path(__file__).resolve()), "--side", side, "--data", str(data)]
+    script += [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in ("batch_size", "steps", "max_rows", "flavor")]
+    launcher = [sys.executable]
+    if args.nproc > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}"]
+    child = subprocess.Popen(launcher + script, stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)  # this child's own rusage (and its waited-for ranks')
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"train_throughput: the {side} side failed (exit {child.returncode})")
+    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    result["peak_rss_bytes"] = usage.ru_maxrss * 1024  # KiB on Linux
+    return result
+
+
+def summarize(rounds: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> dict[str, Any]:
+    best = {side: max(r["samples_per_s"] for r in rounds[side]) for side in SIDES}
+    median = {side: statistics.median(r["samples_per_s"] for r in rounds[side]) for side in SIDES}
+    peak = {side: max(r["peak_rss_bytes"] for r in rounds[side]) for side in SIDES}
+    ours, reference = rounds["terarec"][0], rounds["reference"][0]
+    theory = ours["theoretical_bytes_per_rank"]
+    return {
+        "terarec_samples_per_s": round(best["terarec"]),
+        "torchrec_dlrm_dcn_samples_per_s": round(best["reference"]),
+        "ratio": round(best["terarec"] / best["reference"], 3),
+        "terarec_end_to_end_samples_per_s": round(best["end_to_end"]),
+        "end_to_end_ratio": round(best["end_to_end"] / best["terarec"], 3),
+        "end_to_end_median_ratio": round(median["end_to_end"] / median["terarec"], 3),
+        "end_to_end_vs_reference": round(best["end_to_end"] / best["reference"], 3),
+        "median_samples_per_s": {side: round(v) for side, v in median.items()},
+        "params_dense": ours["params_dense"],
+        "reference_params_dense": reference["params_dense"],
+        "params_sparse": ours["params_sparse"],
         "theoretical_bytes_per_rank": theory,
-        "terarec_peak_rss_increase_bytes": peaks["terarec"],
-        "reference_peak_rss_increase_bytes": peaks["reference"],
-        "rss_over_theory": round(peaks["terarec"] / theory, 2),
-        "sharding": our_plan,
-        "reference_sharding": reference_plan,
-        "world_size": info.world_size,
-        "device": str(info.device),
+        "peak_rss_bytes": peak,
+        "peak_rss_ratio_terarec_over_reference": round(peak["terarec"] / peak["reference"], 3),
+        "peak_rss_ratio_end_to_end_over_in_memory": round(peak["end_to_end"] / peak["terarec"], 3),
+        "rss_over_theory": round(peak["terarec"] / theory, 2),
+        "sharding": ours["sharding"],
+        "reference_sharding": reference["sharding"],
+        "world_size": ours["world_size"],
+        "device": ours["device"],
         "flavor": args.flavor,
-        "threads": torch.get_num_threads(),
+        "threads": ours["threads"],
         "batch_size": args.batch_size,
         "steps": args.steps,
     }
-    if info.rank == 0:
-        print(
-            f"terarec {ours:,.0f} samples/s vs torchrec DLRM_DCN {reference:,.0f}: ratio {ours / reference:.3f} "
-            f"(end to end from parquet: {end_to_end:,.0f}, ratio {end_to_end / reference:.3f}); "
-            f"peak RSS +{peaks['terarec'] / 2**20:.0f} MiB vs {theory / 2**20:.0f} MiB of parameters + optimizer state"
-        )
-        print(json.dumps(result))
-    dist.destroy_process_group()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.side:
+        run_side(args)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(os.environ.get("TERAREC_BENCH_DATA", Path(tmp) / "data"))
+        if not (data / "schema.json").is_file():
+            write_synthetic(SynthSpec(rows=args.rows, eval_fraction=0.0), data, progress=False)
+        rounds: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+        for _ in range(args.repeats):  # interleaved: a shared machine's noise hits every side
+            for side in SIDES:
+                rounds[side].append(spawn_side(args, side, data))
+    result = summarize(rounds, args)
+    mib = {side: v / 2**20 for side, v in result["peak_rss_bytes"].items()}
+    print(
+        f"terarec {result['terarec_samples_per_s']:,} samples/s vs torchrec DLRM_DCN "
+        f"{result['torchrec_dlrm_dcn_samples_per_s']:,}: ratio {result['ratio']:.3f}; end to end from parquet "
+        f"{result['terarec_end_to_end_samples_per_s']:,}: {result['end_to_end_ratio']:.3f} of in-memory; peak RSS "
+        f"terarec {mib['terarec']:.0f} MiB, reference {mib['reference']:.0f} MiB, "
+        f"end to end {mib['end_to_end']:.0f} MiB "
+        f"(theory {result['theoretical_bytes_per_rank'] / 2**20:.0f} MiB of parameters + optimizer state)"
+    )
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

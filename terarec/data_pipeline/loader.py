@@ -13,6 +13,10 @@ Every stream yields the same number of full-size batches (the maximum over strea
 batches of shorter streams are padded with rows whose label is ``PAD_LABEL`` (the batch contract
 of ``terarec.batch``). Nothing is dropped and no rank waits in a collective for a batch that never
 comes; the trainer gives padded rows zero weight.
+
+Batches carry int32 KJT ids and lengths when every table has fewer than 2**31 rows (see
+``terarec.data_pipeline.window``), and are pinned (page-locked) when CUDA is present, so the train
+pipeline's ``non_blocking`` host-to-device copies overlap compute.
 """
 
 from __future__ import annotations
@@ -23,21 +27,21 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchrec.datasets.utils import Batch
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from terarec.batch import PAD_LABEL
-from terarec.data_pipeline.columns import dense_columns, filled, pooled_empty, reduce_ids
 from terarec.data_pipeline.manifest import footer_metadata
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, dataset_files
+from terarec.data_pipeline.window import KeyLayout, Piece, Window, assemble, id_dtype_for
+from terarec.data_pipeline.window import jagged_column as _jagged_column
+
+__all__ = ["PAD_LABEL", "BatchLoader", "LoaderSpec", "Unit", "_jagged_column"]
 
 
 @dataclass(frozen=True)
@@ -71,8 +75,9 @@ class Unit:
 
 
 # one prepared window: (head completing the previous batch, full batches, tail starting the next)
-_Cut = tuple[dict[str, Any] | None, list[Batch], dict[str, Any] | None]
+_Cut = tuple[Piece | None, list[Batch], Piece | None]
 
+_TORCH_IDS = {np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64}
 MIN_UNITS_PER_STREAM = 16
 PREFETCH_WINDOWS = 2  # windows prepared ahead, in parallel threads (bounded memory: 2 windows)
 
@@ -120,58 +125,7 @@ def clip_units(units: list[Unit], rows: tuple[float, float]) -> list[Unit]:
     return out
 
 
-class _Window:
-    """Rows of a few units, permuted, as numpy arrays ready to be cut into batches.
-
-    Dense features form one feature-major ``F x rows`` float32 array; each single-id feature is one
-    array of its stored ids (zero-copy when nothing needs filling, reduction or permuting); only
-    list columns (multi-hot, histories) go through jagged ``(values, offsets)`` arrays.
-    """
-
-    def __init__(
-        self,
-        table: pa.Table,
-        schema: DatasetSchema,
-        spec: LoaderSpec,
-        rng: np.random.Generator | None,
-        layout: _KeyLayout,
-    ) -> None:
-        self.num_rows = table.num_rows
-        perm = rng.permutation(self.num_rows) if rng is not None else None
-        arrow_perm = pa.array(perm) if perm is not None else None
-        ids = table.select([schema.label, *layout.single])
-        if arrow_perm is not None:  # arrow's take beats numpy's per-column gathers (and its pool avoids page faults)
-            ids = ids.take(arrow_perm)
-        self.labels = ids.column(0).to_numpy(zero_copy_only=False).astype(np.float32)
-        # single-id columns stay as stored (uint32, zero-copy without nulls); int64 at assembly
-        self.single = [
-            reduce_ids(filled(ids.column(name), 0), size) for name, size in zip(layout.single, layout.single_sizes)
-        ]
-        self.dense = dense_columns(table, schema.dense, spec.dense_fill, spec.dense_transform, perm)
-        lists = table.select(layout.jagged) if layout.jagged else None
-        if lists is not None and arrow_perm is not None:
-            lists = lists.take(arrow_perm)
-        self.jagged: list[tuple[np.ndarray, np.ndarray]] = []  # per list feature: (values, offsets)
-        for name, size, cap in zip(layout.jagged, layout.jagged_sizes, layout.jagged_caps):
-            assert lists is not None  # there are list columns
-            values, offsets = _jagged_column(lists.column(name), cap)
-            self.jagged.append((reduce_ids(values, size), offsets))
-
-
-@dataclass(frozen=True)
-class _KeyLayout:
-    """Where each KJT key's ids come from: a column of the single-id matrix or a list column."""
-
-    keys: list[str]
-    single: list[str]  # single-id columns, in key order
-    single_sizes: list[int]  # their tables' num_embeddings (the modulus)
-    jagged: list[str]  # list columns, in key order
-    jagged_sizes: list[int]
-    jagged_caps: list[int | None]
-    source: list[tuple[bool, int]]  # per key: (is_single, index into single or jagged)
-
-
-def _key_layout(schema: DatasetSchema, spec: LoaderSpec, list_columns: set[str]) -> _KeyLayout:
+def _key_layout(schema: DatasetSchema, spec: LoaderSpec, list_columns: set[str]) -> KeyLayout:
     cols = _feature_columns(schema, spec)
     single = [(name, table) for name, table, _ in cols if name not in list_columns]
     jagged = [(name, table, cap) for name, table, cap in cols if name in list_columns]
@@ -180,14 +134,18 @@ def _key_layout(schema: DatasetSchema, spec: LoaderSpec, list_columns: set[str])
     source = [
         (True, single_names.index(n)) if n in single_names else (False, jagged_names.index(n)) for n, _, _ in cols
     ]
-    return _KeyLayout(
+    jagged_sizes = [spec.table_sizes[t] for _, t, _ in jagged]
+    return KeyLayout(
         [n for n, _, _ in cols],
         single_names,
         single_sizes,
         jagged_names,
-        [spec.table_sizes[t] for _, t, _ in jagged],
+        jagged_sizes,
         [c for _, _, c in jagged],
         source,
+        list(schema.dense),
+        schema.label,
+        id_dtype_for(single_sizes + jagged_sizes),
     )
 
 
@@ -212,22 +170,6 @@ def _feature_columns(schema: DatasetSchema, spec: LoaderSpec) -> list[tuple[str,
     return cols
 
 
-def _jagged_column(column: pa.ChunkedArray, cap: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """list<uint32> column -> (int64 values, int64 offsets); each list keeps its last ``cap`` items."""
-    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    offsets = array.offsets.to_numpy().astype(np.int64)
-    values = pc.fill_null(array.values, 0).to_numpy().astype(np.int64)
-    offsets, values = offsets - offsets[0], values[offsets[0] : offsets[-1]]
-    if cap is not None:
-        lengths = np.diff(offsets)
-        keep = np.minimum(lengths, cap)
-        if (keep < lengths).any():  # keep the most recent `cap` items of each history
-            new_offsets = np.concatenate([[0], np.cumsum(keep)])
-            gather = np.repeat(offsets[1:] - keep - new_offsets[:-1], keep) + np.arange(new_offsets[-1])
-            values, offsets = values[gather], new_offsets
-    return values, offsets
-
-
 class ParquetBatchStream(IterableDataset[Batch]):
     """One epoch of one rank's batches; workers of a DataLoader split the rank's units further."""
 
@@ -242,6 +184,7 @@ class ParquetBatchStream(IterableDataset[Batch]):
         self.layout = _key_layout(schema, spec, _list_columns(self.units[0].file) if self.units else set())
         self.keys = self.layout.keys
         self._ones: torch.Tensor | None = None  # shared lengths of full single-id batches
+        self.pin = False  # batches in page-locked memory (set by BatchLoader when CUDA is present)
         self.columns = [schema.label, *schema.dense, *self.keys]
         self.epoch, self.start_batch = 0, 0
 
@@ -297,30 +240,35 @@ class ParquetBatchStream(IterableDataset[Batch]):
             if window_start + window_rows > row:  # windows wholly before the resume point are not read
                 plan.append((w, units, window_start))
             window_start += window_rows
-        carry = None
+        carry: list[Piece] = []  # a batch that spans windows
         for head, batches, tail in self._prefetched(plan, stream, epoch, row):
             if head is not None:  # completes the batch that the previous window started
-                carry = head if carry is None else _merge([carry, head])
-                if carry["num_rows"] == bsz:
-                    yield self._assemble([carry], pad_to=bsz)
-                    carry = None
+                carry.append(head)
+                if sum(p.num_rows for p in carry) == bsz:
+                    yield self._assemble(carry)
+                    carry = []
             yield from batches
             if tail is not None:
-                carry = tail
+                carry = [tail]
         yielded = (window_start if plan else row) // bsz
-        if carry is not None:
-            yield self._assemble([carry], pad_to=bsz)
+        if carry:
+            yield self._assemble(carry)
             yielded += 1
         for _ in range(self.batches_per_stream(epoch) - yielded):
-            yield self._assemble([], pad_to=bsz)
+            yield self._assemble([])
 
     def _prefetched(self, plan: list[tuple[int, list[Unit], int]], stream: int, epoch: int, row: int) -> Iterator[_Cut]:
         """Windows in plan order, cut into batches by background threads while the current one is
         yielded (parquet decoding and numpy/torch work release the GIL)."""
 
         def prepare(w: int, units: list[Unit], start: int) -> _Cut:
-            rng = np.random.default_rng([self.spec.seed, epoch, stream, w]) if self.spec.shuffle_buffer > 0 else None
-            return self._cut(_Window(self._read(units), self.schema, self.spec, rng, self.layout), start, row)
+            table = self._read(units)
+            perm = None
+            if self.spec.shuffle_buffer > 0:
+                perm = np.random.default_rng([self.spec.seed, epoch, stream, w]).permutation(table.num_rows)
+            grid = (-(start % self.spec.batch_size), self.spec.batch_size)  # stream batch boundaries
+            window = Window(table, self.layout, (self.spec.dense_fill, self.spec.dense_transform), perm, grid)
+            return self._cut(window, start, row)
 
         with ThreadPoolExecutor(max_workers=PREFETCH_WINDOWS) as pool:
             pending = deque(pool.submit(prepare, *item) for item in plan[:PREFETCH_WINDOWS])
@@ -331,103 +279,50 @@ class ParquetBatchStream(IterableDataset[Batch]):
                     pending.append(pool.submit(prepare, *plan[ahead]))
                 yield cut
 
-    def _cut(self, window: _Window, start: int, row: int) -> _Cut:
+    def _cut(self, window: Window, start: int, row: int) -> _Cut:
         """Cut a window that starts at stream row ``start`` at the stream's batch boundaries
         (multiples of the batch size), from the resume row ``row`` on: the head that completes the
         previous window's last batch, the full batches inside, and the tail that starts the next."""
         bsz = self.spec.batch_size
         first = max(row - start, 0)
         boundary = min(-(-(start + first) // bsz) * bsz - start, window.num_rows)  # first boundary at/after `first`
-        head = _slice(window, first, boundary) if boundary > first else None
+        head = Piece(window, first, boundary) if boundary > first else None
         batches, offset = [], boundary
         while offset + bsz <= window.num_rows:
-            batches.append(self._assemble([_slice(window, offset, offset + bsz)], pad_to=bsz))
+            batches.append(self._assemble([Piece(window, offset, offset + bsz)]))
             offset += bsz
-        tail = _slice(window, offset, window.num_rows) if offset < window.num_rows else None
+        tail = Piece(window, offset, window.num_rows) if offset < window.num_rows else None
         return head, batches, tail
 
-    def _assemble(self, pieces: list[dict[str, Any]], pad_to: int) -> Batch:
-        """Pieces -> one Batch of exactly ``pad_to`` rows (padding rows as ``terarec.batch`` defines
-        them). A full batch's labels are a view of its window's, not a copy."""
-        part = _merge(pieces) if pieces else None
-        num_rows = part["num_rows"] if part else 0
-        # batch-sized transposes stay in cache, unlike a whole window's
-        dense = pooled_empty((pad_to, len(self.schema.dense)), np.float32)
-        if part is not None and num_rows == pad_to:
-            dense[:], labels = part["dense"].T, part["labels"]
-        else:
-            dense[num_rows:], labels = 0.0, np.full(pad_to, PAD_LABEL, np.float32)
-            if part:
-                dense[:num_rows], labels[:num_rows] = part["dense"].T, part["labels"]
-        values = [part["single" if single else "values"][index] for single, index in self.layout.source] if part else []
-        # offsets are left to the KJT (computed lazily, in torch, only if a consumer asks)
-        kjt = KeyedJaggedTensor(
-            keys=self.keys,
-            values=torch.from_numpy(_concatenate(values)),
-            lengths=self._lengths(part, pad_to),
-            stride=pad_to,
-        )
-        return Batch(dense_features=torch.from_numpy(dense), sparse_features=kjt, labels=torch.from_numpy(labels))
-
-    def _lengths(self, part: dict[str, Any] | None, pad_to: int) -> torch.Tensor:
-        """Key-major lengths (as a KJT stores them) of ``part`` padded to ``pad_to`` rows."""
-        num_rows = part["num_rows"] if part else 0
-        if num_rows == pad_to and not self.layout.jagged:
-            # one id per key and row: every full batch has the same all-ones lengths, so they share
-            # one tensor, as torchrec's own Criteo loader does (no consumer writes to KJT lengths)
-            if self._ones is None or len(self._ones) != len(self.keys) * pad_to:
-                self._ones = torch.ones(len(self.keys) * pad_to, dtype=torch.int64)
-            return self._ones
-        lengths = np.zeros((len(self.keys), pad_to), np.int64)
-        if part:
-            for k, (single, index) in enumerate(self.layout.source):
-                lengths[k, :num_rows] = 1 if single else part["lengths"][index]
-        return torch.from_numpy(lengths.reshape(-1))
-
-
-def _concatenate(arrays: list[np.ndarray]) -> np.ndarray:
-    """int64 concatenation into a pooled buffer (see ``pooled_empty``)."""
-    out = pooled_empty((sum(len(a) for a in arrays),), np.int64)
-    return np.concatenate(arrays, out=out, casting="same_kind") if arrays else out
-
-
-def _slice(window: _Window, start: int, end: int) -> dict[str, Any]:
-    values, lengths = [], []
-    for vals, offs in window.jagged:
-        values.append(vals[offs[start] : offs[end]])
-        lengths.append(np.diff(offs[start : end + 1]))
-    return {
-        "num_rows": end - start,
-        "dense": window.dense[:, start:end],
-        "labels": window.labels[start:end],
-        "single": [column[start:end] for column in window.single],
-        "values": values,
-        "lengths": lengths,
-    }
-
-
-def _merge(pieces: list[dict[str, Any]]) -> dict[str, Any]:
-    if len(pieces) == 1:
-        return pieces[0]
-    nfeat = len(pieces[0]["values"])
-    return {
-        "num_rows": sum(p["num_rows"] for p in pieces),
-        "dense": np.concatenate([p["dense"] for p in pieces], axis=1),
-        "labels": np.concatenate([p["labels"] for p in pieces]),
-        "single": [np.concatenate([p["single"][j] for p in pieces]) for j in range(len(pieces[0]["single"]))],
-        "values": [np.concatenate([p["values"][f] for p in pieces]) for f in range(nfeat)],
-        "lengths": [np.concatenate([p["lengths"][f] for p in pieces]) for f in range(nfeat)],
-    }
+    def _assemble(self, pieces: list[Piece]) -> Batch:
+        """Pieces -> one full-size batch (padded); full single-id batches share one lengths tensor."""
+        bsz, keys = self.spec.batch_size, len(self.keys)
+        if self._ones is None or len(self._ones) != keys * bsz:
+            self._ones = torch.ones(keys * bsz, dtype=_TORCH_IDS[self.layout.id_dtype])
+        batch = assemble(pieces, bsz, self.layout, self._ones)
+        # pinned here, in the prefetch threads for all but window-spanning batches: the trainer's
+        # host-to-device copies (TrainPipelineSparseDist, non_blocking=True) then overlap compute
+        return pin_batch(batch) if self.pin else batch
 
 
 class BatchLoader:
     """Iterable over one epoch of ``Batch``es per ``iter()``, with exact ``state_dict`` resume."""
 
     def __init__(
-        self, spec: LoaderSpec, schema: DatasetSchema, rank: int = 0, world_size: int = 1, num_workers: int = 0
+        self,
+        spec: LoaderSpec,
+        schema: DatasetSchema,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
     ) -> None:
+        """``pin_memory``: batches in page-locked memory (None: when CUDA is available)."""
         self.stream = ParquetBatchStream(spec, schema, rank, world_size, num_workers)
         self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        # in-process batches are pinned by the loader's own threads; workers' by the DataLoader's
+        self.stream.pin = self.pin_memory and num_workers == 0
         self.epoch, self.batches = 0, 0
 
     def __len__(self) -> int:
@@ -440,7 +335,11 @@ class BatchLoader:
             self.stream
             if self.num_workers == 0
             else DataLoader(
-                self.stream, batch_size=None, num_workers=self.num_workers, worker_init_fn=_leave_stop_signals_to_main
+                self.stream,
+                batch_size=None,
+                num_workers=self.num_workers,
+                worker_init_fn=_leave_stop_signals_to_main,
+                pin_memory=self.pin_memory,
             )
         )
         for batch in source:
@@ -453,6 +352,11 @@ class BatchLoader:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.batches = int(state["epoch"]), int(state["batches"])
+
+
+def pin_batch(batch: Batch) -> Batch:
+    """A copy of ``batch`` in page-locked host memory (CUDA copies from it can be asynchronous)."""
+    return batch.pin_memory()
 
 
 def _leave_stop_signals_to_main(worker_id: int) -> None:

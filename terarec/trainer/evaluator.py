@@ -106,6 +106,7 @@ def _recording_groups(batches: Iterator[Batch], key: str, groups: deque[torch.Te
     for batch in batches:
         jagged = batch.sparse_features[key]
         row_ids = torch.full((len(batch.labels),), -1, dtype=torch.int64)
-        row_ids[jagged.lengths() > 0] = jagged.values()[jagged.offsets()[:-1][jagged.lengths() > 0]].cpu()
+        # the loader's ids are int32 when the tables allow
+        row_ids[jagged.lengths() > 0] = jagged.values()[jagged.offsets()[:-1][jagged.lengths() > 0]].cpu().long()
         groups.append(row_ids)
         yield batch

@@ -1,0 +1,121 @@
+"""Loader speed work keeps the batches: the shuffled order is pinned, workers/ranks are reproducible,
+ids are int32 (and feed torchrec's kernels), batches are pinned where CUDA is present."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from test_loader import _row_ids, _spec, dataset  # noqa: F401  (the fixture)
+from torchrec.datasets.utils import Batch
+from torchrec.modules.embedding_configs import EmbeddingBagConfig, EmbeddingConfig
+from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
+
+from terarec.data_pipeline import loader as loader_module
+from terarec.data_pipeline.loader import PAD_LABEL, BatchLoader
+from terarec.data_pipeline.schema import DatasetSchema
+
+# first 4 row ids of batches 0, 3 and -2 per (world, rank), and the sum of all KJT values, as the
+# loader produced them before the batch-grid layout (seed 1, window 150, batch 32)
+GOLDEN = {
+    (1, 0): ([[629, 809, 685, 931], [666, 626, 683, 956], [760, 369, 347, 761]], 751000),
+    (2, 0): ([[984, 622, 951, 224], [949, 966, 998, 329], [272, 574, 342, 160]], 373750),
+    (2, 1): ([[132, 123, 263, 36], [487, 10, 62, 129], [92, 535, 89, 83]], 377250),
+}
+
+
+@pytest.mark.parametrize("world_rank", list(GOLDEN))
+def test_shuffled_order_is_the_one_of_before(dataset: Path, world_rank: tuple[int, int]) -> None:  # noqa: F811
+    world, rank = world_rank
+    batches = list(BatchLoader(_spec(dataset), DatasetSchema.load(dataset), rank, world))
+    heads = [b.dense_features[:4, 0].long().tolist() for b in (batches[0], batches[3], batches[-2])]
+    assert (heads, int(sum(b.sparse_features.values().long().sum() for b in batches))) == GOLDEN[world_rank]
+
+
+@pytest.mark.parametrize(("world", "workers"), [(1, 0), (2, 0), (1, 2), (2, 2)])
+def test_same_seed_same_batches(dataset: Path, world: int, workers: int) -> None:  # noqa: F811
+    schema = DatasetSchema.load(dataset)
+    for rank in range(world):
+        runs = [list(BatchLoader(_spec(dataset), schema, rank, world, workers)) for _ in range(2)]
+        assert len(runs[0]) == len(runs[1])
+        for a, b in zip(*runs):
+            assert torch.equal(a.dense_features, b.dense_features) and torch.equal(a.labels, b.labels)
+            assert torch.equal(a.sparse_features.values(), b.sparse_features.values())
+            assert torch.equal(a.sparse_features.lengths(), b.sparse_features.lengths())
+    other_seed = _row_ids(list(BatchLoader(_spec(dataset, seed=2), schema)))
+    assert other_seed != _row_ids(list(BatchLoader(_spec(dataset), schema)))
+
+
+def test_ids_are_int32_when_tables_fit_else_int64(dataset: Path) -> None:  # noqa: F811
+    schema = DatasetSchema.load(dataset)
+    batch = next(iter(BatchLoader(_spec(dataset), schema)))
+    assert batch.sparse_features.values().dtype == batch.sparse_features.lengths().dtype == torch.int32
+    huge = {"cat_0": 2000, "cat_1": 1 << 33}
+    wide = next(iter(BatchLoader(_spec(dataset, table_sizes=huge), schema)))
+    assert wide.sparse_features.values().dtype == wide.sparse_features.lengths().dtype == torch.int64
+    assert torch.equal(wide.sparse_features["cat_1"].values(), wide.dense_features[:, 0].long() * 7)
+
+
+def test_int32_batches_train_torchrec_embedding_modules(dataset: Path) -> None:  # noqa: F811
+    """The loader's int32 KJTs go through EmbeddingBagCollection (pooled) and EmbeddingCollection
+    (the history key) forward and backward, with the same result as int64 ids."""
+    schema = DatasetSchema.load(dataset)
+    batch = next(iter(BatchLoader(_spec(dataset, shuffle_buffer=0), schema)))
+    kjt = batch.sparse_features
+    torch.manual_seed(0)
+    bags = EmbeddingBagCollection(
+        tables=[EmbeddingBagConfig(name="t0", embedding_dim=4, num_embeddings=2000, feature_names=["cat_0", "hist"])]
+        + [EmbeddingBagConfig(name="t1", embedding_dim=4, num_embeddings=500, feature_names=["cat_1"])]
+    )
+    seq = EmbeddingCollection(
+        tables=[EmbeddingConfig(name="t0", embedding_dim=4, num_embeddings=2000, feature_names=["hist"])]
+    )
+    pooled = bags(kjt).values()
+    pooled.sum().backward()
+    jagged = seq(kjt)["hist"].values()
+    jagged.sum().backward()
+    wide = type(kjt)(keys=kjt.keys(), values=kjt.values().long(), lengths=kjt.lengths().long(), stride=kjt.stride())
+    assert torch.equal(pooled, bags(wide).values()) and torch.equal(jagged, seq(wide)["hist"].values())
+    assert pooled.shape == (32, 12) and bags.embedding_bags["t0"].weight.grad is not None
+
+
+def test_batches_are_pinned_in_the_prefetch_threads_when_cuda_is_present(
+    dataset: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With CUDA (mocked) every batch goes through ``pin_batch``; full batches in the loader's own
+    threads, off the training thread. Without CUDA nothing is pinned."""
+    pinned: list[tuple[int, str]] = []
+
+    def fake_pin(batch: Batch) -> Batch:
+        pinned.append((id(batch.labels), threading.current_thread().name))
+        return batch
+
+    monkeypatch.setattr(loader_module, "pin_batch", fake_pin)
+    schema = DatasetSchema.load(dataset)
+    assert not BatchLoader(_spec(dataset), schema).pin_memory  # this host has no CUDA
+    list(BatchLoader(_spec(dataset), schema))
+    assert not pinned
+    monkeypatch.setattr(loader_module.torch.cuda, "is_available", lambda: True)
+    loader = BatchLoader(_spec(dataset), schema)
+    batches = list(loader)
+    assert loader.pin_memory and sorted(p for p, _ in pinned) == sorted(id(b.labels) for b in batches)
+    in_threads = [name for _, name in pinned if name != threading.main_thread().name]
+    assert len(in_threads) >= len(batches) // 2  # window-spanning and padding batches: main thread
+    assert sum(int((b.labels != PAD_LABEL).sum()) for b in batches) == 1000
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run on a GPU host)")
+def test_batches_are_pinned_and_copy_asynchronously(dataset: Path) -> None:  # noqa: F811
+    schema = DatasetSchema.load(dataset)
+    for workers in (0, 2):
+        for batch in BatchLoader(_spec(dataset), schema, num_workers=workers):
+            kjt = batch.sparse_features
+            assert batch.dense_features.is_pinned() and batch.labels.is_pinned() and kjt.values().is_pinned()
+            on_gpu = batch.to(torch.device("cuda"), non_blocking=True)
+            torch.cuda.synchronize()
+            assert torch.equal(on_gpu.sparse_features.values().cpu(), kjt.values())
+            assert torch.equal(on_gpu.dense_features.cpu(), batch.dense_features)
