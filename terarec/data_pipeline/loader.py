@@ -22,7 +22,7 @@ import signal
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,9 @@ class LoaderSpec:
     # train that remains (0, 1 - f): complementary by construction, and the same at every world size
     # because it is cut from parquet metadata before units are dealt to ranks
     rows: tuple[float, float] = (0.0, 1.0)
+    # table feature -> its frequent-id vocabulary (data_pipeline.id_counts.Vocabulary, embeddings.min_count):
+    # those tables map ids by ``vocabulary.rows(ids, size)`` instead of the modulo
+    vocabularies: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -145,17 +148,23 @@ class _Window:
         self.labels = ids.column(0).to_numpy(zero_copy_only=False).astype(np.float32)
         # single-id columns stay as stored (uint32, zero-copy without nulls); int64 at assembly
         self.single = [
-            reduce_ids(filled(ids.column(name), 0), size) for name, size in zip(layout.single, layout.single_sizes)
+            _to_rows(filled(ids.column(name), 0), size, spec.vocabularies.get(table))
+            for name, size, table in zip(layout.single, layout.single_sizes, layout.single_tables)
         ]
         self.dense = dense_columns(table, schema.dense, spec.dense_fill, spec.dense_transform, perm)
         lists = table.select(layout.jagged) if layout.jagged else None
         if lists is not None and arrow_perm is not None:
             lists = lists.take(arrow_perm)
         self.jagged: list[tuple[np.ndarray, np.ndarray]] = []  # per list feature: (values, offsets)
-        for name, size, cap in zip(layout.jagged, layout.jagged_sizes, layout.jagged_caps):
+        for name, size, cap, table in zip(layout.jagged, layout.jagged_sizes, layout.jagged_caps, layout.jagged_tables):
             assert lists is not None  # there are list columns
             values, offsets = _jagged_column(lists.column(name), cap)
-            self.jagged.append((reduce_ids(values, size), offsets))
+            self.jagged.append((_to_rows(values, size, spec.vocabularies.get(table)), offsets))
+
+
+def _to_rows(ids: np.ndarray, size: int, vocabulary: Any) -> np.ndarray:
+    """Raw ids -> table rows: the modulo rule, or the frequency-thresholded vocabulary's rows."""
+    return reduce_ids(ids, size) if vocabulary is None else vocabulary.rows(ids, size)
 
 
 @dataclass(frozen=True)
@@ -169,6 +178,8 @@ class _KeyLayout:
     jagged_sizes: list[int]
     jagged_caps: list[int | None]
     source: list[tuple[bool, int]]  # per key: (is_single, index into single or jagged)
+    single_tables: list[str] = field(default_factory=list)  # the table feature of each single-id column
+    jagged_tables: list[str] = field(default_factory=list)
 
 
 def _key_layout(schema: DatasetSchema, spec: LoaderSpec, list_columns: set[str]) -> _KeyLayout:
@@ -188,6 +199,8 @@ def _key_layout(schema: DatasetSchema, spec: LoaderSpec, list_columns: set[str])
         [spec.table_sizes[t] for _, t, _ in jagged],
         [c for _, _, c in jagged],
         source,
+        [t for _, t in single],
+        [t for _, t, _ in jagged],
     )
 
 

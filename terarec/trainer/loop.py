@@ -40,6 +40,7 @@ from terarec.trainer.faults import fault_point
 from terarec.trainer.metrics import CALIBRATION_KEYS
 from terarec.trainer.optimizers import OptimizerGroup, lr_multiplier, members_of
 from terarec.trainer.preemption import Preempted, PreemptionGuard
+from terarec.trainer.reinit import reinitialize_tables
 
 log = logging.getLogger("terarec")
 
@@ -286,6 +287,10 @@ class Trainer:
                 if len(self.train_loader) == 0:
                     raise RuntimeError(f"no training batches in {self.cfg.data.path}/{self.cfg.data.train_split}")
                 iterator = iter(self.train_loader)  # epoch finished: the next one reshuffles
+                if self.cfg.train.reinit_embeddings_each_epoch:
+                    epoch = self.step // len(self.train_loader)
+                    tables = reinitialize_tables(self.dmp, self.optimizer, self.cfg.train.seed, epoch)
+                    log.info("epoch %d: re-initialised %d embedding tables (MEDA)", epoch, len(tables))
             elif self.step == target and not self._stopping:
                 self._at_stop()
         bar.close()
