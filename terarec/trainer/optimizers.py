@@ -80,7 +80,8 @@ def sparse_optimizer_kwargs(cfg: Config) -> dict[str, Any]:
 
 
 def sparse_fused_params(cfg: Config, device: torch.device) -> dict[str, Any] | None:
-    """The sharders' ``fused_params``: None (torchrec's defaults) unless ``embeddings.l2`` is set.
+    """The sharders' ``fused_params``: None (torchrec's defaults) unless ``embeddings.l2`` is set and
+    some tables may be fused (not every table data-parallel); a ConfigError where L2 cannot apply.
 
     fbgemm's fused kernels take ``weight_decay`` from the optimizer's arguments but apply it only
     with a ``weight_decay_mode``; L2 adds ``l2 * w`` to the gradient of each row the batch looks up
