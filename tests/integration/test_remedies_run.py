@@ -105,3 +105,33 @@ def test_train_with_every_remedy(synth_dir: Path, tmp_path: Path, capfd: pytest.
     assert metrics["steps"] == 2 * 30 and 0.0 < metrics["auc"] < 1.0  # 1920 train rows / 64
     assert "epoch 1: re-initialised 26 embedding tables (MEDA)" in capfd.readouterr().err
     assert [p.name for p in (synth_dir / "id_counts").glob("*.npz")] == ["train_0_1920.npz"]
+
+
+def _reinit_run(data: Path, run: Path, *extra: str) -> dict:
+    args = [
+        "train",
+        "--config",
+        "dcnv2_synth",
+        f"data.path={data}",
+        f"run.dir={run}",
+        "embeddings.max_rows=500",
+        "train.reinit_embeddings_each_epoch=true",
+        "train.batch_size=64",
+        "train.epochs=2",
+        "data.shuffle_buffer=0",
+        "logging.progress=false",
+        "logging.tensorboard=false",
+        *extra,
+    ]
+    assert main(args) == 0
+    return json.loads((run / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_reinit_resumed_at_an_epoch_boundary_matches_the_uninterrupted_run(synth_dir: Path, tmp_path: Path) -> None:
+    whole = _reinit_run(synth_dir, tmp_path / "whole")
+    _reinit_run(synth_dir, tmp_path / "split", "train.max_steps=38")  # 2400 train rows / 64: 38 steps an epoch
+    resumed = _reinit_run(synth_dir, tmp_path / "split", "resume=auto")
+    assert resumed["steps"] == whole["steps"] == 76
+    assert resumed["auc"] == pytest.approx(whole["auc"], abs=1e-6)
+    assert resumed["logloss"] == pytest.approx(whole["logloss"], abs=1e-6)
