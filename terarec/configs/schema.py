@@ -60,6 +60,14 @@ class EmbeddingsConfig:
     # a table has min(cardinality, max_rows) rows; raw ids are taken modulo that
     max_rows: int = field(default=1_000_000, metadata={"min": 1})
     rows: dict[str, int] = field(default_factory=dict, metadata={"min": 1})  # per-feature row count overrides
+    # Remedies for the one-epoch overfitting of embeddings (docs/model_quality.md); all off by default.
+    # L2 on the rows a batch touches (the sparse optimizer's weight decay: untouched rows never shrink)
+    l2: float = field(default=0.0, metadata={"min": 0})
+    # > 0: ids seen fewer than min_count times in the train rows share one out-of-vocabulary row (row 0)
+    # of their table; counts come from terarec.data_pipeline.id_counts (cached next to the dataset)
+    min_count: int = field(default=0, metadata={"min": 0})
+    # fixed: every table has `dim`; log2: low-cardinality tables get narrower rows (models that concatenate only)
+    dim_rule: Literal["fixed", "log2"] = "fixed"
 
 
 @dataclass
@@ -110,6 +118,9 @@ class TrainConfig:
     log_every: int = field(default=50, metadata={"min": 1})
     # a rank stuck this long in a collective fails the job (torchrun names it)
     collective_timeout_s: float = field(default=600.0, metadata={"above": 0})
+    # re-draw every embedding row (and reset its optimizer state) at the start of each epoch after the
+    # first, keeping the dense part: MEDA (Liu et al. 2024), a remedy for the one-epoch phenomenon
+    reinit_embeddings_each_epoch: bool = False
 
 
 @dataclass

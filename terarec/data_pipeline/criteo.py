@@ -227,7 +227,7 @@ class _FileConverter:
             first_bad = [(int(lines[i]), reasons[i]) for i in np.flatnonzero(bad)[:1]]
             raise self.malformed(first_bad + [s[:2] for s in self.skipped[:1]])
         for i in np.flatnonzero(bad):
-            text = "\t".join(field_text(batch.column(c), i) for c in range(len(RAW_COLUMNS)))
+            text = "\t".join(field_text(batch.column(c), int(i)) for c in range(len(RAW_COLUMNS)))
             self.rejects.append(f"{lines[i]}\t{reasons[i]}\t{text}")
         ends = [self.job.train_lines] if self.job.valid_end is None else [self.job.train_lines, self.job.valid_end]
         cuts = [0, *(int(np.searchsorted(lines[~bad], end, side="right")) for end in ends), table.num_rows]

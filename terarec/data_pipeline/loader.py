@@ -26,7 +26,8 @@ import signal
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -64,6 +65,9 @@ class LoaderSpec:
     # train that remains (0, 1 - f): complementary by construction, and the same at every world size
     # because it is cut from parquet metadata before units are dealt to ranks
     rows: tuple[float, float] = (0.0, 1.0)
+    # table feature -> its frequent-id vocabulary (data_pipeline.id_counts.Vocabulary, embeddings.min_count):
+    # those tables map ids by ``vocabulary.rows(ids, size)`` instead of the modulo
+    vocabularies: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,8 @@ def _key_layout(schema: DatasetSchema, spec: LoaderSpec, list_columns: set[str])
         list(schema.dense),
         schema.label,
         id_dtype_for(single_sizes + jagged_sizes),
+        [spec.vocabularies.get(t) for _, t in single],
+        [spec.vocabularies.get(t) for _, t, _ in jagged],
     )
 
 

@@ -53,7 +53,8 @@ def _rank_table() -> np.ndarray:
     floor(log2 w) is read from the exponent field of w as a float32 (exact below 2**24)."""
     low = np.arange(1 << _RANK_BITS, dtype=np.uint32)
     exponent = low.astype(np.float32).view(np.uint32) >> np.uint32(23)  # 0 for w == 0
-    return np.minimum(np.uint32(_RANK_BITS + 127) - exponent, np.uint32(_MAX_RANK)).astype(np.uint8)
+    table: np.ndarray = np.minimum(np.uint32(_RANK_BITS + 127) - exponent, np.uint32(_MAX_RANK)).astype(np.uint8)
+    return table
 
 
 _RANK = _rank_table()  # 256 KB: one lookup per id instead of six array passes
@@ -96,8 +97,9 @@ class DistinctCounts:
             elif theirs is not None:
                 self._add_to_registers([f], theirs[None])
             else:
-                if self.exact[f] is not None:
-                    self._switch_to_registers(f, self.exact[f])
+                mine = self.exact[f]
+                if mine is not None:
+                    self._switch_to_registers(f, mine)
                 np.maximum(self.registers[f], other.registers[f], out=self.registers[f])
 
     def estimates(self) -> list[int]:

@@ -12,8 +12,8 @@ copy, pin and send to a GPU. The batches are the same rows in the same order as 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +40,15 @@ class KeyLayout:
     dense: list[str]
     label: str
     id_dtype: np.dtype  # int32 when every table fits, else int64
+    # per single-id / list column: the frequency-thresholded vocabulary of its table (None: the modulo rule)
+    single_vocabularies: list[Any] = field(default_factory=list)
+    jagged_vocabularies: list[Any] = field(default_factory=list)
+
+
+def to_rows(ids: np.ndarray, size: int, vocabulary: Any) -> np.ndarray:
+    """Raw ids -> table rows: the modulo rule, or the frequency-thresholded vocabulary's rows
+    (``terarec.data_pipeline.id_counts``)."""
+    return reduce_ids(ids, size) if vocabulary is None else vocabulary.rows(ids, size)
 
 
 def id_dtype_for(table_sizes: list[int]) -> np.dtype:
@@ -82,8 +91,9 @@ class Window:
         self.grid = pooled_empty((slots, len(layout.single), self.batch_size), layout.id_dtype)
         starts = [slot * self.batch_size + self.origin for slot in range(slots)]  # of each slot's rows
         bounds = [(lo, max(lo, 0), min(lo + self.batch_size, self.num_rows)) for lo in starts]
-        for j, (name, size) in enumerate(zip(layout.single, layout.single_sizes)):
-            column = as_ids(reduce_ids(filled(table.column(name), 0), size), layout.id_dtype)
+        vocabularies = layout.single_vocabularies or [None] * len(layout.single)
+        for j, (name, size, vocabulary) in enumerate(zip(layout.single, layout.single_sizes, vocabularies)):
+            column = as_ids(to_rows(filled(table.column(name), 0), size, vocabulary), layout.id_dtype)
             for slot, (lo, first, end) in enumerate(bounds):  # column by column: random reads stay in cache
                 out = self.grid[slot, j, first - lo : end - lo]
                 if perm is None:
@@ -112,9 +122,10 @@ def _jagged_columns(table: pa.Table, layout: KeyLayout, perm: np.ndarray | None)
     if perm is not None:
         lists = lists.take(pa.array(perm))
     out = []
-    for name, size, cap in zip(layout.jagged, layout.jagged_sizes, layout.jagged_caps):
+    vocabularies = layout.jagged_vocabularies or [None] * len(layout.jagged)
+    for name, size, cap, vocabulary in zip(layout.jagged, layout.jagged_sizes, layout.jagged_caps, vocabularies):
         ids, offsets = jagged_column(lists.column(name), cap)
-        out.append((as_ids(reduce_ids(ids, size), layout.id_dtype), offsets))
+        out.append((as_ids(to_rows(ids, size, vocabulary), layout.id_dtype), offsets))
     return out
 
 

@@ -13,12 +13,18 @@ raw id picks its row.
   store raw ids; the loader applies this reduction with the sizes :attr:`TablePlan.table_sizes`
   gives it (its kernel, ``data_pipeline.columns.reduce_ids``, is tuned for throughput and must
   agree with :func:`embedding_row`).
+- Frequency threshold (``embeddings.min_count`` K > 0): the ids seen at least K times in the train
+  rows form the feature's vocabulary; its table has ``len(vocabulary) + 1`` rows (capped as above)
+  and every other id, including ids never seen in train, reads the shared out-of-vocabulary row 0
+  (the mapping lives in ``data_pipeline.id_counts``; this module only receives the vocabulary sizes).
 - Width: every table has the same ``dim``: ``embeddings.dim`` when set, else the model flavor's
-  ``embedding_dim`` (:func:`table_dim`).
+  ``embedding_dim`` (:func:`table_dim`). ``embeddings.dim_rule=log2`` narrows low-cardinality tables
+  (:func:`rule_dim`), for models whose interaction takes tables of different widths.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, EmbeddingConfig
@@ -87,8 +93,32 @@ def table_dim(configured: int | None, flavor_dim: int) -> int:
     return flavor_dim if configured is None else configured
 
 
-def table_sizes(schema: DatasetSchema, max_rows: int, overrides: dict[str, int] | None = None) -> dict[str, int]:
-    """Feature -> ``num_embeddings``: ``min(cardinality, max_rows)`` (at least 1) unless overridden.
+DIM_RULES = ("fixed", "log2")
+
+
+def rule_dim(dim_rule: str, dim: int, num_embeddings: int) -> int:
+    """A table's width under ``embeddings.dim_rule``.
+
+    ``fixed``: ``dim``. ``log2``: ``2 * log2(num_embeddings)`` rounded up to a multiple of 4 (fbgemm's
+    kernels need it), at least 4 and at most ``dim``: a 4-value feature gets 4, a 100-value one 16,
+    anything above ``2 ** (dim / 2)`` values the full ``dim``. Few values need few dimensions to be
+    told apart, and every extra dimension of a rare row is one more weight to overfit.
+    """
+    if dim_rule == "fixed":
+        return dim
+    wanted = 4 * math.ceil(2 * math.log2(max(num_embeddings, 2)) / 4)
+    return max(4, min(dim, wanted))
+
+
+def table_sizes(
+    schema: DatasetSchema,
+    max_rows: int,
+    overrides: dict[str, int] | None = None,
+    vocabulary_rows: dict[str, int] | None = None,
+) -> dict[str, int]:
+    """Feature -> ``num_embeddings``: ``min(cardinality, max_rows)`` (at least 1) unless overridden;
+    with ``vocabulary_rows`` (feature -> frequent ids + 1 out-of-vocabulary row, from
+    ``embeddings.min_count``) that count replaces the cardinality.
 
     Raises ValueError when ``overrides`` names a feature that is not a sparse feature of ``schema``.
     """
@@ -96,15 +126,23 @@ def table_sizes(schema: DatasetSchema, max_rows: int, overrides: dict[str, int] 
     unknown = sorted(set(overrides) - {f.name for f in schema.sparse})
     if unknown:
         raise ValueError(f"embeddings.rows names '{unknown[0]}', which is not a sparse feature of the dataset")
-    return {f.name: int(overrides.get(f.name, max(1, min(f.cardinality, max_rows)))) for f in schema.sparse}
+    natural = {f.name: (vocabulary_rows or {}).get(f.name, f.cardinality) for f in schema.sparse}
+    return {name: int(overrides.get(name, max(1, min(rows, max_rows)))) for name, rows in natural.items()}
 
 
-def plan_tables(schema: DatasetSchema, dim: int, max_rows: int, overrides: dict[str, int] | None = None) -> TablePlan:
-    """The tables of ``schema`` at width ``dim``, sized by :func:`table_sizes`."""
+def plan_tables(
+    schema: DatasetSchema,
+    dim: int,
+    max_rows: int,
+    overrides: dict[str, int] | None = None,
+    vocabulary_rows: dict[str, int] | None = None,
+    dim_rule: str = "fixed",
+) -> TablePlan:
+    """The tables of ``schema`` at width ``dim`` (per table under ``dim_rule``), sized by :func:`table_sizes`."""
     return TablePlan(
         tuple(
-            TableSpec(feature, size, dim, _lookups(feature, schema))
-            for feature, size in table_sizes(schema, max_rows, overrides).items()
+            TableSpec(feature, size, rule_dim(dim_rule, dim, size), _lookups(feature, schema))
+            for feature, size in table_sizes(schema, max_rows, overrides, vocabulary_rows).items()
         )
     )
 

@@ -20,6 +20,7 @@ import torch
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torch.distributed.tensor import DTensor
 
+from terarec.configs.loader import ConfigError
 from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.serving import FeatureTransform, write_export
@@ -52,6 +53,11 @@ def run_export(run: str, output: str, dtype: str = "fp32", calibrated: bool = Fa
     if dtype not in DTYPES:
         raise ExportError(f"--dtype {dtype}: one of {', '.join(DTYPES)}")
     cfg = eval_config(run)
+    if cfg.embeddings.min_count > 0:  # the serving transform knows only the modulo id -> row rule
+        raise ConfigError(
+            f"{run} was trained with embeddings.min_count={cfg.embeddings.min_count}: "
+            "export does not carry the frequent-id vocabulary yet"
+        )
     schema = DatasetSchema.load(cfg.data.path, check_parts=False)  # the schema only: no rows are read
     with checkpoint_session(cfg, schema) as session:
         if session.info.world_size != 1:

@@ -40,6 +40,7 @@ from terarec.trainer.faults import fault_point
 from terarec.trainer.metrics import CALIBRATION_KEYS
 from terarec.trainer.optimizers import OptimizerGroup, lr_multiplier, members_of
 from terarec.trainer.preemption import Preempted, PreemptionGuard
+from terarec.trainer.reinit import reinitialize_tables
 
 log = logging.getLogger("terarec")
 
@@ -289,10 +290,20 @@ class Trainer:
                 if len(self.train_loader) == 0:
                     raise RuntimeError(f"no training batches in {self.cfg.data.path}/{self.cfg.data.train_split}")
                 iterator = iter(self.train_loader)  # epoch finished: the next one reshuffles
+                self._reinit_embeddings()
             elif self.step == target and not self._stopping:
                 self._at_stop()
         bar.close()
         self.samples = self._samples_before + sum_over_ranks(self._local_samples)
+
+    def _reinit_embeddings(self) -> None:
+        """``train.reinit_embeddings_each_epoch`` at an epoch boundary (a run resumed from a checkpoint
+        saved at an epoch's end gets here too: its restored iterator is exhausted)."""
+        if not self.cfg.train.reinit_embeddings_each_epoch:
+            return
+        epoch = self.step // len(self.train_loader)
+        tables = reinitialize_tables(self.dmp, self.optimizer, self.cfg.train.seed, epoch)
+        log.info("epoch %d: re-initialised %d embedding tables (MEDA)", epoch, len(tables))
 
     def _exit_preempted(self) -> None:
         """All ranks saw the signal at the same step and saved together: leave with 128 + signal."""

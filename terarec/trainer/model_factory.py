@@ -12,6 +12,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection, Embedding
 from terarec.configs.loader import ConfigError
 from terarec.configs.schema import Config
 from terarec.data_pipeline.criteo_layout import criteo_1tb_reference_schema
+from terarec.data_pipeline.id_counts import frequent_ids
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.data_pipeline.sequence_sources import taobao_reference_schema
 from terarec.embeddings.tables import TablePlan, plan_tables, table_dim
@@ -57,12 +58,38 @@ def build_model(cfg: Config, schema: DatasetSchema, device: str | torch.device =
     if entry.with_history_cap is not None:
         longest = max((s.max_length for s in schema.sequence), default=0)
         hp = entry.with_history_cap(hp, min(longest, cfg.data.max_history))
+    check_dim_rule(cfg)
+    vocabulary = frequent_ids(
+        cfg.data.path, schema, cfg.data.train_split, cfg.data.valid_fraction, cfg.embeddings.min_count
+    )
     try:
-        tables = plan_tables(schema, hp.embedding_dim, cfg.embeddings.max_rows, cfg.embeddings.rows)
+        tables = plan_tables(
+            schema,
+            hp.embedding_dim,
+            cfg.embeddings.max_rows,
+            cfg.embeddings.rows,
+            {feature: v.rows_needed for feature, v in vocabulary.items()},
+            cfg.embeddings.dim_rule,
+        )
     except ValueError as err:
         raise ConfigError(str(err)) from None
     model = entry.builder(_embedding_collection(entry, tables, torch.device(device)), len(schema.dense), hp)
     return BuiltModel(model, hp, tables)
+
+
+# Models whose interaction takes tables of different widths (embeddings.dim_rule other than fixed). None
+# of today's does: DLRM's dot products and Wukong's factorisation machine need one width, and DCNv2
+# (torchrec's InteractionDCNArch) and BST stack the pooled embeddings as B x F x D before their layers.
+MIXED_DIM_MODELS: tuple[str, ...] = ()
+
+
+def check_dim_rule(cfg: Config) -> None:
+    """``embeddings.dim_rule`` other than ``fixed`` on a model that needs equal widths: one line."""
+    if cfg.embeddings.dim_rule != "fixed" and cfg.model.name not in MIXED_DIM_MODELS:
+        raise ConfigError(
+            f"embeddings.dim_rule={cfg.embeddings.dim_rule} needs a model that takes tables of different widths; "
+            f"{cfg.model.name} needs one width for every table (use embeddings.dim_rule=fixed)"
+        )
 
 
 def _embedding_collection(entry: ModelEntry, tables: TablePlan, device: torch.device) -> nn.Module:

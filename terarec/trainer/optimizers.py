@@ -7,16 +7,19 @@ train loop and checkpoint restore find members by group, never by a string of th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
 import torch
+from fbgemm_gpu.tbe.config import WeightDecayMode
 from torch import nn
 from torchrec.optim.clipping import GradientClipping, GradientClippingOptimizer
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
+from terarec.configs.loader import ConfigError
 from terarec.configs.schema import Config
 
 SPARSE_OPTIMIZERS: dict[str, type] = {
@@ -62,11 +65,75 @@ def members_of(optimizer: CombinedOptimizer, *groups: OptimizerGroup) -> list[Ke
     return [member for name, member in optimizer.optimizers if name in wanted]
 
 
+# fbgemm's fused SGD (EXACT_SGD) has no weight decay: L2 there would be silently ignored
+L2_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "adam")
+
+
 def sparse_optimizer_kwargs(cfg: Config) -> dict[str, Any]:
+    """The sparse optimizer's constructor arguments; ``embeddings.l2`` is its ``weight_decay``."""
     kwargs: dict[str, Any] = {"lr": cfg.optim.sparse_lr}
     if cfg.optim.sparse in ("rowwise_adagrad", "adagrad", "adam"):
         kwargs["eps"] = cfg.optim.eps
+    if cfg.embeddings.l2 > 0:
+        kwargs["weight_decay"] = cfg.embeddings.l2
     return kwargs
+
+
+def sparse_fused_params(cfg: Config, device: torch.device) -> dict[str, Any] | None:
+    """The sharders' ``fused_params``: None (torchrec's defaults) unless ``embeddings.l2`` is set and
+    some tables may be fused (not every table data-parallel); a ConfigError where L2 cannot apply.
+
+    fbgemm's fused kernels take ``weight_decay`` from the optimizer's arguments but apply it only
+    with a ``weight_decay_mode``; L2 adds ``l2 * w`` to the gradient of each row the batch looks up
+    (the backward pass visits no other row), the "L2 on touched rows" of the one-epoch remedies.
+    """
+    all_data_parallel = cfg.sharding.sharding_type == "data_parallel" and all(
+        kind == "data_parallel" for kind in cfg.sharding.per_table.values()
+    )
+    if cfg.embeddings.l2 <= 0 or all_data_parallel:
+        return None  # no fused tables: data-parallel ones get the L2 from touched_rows_l2
+    if device.type == "cpu":
+        # measured: fbgemm-gpu-cpu 1.8.0's fused rowwise_adagrad/adagrad kernels take weight_decay and
+        # weight_decay_mode=L2 and leave rows exactly as without them; data-parallel tables get the L2 here
+        raise ConfigError(
+            "embeddings.l2 on CPU needs sharding.sharding_type=data_parallel (fbgemm's CPU fused kernels ignore "
+            "weight decay)"
+        )
+    if cfg.optim.sparse not in L2_OPTIMIZERS:
+        raise ConfigError(
+            f"embeddings.l2 with fused tables needs optim.sparse in {', '.join(L2_OPTIMIZERS)} (fbgemm's fused "
+            f"{cfg.optim.sparse} has no weight decay)"
+        )
+    return {"weight_decay_mode": WeightDecayMode.L2}
+
+
+def touched_rows_l2(l2: float) -> Callable[[torch.optim.Optimizer, Any, Any], None]:
+    """A step pre-hook giving data-parallel tables the fused kernels' L2: ``grad += l2 * w`` on the
+    rows whose gradient is non-zero (the rows a batch looked up), so untouched rows stay as they are.
+    Data-parallel tables get dense ``num_embeddings x dim`` gradients, where the optimizer's own
+    ``weight_decay`` would shrink every row."""
+
+    def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        with torch.no_grad():
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    grad = param.grad
+                    if grad is None or grad.dim() != 2:
+                        continue
+                    touched = grad.abs().sum(dim=1) != 0
+                    grad[touched] += l2 * param[touched]
+
+    return hook
+
+
+def data_parallel_table_optimizer(params: Any, cfg: Config) -> torch.optim.Optimizer:
+    """The configured sparse optimizer for data-parallel tables, with L2 on touched rows only."""
+    kwargs = sparse_optimizer_kwargs(cfg)
+    l2 = kwargs.pop("weight_decay", 0.0)
+    optimizer: torch.optim.Optimizer = SPARSE_OPTIMIZERS[cfg.optim.sparse](params, **kwargs)
+    if l2 > 0:
+        optimizer.register_step_pre_hook(touched_rows_l2(l2))
+    return optimizer
 
 
 def build_optimizers(dmp: nn.Module, cfg: Config, table_modules: list[str]) -> CombinedOptimizer:
@@ -88,9 +155,8 @@ def build_optimizers(dmp: nn.Module, cfg: Config, table_modules: list[str]) -> C
         dense = GradientClippingOptimizer(dense, clipping=GradientClipping.NORM, max_gradient=cfg.optim.grad_clip)
     members = {OptimizerGroup.SPARSE: dmp.fused_optimizer, OptimizerGroup.DENSE: dense}
     if replicated:
-        sparse_cls = SPARSE_OPTIMIZERS[cfg.optim.sparse]
         members[OptimizerGroup.SPARSE_DP] = KeyedOptimizerWrapper(
-            replicated, lambda p: sparse_cls(p, **sparse_optimizer_kwargs(cfg))
+            replicated, lambda p: data_parallel_table_optimizer(p, cfg)
         )
     return combine(members)
 

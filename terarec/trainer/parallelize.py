@@ -24,7 +24,12 @@ from torchrec.optim.keyed import CombinedOptimizer
 from terarec.configs.schema import Config
 from terarec.models.common import embedding_modules
 from terarec.trainer.distributed import DistInfo
-from terarec.trainer.optimizers import SPARSE_OPTIMIZERS, build_optimizers, sparse_optimizer_kwargs
+from terarec.trainer.optimizers import (
+    SPARSE_OPTIMIZERS,
+    build_optimizers,
+    sparse_fused_params,
+    sparse_optimizer_kwargs,
+)
 from terarec.trainer.planning import ShardingConfigError, plan_sharding
 
 
@@ -36,7 +41,8 @@ def parallelize(
     table_paths = [name for name, m in model.named_modules() if any(m is t for t in tables)]  # before DMP swaps them
     for ebc in tables:
         apply_optimizer_in_backward(SPARSE_OPTIMIZERS[cfg.optim.sparse], ebc.parameters(), sparse_optimizer_kwargs(cfg))
-    sharders = [EmbeddingBagCollectionSharder(), EmbeddingCollectionSharder()]
+    fused = sparse_fused_params(cfg, torch.device(info.device))  # None unless embeddings.l2 is set
+    sharders = [EmbeddingBagCollectionSharder(fused_params=fused), EmbeddingCollectionSharder(fused_params=fused)]
     plan = plan_sharding(model, cfg, info, features, sharders)
     wrapper = FullyShardDense() if cfg.sharding.dense == "fsdp2" else DefaultDataParallelWrapper()
     dmp = DistributedModelParallel(

@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from terarec.configs.loader import ConfigError, rows_per_rank
 from terarec.configs.schema import Config
+from terarec.data_pipeline.id_counts import Vocabulary, frequent_ids
 from terarec.data_pipeline.loader import BatchLoader, LoaderSpec
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.trainer.distributed import DistInfo, init_distributed
@@ -31,11 +32,20 @@ def join_process_group(timeout_s: float = 600.0) -> DistInfo:
     return DistInfo(0, 1, 0, info.device, "gloo")
 
 
+def run_vocabularies(cfg: Config, schema: DatasetSchema | None = None) -> dict[str, Vocabulary]:
+    """``embeddings.min_count``'s frequent ids per feature (``data_pipeline.id_counts``); empty when off."""
+    if cfg.embeddings.min_count <= 0:
+        return {}
+    schema = schema or DatasetSchema.load(cfg.data.path, check_parts=False)
+    return frequent_ids(cfg.data.path, schema, cfg.data.train_split, cfg.data.valid_fraction, cfg.embeddings.min_count)
+
+
 def _loader_common(cfg: Config, table_sizes: dict[str, int]) -> dict[str, Any]:
     """The LoaderSpec fields that the train and eval loaders share."""
     return dict(
         directory=cfg.data.path,
         table_sizes=table_sizes,
+        vocabularies=run_vocabularies(cfg),
         dense_fill=cfg.data.dense_fill,
         dense_transform=cfg.data.dense_transform,
         max_history=cfg.data.max_history,
