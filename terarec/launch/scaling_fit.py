@@ -22,6 +22,11 @@ NO_SCALING = (
     "the loss does not fall with C over this range (b at its bound 0 or a rising log-log slope): no power law "
     "to fit, and the parameter errors are not meaningful; train on more data or over a wider range of C"
 )
+B_UPPER = 3.0  # the fit's bound on the exponent b: keeps the search sane; a fit that ends there is degenerate
+AT_UPPER_BOUND = (
+    "b ran into its upper bound: the points drop once and then sit on a floor (a step, not a power law), "
+    "so the floor is a guess and the exponent and its errors are not meaningful"
+)
 METRICS = ("logloss", "auc", "ne")  # averaged over a point's seeds
 # Bootstrap refits per interval: bounds the cost (one fit per resample: about 1 s for L(C), a few s for
 # L(N, D)); each 2.5/97.5 percentile then rests on the 5 most extreme of 200 draws, coarse but stable
@@ -95,7 +100,7 @@ def fit_power_law(
             p0=_start(x, y, scale, start),
             sigma=sigma,
             absolute_sigma=False,
-            bounds=([0.0, 0.0, 0.0], [np.inf, 3.0, np.inf]),
+            bounds=([0.0, 0.0, 0.0], [np.inf, B_UPPER, np.inf]),
             jac=gradient,
             maxfev=20000 if start is None else REFIT_EVALUATIONS,
         )
@@ -120,6 +125,8 @@ def fit_power_law(
         fit["cov"] = {"params": ["a_scaled", "b", "c"], "scale": scale, "a_scaled": a, "matrix": cov.tolist()}
     if b < 1e-3 or pure["loglog_slope"] >= 0:  # b at its bound: the errors above come from a degenerate covariance
         fit["note"] = NO_SCALING
+    elif b > B_UPPER * (1 - 1e-3):
+        fit["note"] = AT_UPPER_BOUND
     return fit
 
 

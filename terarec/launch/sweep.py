@@ -334,9 +334,12 @@ def _fit_axis(
 
 
 def _flag_noisy(points: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-    """:func:`noisy_points` along training compute (forward FLOPs/example when a point lacks it), logged."""
+    """:func:`noisy_points` along training compute (forward FLOPs/example when a point lacks it), logged;
+    with several data sizes each size's curve is checked on its own (its neighbours are its sizes)."""
     key = "train_compute" if all(p.get("train_compute") for p in points) else "flops_per_example"
-    flagged = noisy_points(points, key, metric)
+    sizes = data_sizes(points)
+    curves = [[p for p in points if p.get("train_rows") and int(p["train_rows"]) == rows] for rows in sizes]
+    flagged = [item for curve in (curves if len(sizes) > 1 else [points]) for item in noisy_points(curve, key, metric)]
     for item in flagged:
         log.warning(
             "%s: %s std over seeds %.5f exceeds the gap %.5f to the nearest size's mean: within noise",

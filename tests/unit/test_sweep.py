@@ -103,6 +103,14 @@ def test_a_loss_that_does_not_fall_is_flagged_not_fitted() -> None:
     assert fit["b"] < 1e-3 and fit["loglog_slope"] > 0 and "does not fall" in fit["note"]
 
 
+def test_a_step_onto_a_floor_is_flagged_at_the_exponent_bound() -> None:
+    """One drop, then flat (the BST Taobao ladder's shape): b runs into its upper bound, and fit.json says so."""
+    compute = np.array([1e9, 4e9, 1.6e10, 6.4e10])
+    loss = np.array([0.3100, 0.3025, 0.3024, 0.3025])
+    fit = fit_power_law(compute, loss)
+    assert fit["b"] == pytest.approx(3.0, rel=1e-3) and "upper bound" in fit["note"]
+
+
 def test_spec_expands_the_grid_and_checks_every_point(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text(

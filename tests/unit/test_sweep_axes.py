@@ -219,3 +219,18 @@ def test_the_shipped_data_ladder_crosses_the_wukong_ladder_with_three_data_sizes
     ladder = SweepSpec.load("wukong_ladder", [])
     assert spec.grid["model.flavor"] == ladder.grid["model.flavor"]
     assert spec.grid["data.max_train_rows"] == [100_000, 300_000, 900_000] and len(spec.points()) == 15
+
+
+def test_noisy_points_are_judged_within_their_data_size() -> None:
+    """Across data sizes neighbouring computes are other curves: only a point's own curve says whether
+    its spread hides its place."""
+    from terarec.launch.sweep import _flag_noisy
+
+    def point(name: str, rows: int, compute: float, mean: float) -> dict:
+        return {"point": name, "train_rows": rows, "train_compute": compute, "logloss_mean": mean, "logloss_std": 0.01}
+
+    points = [point("a", 1000, 1.0, 0.50), point("b", 1000, 2.0, 0.45)]
+    points += [point("c", 4000, 1.5, 0.505), point("d", 4000, 2.5, 0.46)]
+    assert _flag_noisy(points, "logloss") == []  # each curve drops by 0.045-0.05, five times the spread
+    one_size = [{**p, "train_rows": 1000} for p in points]  # one curve of four: a and c are within noise
+    assert {item["point"] for item in _flag_noisy(one_size, "logloss")} == {"a", "c"}
