@@ -35,6 +35,9 @@ class FeatureTransform:
     tables: list[str]  # per key: the feature whose table it uses (a history shares its target's)
     caps: list[int | None]  # per key: how many of a list's most recent items are kept (None: all)
     table_sizes: dict[str, int]  # feature -> num_embeddings: the id modulus
+    # per key: whether training read it as a list (multi-hot, history) or one id a row; None in exports
+    # made before it was recorded (nothing to check against)
+    lists: list[bool] | None = None
 
     @classmethod
     def from_training(
@@ -51,6 +54,7 @@ class FeatureTransform:
             tables=[table for _, table, _ in columns],
             caps=[cap for _, _, cap in columns],
             table_sizes={table: table_sizes[table] for _, table, _ in columns},
+            lists=[f.multi_hot for f in schema.sparse] + [True for _ in schema.sequence],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,10 +72,15 @@ class FeatureTransform:
             raise DatasetError(f"the rows have no column '{missing[0]}' (the model reads {self.dense + self.keys})")
         dense = dense_columns(table, self.dense, self.dense_fill, self.dense_transform, None)
         values, lengths = [], []
-        for key, feature, cap in zip(self.keys, self.tables, self.caps):
+        for index, (key, feature, cap) in enumerate(zip(self.keys, self.tables, self.caps)):
             column = table.column(key)
             modulus = self.table_sizes[feature]
-            if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            is_list = pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+            if self.lists is not None and is_list != self.lists[index]:
+                trained = "lists of ids (multi-hot)" if self.lists[index] else "one id a row"
+                given = "lists of ids (multi-hot)" if is_list else "one id a row"
+                raise DatasetError(f"column '{key}' holds {given}, but the model was trained on {trained}")
+            if is_list:
                 ids, offsets = _jagged_column(column, cap)
                 values.append(reduce_ids(ids, modulus).astype(np.int64, copy=False))
                 lengths.append(np.diff(offsets))

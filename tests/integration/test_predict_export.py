@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from terarec.cli import main
+from terarec.data_pipeline.schema import DatasetError
 from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 from terarec.trainer.metrics import AUC_BINS
 
@@ -141,6 +142,9 @@ def test_serving_rows_and_manifest_errors(run: Path, data: Path, tmp_path: Path,
     as_dict = {name: first.column(name).to_pylist() for name in first.column_names}
     np.testing.assert_allclose(served(first).numpy(), served(as_dict).numpy(), atol=1e-7)
     assert served.manifest["model"] == "dcnv2" and served.manifest["dtype"] == "fp32"
+    multi_hot = {**as_dict, "cat_0": [[v] for v in as_dict["cat_0"]]}  # a multi-hot dataset's rows
+    with pytest.raises(DatasetError, match="column 'cat_0' holds lists of ids .multi-hot., but the model was trained"):
+        served(multi_hot)
 
     capsys.readouterr()
     out = str(tmp_path / "s.parquet")
