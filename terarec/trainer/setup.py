@@ -10,6 +10,7 @@ entry imports the other: evaluation needs no train split, no optimizer and no ``
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch.distributed as dist
@@ -104,6 +105,15 @@ def train_loader(cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int]
 
 def valid_loader(cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int], info: DistInfo) -> BatchLoader | None:
     """This rank's validation batches in file order (see :func:`validation_rows`), or None without any."""
+    own = schema.split_rows.get(cfg.data.valid_split, 0)
+    if cfg.data.valid_fraction > 0 and own > 0:  # both asked for: say which rows validate
+        logging.getLogger("terarec").info(
+            "validation: data.valid_fraction=%s carves the last train rows; the dataset's own '%s' split "
+            "(%s rows) is not read (data.valid_fraction=0 uses it)",
+            cfg.data.valid_fraction,
+            cfg.data.valid_split,
+            f"{own:,}",
+        )
     found = validation_rows(cfg, schema)
     if found is None:
         return None
