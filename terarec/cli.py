@@ -191,7 +191,9 @@ def _export(args: argparse.Namespace) -> int:
 
 def _score(args: argparse.Namespace) -> int:
     from terarec.serving import load, score_dataset
+    from terarec.trainer.quiet import quiet_known_warnings
 
+    quiet_known_warnings()  # the same third-party notices a training run drops (torch.fx's, from KJT building)
     rows = score_dataset(load(args.model), args.data, args.split, args.output)
     print(f"scored {rows} rows of {args.data}/{args.split} -> {args.output}")
     return 0

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,8 @@ def _train(data: Path, run: Path, *extra: str) -> list[str]:
 
 
 def _warning_lines(lines: list[str]) -> list[str]:
-    return [line for line in lines if re.search(r"warn", line, re.IGNORECASE)]
+    """Lines that say warn, or carry torch's glog-style warning prefix (``W1201 07:54:49.846000 ...``)."""
+    return [line for line in lines if re.search(r"warn", line, re.IGNORECASE) or re.match(r"W\d{4} ", line)]
 
 
 @pytest.mark.slow
@@ -78,3 +80,22 @@ def test_healthy_run_prints_progress_and_results_and_no_warning(synth_dir: Path,
     assert any("INFO loaded checkpoint" in line and "step_20" in line for line in resumed)
     assert any("INFO done: 30 steps" in line for line in resumed)
     assert not any("Traceback" in line for line in lines + resumed)
+
+    # what a user runs next: export the run and score a split with the export
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    for command in (
+        ["export", "--run", str(run), "--output", str(tmp_path / "export")],
+        [
+            "score",
+            "--model",
+            str(tmp_path / "export"),
+            "--data",
+            str(synth_dir),
+            "--output",
+            str(tmp_path / "scores.parquet"),
+        ],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "terarec.cli", *command], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0 and _warning_lines((done.stdout + done.stderr).splitlines()) == [], done.stderr
