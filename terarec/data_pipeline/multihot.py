@@ -41,18 +41,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from terarec.data_pipeline.criteo_layout import CRITEO_1TB_CARDINALITIES, MLPERF_MULTI_HOT_SIZES, SPARSE_NAMES
+from terarec.data_pipeline.criteo_layout import (
+    CRITEO_1TB_CARDINALITIES,
+    MLPERF_MULTI_HOT_SIZES,
+    MULTIHOT_DISTRIBUTIONS,
+    MULTIHOT_PRESETS,
+    SPARSE_NAMES,
+)
 from terarec.data_pipeline.manifest import DatasetManifest, PartFile, dataset_fingerprint, start_build
 from terarec.data_pipeline.parquet_io import ROW_GROUP_ROWS
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SparseFeature
 
-DISTRIBUTIONS = ("uniform", "pareto")
+DISTRIBUTIONS = MULTIHOT_DISTRIBUTIONS
 PARETO_SHAPE = 0.25  # the reference's ``np.random.pareto(a=0.25, ...)``
 REFERENCE_SEED = 0  # the reference's ``np.random.seed(0)``
 DRAW_VALUES = 1 << 22  # values per chunked draw while building a table (32 MB of int64)
 TABLES_DIR = ".multihot_tables"  # inside the build; removed when the dataset is complete
 MULTIHOT_FORMAT = 1  # bump when the output of the same options changes
 PRESETS = {"mlperf": (tuple(MLPERF_MULTI_HOT_SIZES), tuple(CRITEO_1TB_CARDINALITIES), "uniform")}
+assert tuple(PRESETS) == MULTIHOT_PRESETS  # the CLI lists MULTIHOT_PRESETS
 
 
 @dataclass(frozen=True)
