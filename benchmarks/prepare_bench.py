@@ -21,7 +21,9 @@ the rounds): the share of parse speed prepare reaches on the same cores, robust 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,13 +40,11 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 import pyarrow as pa, pyarrow.csv as pacsv
-from terarec.data_pipeline.criteo import BLOCK_BYTES, CSV_CONVERT, RAW_COLUMNS, FileJob, prepare_file
+from terarec.data_pipeline.criteo import CSV_CONVERT, FileJob, csv_parse_options, csv_read_options, prepare_file
 mode, path, out = sys.argv[1], sys.argv[2], sys.argv[3]
 start, cpu_start = time.perf_counter(), time.process_time()
 if mode == "pyarrow":
-    reader = pacsv.open_csv(pa.OSFile(path),
-        read_options=pacsv.ReadOptions(column_names=RAW_COLUMNS, use_threads=False, block_size=BLOCK_BYTES),
-        parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, double_quote=False),
+    reader = pacsv.open_csv(pa.OSFile(path), read_options=csv_read_options(), parse_options=csv_parse_options(),
         convert_options=CSV_CONVERT)
     rows = sum(batch.num_rows for batch in reader)
 else:
@@ -111,18 +111,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--input", type=Path, help="an existing raw TSV instead of a generated one")
+    parser.add_argument(
+        "--input", type=Path, help="an existing raw TSV (plain or .gz: decompressed first) instead of a generated one"
+    )
     parser.add_argument("--random", action="store_true", help="random ids (high cardinality) instead of the sample")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        small = args.input or Path(tmp) / "small.tsv"
+        small = Path(tmp) / "small.tsv"
         if args.input is None:
             write_tsv(small, args.rows, args.random)
+        else:  # both sides read plain text: pyarrow's side would otherwise parse compressed bytes
+            opener = gzip.open if args.input.suffix == ".gz" else open
+            with opener(args.input, "rb") as source, small.open("wb") as out:
+                shutil.copyfileobj(source, out)
         reference, ours, rows = run_rounds(small, Path(tmp), max(1, args.rounds))
         large = Path(tmp) / "large.tsv"
         with large.open("wb") as out:
-            for _ in range(4):
-                out.write(small.read_bytes())
+            for _ in range(4):  # streamed: the input may be larger than memory
+                with small.open("rb") as source:
+                    shutil.copyfileobj(source, out)
         ours_large = measure("prepare", large, Path(tmp) / "out_large")
     print(
         f"pyarrow.csv parse: {reference['best_rows_per_s']:,.0f} rows/s best, {reference['cpu_us_per_row']:.2f} "

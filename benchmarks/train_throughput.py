@@ -55,6 +55,7 @@ from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
 from terarec.configs.loader import load_config
 from terarec.data_pipeline.loader import BatchLoader, LoaderSpec
+from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 from terarec.models import TrainWrapper
@@ -275,20 +276,29 @@ def summarize(rounds: dict[str, list[dict[str, Any]]], args: argparse.Namespace)
     }
 
 
+def bench_data(data: Path, rows: int) -> Path:
+    """The synthetic dataset of ``rows`` rows at ``data``: written when absent, reused when it holds exactly
+    ``rows`` rows (TERAREC_BENCH_DATA kept across runs), refused otherwise (its figures would be of other data)."""
+    if not (data / "schema.json").is_file():
+        write_synthetic(SynthSpec(rows=rows, eval_fraction=0.0), data, progress=False)
+    held = sum(DatasetSchema.load(data).split_rows.values())
+    if held != rows:
+        raise SystemExit(f"train_throughput: {data} holds {held:,} rows, --rows is {rows:,}: use another directory")
+    return data
+
+
 def main() -> None:
     args = parse_args()
     if args.side:
         run_side(args)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(os.environ.get("TERAREC_BENCH_DATA", Path(tmp) / "data"))
-        if not (data / "schema.json").is_file():
-            write_synthetic(SynthSpec(rows=args.rows, eval_fraction=0.0), data, progress=False)
+        data = bench_data(Path(os.environ.get("TERAREC_BENCH_DATA", Path(tmp) / "data")), args.rows)
         rounds: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
         for _ in range(args.repeats):  # interleaved: a shared machine's noise hits every side
             for side in SIDES:
                 rounds[side].append(spawn_side(args, side, data))
-    result = summarize(rounds, args)
+    result = summarize(rounds, args) | {"data_rows": args.rows, "data_fingerprint": dataset_fingerprint(data)}
     mib = {side: v / 2**20 for side, v in result["peak_rss_bytes"].items()}
     print(
         f"terarec {result['terarec_samples_per_s']:,} samples/s vs torchrec DLRM_DCN "

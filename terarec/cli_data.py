@@ -7,6 +7,13 @@ import argparse
 import shlex
 import sys
 
+from terarec.data_pipeline.criteo_layout import (
+    CRITEO_1TB_DAYS,
+    MULTIHOT_DISTRIBUTIONS,
+    MULTIHOT_PRESETS,
+    PRESETS,
+    SYNTH_LABEL_MODES,
+)
 from terarec.errors import UserError
 
 __all__ = ["add_data_commands"]
@@ -71,9 +78,11 @@ def _add_prepare_multihot(kinds: argparse._SubParsersAction) -> None:
     )
     multihot.add_argument("--input", required=True, metavar="DIR", help="a prepared one-hot Criteo dataset")
     multihot.add_argument("--output", required=True, metavar="DIR")
-    multihot.add_argument("--preset", choices=["mlperf"], default="mlperf", help="bag and table sizes (MLPerf DLRMv2)")
     multihot.add_argument(
-        "--distribution", choices=["uniform", "pareto"], help="synthetic ids (default: the preset's, uniform)"
+        "--preset", choices=MULTIHOT_PRESETS, default=MULTIHOT_PRESETS[0], help="bag and table sizes (MLPerf DLRMv2)"
+    )
+    multihot.add_argument(
+        "--distribution", choices=MULTIHOT_DISTRIBUTIONS, help="synthetic ids (default: the preset's, uniform)"
     )
     multihot.add_argument(
         "--max-embeddings", type=int, metavar="N", help="cap every table at N rows (small rehearsals; MLPerf: none)"
@@ -91,7 +100,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         help="synthetic Criteo-shaped data",
         description="Write a synthetic dataset with Criteo cardinalities, Zipf ids and a planted label signal.",
     )
-    synth.add_argument("--preset", choices=["criteo-1tb", "criteo-kaggle"], default="criteo-1tb")
+    synth.add_argument("--preset", choices=tuple(PRESETS), default="criteo-1tb")
     synth.add_argument("--rows", type=int, required=True, metavar="N")
     synth.add_argument("--output", required=True, metavar="DIR")
     synth.add_argument("--multi-hot", action="store_true", help="MLPerf DLRMv2 multi-hot sizes")
@@ -102,10 +111,10 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     )
     synth.add_argument(
         "--labels",
-        choices=["planted", "testbed"],
-        default="planted",
+        choices=SYNTH_LABEL_MODES,
+        default=SYNTH_LABEL_MODES[0],
         help="planted logistic model, or testbed: a random teacher at interaction orders 1-6 whose eval "
-        "Bayes logloss/AUC go into schema.json",
+        "Bayes logloss/AUC go into schema.json (--format parquet only)",
     )
     synth.add_argument("--overwrite", action="store_true", help="replace DIR: build beside it, swap in when complete")
     synth.add_argument(
@@ -114,7 +123,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         default="parquet",
         help="parquet: a prepared dataset; tsv: raw Criteo-1TB day files day_0..day_{N-1} for `prepare criteo`",
     )
-    synth.add_argument("--days", type=int, metavar="N", help="--format tsv: number of day files (default 24)")
+    synth.add_argument(
+        "--days", type=int, metavar="N", help=f"--format tsv: number of day files (default {CRITEO_1TB_DAYS})"
+    )
     synth.add_argument("--gzip", action="store_true", help="--format tsv: day_N.gz, as Criteo publishes them")
     synth.set_defaults(handler=_synth)
 
@@ -191,9 +202,8 @@ def _synth_tsv(args: argparse.Namespace) -> int:
             "--valid-fraction or --overwrite)"
         )
     spec = SynthSpec(args.preset, args.rows, args.multi_hot, args.seed, labels=args.labels)
-    days = 24 if args.days is None else args.days
-    record = write_tsv_days(spec, args.output, days, args.gzip, sys.stderr.isatty(), _command_line())
-    print(f"wrote {args.output}: {days} day files, rows {[f['rows'] for f in record['files']]}")
+    days = CRITEO_1TB_DAYS if args.days is None else args.days
+    write_tsv_days(spec, args.output, days, args.gzip, sys.stderr.isatty(), _command_line())  # prints what it did
     return 0
 
 

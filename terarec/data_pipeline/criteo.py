@@ -32,22 +32,15 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
-from terarec.data_pipeline.criteo_fields import (
-    decode_hex,
-    decode_labels,
-    dense_is_integer,
-    dense_to_int64,
-    field_text,
-)
+from terarec.data_pipeline.criteo_fields import OUTPUT_SCHEMA, convert_block, field_text
 from terarec.data_pipeline.criteo_layout import DENSE_NAMES, LABEL, SPARSE_NAMES
 from terarec.data_pipeline.manifest import DatasetManifest, InputFile, PartFile, start_build
 from terarec.data_pipeline.parquet_io import ROW_GROUP_ROWS, PartWriter
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SparseFeature
-from terarec.data_pipeline.sketch import DESCRIPTION, DistinctCounts
+from terarec.data_pipeline.sketch import DESCRIPTION, EXACT_LIMIT, DistinctCounts
 from terarec.data_pipeline.splits import check_eval_fraction, check_valid_fraction, split_lines
 
 RAW_COLUMNS = [LABEL, *DENSE_NAMES, *SPARSE_NAMES]
@@ -56,17 +49,17 @@ ROWS_PER_FILE = 4 << 20
 # fail mode: a block of nothing but wrong-field-count rows (e.g. a comma-separated file) yields no
 # batch to check, so parsing stops after this many of them instead of reading the whole file
 FAIL_FAST_INVALID_ROWS = 1000
-FORMAT = 1  # bump when the output of the same input and options changes
+FORMAT = (
+    2  # bump when the output of the same input and options changes (2: ROW_GROUP_ROWS groups, dictionary choice, HLL)
+)
 _PART_NAME = re.compile(r"part-(.+)-\d{5}\.parquet(\.tmp)?")  # -> the input's stem
 SKETCH_SUFFIX = ".distinct.npy"  # per input file, beside its done marker (was .kmv.npy: such markers are redone)
+DICTIONARY_MAX_DISTINCT = EXACT_LIMIT  # dictionary-encode a categorical while the sketch still counts it exactly
 CSV_CONVERT = pacsv.ConvertOptions(  # every column as a non-null string: conversion is ours, per row
     column_types={c: pa.string() for c in RAW_COLUMNS},
     quoted_strings_can_be_null=False,
     strings_can_be_null=False,
     check_utf8=False,  # every field is validated byte by byte (ASCII digits / hex) anyway
-)
-OUTPUT_SCHEMA = pa.schema(
-    [(LABEL, pa.int8())] + [(n, pa.int64()) for n in DENSE_NAMES] + [(n, pa.uint32()) for n in SPARSE_NAMES]
 )
 
 
@@ -140,40 +133,6 @@ def check_readable(path: str) -> None:
         raise DatasetError(f"{path} is not gzip-compressed (plain text named .gz?)")
 
 
-def convert_block(batch: pa.RecordBatch) -> tuple[pa.Table, np.ndarray, list[str], np.ndarray]:
-    """All-string block -> typed table of the good rows, bad-row mask, per-row reasons, and the good
-    rows' categorical ids as one (26, good rows) uint32 array (for the distinct counts)."""
-    n = batch.num_rows
-    bad = np.zeros(n, bool)
-    reasons = [""] * n
-
-    def flag(mask: np.ndarray, what: str) -> None:
-        if not mask.any():  # the usual case: 40 columns a block, no bad value
-            return
-        for i in np.flatnonzero(mask & ~bad):
-            reasons[i] = what
-        bad[mask] = True
-
-    labels, not_label = decode_labels(batch.column(0))
-    flag(not_label, "label is not 0 or 1")
-    dense = []
-    for i, name in enumerate(DENSE_NAMES, start=1):
-        col = batch.column(i)
-        flag(~dense_is_integer(col), f"{name} is not an integer")
-        dense.append(col)
-    ids = np.empty((len(SPARSE_NAMES), n), np.uint32)
-    for j, name in enumerate(SPARSE_NAMES):
-        ids[j], mask = decode_hex(batch.column(1 + len(DENSE_NAMES) + j))
-        flag(mask, f"{name} is not 8 hex digits")
-    if bad.any():  # the usual block has no bad row: no filtering copies
-        keep = pa.array(~bad)
-        labels, dense, ids = labels[~bad], [pc.filter(col, keep) for col in dense], ids[:, ~bad]
-    columns = [pa.array(labels)]
-    columns += [dense_to_int64(col) for col in dense]
-    columns += [pa.array(row) for row in ids]
-    return pa.Table.from_arrays(columns, schema=OUTPUT_SCHEMA), bad, reasons, ids
-
-
 def _line_numbers(good_index: np.ndarray, skipped_lines: list[int]) -> np.ndarray:
     """1-based physical line of the good (field-count-valid) rows ``good_index`` (0-based)."""
     skipped = np.asarray(sorted(skipped_lines), np.int64)
@@ -191,13 +150,19 @@ def _csv_reader(job: FileJob, stream: pa.NativeFile, skipped: list[tuple[int, st
         )
         return "error" if job.on_error == "fail" and len(skipped) >= FAIL_FAST_INVALID_ROWS else "skip"
 
-    return pacsv.open_csv(
-        stream,
-        read_options=pacsv.ReadOptions(column_names=RAW_COLUMNS, use_threads=False, block_size=BLOCK_BYTES),
-        parse_options=pacsv.ParseOptions(
-            delimiter="\t", quote_char=False, double_quote=False, invalid_row_handler=on_invalid
-        ),
-        convert_options=CSV_CONVERT,
+    parse = csv_parse_options(on_invalid)
+    return pacsv.open_csv(stream, read_options=csv_read_options(), parse_options=parse, convert_options=CSV_CONVERT)
+
+
+def csv_read_options() -> pacsv.ReadOptions:
+    """Named all-string columns in ``BLOCK_BYTES`` blocks, one thread (files are the parallel unit)."""
+    return pacsv.ReadOptions(column_names=RAW_COLUMNS, use_threads=False, block_size=BLOCK_BYTES)
+
+
+def csv_parse_options(invalid_row_handler: Any = None) -> pacsv.ParseOptions:
+    """Tab-separated fields, no quoting (the raw logs have none); the handler sees wrong-field-count rows."""
+    return pacsv.ParseOptions(
+        delimiter="\t", quote_char=False, double_quote=False, invalid_row_handler=invalid_row_handler
     )
 
 
@@ -252,11 +217,11 @@ class _FileConverter:
 
     def _choose_encoding(self) -> None:
         """Once per file, before its first row group: dictionary encoding except on categoricals with
-        more than ``EXACT_LIMIT`` distinct ids so far (a row group's rows, or the whole file), where
+        more than ``DICTIONARY_MAX_DISTINCT`` distinct ids so far (a row group's rows, or the whole file), where
         it costs 4x the CPU and gives larger files (random ids: 1.14 vs 0.28 us/row, 49 vs 34 MB)."""
         if self.encoding_chosen:
             return
-        plain = {name for name, ids in zip(SPARSE_NAMES, self.distinct.exact) if ids is None}
+        plain = {name for f, name in enumerate(SPARSE_NAMES) if not self.distinct.is_exact(f)}
         for writer in self.writers.values():
             writer.use_dictionary = [name for name in OUTPUT_SCHEMA.names if name not in plain]
         self.encoding_chosen = True

@@ -6,7 +6,8 @@ stores a string column as one contiguous byte buffer, so in the usual case the n
 bytes are back to back: they are read as little-endian uint16 digit pairs, mapped through a
 65536-entry table (pair -> byte value, or 0xFFFF for a non-hex pair) and the 4 bytes of each id
 are read as one big-endian uint32. No per-value gather, no Python loop. Columns holding values of
-any other length take the general (gather) path; those rows are rejected anyway.
+any other length take the general (gather) path; those rows are rejected anyway. ``convert_block``
+applies them to one CSV block: the typed table of its good rows (``OUTPUT_SCHEMA``) and why the others fail.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from terarec.data_pipeline.criteo_layout import DENSE_NAMES, LABEL, SPARSE_NAMES
+
 HEX_DIGITS = 8
 DENSE_DIGITS = 18  # at most 18 digits (and an optional minus): every such value fits int64
 _INVALID = 255
+HEX_ALPHABET = b"0123456789abcdef"  # the lowercase digits the raw logs write
 _NIBBLE = np.full(256, _INVALID, np.uint8)  # byte -> its hex value; 255 for a non-hex byte
-for _i, _c in enumerate(b"0123456789abcdef"):
+for _i, _c in enumerate(HEX_ALPHABET):
     _NIBBLE[_c] = _i
 for _i, _c in enumerate(b"ABCDEF"):
     _NIBBLE[_c] = 10 + _i
@@ -137,3 +141,42 @@ def field_text(column: pa.Array, row: int) -> str:
     offsets = np.frombuffer(column.buffers()[1], np.int32)[column.offset + row : column.offset + row + 2]
     data = column.buffers()[2]
     return bytes(data[offsets[0] : offsets[1]]).decode("utf-8", "replace") if data is not None else ""
+
+
+OUTPUT_SCHEMA = pa.schema(
+    [(LABEL, pa.int8())] + [(n, pa.int64()) for n in DENSE_NAMES] + [(n, pa.uint32()) for n in SPARSE_NAMES]
+)
+
+
+def convert_block(batch: pa.RecordBatch) -> tuple[pa.Table, np.ndarray, list[str], np.ndarray]:
+    """All-string block -> typed table of the good rows, bad-row mask, per-row reasons, and the good
+    rows' categorical ids as one (26, good rows) uint32 array (for the distinct counts)."""
+    n = batch.num_rows
+    bad = np.zeros(n, bool)
+    reasons = [""] * n
+
+    def flag(mask: np.ndarray, what: str) -> None:
+        if not mask.any():  # the usual case: 40 columns a block, no bad value
+            return
+        for i in np.flatnonzero(mask & ~bad):
+            reasons[i] = what
+        bad[mask] = True
+
+    labels, not_label = decode_labels(batch.column(0))
+    flag(not_label, "label is not 0 or 1")
+    dense = []
+    for i, name in enumerate(DENSE_NAMES, start=1):
+        col = batch.column(i)
+        flag(~dense_is_integer(col), f"{name} is not an integer")
+        dense.append(col)
+    ids = np.empty((len(SPARSE_NAMES), n), np.uint32)
+    for j, name in enumerate(SPARSE_NAMES):
+        ids[j], mask = decode_hex(batch.column(1 + len(DENSE_NAMES) + j))
+        flag(mask, f"{name} is not 8 hex digits")
+    if bad.any():  # the usual block has no bad row: no filtering copies
+        keep = pa.array(~bad)
+        labels, dense, ids = labels[~bad], [pc.filter(col, keep) for col in dense], ids[:, ~bad]
+    columns = [pa.array(labels)]
+    columns += [dense_to_int64(col) for col in dense]
+    columns += [pa.array(row) for row in ids]
+    return pa.Table.from_arrays(columns, schema=OUTPUT_SCHEMA), bad, reasons, ids

@@ -74,6 +74,12 @@ CRITEO_KAGGLE_CARDINALITIES = [
 MLPERF_MULTI_HOT_SIZES = [3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1]
 
 PRESETS = {"criteo-1tb": CRITEO_1TB_CARDINALITIES, "criteo-kaggle": CRITEO_KAGGLE_CARDINALITIES}
+CRITEO_1TB_DAYS = 24  # day_0 .. day_23: ``synth --format tsv``'s default number of day files
+
+# The data commands' choices, here so that ``terarec --help`` needs no numpy/pyarrow import to list them.
+SYNTH_LABEL_MODES = ("planted", "testbed")  # synth's planted logistic model, or the testbed teacher
+MULTIHOT_PRESETS = ("mlperf",)  # prepare multihot's presets (their sizes: multihot.PRESETS)
+MULTIHOT_DISTRIBUTIONS = ("uniform", "pareto")  # the reference's two draws of the synthetic ids
 
 
 def criteo_1tb_reference_schema() -> DatasetSchema:

@@ -40,9 +40,8 @@ from terarec.batch import PAD_LABEL
 from terarec.data_pipeline.manifest import footer_metadata
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, dataset_files
 from terarec.data_pipeline.window import KeyLayout, Piece, Window, assemble, id_dtype_for
-from terarec.data_pipeline.window import jagged_column as _jagged_column
 
-__all__ = ["PAD_LABEL", "BatchLoader", "LoaderSpec", "Unit", "_jagged_column"]
+__all__ = ["PAD_LABEL", "BatchLoader", "LoaderSpec", "Unit"]
 
 
 @dataclass(frozen=True)

@@ -41,17 +41,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from terarec.data_pipeline.criteo_layout import CRITEO_1TB_CARDINALITIES, MLPERF_MULTI_HOT_SIZES, SPARSE_NAMES
+from terarec.data_pipeline.criteo_layout import (
+    CRITEO_1TB_CARDINALITIES,
+    MLPERF_MULTI_HOT_SIZES,
+    MULTIHOT_DISTRIBUTIONS,
+    MULTIHOT_PRESETS,
+    SPARSE_NAMES,
+)
 from terarec.data_pipeline.manifest import DatasetManifest, PartFile, dataset_fingerprint, start_build
 from terarec.data_pipeline.parquet_io import ROW_GROUP_ROWS
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SparseFeature
 
-DISTRIBUTIONS = ("uniform", "pareto")
+DISTRIBUTIONS = MULTIHOT_DISTRIBUTIONS
 PARETO_SHAPE = 0.25  # the reference's ``np.random.pareto(a=0.25, ...)``
 REFERENCE_SEED = 0  # the reference's ``np.random.seed(0)``
 DRAW_VALUES = 1 << 22  # values per chunked draw while building a table (32 MB of int64)
 TABLES_DIR = ".multihot_tables"  # inside the build; removed when the dataset is complete
+MULTIHOT_FORMAT = 1  # bump when the output of the same options changes
 PRESETS = {"mlperf": (tuple(MLPERF_MULTI_HOT_SIZES), tuple(CRITEO_1TB_CARDINALITIES), "uniform")}
+assert tuple(PRESETS) == MULTIHOT_PRESETS  # the CLI lists MULTIHOT_PRESETS
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,9 @@ class MultiHotSpec:
         return spec
 
     def options(self) -> dict[str, Any]:
+        """The manifest's record of the spec (a rerun with other options is refused or rebuilt)."""
         return {
+            "multihot format": MULTIHOT_FORMAT,
             "--multi-hot-sizes": list(self.sizes),
             "--num-embeddings": list(self.num_embeddings),
             "--distribution": self.distribution,
@@ -126,16 +136,27 @@ def multi_hot_bags(one_hot: np.ndarray, table: np.ndarray | None, n: int) -> np.
     return np.concatenate([first[:, None], table[first].astype(np.uint32)], axis=1)
 
 
-_TABLES: dict[str, list[np.ndarray | None]] = {}  # per process: tables directory -> mmapped tables
+# Per process: (tables directory, spec) -> its mmapped tables. The directory name repeats (every
+# --overwrite builds in ``<out>.tmp-<pid>``), so the spec is part of the key and the builder drops the
+# entry when it removes the directory (:func:`_release_tables`).
+_TABLES: dict[tuple[str, MultiHotSpec], list[np.ndarray | None]] = {}
 
 
 def _tables(directory: str, spec: MultiHotSpec) -> list[np.ndarray | None]:
-    if directory not in _TABLES:
-        _TABLES[directory] = [
+    key = (directory, spec)
+    if key not in _TABLES:
+        _TABLES[key] = [
             np.load(Path(directory) / f"table_{j}.npy", mmap_mode="r") if size > 1 else None
             for j, size in enumerate(spec.sizes)
         ]
-    return _TABLES[directory]
+    return _TABLES[key]
+
+
+def _release_tables(directory: Path) -> None:
+    """Forget this process's maps of the tables in ``directory`` and remove it."""
+    for key in [key for key in _TABLES if key[0] == str(directory)]:
+        del _TABLES[key]
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def convert_batch(batch: pa.RecordBatch, spec: MultiHotSpec, tables: list[np.ndarray | None]) -> pa.Table:
@@ -195,8 +216,10 @@ def prepare_multihot(
         tables = build.directory / TABLES_DIR
         build_tables(spec, tables, progress)
         jobs = [(str(Path(source) / p), str(build.directory / p), str(tables), spec) for p in parts]
-        done = _run(jobs, workers or os.cpu_count() or 1, progress)
-        shutil.rmtree(tables)
+        try:
+            done = _run(jobs, workers or os.cpu_count() or 1, progress)
+        finally:
+            _release_tables(tables)
         out_schema = _schema(schema, spec, fingerprint, str(source), command)
         out_schema.save(build.directory)
         build.commit([PartFile.of(Path(path), build.directory, rows) for path, rows in done])

@@ -77,8 +77,14 @@ class DistinctCounts:
         self.registers = np.zeros((features, REGISTERS), np.uint8)
         self.exact: list[np.ndarray | None] = [np.zeros(0, np.uint32) for _ in range(features)]  # None: HLL
 
+    def is_exact(self, feature: int) -> bool:
+        """Whether ``feature`` still holds its exact id set (at most ``EXACT_LIMIT`` distinct ids so far)."""
+        return self.exact[feature] is not None
+
     def update(self, ids: np.ndarray) -> None:
-        """Add a block of ids of shape (features, rows)."""
+        """Add a block of ids of shape (features, rows): any integer dtype holding 32-bit ids (the hashing
+        and the exact sets work on uint32; a wider id would be silently truncated, so it is refused)."""
+        ids = _as_uint32(ids)
         exact_rows = [f for f, s in enumerate(self.exact) if s is not None]
         hll_rows = [f for f, s in enumerate(self.exact) if s is None]
         if exact_rows:
@@ -118,6 +124,7 @@ class DistinctCounts:
 
     @classmethod
     def from_array(cls, packed: np.ndarray) -> DistinctCounts:
+        """The sketch :meth:`to_array` packed (e.g. one input file's, read back to merge)."""
         counts = cls(len(packed))
         for f, row in enumerate(packed):
             if row[0] == _HLL:
@@ -153,6 +160,18 @@ class DistinctCounts:
         index = (hashes >> np.uint32(_RANK_BITS)).astype(np.intp)
         index += (np.asarray(features, np.intp) * REGISTERS)[:, None]
         np.maximum.at(self.registers.reshape(-1), index.ravel(), ranks.ravel())
+
+
+def _as_uint32(ids: np.ndarray) -> np.ndarray:
+    """``ids`` as uint32 (unchanged when already so); a ValueError for non-integers or ids outside 32 bits."""
+    ids = np.asarray(ids)
+    if ids.dtype == np.uint32:
+        return ids
+    if ids.dtype.kind not in "iu":
+        raise ValueError(f"distinct counts take integer ids, got dtype {ids.dtype}")
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) > np.iinfo(np.uint32).max):
+        raise ValueError("distinct counts take 32-bit ids (0 .. 2**32 - 1)")
+    return ids.astype(np.uint32)
 
 
 def _hll_estimate(registers: np.ndarray) -> int:

@@ -21,7 +21,14 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from terarec.data_pipeline import testbed
-from terarec.data_pipeline.criteo_layout import DENSE_NAMES, LABEL, MLPERF_MULTI_HOT_SIZES, PRESETS, SPARSE_NAMES
+from terarec.data_pipeline.criteo_layout import (
+    DENSE_NAMES,
+    LABEL,
+    MLPERF_MULTI_HOT_SIZES,
+    PRESETS,
+    SPARSE_NAMES,
+    SYNTH_LABEL_MODES,
+)
 from terarec.data_pipeline.hashing import splitmix64
 from terarec.data_pipeline.manifest import DatasetManifest, PartFile, start_build
 from terarec.data_pipeline.parquet_io import PartWriter
@@ -37,7 +44,7 @@ MAIN_EFFECTS = {0: 0.6, 1: 0.5, 2: 0.5, 3: 0.4, 8: 0.6, 12: 0.5, 16: 0.5, 24: 0.
 CROSSES = [(5, 8, 0.8), (12, 16, 0.8), (18, 25, 0.7)]
 DENSE_WEIGHTS = {0: 0.35, 2: -0.3, 5: 0.25, 10: 0.3}
 DENSE_X_SPARSE = (1, 5, 0.5)  # z_1 * effect(cat_5): a dense-sparse interaction
-LABEL_MODES = ("planted", "testbed")
+LABEL_MODES = SYNTH_LABEL_MODES
 PILOT_ROWS = 65536
 
 LabelModel = Callable[[np.ndarray, list[np.ndarray]], np.ndarray]  # (dense log1p, first ids) -> logit

@@ -24,12 +24,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
-from terarec.data_pipeline.criteo_layout import DENSE_NAMES, LABEL, SPARSE_NAMES
+from terarec.data_pipeline.criteo_fields import HEX_ALPHABET, HEX_DIGITS
+from terarec.data_pipeline.criteo_layout import CRITEO_1TB_DAYS, DENSE_NAMES, LABEL, SPARSE_NAMES
 from terarec.data_pipeline.schema import DatasetError
 from terarec.data_pipeline.synth import CHUNK_ROWS, SynthSpec, calibrate_bias, label_model, make_chunk, pilot_sample
 
 RECORD_FILE = "synth_tsv.json"
-_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
+DEFAULT_DAYS = CRITEO_1TB_DAYS
+_HEX_DIGITS = np.frombuffer(HEX_ALPHABET, np.uint8)
 _TSV = pacsv.WriteOptions(include_header=False, delimiter="\t", quoting_style="none")
 
 
@@ -39,11 +41,11 @@ def day_file_names(days: int, gzip: bool) -> list[str]:
 
 
 def hex_ids(ids: np.ndarray) -> pa.Array:
-    """uint32 ids (shape (n,)) -> 8 lowercase hex digits each; id 0 -> null (an empty field)."""
-    shifts = np.arange(28, -4, -4, dtype=np.uint32)
-    digits = _HEX_DIGITS[(ids.astype(np.uint32)[:, None] >> shifts) & np.uint32(15)]  # (n, 8) ascii
+    """uint32 ids (shape (n,)) -> ``HEX_DIGITS`` (8) lowercase hex digits each; id 0 -> null (an empty field)."""
+    shifts = np.arange(4 * (HEX_DIGITS - 1), -4, -4, dtype=np.uint32)  # most significant digit first
+    digits = _HEX_DIGITS[(ids.astype(np.uint32)[:, None] >> shifts) & np.uint32(15)]  # (n, HEX_DIGITS) ascii
     data = pa.py_buffer(np.ascontiguousarray(digits).tobytes())
-    offsets = pa.py_buffer(np.arange(0, 8 * len(ids) + 1, 8, dtype=np.int32).tobytes())
+    offsets = pa.py_buffer(np.arange(0, HEX_DIGITS * len(ids) + 1, HEX_DIGITS, dtype=np.int32).tobytes())
     strings = pa.Array.from_buffers(pa.string(), len(ids), [None, offsets, data])
     return pc.if_else(pa.array(ids == 0), pa.scalar(None, pa.string()), strings)
 
@@ -58,13 +60,16 @@ def write_tsv_days(
     spec: SynthSpec, output: str | Path, days: int, gzip: bool = False, progress: bool = True, command: str = ""
 ) -> dict[str, Any]:
     """Write ``spec.rows`` rows as ``days`` day files under ``output``; returns the record (also saved as
-    ``synth_tsv.json``). The same request into a finished directory does nothing."""
+    ``synth_tsv.json``) and prints what it did. The same request into a finished directory whose recorded
+    files are all there with their recorded sizes does nothing; a missing or resized one is an error."""
     out = Path(output)
     _check_request(spec, days)
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"--output {out} is a file: give a directory for the day files")
     options = {"--preset": spec.preset, "--rows": spec.rows, "--seed": spec.seed, "--days": days, "--gzip": gzip}
-    options |= {"--labels": spec.labels} if spec.labels != "planted" else {}
     previous = _load_record(out)
     if previous is not None and previous["options"] == options and previous.get("complete"):
+        _check_recorded_files(out, previous)
         print(f"synth: {out} already holds these day files; nothing to do")
         return previous
     if out.exists() and any(out.iterdir()) and previous is None:
@@ -75,7 +80,19 @@ def write_tsv_days(
     files = _write_days(spec, out, day_file_names(days, gzip), progress)
     record = {"kind": "synth-tsv", "options": options, "files": files, "command": command, "complete": True}
     (out / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}: {days} day files, rows {[f['rows'] for f in files]}")
     return record
+
+
+def _check_recorded_files(out: Path, record: dict[str, Any]) -> None:
+    """Every file the record lists is there with its recorded size: else one error naming the first that is not."""
+    for entry in record.get("files", []):
+        path = out / entry["name"]
+        if not path.is_file() or path.stat().st_size != entry["bytes"]:
+            found = f"{path.stat().st_size} bytes" if path.is_file() else "missing"
+            raise DatasetError(
+                f"{path} is {found}, {RECORD_FILE} records {entry['bytes']} bytes: remove {out} and run synth again"
+            )
 
 
 def _check_request(spec: SynthSpec, days: int) -> None:
@@ -85,6 +102,8 @@ def _check_request(spec: SynthSpec, days: int) -> None:
         raise DatasetError(f"--days must be positive, got {days}")
     if spec.multi_hot:
         raise DatasetError("--format tsv writes the raw one-hot logs; make multi-hot with `terarec prepare multihot`")
+    if spec.labels != "planted":  # the teacher's Bayes numbers need the eval split, which `prepare` chooses later
+        raise DatasetError(f"--labels {spec.labels} needs --format parquet (it records the eval split's Bayes numbers)")
 
 
 def _load_record(out: Path) -> dict[str, Any] | None:
@@ -124,9 +143,7 @@ def _write_days(spec: SynthSpec, out: Path, names: list[str], progress: bool) ->
             done += rows
             bar.update(rows)
     files.append(_close_day(sink, out / names[day], ends[day] - (ends[day - 1] if day else 0)))
-    for name in names[day + 1 :]:  # more days than rows: the rest are empty files
-        files.append(_close_day(_open_day(out / name), out / name, 0))
-    return files
+    return files  # the loop above opened every day (empty ones too: ends repeat when days > rows)
 
 
 def _open_day(path: Path) -> pa.NativeFile:

@@ -7,7 +7,7 @@ across all columns instead read the whole window from memory once per batch (~10
 
 Ids are int32 whenever every table has fewer than 2**31 rows (torchrec's own Criteo loader yields
 int32 KJTs; fbgemm's embedding kernels take int32 indices and offsets): half the bytes of int64 to
-copy, pin and send to a GPU. The batches are the same rows in the same order as before this layout.
+copy, pin and send to a GPU.
 """
 
 from __future__ import annotations

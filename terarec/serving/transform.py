@@ -1,7 +1,7 @@
 """Raw rows -> the model's inputs, by the training loader's own column functions.
 
 The loader turns a parquet window into batches with ``data_pipeline/columns.py`` (dense fill and
-``log1p``, ids modulo their table's size) and ``loader._jagged_column`` (lists capped to their most
+``log1p``, ids modulo their table's size) and ``window.jagged_column`` (lists capped to their most
 recent items); this module calls the same functions on the rows a caller hands in, so an exported
 model sees its inputs exactly as training did. It only leaves out what serving has no use for:
 shuffling, padding rows and labels.
@@ -18,8 +18,9 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from terarec.data_pipeline.columns import dense_columns, filled, reduce_ids
-from terarec.data_pipeline.loader import LoaderSpec, _feature_columns, _jagged_column
+from terarec.data_pipeline.loader import LoaderSpec, _feature_columns
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema
+from terarec.data_pipeline.window import jagged_column
 
 Rows: TypeAlias = pa.Table | dict[str, Any]  # a pyarrow table or a dict of equal-length columns
 
@@ -81,7 +82,7 @@ class FeatureTransform:
                 given = "lists of ids (multi-hot)" if is_list else "one id a row"
                 raise DatasetError(f"column '{key}' holds {given}, but the model was trained on {trained}")
             if is_list:
-                ids, offsets = _jagged_column(column, cap)
+                ids, offsets = jagged_column(column, cap)
                 values.append(reduce_ids(ids, modulus).astype(np.int64, copy=False))
                 lengths.append(np.diff(offsets))
             else:

@@ -92,7 +92,7 @@ def run_calibrate(
         )
     with checkpoint_session(cfg, schema) as session:
         info = session.info
-        loader = valid_loader(cfg, schema, session.built.table_sizes, info)
+        loader = valid_loader(cfg, schema, session.built.table_sizes, info, session.built.vocabularies)
         assert loader is not None  # validation_rows found rows above
         dmp, loaded = session.load()
         logits, labels = _gathered(*score_rows(dmp, loader, info.device, cfg.train.bf16), info.world_size)

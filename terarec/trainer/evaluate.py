@@ -122,7 +122,7 @@ def run_eval(
     schema = DatasetSchema.load(cfg.data.path)
     with checkpoint_session(cfg, schema) as session:
         built, info = session.built, session.info
-        batches = eval_loader(cfg, schema, built.table_sizes, info)
+        batches = eval_loader(cfg, schema, built.table_sizes, info, built.vocabularies)
         if batches is None:
             raise DatasetError(f"{cfg.data.path} has no '{cfg.data.eval_split}' rows to evaluate")
         dmp, loaded = session.load()

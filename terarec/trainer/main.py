@@ -60,8 +60,8 @@ def run_training(cfg: Config) -> dict[str, Any]:
         )
         dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
         seed_everything(cfg.train.seed, info.rank)
-        train_batches = train_loader(cfg, schema, built.table_sizes, info)
-        eval_batches = eval_loader(cfg, schema, built.table_sizes, info)
+        train_batches = train_loader(cfg, schema, built.table_sizes, info, built.vocabularies)
+        eval_batches = eval_loader(cfg, schema, built.table_sizes, info, built.vocabularies)
         run_dir = run.path
         uses = uses_checkpoints(cfg)
         checkpoints = CheckpointManager(run_dir, cfg.checkpoint, info.rank, run.record) if uses else None
@@ -76,7 +76,7 @@ def run_training(cfg: Config) -> dict[str, Any]:
             {**summary, "dataset_fingerprint": fingerprint, "train_rows": train_rows(cfg, schema)},
             group_key(schema, built.table_sizes),
             checkpoints,
-            valid_loader(cfg, schema, built.table_sizes, info),
+            valid_loader(cfg, schema, built.table_sizes, info, built.vocabularies),
         )
         if cfg.resume == "auto" and not trainer.restore():
             log.info("resume=auto: no checkpoint in %s yet, starting from scratch", run_dir / "checkpoints")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -12,11 +12,12 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection, Embedding
 from terarec.configs.loader import ConfigError
 from terarec.configs.schema import Config
 from terarec.data_pipeline.criteo_layout import criteo_1tb_reference_schema
-from terarec.data_pipeline.id_counts import frequent_ids
+from terarec.data_pipeline.id_counts import Vocabulary
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.data_pipeline.sequence_sources import taobao_reference_schema
 from terarec.embeddings.tables import TablePlan, plan_tables, table_dim
 from terarec.models import ModelEntry, RankingModel, dense_param_count, get_model, list_models, sparse_param_count
+from terarec.trainer.setup import run_vocabularies
 
 
 @dataclass
@@ -24,6 +25,7 @@ class BuiltModel:
     model: RankingModel
     hparams: Any
     tables: TablePlan
+    vocabularies: dict[str, Vocabulary] = field(default_factory=dict)  # embeddings.min_count's; the loaders' too
 
     @property
     def table_sizes(self) -> dict[str, int]:
@@ -59,9 +61,7 @@ def build_model(cfg: Config, schema: DatasetSchema, device: str | torch.device =
         longest = max((s.max_length for s in schema.sequence), default=0)
         hp = entry.with_history_cap(hp, min(longest, cfg.data.max_history))
     check_dim_rule(cfg)
-    vocabulary = frequent_ids(
-        cfg.data.path, schema, cfg.data.train_split, cfg.data.valid_fraction, cfg.embeddings.min_count
-    )
+    vocabulary = run_vocabularies(cfg, schema)
     try:
         tables = plan_tables(
             schema,
@@ -74,7 +74,7 @@ def build_model(cfg: Config, schema: DatasetSchema, device: str | torch.device =
     except ValueError as err:
         raise ConfigError(str(err)) from None
     model = entry.builder(_embedding_collection(entry, tables, torch.device(device)), len(schema.dense), hp)
-    return BuiltModel(model, hp, tables)
+    return BuiltModel(model, hp, tables, vocabulary)
 
 
 # Models whose interaction takes tables of different widths (embeddings.dim_rule other than fixed). None

@@ -150,7 +150,7 @@ def run_predict(
     parts_dir = target.with_name(target.name + ".parts")
     with checkpoint_session(cfg, schema) as session:
         built, info = session.built, session.info
-        loader = eval_loader(cfg, schema, built.table_sizes, info)
+        loader = eval_loader(cfg, schema, built.table_sizes, info, built.vocabularies)
         if loader is None:
             raise DatasetError(f"{cfg.data.path} has no '{cfg.data.eval_split}' rows to predict")
         dmp, loaded = session.load()

@@ -33,20 +33,30 @@ def join_process_group(timeout_s: float = 600.0) -> DistInfo:
     return DistInfo(0, 1, 0, info.device, "gloo")
 
 
-def run_vocabularies(cfg: Config, schema: DatasetSchema | None = None) -> dict[str, Vocabulary]:
-    """``embeddings.min_count``'s frequent ids per feature (``data_pipeline.id_counts``); empty when off."""
+Vocabularies = dict[str, Vocabulary]
+
+
+def run_vocabularies(cfg: Config, schema: DatasetSchema) -> Vocabularies:
+    """``embeddings.min_count``'s frequent ids per feature (``data_pipeline.id_counts``), counted over
+    exactly the rows the train loader reads (``train_row_fractions``); empty when off. Counted once per
+    process by ``build_model`` (``BuiltModel.vocabularies``), which the loaders are given.
+
+    Every rank counts (or reads the cache) itself: a rank-0-counts-others-wait barrier would have to
+    outlast a count of the whole train split (hours on Criteo 1TB) within the collective timeout."""
     if cfg.embeddings.min_count <= 0:
         return {}
-    schema = schema or DatasetSchema.load(cfg.data.path, check_parts=False)
-    return frequent_ids(cfg.data.path, schema, cfg.data.train_split, cfg.data.valid_fraction, cfg.embeddings.min_count)
+    rows = train_row_fractions(cfg, schema)
+    return frequent_ids(cfg.data.path, schema, cfg.data.train_split, rows, cfg.embeddings.min_count)
 
 
-def _loader_common(cfg: Config, table_sizes: dict[str, int]) -> dict[str, Any]:
-    """The LoaderSpec fields that the train and eval loaders share."""
+def _loader_common(
+    cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int], vocabularies: Vocabularies | None
+) -> dict[str, Any]:
+    """The LoaderSpec fields that the train and eval loaders share (``vocabularies``: the model's, else counted)."""
     return dict(
         directory=cfg.data.path,
         table_sizes=table_sizes,
-        vocabularies=run_vocabularies(cfg),
+        vocabularies=run_vocabularies(cfg, schema) if vocabularies is None else vocabularies,
         dense_fill=cfg.data.dense_fill,
         dense_transform=cfg.data.dense_transform,
         max_history=cfg.data.max_history,
@@ -89,7 +99,13 @@ def check_validation(cfg: Config, schema: DatasetSchema) -> None:
         )
 
 
-def train_loader(cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int], info: DistInfo) -> BatchLoader:
+def train_loader(
+    cfg: Config,
+    schema: DatasetSchema,
+    table_sizes: dict[str, int],
+    info: DistInfo,
+    vocabularies: Vocabularies | None = None,
+) -> BatchLoader:
     """This rank's shuffled batches of ``data.train_split`` (``table_sizes``: feature -> table size),
     without the rows ``data.valid_fraction`` carves out for validation, cut to the first
     ``data.max_train_rows`` when set (a prefix in file order, cut before rows are dealt to ranks)."""
@@ -98,12 +114,18 @@ def train_loader(cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int]
         batch_size=cfg.train.batch_size,
         shuffle_buffer=cfg.data.shuffle_buffer,
         rows=train_row_fractions(cfg, schema),
-        **_loader_common(cfg, table_sizes),
+        **_loader_common(cfg, schema, table_sizes, vocabularies),
     )
     return BatchLoader(spec, schema, info.rank, info.world_size, cfg.data.num_workers)
 
 
-def valid_loader(cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int], info: DistInfo) -> BatchLoader | None:
+def valid_loader(
+    cfg: Config,
+    schema: DatasetSchema,
+    table_sizes: dict[str, int],
+    info: DistInfo,
+    vocabularies: Vocabularies | None = None,
+) -> BatchLoader | None:
     """This rank's validation batches in file order (see :func:`validation_rows`), or None without any."""
     own = schema.split_rows.get(cfg.data.valid_split, 0)
     if cfg.data.valid_fraction > 0 and own > 0:  # both asked for: say which rows validate
@@ -123,12 +145,18 @@ def valid_loader(cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int]
         batch_size=min(cfg.train.eval_batch_size, rows_per_rank(count, info.world_size)),
         shuffle_buffer=0,
         rows=rows,
-        **_loader_common(cfg, table_sizes),
+        **_loader_common(cfg, schema, table_sizes, vocabularies),
     )
     return BatchLoader(spec, schema, info.rank, info.world_size, 0)
 
 
-def eval_loader(cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int], info: DistInfo) -> BatchLoader | None:
+def eval_loader(
+    cfg: Config,
+    schema: DatasetSchema,
+    table_sizes: dict[str, int],
+    info: DistInfo,
+    vocabularies: Vocabularies | None = None,
+) -> BatchLoader | None:
     """This rank's batches of ``data.eval_split`` in file order, or None when the dataset has no eval rows."""
     if schema.split_rows.get(cfg.data.eval_split, 0) <= 0:
         return None
@@ -136,7 +164,7 @@ def eval_loader(cfg: Config, schema: DatasetSchema, table_sizes: dict[str, int],
         split=cfg.data.eval_split,
         batch_size=eval_batch_size(cfg, schema, info.world_size),  # clamped to a rank's eval rows
         shuffle_buffer=0,
-        **_loader_common(cfg, table_sizes),
+        **_loader_common(cfg, schema, table_sizes, vocabularies),
     )
     return BatchLoader(spec, schema, info.rank, info.world_size, 0)
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -90,3 +91,4 @@ def test_readme_recipe_runs_at_toy_size(tmp_path: Path) -> None:
     assert multi_hot.options["--input-fingerprint"] == one_hot.fingerprint()
     result = json.loads((run / "eval.json").read_text())
     assert result["count"] == 1500 and result["step"] == 4 and 0.0 < result["auc"] < 1.0
+    assert math.isfinite(result["logloss"]) and 0.0 < result["logloss"] < 10.0  # a trained model, not NaN

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from terarec.cli import main
-from terarec.data_pipeline.criteo import decode_hex, prepare_criteo
+from terarec.data_pipeline.criteo import prepare_criteo
+from terarec.data_pipeline.criteo_fields import decode_hex
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema
 from terarec.data_pipeline.splits import split_lines
 

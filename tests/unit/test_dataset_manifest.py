@@ -93,6 +93,7 @@ def test_valid_fraction_is_recorded_only_when_used_and_a_change_is_refused(
     d: Path, criteo_10k: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert list(DatasetManifest.load(d).options) == ["prepare format", "--eval-fraction", "--eval-files", "--on-error"]
+    assert DatasetManifest.load(d).options["prepare format"] == 2  # row groups, dictionary choice, HLL: not format 1
     before = _files(d)
     assert _prepare(criteo_10k, d, "--eval-fraction", "0.2", "--valid-fraction", "0.1") == 2
     assert _error_line(capsys) == (

@@ -123,3 +123,18 @@ def test_cli_rerun_changed_options_and_bad_input(
     assert main(["prepare", "multihot", "--input", str(tmp_path / "m"), "--output", str(tmp_path / "n")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("terarec: error:") and "not a one-hot Criteo dataset" in err and err.count("\n") == 1
+
+
+def test_overwrites_in_one_process_read_their_own_tables(one_hot: Path, tmp_path: Path) -> None:
+    """--overwrite builds in ``<out>.tmp-<pid>`` every time: the tables of one spec must not serve the next."""
+    uniform = MultiHotSpec.preset("mlperf", max_embeddings=300)
+    pareto = MultiHotSpec.preset("mlperf", max_embeddings=300, distribution="pareto")
+    fresh = {}
+    for name, spec in (("u", uniform), ("p", pareto)):
+        prepare_multihot(one_hot, tmp_path / name, spec, workers=1, progress=False)
+        fresh[name] = pq.read_table(tmp_path / name / "train")["cat_20"]
+    out = tmp_path / "again"
+    for name, spec in (("u", uniform), ("p", pareto), ("u", uniform)):
+        prepare_multihot(one_hot, out, spec, workers=1, progress=False, overwrite=True)
+        assert pq.read_table(out / "train")["cat_20"].equals(fresh[name]), name
+    assert not multihot._TABLES  # the mapped tables are released with their directory

@@ -12,13 +12,17 @@ import torch
 
 from terarec.batch import PAD_LABEL
 from terarec.configs.loader import ConfigError, load_config
+from terarec.data_pipeline import id_counts
 from terarec.data_pipeline.id_counts import count_ids, frequent_ids, load_or_count
 from terarec.data_pipeline.loader import BatchLoader, LoaderSpec
+from terarec.data_pipeline.manifest import DatasetManifest, PartFile
 from terarec.data_pipeline.schema import DatasetSchema, SparseFeature
 from terarec.embeddings.tables import plan_tables, rule_dim, table_sizes
 from terarec.trainer.model_factory import build_model
 from terarec.trainer.optimizers import data_parallel_table_optimizer, sparse_fused_params
+from terarec.trainer.preflight import train_row_fractions
 from terarec.trainer.reinit import fresh_table
+from terarec.trainer.setup import run_vocabularies
 
 # feature "a": train holds 5 x3, 9 x2, 7 x1 (then 100 rows of 3); valid and eval hold ids never seen in train
 TRAIN_A = [5, 5, 5, 9, 9, 7] + [3] * 100
@@ -123,16 +127,24 @@ def test_carved_validation_rows_are_not_counted(dataset: Path) -> None:
 
 def test_rare_and_unseen_ids_share_the_out_of_vocabulary_row(dataset: Path) -> None:
     schema = DatasetSchema.load(dataset)
-    vocab = frequent_ids(dataset, schema, "train", 0.0, min_count=2)["a"]
+    vocab = frequent_ids(dataset, schema, "train", (0.0, 1.0), min_count=2)["a"]
     assert vocab.ids.tolist() == [3, 5, 9] and vocab.rows_needed == 4
     rows = vocab.rows(np.array([3, 5, 9, 7, 11, 13, 0], dtype=np.uint32), num_embeddings=4)
     assert rows.tolist() == [1, 2, 3, 0, 0, 0, 0]  # 7 (seen once), 11 (valid only), 13 (eval only), 0: OOV
     # a capped table folds the frequent ids over rows 1.., never onto the OOV row
     assert vocab.rows(np.array([3, 5, 9, 7]), num_embeddings=3).tolist() == [1, 2, 1, 0]
-    assert frequent_ids(dataset, schema, "train", 0.0, min_count=0) == {}  # off
+    assert frequent_ids(dataset, schema, "train", (0.0, 1.0), min_count=0) == {}  # off
+
+
+def _add_manifest(dataset: Path) -> None:
+    """A complete manifest over the fixture's parts: the dataset gets a fingerprint (a cache key)."""
+    parts = [PartFile.of(dataset / s / "part-00000.parquet", dataset, n) for s, n in (("train", 106), ("valid", 20))]
+    parts.append(PartFile.of(dataset / "eval" / "part-00000.parquet", dataset, 20))
+    DatasetManifest("synth", [], {}, parts, complete=True).save(dataset)
 
 
 def test_counts_are_cached_with_the_dataset_and_recounted_when_stale(dataset: Path) -> None:
+    _add_manifest(dataset)
     schema = DatasetSchema.load(dataset)
     first = load_or_count(dataset, schema, "train", (0.0, 1.0))
     cached = list((dataset / "id_counts").glob("*.npz"))
@@ -141,6 +153,51 @@ def test_counts_are_cached_with_the_dataset_and_recounted_when_stale(dataset: Pa
     assert all(np.array_equal(first[k][1], again[k][1]) for k in first)
     cached[0].write_bytes(b"damaged")  # unreadable: counted again, not an error
     assert np.array_equal(load_or_count(dataset, schema, "train", (0.0, 1.0))["a"][0], first["a"][0])
+    with np.load(cached[0]) as saved:
+        assert int(saved["__format__"]) == id_counts.COUNTS_FORMAT
+        forged = {k: saved[k] for k in saved.files} | {"a.counts": saved["a.counts"] * 0 + 1000}
+    np.savez(cached[0], **(forged | {"__format__": np.array(id_counts.COUNTS_FORMAT + 1)}))  # another format
+    assert load_or_count(dataset, schema, "train", (0.0, 1.0))["a"][1].max() == 100  # recounted, not read
+
+
+def test_a_dataset_without_manifest_is_never_cached(dataset: Path) -> None:
+    """No fingerprint, no identity: a cache keyed "None" would serve counts of whatever data came before."""
+    schema = DatasetSchema.load(dataset)
+    first = load_or_count(dataset, schema, "train", (0.0, 1.0))
+    assert not (dataset / "id_counts").exists()
+    other_data = {"a.ids": np.array([42]), "a.counts": np.array([7])}
+    (dataset / "id_counts").mkdir()
+    np.savez(
+        dataset / "id_counts" / "train_0_106.npz",
+        __fingerprint__=np.array("None"),
+        __format__=np.array(id_counts.COUNTS_FORMAT),
+        **other_data,
+    )
+    again = load_or_count(dataset, schema, "train", (0.0, 1.0))
+    assert again["a"][0].tolist() == first["a"][0].tolist() == [3, 5, 7, 9]
+
+
+def test_geometric_merging_equals_one_count_of_everything() -> None:
+    rng = np.random.default_rng(0)
+    blocks = [rng.integers(0, 50 * (i + 1), 200) for i in range(40)]  # a vocabulary that grows with time
+    merged = id_counts._GeometricMerge()
+    for block in blocks:
+        merged.add(*np.unique(block, return_counts=True))
+    ids, counts = merged.result()
+    expected_ids, expected_counts = np.unique(np.concatenate(blocks), return_counts=True)
+    assert ids.tolist() == expected_ids.tolist() and counts.tolist() == expected_counts.tolist()
+
+
+def test_min_count_counts_exactly_the_rows_max_train_rows_trains_on(dataset: Path) -> None:
+    """data.max_train_rows=6 trains on rows 0..5 (5, 5, 5, 9, 9, 7): the 100 later 3s are not counted."""
+    schema = DatasetSchema.load(dataset)
+    cfg = load_config(
+        None, [f"data.path={dataset}", "embeddings.min_count=2", "model.name=dlrm", "data.max_train_rows=6"]
+    )
+    assert train_row_fractions(cfg, schema) == (0.0, 6 / 106)
+    built = build_model(cfg, schema, "meta")
+    assert built.vocabularies["a"].ids.tolist() == [5, 9] and built.table_sizes["a"] == 3
+    assert run_vocabularies(cfg, schema)["a"].ids.tolist() == [5, 9]
 
 
 def test_thresholded_tables_are_sized_by_the_vocabulary(dataset: Path) -> None:
@@ -154,7 +211,7 @@ def test_thresholded_tables_are_sized_by_the_vocabulary(dataset: Path) -> None:
 
 def _loader_rows(dataset: Path, rank: int, world: int, workers: int) -> list[tuple[int, int]]:
     schema = DatasetSchema.load(dataset)
-    vocab = frequent_ids(dataset, schema, "train", 0.0, min_count=2)
+    vocab = frequent_ids(dataset, schema, "train", (0.0, 1.0), min_count=2)
     spec = LoaderSpec(
         directory=str(dataset),
         split="train",

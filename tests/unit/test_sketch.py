@@ -12,7 +12,7 @@ from terarec.data_pipeline import sketch
 from terarec.data_pipeline.criteo import prepare_criteo
 from terarec.data_pipeline.sketch import EXACT_LIMIT, STANDARD_ERROR, DistinctCounts, fmix32
 
-BLOCK = 17_000  # about one 4 MB CSV block of Criteo rows
+BLOCK = 17_000  # rows per update: the test streams in blocks about one CSV block (criteo.BLOCK_BYTES, 2 MB)
 
 
 def _count(ids: np.ndarray, features: int = 1) -> DistinctCounts:
@@ -72,6 +72,21 @@ def test_merge_equals_one_pass_and_survives_saving() -> None:
         merged.merge(DistinctCounts.from_array(part.to_array()))
     assert merged.estimates() == one_pass.estimates() and merged.estimates()[0] == 100
     assert np.array_equal(merged.registers, one_pass.registers) and merged.exact[1] is None
+
+
+def test_int64_ids_count_as_their_uint32_values() -> None:
+    """update() casts at entry: int64 blocks (exact and HyperLogLog features alike) match uint32 ones."""
+    ids = np.stack([np.arange(200, dtype=np.uint32) % 50, _known_ids("random", 200)])
+    big = np.stack([np.arange(30_000, dtype=np.uint32), _known_ids("random", 30_000)])
+    as_uint32, as_int64 = DistinctCounts(2), DistinctCounts(2)
+    for block in (ids, big):
+        as_uint32.update(block)
+        as_int64.update(block.astype(np.int64))
+    assert as_int64.estimates() == as_uint32.estimates()
+    assert np.array_equal(as_int64.registers, as_uint32.registers)
+    assert as_int64.exact[0] is None and as_int64.is_exact(0) is False
+    with pytest.raises(ValueError, match="32-bit"):
+        DistinctCounts(1).update(np.array([[-1]], np.int64))
 
 
 def test_fmix32_is_a_bijection_on_a_range() -> None:

@@ -77,10 +77,34 @@ def test_rerun_does_nothing_and_another_request_is_refused(tmp_path: Path, capsy
     args = ["synth", "--format", "tsv", "--rows", "50", "--days", "2", "--output", str(tmp_path)]
     assert main(args) == 0
     before = (tmp_path / "day_0").stat().st_mtime_ns
-    assert main(args) == 0 and "nothing to do" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "nothing to do" in out and "wrote" not in out  # nothing was written: no "wrote" line
     assert (tmp_path / "day_0").stat().st_mtime_ns == before
     assert main([*args[:-2], "--seed", "3", "--output", str(tmp_path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_missing_or_resized_day_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["synth", "--format", "tsv", "--rows", "60", "--days", "3", "--output", str(tmp_path)]
+    assert main(args) == 0
+    capsys.readouterr()
+    (tmp_path / "day_1").unlink()
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert "wrote" not in captured.out and "nothing to do" not in captured.out
+    assert captured.err.startswith("terarec: error:") and "day_1 is missing" in captured.err
+    assert captured.err.count("\n") == 1
+    (tmp_path / "day_1").write_text("1\n")  # there again, but not the bytes synth wrote
+    assert main(args) == 2 and "day_1 is 2 bytes" in capsys.readouterr().err
+
+
+def test_output_that_is_a_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "f").write_text("x")
+    assert main(["synth", "--format", "tsv", "--rows", "10", "--output", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("terarec: error:") and "is a file" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize(
@@ -90,6 +114,7 @@ def test_rerun_does_nothing_and_another_request_is_refused(tmp_path: Path, capsy
         (["--format", "tsv", "--eval-fraction", "0.2"], "splits are chosen by `prepare criteo`"),
         (["--days", "2"], "--days and --gzip are for --format tsv"),
         (["--format", "tsv", "--days", "0"], "--days must be positive"),
+        (["--format", "tsv", "--labels", "testbed"], "--labels testbed needs --format parquet"),
     ],
 )
 def test_misuse_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str) -> None:
