@@ -353,6 +353,8 @@ def prepare_criteo(
     """Prepare every input file (reusing those an earlier run of this build finished), write
     schema.json, then the manifest. ``overwrite``: build beside ``output`` and swap it in.
     ``valid_fraction > 0``: a ``valid/`` split of the rows just before eval in time (train / valid / eval)."""
+    if workers < 0:
+        raise DatasetError(f"--workers must be >= 0 (0: one per core), got {workers}")
     eval_files = eval_files or []
     request = criteo_request(inputs, eval_files, eval_fraction, on_error, valid_fraction)
     jobs = plan_jobs(inputs, output, eval_fraction, eval_files, on_error, request.inputs, valid_fraction)

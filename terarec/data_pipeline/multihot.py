@@ -88,8 +88,8 @@ class MultiHotSpec:
         """The manifest's record of the spec (a rerun with other options is refused or rebuilt)."""
         return {
             "multihot format": MULTIHOT_FORMAT,
-            "--multi-hot-sizes": list(self.sizes),
-            "--num-embeddings": list(self.num_embeddings),
+            "bag sizes (--preset)": list(self.sizes),
+            "table rows (--preset, --max-embeddings)": list(self.num_embeddings),
             "--distribution": self.distribution,
         }
 
@@ -204,6 +204,8 @@ def prepare_multihot(
     overwrite: bool = False,
 ) -> DatasetSchema:
     """Materialise the multi-hot dataset of the prepared one-hot dataset ``source`` into ``output``."""
+    if Path(source).resolve() == Path(output).resolve():
+        raise DatasetError(f"--output {output} is the --input dataset: write the multi-hot dataset beside it")
     schema, parts, fingerprint = _one_hot_input(source, spec)
     if workers < 0:
         raise DatasetError(f"--workers must be >= 0, got {workers}")

@@ -66,6 +66,8 @@ def write_tsv_days(
     _check_request(spec, days)
     if out.exists() and not out.is_dir():
         raise DatasetError(f"--output {out} is a file: give a directory for the day files")
+    if spec.rows < days:  # an empty day file is not a Criteo log: prepare refuses it
+        raise DatasetError(f"--rows {spec.rows} is fewer than --days {days}: every day file needs a row")
     options = {"--preset": spec.preset, "--rows": spec.rows, "--seed": spec.seed, "--days": days, "--gzip": gzip}
     previous = _load_record(out)
     if previous is not None and previous["options"] == options and previous.get("complete"):

@@ -188,3 +188,12 @@ def test_split_lines_cut_globally_and_map_to_each_file() -> None:
     assert split_lines([10, 12, 8], eval_rows=8, valid_rows=6) == ([10, 6, 0], [10, 12, 0])
     assert split_lines([10, 10, 10], eval_rows=8, valid_rows=6) == ([10, 6, 0], [10, 10, 2])
     assert split_lines([5], eval_rows=0, valid_rows=0) == ([5], [5])
+
+
+def test_negative_workers_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    day = _write(tmp_path / "day_0", ROWS_OK)
+    args = ["prepare", "criteo", "--input", str(day), "--output", str(tmp_path / "o"), "--eval-fraction", "0.25"]
+    assert main([*args, "--workers", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "terarec: error: --workers must be >= 0 (0: one per core), got -1\n"
+    assert not (tmp_path / "o").exists()

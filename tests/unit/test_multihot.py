@@ -119,10 +119,15 @@ def test_cli_rerun_changed_options_and_bad_input(
     assert main([*args, "--workers", "1"]) == 0
     assert main([*args, "--workers", "1"]) == 0 and "nothing to do" in capsys.readouterr().out
     assert main([*args[:-1], "200"]) == 2
-    assert "--num-embeddings was" in capsys.readouterr().err
+    assert "table rows (--preset, --max-embeddings) was" in capsys.readouterr().err
     assert main(["prepare", "multihot", "--input", str(tmp_path / "m"), "--output", str(tmp_path / "n")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("terarec: error:") and "not a one-hot Criteo dataset" in err and err.count("\n") == 1
+    for extra in ([], ["--overwrite"]):  # never in place: --overwrite would replace the one-hot input
+        assert main(["prepare", "multihot", "--input", str(one_hot), "--output", str(one_hot), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("terarec: error: --output") and "is the --input dataset" in err
+    assert (one_hot / "manifest.json").is_file() and "multihot" not in (one_hot / "manifest.json").read_text()
 
 
 def test_overwrites_in_one_process_read_their_own_tables(one_hot: Path, tmp_path: Path) -> None:

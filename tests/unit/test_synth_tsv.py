@@ -114,6 +114,7 @@ def test_output_that_is_a_file_is_one_line(tmp_path: Path, capsys: pytest.Captur
         (["--format", "tsv", "--eval-fraction", "0.2"], "splits are chosen by `prepare criteo`"),
         (["--days", "2"], "--days and --gzip are for --format tsv"),
         (["--format", "tsv", "--days", "0"], "--days must be positive"),
+        (["--format", "tsv", "--days", "20"], "--rows 10 is fewer than --days 20"),
         (["--format", "tsv", "--labels", "testbed"], "--labels testbed needs --format parquet"),
     ],
 )
