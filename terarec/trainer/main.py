@@ -5,6 +5,7 @@ torchrun --nproc_per_node 2 -m terarec.trainer.main --config dcnv2_synth train.m
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from terarec.configs.arguments import train_config, train_parser
 from terarec.configs.schema import Config
+from terarec.data_pipeline.id_counts import Vocabulary
 from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.errors import run_entry
@@ -58,6 +60,7 @@ def run_training(cfg: Config) -> dict[str, Any]:
             f"{summary['params_sparse']:,}",
             f"{summary['flops_per_example']:,}",
         )
+        _report_vocabularies(cfg, built.vocabularies, info.is_main)
         dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
         seed_everything(cfg.train.seed, info.rank)
         train_batches = train_loader(cfg, schema, built.table_sizes, info, built.vocabularies)
@@ -84,6 +87,29 @@ def run_training(cfg: Config) -> dict[str, Any]:
     finally:
         run.close()
         shutdown_distributed()
+
+
+def _report_vocabularies(cfg: Config, vocabularies: dict[str, Vocabulary], is_main: bool) -> None:
+    """``embeddings.min_count``: how many ids each table keeps (the rest share its out-of-vocabulary row),
+    and a warning when some table keeps none, so a threshold above the data's counts is not silent."""
+    if not vocabularies or not is_main:
+        return
+    log = logging.getLogger("terarec")
+    kept = {name: len(vocabulary.ids) for name, vocabulary in vocabularies.items()}
+    log.info(
+        "embeddings.min_count=%d: ids kept per table %s (the others share each table's out-of-vocabulary row)",
+        cfg.embeddings.min_count,
+        ", ".join(f"{name} {count:,}" for name, count in kept.items()),
+    )
+    empty = [name for name, count in kept.items() if count == 0]
+    if empty:
+        log.warning(
+            "embeddings.min_count=%d: %d of %d tables keep no id (%s): every id of theirs maps to one row",
+            cfg.embeddings.min_count,
+            len(empty),
+            len(kept),
+            ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else ""),
+        )
 
 
 @record

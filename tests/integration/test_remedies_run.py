@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,7 +104,10 @@ def test_train_with_every_remedy(synth_dir: Path, tmp_path: Path, capfd: pytest.
     assert main(args) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 2 * 30 and 0.0 < metrics["auc"] < 1.0  # 1920 train rows / 64
-    assert "epoch 1: re-initialised 26 embedding tables (MEDA)" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "epoch 1: re-initialised 26 embedding tables (MEDA)" in err
+    kept = re.search(r"embeddings.min_count=3: ids kept per table (.*) \(the others share", err)
+    assert kept and len(kept[1].split(", ")) == 26 and kept[1].startswith("cat_0 ")  # said, per table
     assert [p.name for p in (synth_dir / "id_counts").glob("*.npz")] == ["train_0_1920.npz"]
 
 
