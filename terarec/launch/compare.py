@@ -171,7 +171,7 @@ class CompareSpec:
             if cfg is not None:
                 check_batch_fits(cfg.train.batch_size, train, rows.get(train, 0), self.nproc)
                 if self.calibrate:
-                    check_valid_rows(self.data, entry.name, cfg.data.valid_split, cfg.data.valid_fraction, rows)
+                    check_valid_rows(self.data, entry.name, cfg, rows)
 
     def _check_budget(self) -> None:
         budgets = {e.name: tuple(self.budget(e.recipe).items()) for e in self.entries if e.kind == "model"}
