@@ -209,3 +209,12 @@ def test_sweep_with_a_data_axis_writes_the_two_axis_fit(tmp_path: Path) -> None:
     assert len(summary["per_data_size"]) == 4 and summary["frontier"]["points"][0]["compute"] == 1e11
     assert len(summary["frontier"]["law"]) == 9 and summary["verdict"] == summary["data_limit"]["verdict"]
     assert (tmp_path / "scaling.png").stat().st_size > 20_000  # three panels: compute, params, data sizes
+
+
+def test_repeated_points_do_not_count_towards_the_points_a_2d_fit_needs() -> None:
+    from terarec.launch.scaling_law2d import too_few_2d
+
+    n, d = np.array([1e6, 4e6, 1.6e7, 1e6, 4e6]), np.array([1e5, 3e5, 9e5, 3e5, 9e5])
+    assert too_few_2d(np.append(n, 1e6), np.append(d, 9e5)) is None  # 6 distinct points over 3 x 3 sizes
+    note = too_few_2d(np.append(n, n[0]), np.append(d, d[0]))  # a bootstrap draw repeating point 0
+    assert note is not None and "5 points (distinct N, D pairs) over 3 model sizes and 3 data sizes" in note
