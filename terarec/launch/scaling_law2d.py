@@ -44,8 +44,9 @@ def too_few_2d(n: np.ndarray, d: np.ndarray) -> str | None:
     sizes, rows, points = len(set(n.tolist())), len(set(d.tolist())), len(set(zip(n.tolist(), d.tolist())))
     if points < MIN_POINTS_2D or sizes < MIN_SIZES_2D or rows < MIN_SIZES_2D:
         return (
-            f"too few points for L(N, D) (5 parameters): {points} points (distinct N, D pairs) over {sizes} model sizes and {rows} "
-            f"data sizes; it needs >= {MIN_POINTS_2D} points and >= {MIN_SIZES_2D} distinct sizes on each axis"
+            f"too few points for L(N, D) (5 parameters): {points} points (distinct N, D pairs) over {sizes} model "
+            f"sizes and {rows} data sizes; it needs >= {MIN_POINTS_2D} points and >= {MIN_SIZES_2D} distinct sizes "
+            "on each axis"
         )
     return None
 
