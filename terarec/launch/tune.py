@@ -314,7 +314,8 @@ def tune_entry(spec: CompareSpec, entry: Entry, tune_dir: Path, fingerprint: str
     study = _study(tune_dir / STUDY_FILE, entry.name, spec.seeds[0], spec.tune)
     _requeue_interrupted(study)
     study.set_user_attr(SPACE_ATTR, _searched(space_for(spec, entry)))
-    asks, failures = 0, []
+    asks = 0
+    failures: list[str] = []  # why each failed trial failed, for the error when asking gives up
     while len(_finished(study, spec.tune)) < spec.tune:
         if asks >= MAX_ASKS_PER_TRIAL * spec.tune:
             raise UserError(
