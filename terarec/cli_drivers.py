@@ -12,6 +12,7 @@ from terarec.configs.baselines import MAX_TRAIN_ROWS
 from terarec.configs.recipe_sizes import SIZE_CLASSES as RECIPE_SIZES
 from terarec.configs.search_spaces import describe_spaces
 from terarec.errors import UserError
+from terarec.launch.reuse import STALE_PATTERN  # light (no torch): help texts only
 
 __all__ = ["add_driver_commands"]
 
@@ -28,7 +29,7 @@ def _add_on_change(parser: argparse.ArgumentParser, what: str) -> None:
         choices=["stop", "rerun"],
         default="stop",
         help=f"a finished {what} made with another config or dataset: stop and list them (default), or move "
-        f"it aside (NAME.stale-<time>) and run it again",
+        f"it aside ({STALE_PATTERN}) and run it again",
     )
 
 

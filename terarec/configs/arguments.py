@@ -15,6 +15,8 @@ from terarec.configs.schema import Config
 from terarec.errors import UserArgumentParser
 
 CALIBRATION_METHODS = ("temperature", "platt", "isotonic")  # terarec.trainer.calibration implements them
+# calibration metrics of a scored split (terarec.trainer.metrics computes them); here, free of torch, for launch
+CALIBRATION_KEYS = ("brier", "ece", "mce", "ece_mass", "mce_mass")
 PREDICT_SPLITS = ("eval", "valid", "train")
 EXPORT_DTYPES = ("fp32", "fp16", "int8")  # embedding-table dtypes of an export (terarec.serving.artifact)
 

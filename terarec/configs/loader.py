@@ -154,6 +154,27 @@ def check_range(key: str, value: Any, rule: Mapping[str, Any]) -> None:
         raise ConfigError(f"config key '{key}' must be {text}, got {value!r}")
 
 
+def override_key(item: str) -> str:
+    """The dotted key of a ``key=value`` override (``optim.lr =0.05`` -> ``optim.lr``), as the loader reads it."""
+    return item.split("=", 1)[0].strip()
+
+
+def carved_train_rows(cfg: Config, split_rows: int) -> int:
+    """The train split's rows left for training by the ``data.valid_fraction`` carve (the loader's cut)."""
+    return round(split_rows * (1.0 - cfg.data.valid_fraction))
+
+
+def train_rows(cfg: Config, split_rows: Mapping[str, int]) -> int:
+    """Rows one epoch trains on (all ranks together) given a dataset's rows per split: ``data.max_train_rows``,
+    else all the carve leaves. The trainer, compare and tune all count with this one rule."""
+    return cfg.data.max_train_rows or carved_train_rows(cfg, split_rows.get(cfg.data.train_split, 0))
+
+
+def has_validation_rows(cfg: Config, split_rows: Mapping[str, int]) -> bool:
+    """Whether a run of ``cfg`` has validation rows (carved from train, or the dataset's valid split)."""
+    return cfg.data.valid_fraction > 0 or split_rows.get(cfg.data.valid_split, 0) > 0
+
+
 def rows_per_rank(rows: int, world_size: int) -> int:
     """A rank's share of a split's ``rows``, rounded up (the loader pads the short ranks)."""
     return math.ceil(rows / world_size)

@@ -9,9 +9,11 @@ read from the number of TRAIN rows in its manifest (``schema.json`` ``rows.train
 | ``1m``     | 200,000 - 99,999,999  | ~1M-row data (``terarec synth --rows 1000000``): ``*_1m``          |
 | ``1tb``    | >= 100,000,000        | Criteo 1TB (4.2e9 rows): the MLPerf DLRMv2 settings, ``*_criteo1tb``|
 
-Within a size class every model's recipe shares the budget keys compare checks (batch size, epochs), so a
-picked set is always comparable. BST keeps its dataset recipe (``bst_movielens``) at every size: its
-recipes are tied to the sequence dataset's features, not to its size. A name that is not in the table is
+Within a size class the Criteo-style recipes (DLRM, DCNv2, Wukong) share the budget keys compare checks
+(batch size, epochs), so a set of them is always comparable. BST does not: it keeps its dataset recipe
+(``bst_movielens``) at every size, tied to the sequence dataset's features, not to its size, with its own
+budget; compare's budget check names the difference when BST joins another model (set the keys for all
+with overrides). A name that is not in the table is
 taken as a recipe name or YAML and used as given (an explicit recipe always wins), and ``--recipe-size``
 overrides the class read from the data.
 """

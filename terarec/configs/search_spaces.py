@@ -36,6 +36,8 @@ class Dimension:
     choices: tuple[Any, ...] = ()
 
     def describe(self) -> str:
+        """The dimension in one short string (``{8, 16}``, ``float [0.0001, 0.01] log``): help texts and the
+        study's record of its space (a change of it marks the study's finished trials as changed)."""
         if self.choices:
             return "{" + ", ".join(str(c) for c in self.choices) + "}"
         kind = "int" if self.integer else "float"

@@ -26,7 +26,7 @@ import importlib.util
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -149,9 +149,10 @@ class CompareSpec:
             f"checkpoint.final={'true' if self.calibrate else 'false'}",  # calibrate loads the final checkpoint
         ]
 
-    def budget(self, recipe: str) -> dict[str, Any]:
-        """The budget keys of ``recipe`` with this comparison's overrides (also validates the config)."""
-        cfg = load_config(recipe, self.model_overrides(self.seeds[0], Path("unused")))
+    def budget(self, recipe: str, entry: Entry | None = None) -> dict[str, Any]:
+        """The budget keys of ``recipe`` with this comparison's overrides and ``entry``'s own (a tuned
+        model's), also validating the config."""
+        cfg = load_config(recipe, self.model_overrides(self.seeds[0], Path("unused"), entry))
         return {f"{section}.{key}": getattr(getattr(cfg, section), key) for section, key in BUDGET_KEYS}
 
     def _check_splits(self) -> None:
@@ -171,7 +172,7 @@ class CompareSpec:
             if cfg is not None:
                 check_batch_fits(cfg.train.batch_size, train, rows.get(train, 0), self.nproc)
                 if self.calibrate:
-                    check_valid_rows(self.data, entry.name, cfg.data.valid_split, cfg.data.valid_fraction, rows)
+                    check_valid_rows(self.data, entry.name, cfg, rows)
 
     def _check_budget(self) -> None:
         budgets = {e.name: tuple(self.budget(e.recipe).items()) for e in self.entries if e.kind == "model"}
@@ -207,6 +208,11 @@ def _run_dir(output: Path, entry: Entry, seed: int) -> Path:
     return output / ("runs" if entry.kind == "model" else "baselines") / entry.name / f"seed_{seed}"
 
 
+PRE_TUNING_NOTE = " (before tuning: each tuned model's searched keys are its chosen ones below)"
+# what a baseline run's identity holds, as ``_baseline_settings`` writes it and its metrics.json records it
+BASELINE_IDENTITY_KEYS = ("kind", "data", "max_train_rows", "seed", "valid_fraction", "params")
+
+
 def _baseline_settings(spec: CompareSpec, entry: Entry, seed: int) -> dict[str, Any]:
     """A baseline's identity besides the data: what ``terarec.baselines.tabular`` records in its metrics
     (validation and parameters only when set, so untuned runs keep the identity they always had)."""
@@ -225,8 +231,7 @@ def _recorded_baseline_settings(run_dir: Path) -> dict[str, Any] | None:
         recorded = json.loads((run_dir / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
-    keys = ("kind", "data", "max_train_rows", "seed", "valid_fraction", "params")
-    return {k: recorded[k] for k in keys if k in recorded} if isinstance(recorded, dict) else None
+    return {k: recorded[k] for k in BASELINE_IDENTITY_KEYS if k in recorded} if isinstance(recorded, dict) else None
 
 
 def plan_runs(spec: CompareSpec, output: Path, fingerprint: str | None) -> list[Planned]:
@@ -281,6 +286,7 @@ def run_compare(spec: CompareSpec, output: Path, on_change: str = "stop") -> dic
     trains), then ``compare.json``, ``compare.md`` and ``compare.png`` of this request's runs only."""
     fingerprint = dataset_fingerprint(spec.data)
     tuned: dict[str, Any] = {}
+    untuned = spec
     if spec.tune:  # the chosen configs are what the seeds run: the final runs are planned after the trials
         from terarec.launch.tune import tune_all
 
@@ -291,32 +297,45 @@ def run_compare(spec: CompareSpec, output: Path, on_change: str = "stop") -> dic
     if any(p.decision.action == "changed" for p in every_run) and (output / "compare.json").is_file():
         log.info("compare.json listed runs now re-run: moved to %s", move_aside(output / "compare.json"))
     planned = iter(every_run)
-    results: list[dict[str, Any]] = []
-    for entry in spec.entries:
-        if entry.kind == "model":
-            log.info("%s: recipe %s (%s)", entry.name, entry.recipe, entry.recipe_choice)
-        runs: list[dict[str, Any]] = []
-        for seed in spec.seeds:
-            run = _run_model if entry.kind == "model" else _run_baseline
-            this = next(planned)
-            runs.append(run(spec, entry, seed, this))
-            if spec.calibrate and entry.kind == "model":
-                what = f"{entry.name} seed {seed}"
-                runs[-1] = {**runs[-1], **calibrate_run(this.run_dir, spec.calibrate, spec.nproc, what)}
-            log.info("%s seed %d: auc %.4f logloss %.4f", entry.name, seed, runs[-1]["auc"], runs[-1]["logloss"])
-        table = np.array([[float(r.get(k, np.nan)) for k in METRICS] for r in runs])
-        results.append(
-            {
-                "name": entry.name,
-                "kind": entry.kind,
-                "recipe": entry.recipe,
-                **({"recipe_choice": entry.recipe_choice} if entry.kind == "model" else {}),
-                "runs": runs,
-                "mean": dict(zip(METRICS, table.mean(0).tolist())),
-                "std": dict(zip(METRICS, table.std(0, ddof=1).tolist() if len(runs) > 1 else [0.0] * len(METRICS))),
-                **({"tuning": _tuning_record(tuned[entry.name], runs)} if entry.name in tuned else {}),
-            }
-        )
+    results = [_entry_result(spec, entry, planned, tuned.get(entry.name)) for entry in spec.entries]
+    report = _report(untuned, fingerprint, results)
+    (output / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
+    (output / "compare.md").write_text(render_markdown(report) + _render_tuning(report))
+    plot(report, output / "compare.png")
+    return report
+
+
+def _entry_result(spec: CompareSpec, entry: Entry, planned: Iterator[Planned], tuned: Any) -> dict[str, Any]:
+    """One entry's runs over the seeds (the next ``len(seeds)`` of ``planned``) and their summary; a tuned
+    model's result records its resolved budget (its searched keys may differ from the shared one)."""
+    if entry.kind == "model":
+        log.info("%s: recipe %s (%s)", entry.name, entry.recipe, entry.recipe_choice)
+    runs: list[dict[str, Any]] = []
+    for seed in spec.seeds:
+        run = _run_model if entry.kind == "model" else _run_baseline
+        this = next(planned)
+        runs.append(run(spec, entry, seed, this))
+        if spec.calibrate and entry.kind == "model":
+            what = f"{entry.name} seed {seed}"
+            runs[-1] = {**runs[-1], **calibrate_run(this.run_dir, spec.calibrate, spec.nproc, what)}
+        log.info("%s seed %d: auc %.4f logloss %.4f", entry.name, seed, runs[-1]["auc"], runs[-1]["logloss"])
+    table = np.array([[float(r.get(k, np.nan)) for k in METRICS] for r in runs])
+    return {
+        "name": entry.name,
+        "kind": entry.kind,
+        "recipe": entry.recipe,
+        **({"recipe_choice": entry.recipe_choice} if entry.kind == "model" else {}),
+        "runs": runs,
+        "mean": dict(zip(METRICS, table.mean(0).tolist())),
+        "std": dict(zip(METRICS, table.std(0, ddof=1).tolist() if len(runs) > 1 else [0.0] * len(METRICS))),
+        **({"tuning": _tuning_record(tuned, runs)} if tuned is not None else {}),
+        **({"budget": spec.budget(entry.recipe, entry)} if tuned is not None and entry.kind == "model" else {}),
+    }
+
+
+def _report(spec: CompareSpec, fingerprint: str | None, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """compare.json: the results and what they share. ``spec`` is the untuned one: under ``--tune`` the
+    shared ``budget`` is the one before tuning (``budget_pre_tuning``), each tuned result has its own."""
     first_model = next((r["runs"][0] for r in results if r["kind"] == "model"), results[0]["runs"][0])
     report = {
         "data": spec.data,
@@ -339,15 +358,14 @@ def run_compare(spec: CompareSpec, output: Path, on_change: str = "stop") -> dic
     model = next((e for e in spec.entries if e.kind == "model"), None)
     if model is not None:
         report["budget"] = spec.budget(model.recipe)
+        if spec.tune:
+            report["budget_pre_tuning"] = True
     eval_rows = sorted({run.get("eval_rows") for r in results for run in r["runs"]})
     if len(eval_rows) > 1:  # one split for everyone is the point of compare: say so loudly if it broke
         report["warning"] = (
             f"runs were scored on different numbers of eval rows {eval_rows}: the rows are not comparable"
         )
         log.warning("%s", report["warning"])
-    (output / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
-    (output / "compare.md").write_text(render_markdown(report) + _render_tuning(report))
-    plot(report, output / "compare.png")
     return report
 
 
@@ -388,6 +406,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Same train/eval split for every row: {report['train_samples']:,} training samples per run, "
         f"{report['eval_rows']:,} eval rows; seeds {seeds} (mean ± std over seeds); {report['nproc']} process(es).",
         f"Models' shared budget: {', '.join(f'`{k}={v}`' for k, v in report.get('budget', {}).items()) or 'n/a'}"
+        f"{PRE_TUNING_NOTE if report.get('budget_pre_tuning') else ''}"
         f"{'; overrides: ' + ' '.join(f'`{o}`' for o in report['overrides']) if report['overrides'] else ''}.",
         f"Baselines train on at most {report['baseline_max_train_rows']:,} train rows with their libraries' "
         f"budgets ({describe_baselines()}); their params are tree nodes / "

@@ -21,26 +21,28 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from terarec.configs.arguments import CALIBRATION_METHODS
-from terarec.configs.loader import ConfigError
+from terarec.configs.arguments import CALIBRATION_KEYS, CALIBRATION_METHODS
+from terarec.configs.loader import ConfigError, has_validation_rows
+from terarec.configs.schema import Config
 from terarec.errors import RunFailedError, UserError
 from terarec.launch.compare_report import CALIBRATED
 from terarec.launch.torchrun import child_user_error, run_child
 
 log = logging.getLogger("terarec")
-KEPT = ("auc", "logloss", "ne", "calibration", "brier", "ece", "mce", "ece_mass", "mce_mass", "reliability")
+KEPT = ("auc", "logloss", "ne", "calibration", *CALIBRATION_KEYS, "reliability")  # a calibrated eval's keys
 
 
 def check_method(method: str | None) -> None:
+    """``--calibrate METHOD`` names a method ``terarec calibrate`` knows (None: off)."""
     if method is not None and method not in CALIBRATION_METHODS:
         raise ConfigError(f"--calibrate {method}: one of {', '.join(CALIBRATION_METHODS)}")
 
 
-def check_valid_rows(data: str, name: str, valid_split: str, valid_fraction: float, rows: dict[str, int]) -> None:
+def check_valid_rows(data: str, name: str, cfg: Config, rows: dict[str, int]) -> None:
     """``--calibrate`` fits on validation rows only: stop in one line before any run when ``name`` has none."""
-    if valid_fraction <= 0 and rows.get(valid_split, 0) <= 0:
+    if not has_validation_rows(cfg, rows):
         raise ConfigError(
-            f"compare --calibrate: --data {data} has no validation rows for {name} (no '{valid_split}' split, "
+            f"compare --calibrate: --data {data} has no validation rows for {name} (no '{cfg.data.valid_split}' split, "
             "data.valid_fraction=0): prepare it with --valid-fraction F, or pass data.valid_fraction=F"
         )
 

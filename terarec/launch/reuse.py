@@ -202,13 +202,17 @@ def make_room(planned: Planned) -> bool:
     return False
 
 
+STALE_SUFFIX = ".stale-"  # what move_aside appends to a changed run's name, before its time stamp
+STALE_PATTERN = f"NAME{STALE_SUFFIX}<time>"  # the same, as help texts show it
+
+
 def move_aside(path: Path) -> Path:
     """Rename a run dir (or a results file) to ``NAME.stale-<YYYYmmdd-HHMMSS>`` beside it (``-2``,
     ``-3``... when taken): what a changed run computed is kept, never deleted."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    target, n = path.with_name(f"{path.name}.stale-{stamp}"), 1
+    target, n = path.with_name(f"{path.name}{STALE_SUFFIX}{stamp}"), 1
     while target.exists():
         n += 1
-        target = path.with_name(f"{path.name}.stale-{stamp}-{n}")
+        target = path.with_name(f"{path.name}{STALE_SUFFIX}{stamp}-{n}")
     path.rename(target)
     return target

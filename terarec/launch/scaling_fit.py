@@ -70,17 +70,43 @@ def fit_power_law(
     where known, ``cov`` (for :func:`predict`), the RMSE, the plain log-log slope, ``weighted``, and a
     ``note`` when the loss does not fall with ``C`` (nothing to fit). ``start``: a previous
     ``a*C^-b+c`` fit to start the search from (the bootstrap's refits: fewer iterations)."""
-    from scipy.optimize import curve_fit
-
     x, y, sigma = np.asarray(x, dtype=float), np.asarray(y, dtype=float), usable_sigma(sigma)
-    pure = _loglog_fit(x, y, sigma)
-    pure["rmse"] = float(np.sqrt(np.mean((law_value(pure, x) - y) ** 2)))
-    pure["weighted"] = sigma is not None
-    if pure["loglog_slope"] >= 0:
-        pure["note"] = NO_SCALING
+    pure = _pure_fit(x, y, sigma)
     if len(x) < 4:
         return pure
     scale = float(x.min())  # C / C_min keeps a and b well conditioned
+    solved = _curve_fit(x, y, sigma, scale, start)
+    if solved is None:
+        return pure
+    params, cov = solved
+    a, b, c = (float(v) for v in params)
+    finite = bool(np.all(np.isfinite(cov)))
+    errors = np.sqrt(np.clip(np.diag(cov), 0, None)) if finite else np.full(3, np.nan)
+    fit = {
+        "form": "a*C^-b+c",
+        "a": a * scale**b,
+        "b": b,
+        "c": c,
+        "a_err": float(errors[0] * scale**b),
+        "b_err": float(errors[1]),
+        "c_err": float(errors[2]),
+        "rmse": float(np.sqrt(np.mean((a * (x / scale) ** -b + c - y) ** 2))),
+        "loglog_slope": pure["loglog_slope"],
+        "weighted": sigma is not None,
+    }
+    if finite:  # in the fitted (scaled) parameters: a_scaled = a * scale^-b
+        fit["cov"] = {"params": ["a_scaled", "b", "c"], "scale": scale, "a_scaled": a, "matrix": cov.tolist()}
+    note = _degenerate_note(b, pure["loglog_slope"])
+    if note is not None:
+        fit["note"] = note
+    return fit
+
+
+def _curve_fit(
+    x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, scale: float, start: dict[str, Any] | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(a_scaled, b, c)`` and their covariance of ``a_scaled (C / scale)^-b + c`` (None: no convergence)."""
+    from scipy.optimize import curve_fit
 
     def law(c: np.ndarray, a: float, b: float, floor: float) -> np.ndarray:
         return a * (c / scale) ** -b + floor
@@ -105,29 +131,28 @@ def fit_power_law(
             maxfev=20000 if start is None else REFIT_EVALUATIONS,
         )
     except (RuntimeError, ValueError):
-        return pure
-    a, b, c = (float(v) for v in params)
-    finite = bool(np.all(np.isfinite(cov)))
-    errors = np.sqrt(np.clip(np.diag(cov), 0, None)) if finite else np.full(3, np.nan)
-    fit = {
-        "form": "a*C^-b+c",
-        "a": a * scale**b,
-        "b": b,
-        "c": c,
-        "a_err": float(errors[0] * scale**b),
-        "b_err": float(errors[1]),
-        "c_err": float(errors[2]),
-        "rmse": float(np.sqrt(np.mean((law(x, a, b, c) - y) ** 2))),
-        "loglog_slope": pure["loglog_slope"],
-        "weighted": sigma is not None,
-    }
-    if finite:  # in the fitted (scaled) parameters: a_scaled = a * scale^-b
-        fit["cov"] = {"params": ["a_scaled", "b", "c"], "scale": scale, "a_scaled": a, "matrix": cov.tolist()}
-    if b < 1e-3 or pure["loglog_slope"] >= 0:  # b at its bound: the errors above come from a degenerate covariance
-        fit["note"] = NO_SCALING
-    elif b > B_UPPER * (1 - 1e-3):
-        fit["note"] = AT_UPPER_BOUND
-    return fit
+        return None
+    return params, cov
+
+
+def _degenerate_note(b: float, loglog_slope: float) -> str | None:
+    """A full fit's ``note`` when its exponent sits at a bound (the errors then come from a degenerate
+    covariance): no scaling at ``b`` ~ 0 or a rising loss, a single drop onto a floor at the upper bound."""
+    if b < 1e-3 or loglog_slope >= 0:
+        return NO_SCALING
+    if b > B_UPPER * (1 - 1e-3):
+        return AT_UPPER_BOUND
+    return None
+
+
+def _pure_fit(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None) -> dict[str, Any]:
+    """The pure power law ``L = a C^-b`` (log-log) with its RMSE, ``weighted`` and the no-scaling note."""
+    pure = _loglog_fit(x, y, sigma)
+    pure["rmse"] = float(np.sqrt(np.mean((law_value(pure, x) - y) ** 2)))
+    pure["weighted"] = sigma is not None
+    if pure["loglog_slope"] >= 0:
+        pure["note"] = NO_SCALING
+    return pure
 
 
 def _start(x: np.ndarray, y: np.ndarray, scale: float, start: dict[str, Any] | None) -> tuple[float, float, float]:

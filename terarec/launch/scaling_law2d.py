@@ -39,12 +39,14 @@ MAX_EXPONENT = 3.0
 
 
 def too_few_2d(n: np.ndarray, d: np.ndarray) -> str | None:
-    """Why these points cannot fit the five-parameter law, or None when they can."""
-    sizes, rows = len(set(n.tolist())), len(set(d.tolist()))
-    if len(n) < MIN_POINTS_2D or sizes < MIN_SIZES_2D or rows < MIN_SIZES_2D:
+    """Why these points cannot fit the five-parameter law, or None when they can. Points count as distinct
+    ``(n, d)`` pairs: a bootstrap resample repeats points, and a repeat adds no constraint."""
+    sizes, rows, points = len(set(n.tolist())), len(set(d.tolist())), len(set(zip(n.tolist(), d.tolist())))
+    if points < MIN_POINTS_2D or sizes < MIN_SIZES_2D or rows < MIN_SIZES_2D:
         return (
-            f"too few points for L(N, D) (5 parameters): {len(n)} points over {sizes} model sizes and {rows} "
-            f"data sizes; it needs >= {MIN_POINTS_2D} points and >= {MIN_SIZES_2D} distinct sizes on each axis"
+            f"too few points for L(N, D) (5 parameters): {points} points (distinct N, D pairs) over {sizes} model "
+            f"sizes and {rows} data sizes; it needs >= {MIN_POINTS_2D} points and >= {MIN_SIZES_2D} distinct sizes "
+            "on each axis"
         )
     return None
 

@@ -61,16 +61,19 @@ def draw_data_sizes(ax: Any, points: list[dict[str, Any]], summary: dict[str, An
 
 def log_per_data_size(writer: Any, points: list[dict[str, Any]], metric: str) -> None:
     """TensorBoard curves per data size (two or more sizes): ``scaling/M_vs_train_compute_gflop/rows_R``
-    (step: GFLOP) and ``scaling/M_vs_log10_train_compute_x1000/rows_R`` (step: 1000 * log10 FLOPs)."""
+    (step: GFLOP) and ``scaling/M_vs_log10_train_compute_x1000/rows_R`` (step: 1000 * log10 FLOPs). A
+    size whose computes round to the same GFLOP step (a tiny sweep) gets only the log10 curve: TensorBoard
+    keeps one value per step, so the GFLOP one would silently drop points."""
     sizes = data_sizes(points)
     if len(sizes) < 2:
         return
     for rows in sizes:
         x, y, _ = _curve(points, rows, metric)
-        for compute, value in zip(x, y):
-            writer.add_scalar(
-                f"scaling/{metric}_vs_train_compute_gflop/rows_{rows}", value, global_step=round(compute / COMPUTE_UNIT)
-            )
+        gflop_steps = [round(compute / COMPUTE_UNIT) for compute in x]
+        distinct = len(set(gflop_steps)) == len(gflop_steps)
+        for compute, step, value in zip(x, gflop_steps, y):
+            if distinct:
+                writer.add_scalar(f"scaling/{metric}_vs_train_compute_gflop/rows_{rows}", value, global_step=step)
             writer.add_scalar(
                 f"scaling/{metric}_vs_log10_train_compute_x1000/rows_{rows}",
                 value,

@@ -15,12 +15,13 @@ a ``valid`` split): checked for every run before anything trains.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from terarec.configs.loader import ConfigError
+from terarec.configs.loader import ConfigError, has_validation_rows, override_key
 from terarec.configs.schema import Config
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.errors import UserError
@@ -57,19 +58,14 @@ class Selection:
         if metric not in LOWER_IS_BETTER:
             raise ConfigError(f"{path}: select metric must be one of {', '.join(LOWER_IS_BETTER)}, got {metric!r}")
         key = raw["key"]
-        if any(item == key or item.startswith(f"{key}=") for item in set_elsewhere):
+        if any(override_key(item) == key for item in set_elsewhere):
             raise ConfigError(f"{path}: select key '{key}' is also set by the grid or an override: keep one")
         return cls(key, list(values), metric)
 
 
-def has_validation_rows(cfg: Config, schema: DatasetSchema) -> bool:
-    """Whether a run of ``cfg`` on this dataset has validation rows (carved from train, or a valid split)."""
-    return cfg.data.valid_fraction > 0 or schema.split_rows.get(cfg.data.valid_split, 0) > 0
-
-
 def check_validation_rows(cfg: Config, schema: DatasetSchema, label: str, selection: Selection) -> None:
     """Selection without validation rows would fall back on nothing: stop before anything trains."""
-    if not has_validation_rows(cfg, schema):
+    if not has_validation_rows(cfg, schema.split_rows):
         raise ConfigError(
             f"sweep point {label}: select on {selection.key} chooses on validation rows, and {cfg.data.path} "
             f"has no '{cfg.data.valid_split}' split: set data.valid_fraction (e.g. 0.1) in the sweep's overrides"
@@ -79,7 +75,8 @@ def check_validation_rows(cfg: Config, schema: DatasetSchema, label: str, select
 def mark_selected(rows: list[dict[str, Any]], selection: Selection) -> list[dict[str, Any]]:
     """Set ``selected`` on every run; the chosen runs (each point's best value, all its seeds), in order.
 
-    Per point, the value with the best mean ``valid_<metric>`` over its seeds wins (the first listed on a tie).
+    Per point, the value with the best mean ``valid_<metric>`` over its seeds wins (the first listed on a tie);
+    a value whose mean is not finite (a diverged run's NaN) never wins, and a point with no finite one is an error.
     """
     scores: dict[str, dict[str, list[float]]] = {}
     for row in rows:
@@ -90,11 +87,21 @@ def mark_selected(rows: list[dict[str, Any]], selection: Selection) -> list[dict
                 "(trained before final validation metrics were recorded): delete its run dir and re-run"
             )
         scores.setdefault(str(row["point"]), {}).setdefault(str(row[selection.key]), []).append(float(score))
-    best: dict[str, str] = {}
-    for point, by_value in scores.items():
-        means = {value: float(np.mean(s)) for value, s in by_value.items()}
-        pick = min if LOWER_IS_BETTER[selection.metric] else max
-        best[point] = pick(means, key=means.__getitem__)  # dicts keep the listed order: ties go to the first
+    best = {point: _best_value(point, by_value, selection) for point, by_value in scores.items()}
     for row in rows:
         row["selected"] = best[str(row["point"])] == str(row[selection.key])
     return [row for row in rows if row["selected"]]
+
+
+def _best_value(point: str, by_value: dict[str, list[float]], selection: Selection) -> str:
+    """The value (as listed) with the best finite mean score over its seeds: NaN compares false both ways,
+    so min/max over it would keep whichever came first."""
+    means = {value: float(np.mean(s)) for value, s in by_value.items()}
+    finite = {value: mean for value, mean in means.items() if math.isfinite(mean)}
+    if not finite:
+        raise UserError(
+            f"sweep point {point}: every {selection.key} value scored a non-finite {selection.column} "
+            f"({', '.join(f'{v}: {m}' for v, m in means.items())}): nothing to select (try smaller values)"
+        )
+    pick = min if LOWER_IS_BETTER[selection.metric] else max
+    return pick(finite, key=finite.__getitem__)  # dicts keep the listed order: ties go to the first

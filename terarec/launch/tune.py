@@ -2,11 +2,14 @@
 rows only, before the chosen configs train over the seeds.
 
 Every deep model and LightGBM gets the same number of trials from its space in
-``terarec.configs.search_spaces`` (TPE, seeded with the first seed; keys the user fixes with a
-``key=value`` override are not searched). A trial is a normal run in its own process under
-``OUT/tune/NAME/trial_K`` (the first seed), stopping early on the validation rows
-(``train.early_stop=logloss``, evaluated ``EVALS_PER_EPOCH`` times an epoch unless the user set
-``train.eval_every``); LightGBM's trials grow trees until the validation logloss stops improving.
+``terarec.configs.search_spaces`` (optuna's TPE seeded with the first seed: its first
+``startup_trials(N)`` trials are random, TPE models the rest; keys the user fixes with a ``key=value``
+override are not searched). A resumed study re-seeds the sampler (the seed plus the trials already
+asked), so the trials it adds are not those an uninterrupted study would have drawn (same space, same
+selection), and trials whose runs failed are not drawn again.
+A trial is a normal run in its own process under ``OUT/tune/NAME/trial_K`` (the first seed), stopping
+early on the validation rows (``train.early_stop=logloss``, evaluated ``EVALS_PER_EPOCH`` times an epoch unless the
+user set ``train.eval_every``); LightGBM's trials grow trees until the validation logloss stops improving.
 A trial's objective is its validation logloss and nothing else: eval numbers are reported, never read
 for selection. The best trial's config then trains over ``--seeds`` as an untuned compare does (with
 the same early stopping), and eval is reported.
@@ -14,9 +17,13 @@ the same early stopping), and eval is reported.
 Resumable: the study is an optuna journal file (``OUT/tune/NAME/study.journal``: append-only, no
 server, a crash loses at most the trial in flight). A re-run continues it; a finished trial counts
 only when its run dir still holds the run its resolved config and the dataset's fingerprint say
-(``terarec.launch.reuse``), checked for every model before anything trains; changed ones stop the
+(``terarec.launch.reuse``) and the study's recorded space is the one searched now (a key the user
+fixes on a re-run changes it), checked for every model before anything trains; changed ones stop the
 command (``--on-change stop``) or the model's whole study is moved aside and tuned again (``rerun``).
-A trial interrupted mid-run is asked again with the same parameters and continues its run dir.
+A trial interrupted mid-run is asked again with the same parameters and continues its run dir; a
+trial whose run fails is told FAIL (recorded as ``failed``) and the command stops with the run's error;
+a re-run draws new parameters instead. A trial that finishes without a validation logloss (diverged)
+is FAIL too and tuning goes on, up to ``MAX_ASKS_PER_TRIAL`` x N asks.
 """
 
 from __future__ import annotations
@@ -28,10 +35,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from terarec.configs.loader import ConfigError, config_to_dict, load_config
+from terarec.configs.loader import (
+    ConfigError,
+    config_to_dict,
+    has_validation_rows,
+    load_config,
+    override_key,
+    train_rows,
+)
 from terarec.configs.search_spaces import SEARCH_SPACES, Dimension, fitting, search_space
 from terarec.data_pipeline.schema import DatasetSchema
+from terarec.errors import RunFailedError, UserError
 from terarec.launch.compare import (
+    BASELINES,
     CompareSpec,
     Entry,
     _baseline_settings,
@@ -42,9 +58,13 @@ from terarec.launch.compare import (
 from terarec.launch.reuse import Decision, Identity, Planned, decide, move_aside, stop_on_changes
 
 log = logging.getLogger("terarec")
-TUNED_BASELINES = ("lightgbm",)  # logreg keeps its defaults: it has no early stopping to tune against
+# the baselines with a search space (logreg has none: it has no early stopping to tune against)
+TUNED_BASELINES = tuple(kind for kind in BASELINES if kind in SEARCH_SPACES)
 EVALS_PER_EPOCH = 4  # validation evaluations per epoch of a trial (early stopping's cadence)
 STUDY_FILE = "study.journal"
+SPACE_ATTR = "space"  # the study's user_attr recording the searched space (key -> Dimension.describe())
+FAILED_ATTR = "failed"  # a trial's user_attr: its run failed with this error (never asked again)
+MAX_ASKS_PER_TRIAL = 3  # one invocation asks at most this many trials per --tune N before giving up
 
 
 @dataclass
@@ -59,11 +79,12 @@ class Tuned:
 
 
 def tuned_entries(spec: CompareSpec) -> list[Entry]:
+    """The entries ``--tune`` searches: every deep model and each baseline with a search space."""
     return [e for e in spec.entries if e.kind == "model" or e.recipe in TUNED_BASELINES]
 
 
 def _user_keys(spec: CompareSpec) -> set[str]:
-    return {o.split("=", 1)[0].strip() for o in spec.overrides}
+    return {override_key(o) for o in spec.overrides}
 
 
 def _base_config(spec: CompareSpec, entry: Entry) -> Any:
@@ -71,9 +92,8 @@ def _base_config(spec: CompareSpec, entry: Entry) -> Any:
 
 
 def _train_rows(spec: CompareSpec, cfg: Any) -> int:
-    """Rows a trial trains on (the train split less the validation rows carved from it)."""
-    rows = DatasetSchema.load(spec.data, check_parts=False).split_rows.get(cfg.data.train_split, 0)
-    return round(rows * (1.0 - cfg.data.valid_fraction))
+    """Rows a trial trains on: the trainer's rule (``data.max_train_rows``, else the carve's rest)."""
+    return train_rows(cfg, DatasetSchema.load(spec.data, check_parts=False).split_rows)
 
 
 def check_tunable(spec: CompareSpec) -> None:
@@ -85,7 +105,7 @@ def check_tunable(spec: CompareSpec) -> None:
         cfg = _base_config(spec, entry)
         if cfg.model.name not in SEARCH_SPACES:
             raise ConfigError(f"compare --tune: no search space for model '{cfg.model.name}' ({entry.name})")
-        if cfg.data.valid_fraction <= 0 and rows.get(cfg.data.valid_split, 0) <= 0:
+        if not has_validation_rows(cfg, rows):
             raise ConfigError(
                 f"compare --tune selects on validation rows and {spec.data} has none for {entry.name}: pass "
                 "data.valid_fraction=0.1 or prepare the dataset with --valid-fraction 0.1"
@@ -137,32 +157,47 @@ def with_params(spec: CompareSpec, entry: Entry, params: dict[str, Any], name: s
     """``entry`` running ``params``: overrides for a model, LightGBM parameters selecting on valid."""
     if entry.kind == "baseline":
         return dataclasses.replace(entry, name=name, params=dict(params), valid_fraction=baseline_valid_fraction(spec))
+    fixed = _user_keys(spec)  # a key the user fixes wins over an older study's value for it
+    params = {key: value for key, value in params.items() if key not in fixed}
     return dataclasses.replace(
         entry, name=name, overrides=[*selection_overrides(spec, entry, params), *_overrides(params)]
     )
 
 
 def objective(metrics: dict[str, Any]) -> float:
-    """A finished trial's validation logloss (models: at the early-stopping best step)."""
-    if "early_stop" in metrics:
-        return float(metrics["early_stop"]["valid"]["logloss"])
-    return float(metrics["valid"]["logloss"])
+    """A finished trial's validation logloss (models: at the early-stopping best step); NaN (optuna: FAIL)
+    when it has none, e.g. every validation pass of a diverged run was NaN."""
+    stop = metrics.get("early_stop")
+    if stop is not None and stop.get("best_step", 0) < 0:
+        return float("nan")
+    value = (stop if stop is not None else metrics).get("valid", {}).get("logloss")
+    return float("nan") if value is None else float(value)
 
 
-def _study(path: Path, name: str, seed: int) -> Any:  # -> optuna.Study
+def startup_trials(tune: int) -> int:
+    """TPE's random trials before it models: half the budget (at most optuna's default 10), so a small
+    ``--tune N`` is not all random search."""
+    return max(1, min(tune // 2, 10))
+
+
+def _study(path: Path, name: str, seed: int, tune: int) -> Any:  # -> optuna.Study
+    """The journal-backed study at ``path``; its sampler seeded with ``seed`` plus the trials already asked."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # compare logs each trial itself
     path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=name,
         storage=JournalStorage(JournalFileBackend(str(path))),
-        sampler=optuna.samplers.TPESampler(seed=seed),
         direction="minimize",
         load_if_exists=True,
     )
+    # offset by the trials already asked: a re-run after failed trials must not draw their params again
+    asked = len(study.get_trials(deepcopy=False))
+    study.sampler = optuna.samplers.TPESampler(seed=seed + asked, n_startup_trials=startup_trials(tune))
+    return study
 
 
 def _finished(study: Any, limit: int) -> list[Any]:
@@ -192,6 +227,22 @@ def _identity_decision(spec: CompareSpec, entry: Entry, run_dir: Path, fingerpri
     return decide(run_dir, Identity(_baseline_settings(spec, entry, seed), fingerprint), _recorded_baseline_settings)
 
 
+def _searched(space: tuple[Dimension, ...]) -> dict[str, str]:
+    """The study's record of its space: key -> ``Dimension.describe()``."""
+    return {dim.key: dim.describe() for dim in space}
+
+
+def _space_change(spec: CompareSpec, entry: Entry, study: Any, params: dict[str, Any]) -> str | None:
+    """Why a finished trial no longer belongs to the study searched now (None: it does)."""
+    recorded, now = study.user_attrs.get(SPACE_ATTR), _searched(space_for(spec, entry))
+    fixed = sorted(set(params) & _user_keys(spec))
+    if fixed:
+        return f"it searched {', '.join(fixed)}, which the overrides now fix"
+    if recorded != now:
+        return f"its study searched {recorded or 'an unrecorded space'}, now {now}"
+    return None
+
+
 def plan_trials(spec: CompareSpec, output: Path, fingerprint: str | None) -> dict[str, list[Planned]]:
     """Per tuned entry, its study's finished trials and whether each may count again (reuse) or not."""
     planned: dict[str, list[Planned]] = {}
@@ -199,11 +250,15 @@ def plan_trials(spec: CompareSpec, output: Path, fingerprint: str | None) -> dic
         tune_dir = output / "tune" / entry.name
         if not (tune_dir / STUDY_FILE).is_file():
             continue
-        study = _study(tune_dir / STUDY_FILE, entry.name, spec.seeds[0])
+        study = _study(tune_dir / STUDY_FILE, entry.name, spec.seeds[0], spec.tune)
         planned[entry.name] = []
         for trial in _finished(study, spec.tune):
             name, run_dir = f"{entry.name} trial {trial.number}", tune_dir / f"trial_{trial.number}"
-            decision = _identity_decision(spec, with_params(spec, entry, trial.params, name), run_dir, fingerprint)
+            change = _space_change(spec, entry, study, trial.params)
+            if change is not None:
+                decision = Decision("changed", change)
+            else:
+                decision = _identity_decision(spec, with_params(spec, entry, trial.params, name), run_dir, fingerprint)
             if decision.action != "reuse":
                 decision = Decision("changed", decision.detail or f"its finished run is no longer in {run_dir}")
             planned[entry.name].append(Planned(name, run_dir, decision))
@@ -223,31 +278,55 @@ def tune_all(spec: CompareSpec, output: Path, fingerprint: str | None, on_change
 
 
 def _requeue_interrupted(study: Any) -> None:
-    """A trial left running by a crash is failed and asked again with its parameters (its run dir follows)."""
+    """A trial left running by a crash is failed and asked again with its parameters (its run dir follows).
+    A trial whose run failed is told FAIL with ``FAILED_ATTR`` at once, so it is never running here."""
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"resumes": trial.number})
+        if FAILED_ATTR not in trial.user_attrs:
+            study.enqueue_trial(trial.params, user_attrs={"resumes": trial.number})
+
+
+def _run_trial(spec: CompareSpec, entry: Entry, tune_dir: Path, fingerprint: str | None, trial: Any) -> float:
+    """One trial's run and its objective; a failed run tells the trial FAIL (``FAILED_ATTR``) and re-raises."""
+    from optuna.trial import TrialState
+
+    params = _suggest(trial, space_for(spec, entry))
+    run_dir, earlier = tune_dir / f"trial_{trial.number}", trial.user_attrs.get("resumes")
+    if earlier is not None and (tune_dir / f"trial_{earlier}").is_dir() and not run_dir.exists():
+        (tune_dir / f"trial_{earlier}").rename(run_dir)  # continue the interrupted run in place
+    trial_entry = with_params(spec, entry, params, f"{entry.name} trial {trial.number}")
+    planned = Planned(trial_entry.name, run_dir, _identity_decision(spec, trial_entry, run_dir, fingerprint))
+    run = _run_model if entry.kind == "model" else _run_baseline
+    try:
+        value = objective(run(spec, trial_entry, spec.seeds[0], planned))
+    except (UserError, RunFailedError) as error:
+        trial.set_user_attr(FAILED_ATTR, str(error))
+        trial.study.tell(trial, state=TrialState.FAIL)
+        raise
+    log.info("%s: valid logloss %.5f with %s", trial_entry.name, value, params)
+    return value
 
 
 def tune_entry(spec: CompareSpec, entry: Entry, tune_dir: Path, fingerprint: str | None) -> Tuned:
     """Run trials until ``spec.tune`` have finished; the best by validation logloss."""
-    study = _study(tune_dir / STUDY_FILE, entry.name, spec.seeds[0])
+    study = _study(tune_dir / STUDY_FILE, entry.name, spec.seeds[0], spec.tune)
     _requeue_interrupted(study)
-    space = space_for(spec, entry)
+    study.set_user_attr(SPACE_ATTR, _searched(space_for(spec, entry)))
+    asks = 0
+    failures: list[str] = []  # why each failed trial failed, for the error when asking gives up
     while len(_finished(study, spec.tune)) < spec.tune:
-        trial = study.ask()
-        params = _suggest(trial, space)
-        run_dir, earlier = tune_dir / f"trial_{trial.number}", trial.user_attrs.get("resumes")
-        if earlier is not None and (tune_dir / f"trial_{earlier}").is_dir() and not run_dir.exists():
-            (tune_dir / f"trial_{earlier}").rename(run_dir)  # continue the interrupted run in place
-        trial_entry = with_params(spec, entry, params, f"{entry.name} trial {trial.number}")
-        planned = Planned(trial_entry.name, run_dir, _identity_decision(spec, trial_entry, run_dir, fingerprint))
-        run = _run_model if entry.kind == "model" else _run_baseline
-        value = objective(run(spec, trial_entry, spec.seeds[0], planned))
-        log.info("%s: valid logloss %.5f with %s", trial_entry.name, value, params)
-        study.tell(trial, value)
+        if asks >= MAX_ASKS_PER_TRIAL * spec.tune:
+            raise UserError(
+                f"compare --tune: {entry.name} asked {asks} trials and {len(failures)} failed before {spec.tune} "
+                f"finished: {'; '.join(failures[:3])}"
+            )
+        trial, asks = study.ask(), asks + 1
+        value = _run_trial(spec, entry, tune_dir, fingerprint, trial)
+        study.tell(trial, value)  # NaN: optuna records FAIL
+        if math.isnan(value):
+            failures.append(f"trial {trial.number} has no valid logloss (diverged?)")
     finished = _finished(study, spec.tune)
     best = min(finished, key=lambda t: (t.value, t.number))
     trials = [_metrics(tune_dir / f"trial_{t.number}") for t in finished]

@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from terarec.batch import real_rows
+from terarec.configs.arguments import CALIBRATION_KEYS
 
 AUC_BINS = 1 << 18
 CALIBRATION_BINS = 10
@@ -125,7 +126,7 @@ class BinaryMetrics:
         return out.index_add_(1, mass_bin, torch.stack([counts, self.score_sums, self.hist[1]]))
 
 
-CALIBRATION_KEYS = ("brier", "ece", "mce", "ece_mass", "mce_mass")
+__all__ = ["CALIBRATION_KEYS"]  # defined torch-free in configs.arguments; the trainer's code imports it from here
 
 
 def _calibration_errors(bins: torch.Tensor, suffix: str) -> dict[str, float]:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import os
 
-from terarec.configs.loader import ConfigError, check_batch_fits, rows_per_rank
+from terarec.configs.loader import ConfigError, carved_train_rows, check_batch_fits, rows_per_rank
+from terarec.configs.loader import train_rows as split_train_rows
 from terarec.configs.schema import Config
 from terarec.data_pipeline.schema import DatasetSchema
 
@@ -49,14 +50,9 @@ def check_config_against_data(cfg: Config, schema: DatasetSchema, world_size: in
     check_batch_fits(cfg.train.batch_size, cfg.data.train_split, split_rows, world)
 
 
-def carved_train_rows(cfg: Config, split_rows: int) -> int:
-    """The train split's rows left for training by the ``data.valid_fraction`` carve (the loader's cut)."""
-    return round(split_rows * (1.0 - cfg.data.valid_fraction))
-
-
 def train_rows(cfg: Config, schema: DatasetSchema) -> int:
     """Rows one epoch trains on (all ranks together): ``data.max_train_rows``, else all the carve leaves."""
-    return cfg.data.max_train_rows or carved_train_rows(cfg, schema.split_rows.get(cfg.data.train_split, 0))
+    return split_train_rows(cfg, schema.split_rows)
 
 
 def train_row_fractions(cfg: Config, schema: DatasetSchema) -> tuple[float, float]:

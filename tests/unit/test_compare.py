@@ -290,3 +290,35 @@ def test_baseline_records_the_dataset_fingerprint(tmp_path: Path) -> None:
         result["dataset_fingerprint"] == dataset_fingerprint(tmp_path / "data")
         and len(result["dataset_fingerprint"]) == 32
     )
+
+
+def test_a_tuned_comparison_records_each_result_s_budget_and_marks_the_shared_one_pre_tuning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    import terarec.launch.compare as compare
+
+    (tmp_path / "schema.json").write_text(json.dumps({"dense": [], "sparse": [], "rows": {"train": 10000}}))
+    entry = compare.Entry("dlrm", "model", "dlrm_criteo10k")
+    spec = compare.CompareSpec(str(tmp_path), [entry], [0], tune=2)
+    run = {"auc": 0.7, "logloss": 0.5, "ne": 0.9, "samples": 8000, "eval_rows": 2000, "eval_positives": 500}
+    monkeypatch.setattr(compare, "_run_model", lambda *args: run)
+    monkeypatch.setattr(compare, "_tuning_record", lambda tuned, runs: {"trials": 2})
+    chosen = dataclasses.replace(entry, overrides=["train.batch_size=64"])
+    planned = iter([compare.Planned("dlrm seed 0", tmp_path / "r", None)])  # type: ignore[arg-type]
+    result = compare._entry_result(spec, chosen, planned, object())
+    shared = spec.budget(entry.recipe)
+    assert result["budget"] == {**shared, "train.batch_size": 64} and shared["train.batch_size"] != 64
+    report = compare._report(spec, None, [result])
+    assert report["budget"] == shared and report["budget_pre_tuning"] is True
+    assert "(before tuning: each tuned model's searched keys" in compare.render_markdown(report)
+    untuned = compare._report(dataclasses.replace(spec, tune=0), None, [result])
+    assert "budget_pre_tuning" not in untuned and "before tuning" not in compare.render_markdown(untuned)
+
+
+def test_a_baseline_s_identity_is_the_settings_it_records() -> None:
+    from terarec.launch.compare import BASELINE_IDENTITY_KEYS, CompareSpec, Entry, _baseline_settings
+
+    entry = Entry("lightgbm", "baseline", "lightgbm", params={"num_leaves": 8}, valid_fraction=0.1)
+    assert tuple(_baseline_settings(CompareSpec("d", [entry], [0]), entry, 0)) == BASELINE_IDENTITY_KEYS

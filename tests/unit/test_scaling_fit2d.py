@@ -209,3 +209,36 @@ def test_sweep_with_a_data_axis_writes_the_two_axis_fit(tmp_path: Path) -> None:
     assert len(summary["per_data_size"]) == 4 and summary["frontier"]["points"][0]["compute"] == 1e11
     assert len(summary["frontier"]["law"]) == 9 and summary["verdict"] == summary["data_limit"]["verdict"]
     assert (tmp_path / "scaling.png").stat().st_size > 20_000  # three panels: compute, params, data sizes
+
+
+def test_repeated_points_do_not_count_towards_the_points_a_2d_fit_needs() -> None:
+    from terarec.launch.scaling_law2d import too_few_2d
+
+    n, d = np.array([1e6, 4e6, 1.6e7, 1e6, 4e6]), np.array([1e5, 3e5, 9e5, 3e5, 9e5])
+    assert too_few_2d(np.append(n, 1e6), np.append(d, 9e5)) is None  # 6 distinct points over 3 x 3 sizes
+    note = too_few_2d(np.append(n, n[0]), np.append(d, d[0]))  # a bootstrap draw repeating point 0
+    assert note is not None and "5 points (distinct N, D pairs) over 3 model sizes and 3 data sizes" in note
+
+
+def test_a_data_size_whose_computes_share_a_gflop_step_gets_only_the_log10_curve() -> None:
+    from terarec.launch.scaling_plots import log_per_data_size
+
+    class Writer:
+        def __init__(self) -> None:
+            self.scalars: list[tuple[str, float, int]] = []
+
+        def add_scalar(self, tag: str, value: float, global_step: int) -> None:
+            self.scalars.append((tag, value, global_step))
+
+    computes = {100: (2e8, 4e8), 1000: (2e10, 4e10)}  # 0.2 and 0.4 GFLOP both round to step 0
+    points = [
+        {"train_rows": rows, "train_compute": c, "logloss_mean": 0.5 - i / 100}
+        for rows, cs in computes.items()
+        for i, c in enumerate(cs)
+    ]
+    writer = Writer()
+    log_per_data_size(writer, points, "logloss")
+    tags = [tag for tag, _, _ in writer.scalars]
+    assert tags.count("scaling/logloss_vs_log10_train_compute_x1000/rows_100") == 2
+    assert "scaling/logloss_vs_train_compute_gflop/rows_100" not in tags
+    assert [s for t, _, s in writer.scalars if t == "scaling/logloss_vs_train_compute_gflop/rows_1000"] == [20, 40]

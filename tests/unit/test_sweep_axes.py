@@ -122,6 +122,27 @@ def test_select_mistakes_name_the_file(select: dict, expected: str) -> None:
         SweepSpec.parse(raw, "s.yaml", [])
 
 
+def test_an_override_of_the_select_key_conflicts_however_it_is_spaced() -> None:
+    raw = {"base": "wukong_synth", "grid": {"model.num_layers": [1, 2]}, "select": SELECT}
+    for override in ("optim.lr =0.05", " optim.lr= 0.05"):
+        with pytest.raises(ConfigError, match="select key 'optim.lr' is also set"):
+            SweepSpec.parse(raw, "s.yaml", [override])
+    assert SweepSpec.parse(raw, "s.yaml", ["optim.lr_schedule=constant"]).select is not None
+
+
+def test_a_non_finite_validation_score_never_wins_the_selection() -> None:
+    nan = float("nan")
+    for metric, good in (("logloss", 0.45), ("auc", 0.75)):
+        rows = [
+            {**_run("p", 0.001, None, 0.6), f"valid_{metric}": nan},
+            {**_run("p", 0.003, None, 0.6), f"valid_{metric}": good},
+        ]
+        assert [r["optim.lr"] for r in mark_selected(rows, Selection("optim.lr", [0.001, 0.003], metric))] == [0.003]
+    diverged = [_run("p", 0.001, nan, 0.6), _run("p", 0.003, float("inf"), 0.6)]
+    with pytest.raises(UserError, match="sweep point p: every optim.lr value scored a non-finite valid_logloss"):
+        mark_selected(diverged, Selection("optim.lr", [0.001, 0.003]))
+
+
 def test_every_point_runs_once_per_value_under_its_own_dir(tmp_path: Path) -> None:
     spec = SweepSpec.parse({"base": "wukong_synth", "grid": {"model.num_layers": [1, 2]}, "select": SELECT}, "s", [])
     assert spec.run_points() == [{"model.num_layers": n, "optim.lr": lr} for n in (1, 2) for lr in (0.001, 0.01)]

@@ -14,7 +14,7 @@ from terarec.cli import main
 from terarec.errors import UserError
 from terarec.launch.scaling_fit import fit_power_law, predict
 from terarec.launch.sweep import write_results
-from terarec.launch.sweep_predict import predict_from_sweep
+from terarec.launch.sweep_predict import predict_from_sweep, report
 
 LAW = (7.0, 0.2, 0.40)  # L(C) = 7 C^-0.2 + 0.40
 SAMPLES = 900_000
@@ -125,3 +125,35 @@ def test_cli_predict_prints_the_prediction_and_trains_nothing(
     assert f"ladder_5: {registered['train_flops_per_example']:,} train FLOPs/example" in printed
     assert sorted(p.name for p in out.iterdir()) == before
     assert json.loads((out / "fit.json").read_text())["points"] == 4
+
+
+def _two_axis_sweep(out: Path) -> list[dict[str, Any]]:
+    """A finished 4 x 4 sweep (FLOPs/example 1e6..1e8 x rows 1e5..1e7, one pass each) on L(N, D); its registry."""
+    grid_n, grid_d = (a.ravel() for a in np.meshgrid(np.geomspace(1e6, 1e8, 4), np.geomspace(1e5, 1e7, 4)))
+    rows = [
+        {**ladder_result(i, int(n), _law_2d(n, d), int(d), train_rows=int(d)), "point": f"p{i}"}
+        for i, (n, d) in enumerate(zip(grid_n, grid_d), 1)
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(rows, out)
+    return [
+        {"model": "wukong", "flavor": f"ladder_{i}", "train_flops_per_example": int(n)} for i, n in enumerate(grid_n, 1)
+    ]
+
+
+def _law_2d(n: float, d: float) -> float:
+    return 0.40 + 3.2 * n**-0.3 + 0.9 * d**-0.25
+
+
+def test_a_two_axis_sweep_predicts_from_its_law_of_n_and_d(tmp_path: Path) -> None:
+    registry = _two_axis_sweep(tmp_path)
+    result = predict_from_sweep(tmp_path, "ladder_16", "wukong", samples=10**8, lookup=lambda: registry)
+    assert result["predicted"] == pytest.approx(_law_2d(1e8, 1e8), rel=1e-3) and result["predicted_err"] is None
+    assert result["at"] == {"N": 1e8, "D": 1e8} and result["compute"] == pytest.approx(1e16)
+    assert "L(N, D) predictions carry none" in "\n".join(report(result))
+    for target, samples, why in (
+        ("1e16", 10**8, "a training compute does not say N and D apart"),
+        ("ladder_16", None, "pass --predict-samples"),
+    ):
+        with pytest.raises(UserError, match=f"on the two-axis sweep .*: {why}"):
+            predict_from_sweep(tmp_path, target, "wukong", samples=samples, lookup=lambda: registry)

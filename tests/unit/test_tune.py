@@ -133,13 +133,97 @@ def test_a_trial_interrupted_by_a_crash_is_asked_again_with_its_params(tmp_path:
     from terarec.launch.tune import _finished, _requeue_interrupted, _study
 
     space = search_space("lightgbm")
-    study = _study(tmp_path / "study.journal", "lightgbm", 0)
+    study = _study(tmp_path / "study.journal", "lightgbm", 0, 5)
     done = study.ask()
     study.tell(done, 0.5)
     crashed = study.ask()
     params = _suggest(crashed, space)  # ... and the process died before tell
-    again = _study(tmp_path / "study.journal", "lightgbm", 0)  # the re-run
+    again = _study(tmp_path / "study.journal", "lightgbm", 0, 5)  # the re-run
     _requeue_interrupted(again)
     retry = again.ask()
     assert _suggest(retry, space) == params and retry.user_attrs["resumes"] == crashed.number
     assert retry.number == crashed.number + 1 and [t.number for t in _finished(again, 5)] == [done.number]
+
+
+def _dataset(tmp_path: Path, rows: dict[str, int]) -> str:
+    (tmp_path / "schema.json").write_text(json.dumps({"dense": [], "sparse": [], "rows": rows}))
+    return str(tmp_path)
+
+
+def test_objective_of_a_run_without_a_validation_logloss_is_nan() -> None:
+    import math
+
+    diverged = {"logloss": 0.1, "early_stop": {"best_step": -1, "valid": {}}}
+    assert math.isnan(objective(diverged)) and math.isnan(objective({"valid": {}}))
+    assert math.isnan(objective({"early_stop": {"best_step": 4, "valid": {}}}))
+
+
+def test_trials_count_the_rows_the_trainer_trains_on(tmp_path: Path) -> None:
+    from terarec.launch.compare import CompareSpec, Entry
+    from terarec.launch.tune import _base_config, _train_rows
+
+    data = _dataset(tmp_path, {"train": 100000, "eval": 2000})
+    overrides = ["data.max_train_rows=200", "data.valid_fraction=0.1"]
+    spec = CompareSpec(data, [Entry("dlrm", "model", "dlrm_criteo10k")], [0], 1, overrides, tune=2)
+    assert _train_rows(spec, _base_config(spec, spec.entries[0])) == 200
+    spec.overrides = ["data.valid_fraction=0.1"]
+    assert _train_rows(spec, _base_config(spec, spec.entries[0])) == 90000
+
+
+def test_a_key_the_user_fixes_on_a_re_run_wins_and_changes_the_study(tmp_path: Path) -> None:
+    from terarec.launch.compare import CompareSpec, Entry
+    from terarec.launch.tune import STUDY_FILE, _study, plan_trials, with_params
+
+    data = _dataset(tmp_path, {"train": 10000, "valid": 1000, "eval": 2000})
+    spec = CompareSpec(data, [Entry("dlrm", "model", "dlrm_criteo10k")], [0], 1, ["optim.lr =0.001"], tune=2)
+    final = with_params(spec, spec.entries[0], {"optim.lr": 0.0042, "train.batch_size": 128}, "dlrm")
+    cfg = load_config(final.recipe, spec.model_overrides(0, tmp_path / "r", final))
+    assert cfg.optim.lr == 0.001 and cfg.train.batch_size == 128
+    study = _study(tmp_path / "out" / "tune" / "dlrm" / STUDY_FILE, "dlrm", 0, 2)  # the earlier run searched lr
+    trial = study.ask()
+    trial.suggest_float("optim.lr", 1e-4, 1e-2, log=True)
+    study.tell(trial, 0.5)
+    (planned,) = plan_trials(spec, tmp_path / "out", None)["dlrm"]
+    assert planned.decision.action == "changed" and "optim.lr" in planned.decision.detail
+
+
+def _lightgbm_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # -> CompareSpec
+    import terarec.launch.tune as tune
+    from terarec.launch.compare import CompareSpec, Entry
+
+    monkeypatch.setattr(tune, "baseline_valid_fraction", lambda spec: 0.1)
+    return CompareSpec(str(tmp_path), [Entry("lightgbm", "baseline", "lightgbm")], [0], tune=2)
+
+
+def test_a_failed_trial_is_failed_and_a_re_run_draws_new_params(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import terarec.launch.tune as tune
+    from terarec.errors import UserError
+
+    spec, asked = _lightgbm_spec(tmp_path, monkeypatch), []
+
+    def failing(spec, entry, seed, planned):  # noqa: ANN001, ANN202
+        asked.append(dict(entry.params))
+        raise UserError("lightgbm: num_leaves too large for this data")
+
+    monkeypatch.setattr(tune, "_run_baseline", failing)
+    for _ in range(2):
+        with pytest.raises(UserError, match="num_leaves"):
+            tune.tune_entry(spec, spec.entries[0], tmp_path / "tune", None)
+    study = tune._study(tmp_path / "tune" / tune.STUDY_FILE, "lightgbm", 0, 2)
+    states = [(t.state, "num_leaves" in t.user_attrs.get(tune.FAILED_ATTR, "")) for t in study.get_trials()]
+    assert states == [(optuna.trial.TrialState.FAIL, True)] * 2 and asked[0] != asked[1]
+
+
+def test_asking_stops_after_three_times_the_trials_when_every_run_diverges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import terarec.launch.tune as tune
+    from terarec.errors import UserError
+
+    spec, runs = _lightgbm_spec(tmp_path, monkeypatch), []
+    monkeypatch.setattr(tune, "_run_baseline", lambda *args: runs.append(1) or {"valid": {}})
+    with pytest.raises(UserError, match=r"asked 6 trials and 6 failed before 2 finished: trial 0 has no valid"):
+        tune.tune_entry(spec, spec.entries[0], tmp_path / "tune", None)
+    assert len(runs) == 6
