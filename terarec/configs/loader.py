@@ -170,6 +170,21 @@ def train_rows(cfg: Config, split_rows: Mapping[str, int]) -> int:
     return cfg.data.max_train_rows or carved_train_rows(cfg, split_rows.get(cfg.data.train_split, 0))
 
 
+def check_max_train_rows(cfg: Config, split_rows: Mapping[str, int]) -> None:
+    """Raise :class:`ConfigError` if ``data.max_train_rows`` asks for more rows than the train split
+    leaves after the ``data.valid_fraction`` carve (the trainer and sweeps check with this one rule)."""
+    rows = split_rows.get(cfg.data.train_split)
+    if cfg.data.max_train_rows <= 0 or rows is None:  # schema.json counts every split it writes
+        return
+    available = carved_train_rows(cfg, rows)
+    if cfg.data.max_train_rows > available:
+        carve = f" less data.valid_fraction={cfg.data.valid_fraction:g}" if cfg.data.valid_fraction > 0 else ""
+        raise ConfigError(
+            f"data.max_train_rows={cfg.data.max_train_rows:,} exceeds the {available:,} train rows of "
+            f"{cfg.data.path} ('{cfg.data.train_split}'{carve}): use at most {available:,}"
+        )
+
+
 def has_validation_rows(cfg: Config, split_rows: Mapping[str, int]) -> bool:
     """Whether a run of ``cfg`` has validation rows (carved from train, or the dataset's valid split)."""
     return cfg.data.valid_fraction > 0 or split_rows.get(cfg.data.valid_split, 0) > 0

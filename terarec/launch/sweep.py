@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from terarec.configs.loader import ConfigError, config_to_dict, load_config, read_yaml
+from terarec.configs.loader import ConfigError, check_max_train_rows, config_to_dict, load_config, read_yaml
 from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.errors import RunFailedError, UserError
@@ -435,8 +435,13 @@ def plan_points(spec: SweepSpec, output: Path) -> list[tuple[dict[str, Any], int
             cfg = load_config(spec.base, run_overrides(spec, point, run_dir, seed))
             if cfg.data.path not in fingerprints:
                 fingerprints[cfg.data.path] = dataset_fingerprint(cfg.data.path)
+            schema = DatasetSchema.load(cfg.data.path)
+            try:  # a data size the data cannot give stops the sweep before any point trains
+                check_max_train_rows(cfg, schema.split_rows)
+            except ConfigError as err:
+                raise ConfigError(f"sweep point {run_label(point, seed)}: {err}") from None
             if spec.select is not None:  # selection reads validation rows: every run must have some
-                check_validation_rows(cfg, DatasetSchema.load(cfg.data.path), run_label(point, seed), spec.select)
+                check_validation_rows(cfg, schema, run_label(point, seed), spec.select)
             now = Identity(config_to_dict(cfg), fingerprints[cfg.data.path])
             planned.append((point, seed, Planned(run_label(point, seed), run_dir, decide(run_dir, now))))
     return planned

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 
-from terarec.configs.loader import ConfigError, carved_train_rows, check_batch_fits, rows_per_rank
+from terarec.configs.loader import check_batch_fits, check_max_train_rows, rows_per_rank
 from terarec.configs.loader import train_rows as split_train_rows
 from terarec.configs.schema import Config
 from terarec.data_pipeline.schema import DatasetSchema
@@ -38,14 +38,8 @@ def check_config_against_data(cfg: Config, schema: DatasetSchema, world_size: in
     split_rows = schema.split_rows.get(cfg.data.train_split)
     if split_rows is None:  # schema.json counts every split it writes; None: nothing to check against
         return
+    check_max_train_rows(cfg, schema.split_rows)
     if cfg.data.max_train_rows > 0:
-        available = carved_train_rows(cfg, split_rows)
-        if cfg.data.max_train_rows > available:
-            carve = f" less data.valid_fraction={cfg.data.valid_fraction:g}" if cfg.data.valid_fraction > 0 else ""
-            raise ConfigError(
-                f"data.max_train_rows={cfg.data.max_train_rows:,} exceeds the {available:,} train rows of "
-                f"{cfg.data.path} ('{cfg.data.train_split}'{carve}): use at most {available:,}"
-            )
         split_rows = cfg.data.max_train_rows  # the batch must fit the prefix that is read
     check_batch_fits(cfg.train.batch_size, cfg.data.train_split, split_rows, world)
 

@@ -195,6 +195,18 @@ def test_select_without_validation_rows_stops_before_training(
     assert not (tmp_path / "out" / "points").exists()
 
 
+def test_a_data_size_beyond_the_data_stops_the_sweep_before_any_point_trains(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = tmp_path / "s.yaml"
+    grid = {"model.num_layers": [1], "data.max_train_rows": [1000, 99999]}
+    sweep.write_text(yaml.safe_dump({"base": "wukong_synth", "grid": grid, "overrides": [f"data.path={data}"]}))
+    assert main(["sweep", "--config", str(sweep), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("terarec: error: sweep point max_train_rows=99999,num_layers=1: data.max_train_rows=99,999")
+    assert err.count("\n") == 1 and not (tmp_path / "out" / "points").exists()
+
+
 # -- two axes: model size x data size -----------------------------------------------------------
 
 
