@@ -367,3 +367,13 @@ def two_axis_summary(
         "verdict": verdict["verdict"],
         "data_limit": verdict,
     }
+
+
+def runs_short_of_their_rows(rows: list[dict[str, Any]]) -> list[str]:
+    """Runs that trained fewer samples than one pass over their ``train_rows`` (cut by a step or time limit)."""
+    short = []
+    for row in rows:
+        if row.get("samples") not in (None, "") and row.get("train_rows") not in (None, ""):
+            if int(row["samples"]) < int(row["train_rows"]):
+                short.append(f"{row['point']}: {int(row['samples']):,} of {int(row['train_rows']):,}")
+    return short

@@ -74,7 +74,7 @@ from terarec.launch.scaling_fit import (  # noqa: F401  (fit_power_law, holdout_
     noisy_points,
     usable_sigma,
 )
-from terarec.launch.scaling_law2d import two_axis_summary
+from terarec.launch.scaling_law2d import runs_short_of_their_rows, two_axis_summary
 from terarec.launch.scaling_plots import data_sizes, draw_data_sizes, log_per_data_size
 from terarec.launch.sweep_select import Selection, check_validation_rows, mark_selected
 from terarec.launch.torchrun import child_user_error, run_child, trainer_command
@@ -380,7 +380,16 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
     if two_axes:  # fit both axes
         runs = {str(p["point"]): point_runs(rows, p, metric) for p in points}
         summary.update(two_axis_summary(points, runs, metric))
-        log.info("%s", summary["verdict"])
+        short = runs_short_of_their_rows(rows)
+        if short:  # D would be rows the run never read: the data axis says nothing
+            summary["verdict"] = (
+                f"no data-axis verdict: {len(short)} run(s) trained fewer samples than their train_rows "
+                f"(train.max_steps or train.max_minutes cut them, e.g. {short[0]}), so D is not the data they saw"
+            )
+            summary["data_limit"] = {"data_limited": None, "verdict": summary["verdict"]}
+            log.warning("%s", summary["verdict"])
+        else:
+            log.info("%s", summary["verdict"])
         draw_data_sizes(np.atleast_1d(axes)[-1], points, summary, metric)
     writer = SummaryWriter(str(output / "tb"))
     _log_curves(writer, points, metric)

@@ -238,6 +238,19 @@ def test_two_data_sizes_give_one_curve_and_fit_per_size(tmp_path: Path) -> None:
         assert f"scaling/logloss_vs_log10_train_compute_x1000/rows_{rows}" in tags
 
 
+def test_runs_cut_short_of_their_rows_get_no_data_axis_verdict(tmp_path: Path) -> None:
+    """A step limit that stops runs before one pass makes ``train_rows`` a data size nobody saw."""
+    rows = [{**row, "samples": min(int(row["samples"]), 800)} for row in _two_axis_rows()]
+    write_results(rows, tmp_path)
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    assert fit["verdict"].startswith("no data-axis verdict: 6 run(s) trained fewer samples than their train_rows")
+    assert fit["data_limit"]["data_limited"] is None
+    complete = tmp_path / "complete"
+    complete.mkdir()
+    write_results(_two_axis_rows(), complete)
+    assert not json.loads((complete / "fit.json").read_text())["verdict"].startswith("no data-axis verdict")
+
+
 def test_one_data_size_keeps_the_single_axis_summary(tmp_path: Path) -> None:
     rows = [r for r in _two_axis_rows() if r["train_rows"] == 4000]
     write_results(rows, tmp_path)
