@@ -74,6 +74,7 @@ class Entry:
     overrides: list[str] = field(default_factory=list)  # models: this entry's own (compare --tune's choice)
     params: dict[str, Any] | None = None  # baselines: tuned LightGBM parameters (None: the library defaults)
     valid_fraction: float | None = None  # baselines: select on validation rows (see tabular.read_train_valid)
+    tuning_trial: bool = False  # a --tune trial: scored on valid only, never calibrated
 
 
 @dataclass
@@ -111,6 +112,8 @@ class CompareSpec:
         names = [m.strip() for m in models.split(",") if m.strip()]
         if tune < 0:
             raise ConfigError(f"--tune {tune}: expected a number of trials >= 0")
+        if max_train_rows < 1:
+            raise ConfigError(f"--baseline-max-train-rows {max_train_rows}: expected a number of rows >= 1")
         if not names or not seed_list or nproc < 1:
             raise ConfigError("compare needs at least one model (--models), one seed (--seeds) and --nproc >= 1")
         if len(set(seed_list)) != len(seed_list):
@@ -146,7 +149,8 @@ class CompareSpec:
             f"train.seed={seed}",
             f"run.dir={run_dir}",
             "logging.progress=false",
-            f"checkpoint.final={'true' if self.calibrate else 'false'}",  # calibrate loads the final checkpoint
+            # calibrate loads the final checkpoint; --tune trials are never calibrated: --calibrate keeps them reusable
+            f"checkpoint.final={'true' if self.calibrate and not (entry and entry.tuning_trial) else 'false'}",
         ]
 
     def budget(self, recipe: str, entry: Entry | None = None) -> dict[str, Any]:

@@ -164,6 +164,11 @@ def with_params(spec: CompareSpec, entry: Entry, params: dict[str, Any], name: s
     )
 
 
+def as_trial(spec: CompareSpec, entry: Entry, params: dict[str, Any], name: str) -> Entry:
+    """A tuning trial of ``entry`` with ``params`` (:func:`with_params`), marked as a trial."""
+    return dataclasses.replace(with_params(spec, entry, params, name), tuning_trial=True)
+
+
 def objective(metrics: dict[str, Any]) -> float:
     """A finished trial's validation logloss (models: at the early-stopping best step); NaN (optuna: FAIL)
     when it has none, e.g. every validation pass of a diverged run was NaN."""
@@ -258,7 +263,7 @@ def plan_trials(spec: CompareSpec, output: Path, fingerprint: str | None) -> dic
             if change is not None:
                 decision = Decision("changed", change)
             else:
-                decision = _identity_decision(spec, with_params(spec, entry, trial.params, name), run_dir, fingerprint)
+                decision = _identity_decision(spec, as_trial(spec, entry, trial.params, name), run_dir, fingerprint)
             if decision.action != "reuse":
                 decision = Decision("changed", decision.detail or f"its finished run is no longer in {run_dir}")
             planned[entry.name].append(Planned(name, run_dir, decision))
@@ -296,7 +301,7 @@ def _run_trial(spec: CompareSpec, entry: Entry, tune_dir: Path, fingerprint: str
     run_dir, earlier = tune_dir / f"trial_{trial.number}", trial.user_attrs.get("resumes")
     if earlier is not None and (tune_dir / f"trial_{earlier}").is_dir() and not run_dir.exists():
         (tune_dir / f"trial_{earlier}").rename(run_dir)  # continue the interrupted run in place
-    trial_entry = with_params(spec, entry, params, f"{entry.name} trial {trial.number}")
+    trial_entry = as_trial(spec, entry, params, f"{entry.name} trial {trial.number}")
     planned = Planned(trial_entry.name, run_dir, _identity_decision(spec, trial_entry, run_dir, fingerprint))
     run = _run_model if entry.kind == "model" else _run_baseline
     try:

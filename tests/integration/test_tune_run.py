@@ -124,3 +124,15 @@ def test_poisoned_eval_labels_select_the_same_trials(
             assert dirty["tuning"][key] == clean["tuning"][key], (clean["name"], key)
         # the eval split really changed: flipped labels turn the AUC around
         assert dirty["runs"][0]["auc"] == pytest.approx(1 - clean["runs"][0]["auc"], abs=1e-3)
+
+
+def test_calibrate_after_tuning_reuses_the_trials(tuned: tuple[Path, dict], data: Path, tmp_path: Path) -> None:
+    """--calibrate changes only the final runs (they keep a final checkpoint to calibrate): trials are reused."""
+    out = tmp_path / "copy"
+    shutil.copytree(tuned[0], out)
+    trials = {p: p.stat().st_mtime_ns for p in (out / "tune").rglob("metrics.json")}
+    argv = ["compare", "--data", str(data), "--models", "dlrm", "--baseline", "lightgbm", "--tune", "2"]
+    assert main([*argv, "--output", str(out), "--calibrate", "platt", "--on-change", "rerun", *TINY]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "tune").rglob("metrics.json")} == trials
+    report = json.loads((out / "compare.json").read_text())
+    assert report["calibrate"] == "platt" and not list((out / "tune").rglob("*.stale-*"))
