@@ -196,6 +196,24 @@ class Trainer:
         log.info("restored the best checkpoint (step %d) for the final eval", self.early_stop.best_step)
         return self.early_stop.best_step
 
+    def _record_selection(self, evaluated_step: int) -> None:
+        """Persist which checkpoint the final eval scores (early stopping may pick the last weights after
+        the final checkpoint recorded an older best): what ``terarec eval``/predict/export load."""
+        if self.checkpoints is None:
+            return
+        if self.early_stop is None:
+            self.checkpoints.clear_selection()  # a stale selection of an earlier early-stopped run
+        elif evaluated_step == self.step and self._saved_step != self.step:
+            self.checkpoints.clear_selection()
+            log.warning(
+                "the last weights (step %d) scored best but have no checkpoint (checkpoint.final=false): "
+                "terarec eval will score step %d's checkpoint instead",
+                self.step,
+                self.checkpoints.recorded_best_step(),
+            )
+        else:
+            self.checkpoints.write_selection(evaluated_step, "early_stop")
+
     # -- checkpoints ----------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         return {"model": self.dmp.state_dict(), "optim": self.optimizer.state_dict()}
@@ -367,6 +385,8 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         start = self._train_start = time.perf_counter()
+        if self.checkpoints is not None:
+            self.checkpoints.clear_selection()  # until this run's final eval decides again
         with self.preemption:  # a signal during the final save takes effect once it is written
             self._train_epochs()
             train_s = time.perf_counter() - start
@@ -377,6 +397,7 @@ class Trainer:
             if any_rank(self.preemption.requested):
                 self._exit_preempted()
         evaluated_step = self._restore_best()
+        self._record_selection(evaluated_step)
         final, valid = self.evaluate(weights_step=evaluated_step), self._final_valid(evaluated_step)
         metrics = {
             **{k: final.get(k, float("nan")) for k in ("auc", "logloss", "ne", "calibration", *CALIBRATION_KEYS)},
