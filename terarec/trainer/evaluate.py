@@ -97,7 +97,8 @@ class CheckpointSession:
     def load(self) -> tuple[DistributedModelParallel, dict[str, Any]]:
         """The sharded model with the checkpoint's weights (:func:`_load_model`) and its trainer state.
         ``parallelize`` also builds the optimizers; they are dropped unused (their state is lazy)."""
-        dmp, _ = parallelize(TrainWrapper(self.built.model), self.cfg, self.info, list(self.built.table_sizes))
+        model, tables = TrainWrapper(self.built.model), list(self.built.table_sizes)
+        dmp, _ = parallelize(model, self.cfg, self.info, tables, training=False)
         return dmp, _load_model(dmp, self.cfg, self.info)
 
 

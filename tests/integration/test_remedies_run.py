@@ -12,7 +12,7 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from terarec.cli import main
-from terarec.configs.loader import load_config
+from terarec.configs.loader import ConfigError, load_config
 from terarec.data_pipeline.schema import DatasetSchema, SparseFeature
 from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 from terarec.trainer.distributed import DistInfo, shutdown_distributed
@@ -60,6 +60,40 @@ def test_l2_shrinks_only_the_rows_the_batch_touched(group: DistInfo) -> None:
     assert torch.equal(decayed[untouched], before[untouched])
     # same gradient at the first step, so the difference is the decay alone: -lr * l2 * w
     assert torch.allclose(decayed[1:3] - plain[1:3], -0.5 * 0.5 * before[1:3], atol=1e-6)
+
+
+def test_a_model_trained_with_l2_on_fused_tables_loads_on_cpu_for_eval(group: DistInfo) -> None:
+    """Eval/predict/export build the model with training=False: no L2 kernel check, so a GPU run loads on a CPU."""
+    cfg = load_config(
+        None, ["model.name=dlrm", "embeddings.dim=4", "embeddings.l2=0.01", "sharding.sharding_type=table_wise"]
+    )
+    with pytest.raises(ConfigError, match="embeddings.l2 on CPU needs"):
+        parallelize(build_model(cfg, SCHEMA, "meta").model, cfg, group, ["a", "b"])
+    dmp, _ = parallelize(build_model(cfg, SCHEMA, "meta").model, cfg, group, ["a", "b"], training=False)
+    assert sorted(table_weights(dmp)) == ["t_a", "t_b"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fbgemm's fused CUDA kernels apply weight_decay_mode=L2")
+def test_fused_cuda_l2_shrinks_only_the_rows_the_batch_touched(group: DistInfo) -> None:
+    common = ["optim.sparse=adagrad", "optim.sparse_lr=0.5", "sharding.sharding_type=table_wise"]
+    before, plain, _, _ = _step(group, common)
+    before_l2, decayed, _, _ = _step(group, [*common, "embeddings.l2=0.5"])
+    assert torch.equal(before.cpu(), before_l2.cpu())
+    untouched = [0, 3, 4, 5, 6, 7]
+    assert torch.equal(decayed[untouched].cpu(), before[untouched].cpu())  # rows the batch did not look up
+    assert not torch.allclose(decayed[1:3], plain[1:3])  # the looked-up rows felt the decay
+
+
+def test_l2_on_cpu_is_refused_before_the_run_dir_is_written(
+    synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--config", "dcnv2_synth", f"data.path={synth_dir}", f"run.dir={run}", "embeddings.l2=0.001"]
+    if torch.cuda.is_available():
+        pytest.skip("the check is about CPU training")
+    assert main([*args, "train.max_steps=1", "logging.tensorboard=false"]) == 2
+    assert "terarec: error: embeddings.l2 on CPU needs" in capsys.readouterr().err
+    assert not run.exists()
 
 
 @pytest.mark.parametrize("sharding", ["data_parallel", "table_wise"])

@@ -103,6 +103,12 @@ def test_l2_fused_params_by_device_and_sharding() -> None:
     assert sparse_fused_params(fused, cuda)["weight_decay_mode"].name == "L2"
     with pytest.raises(ConfigError, match="fbgemm's fused sgd has no weight decay"):
         sparse_fused_params(load_config(None, ["embeddings.l2=0.01", "optim.sparse=sgd"]), cuda)
+    dense_kernel = load_config(None, ["embeddings.l2=0.01", "sharding.compute_kernel=dense"])
+    with pytest.raises(ConfigError, match="compute_kernel=dense needs sharding.sharding_type=data_parallel"):
+        sparse_fused_params(dense_kernel, cuda)  # weight decay on dense gradients would shrink every row
+    dense_dp = ["embeddings.l2=0.01", "sharding.compute_kernel=dense", "sharding.sharding_type=data_parallel"]
+    assert sparse_fused_params(load_config(None, dense_dp), cuda) is None
+    assert sparse_fused_params(fused, torch.device("cpu"), training=False) is None  # eval/export on CPU loads it
 
 
 # -- frequency thresholding ----------------------------------------------------------------------
