@@ -321,7 +321,8 @@ class Trainer:
             return
         epoch = self.step // len(self.train_loader)
         tables = reinitialize_tables(self.dmp, self.optimizer, self.cfg.train.seed, epoch)
-        log.info("epoch %d: re-initialised %d embedding tables (MEDA)", epoch, len(tables))
+        if self.info.is_main:  # every rank re-draws the same tables: one line for the run
+            log.info("epoch %d: re-initialised %d embedding tables (MEDA)", epoch, len(tables))
 
     def _exit_preempted(self) -> None:
         """All ranks saw the signal at the same step and saved together: leave with 128 + signal."""

@@ -66,6 +66,11 @@ class FullyShardDense(DataParallelWrapper):
             fully_shard(module, mesh=mesh)
 
 
+def sharded_embedding_modules(dmp: nn.Module) -> list[nn.Module]:
+    """The embedding modules DMP sharded (those ``embedding_modules`` found in the model before sharding)."""
+    return [module for module in dmp.modules() if isinstance(module, ShardedModule)]
+
+
 def dense_subtrees(module: nn.Module) -> list[nn.Module]:
     """The largest submodules with parameters and no ShardedModule inside."""
     if isinstance(module, ShardedModule):

@@ -25,6 +25,7 @@ from terarec.configs.loader import train_rows as split_train_rows
 from terarec.configs.schema import Config
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.trainer.optimizers import check_l2
+from terarec.trainer.reinit import check_reinit
 
 log = logging.getLogger("terarec")
 
@@ -39,8 +40,10 @@ def check_config_against_data(
 ) -> None:
     """Raise :class:`ConfigError` if ``data.max_train_rows`` asks for more rows than there are (or the
     dataset does not count its train rows), the train batch is larger than a rank's share of the train
-    rows, or ``embeddings.l2`` cannot apply on ``device_type`` (default: the one training will use)."""
+    rows, ``embeddings.l2`` cannot apply on ``device_type`` (default: the one training will use) or
+    ``train.reinit_embeddings_each_epoch`` meets a caching kernel: all before any file is written."""
     check_l2(cfg, device_type or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_reinit(cfg)
     world = world_size or announced_world_size()
     split_rows = schema.split_rows.get(cfg.data.train_split)
     if split_rows is None:  # schema.json counts every split it writes; None: nothing to check against

@@ -18,6 +18,7 @@ from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 from terarec.trainer.distributed import DistInfo, shutdown_distributed
 from terarec.trainer.model_factory import build_model
 from terarec.trainer.parallelize import parallelize
+from terarec.trainer.preflight import check_config_against_data
 from terarec.trainer.reinit import fresh_table, reinitialize_tables, table_weights
 from terarec.trainer.setup import join_process_group
 
@@ -106,6 +107,34 @@ def test_reinit_draws_the_seeded_tables_and_zeroes_their_optimizer_state(group: 
     ]
     tensors = [t.local_shards()[0].tensor if hasattr(t, "local_shards") else t for t in states]
     assert tensors and all(float(t.abs().sum()) == 0.0 for t in tensors if t.dim() > 0)
+
+
+@pytest.mark.parametrize(
+    "sharding",
+    [
+        "data_parallel",
+        pytest.param(
+            "table_wise",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="fbgemm-gpu-cpu has no fused Adam"),
+        ),
+    ],
+)
+def test_reinit_resets_adams_moments_and_step_counters(group: DistInfo, sharding: str) -> None:
+    _, _, dmp, optimizer = _step(group, ["optim.sparse=adam", f"sharding.sharding_type={sharding}"])
+    reinitialize_tables(dmp, optimizer, seed=3, epoch=1)
+    states = [
+        v for name, m in optimizer.optimizers if name.startswith("sparse") for s in m.state.values() for v in s.values()
+    ]
+    tensors = [t.local_shards()[0].tensor if hasattr(t, "local_shards") else t for t in states]
+    assert tensors and all(float(t.abs().sum()) == 0.0 for t in tensors)  # 0-dim step counters included
+    if sharding == "data_parallel":  # torch's Adam keeps a 0-dim step per parameter
+        assert any(t.dim() == 0 for t in tensors)
+
+
+def test_reinit_with_a_caching_kernel_is_refused_in_one_line() -> None:
+    cfg = load_config(None, ["train.reinit_embeddings_each_epoch=true", "sharding.compute_kernel=fused_uvm_caching"])
+    with pytest.raises(ConfigError, match="cannot re-draw tables of sharding.compute_kernel=fused_uvm_caching"):
+        check_config_against_data(cfg, DatasetSchema(dense=[], sparse=[], split_rows={"train": 100}), world_size=1)
 
 
 @pytest.fixture(scope="module")
