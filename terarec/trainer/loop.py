@@ -385,6 +385,10 @@ class Trainer:
         return {f"valid_{k}": float(result[k]) for k in ("logloss", "auc") if k in result}
 
     def fit(self) -> dict[str, Any]:
+        """Train to ``total_steps`` (or an early stop, a time budget, a signal), save the final checkpoint,
+        evaluate the selected weights (the best validation checkpoint under early stopping) on the eval
+        split and record which checkpoint that was; returns (and on rank 0 writes) ``RUN/metrics.json``.
+        A signal leaves through :class:`Preempted` once its checkpoint is written."""
         start = self._train_start = time.perf_counter()
         if self.checkpoints is not None:
             self.checkpoints.clear_selection()  # until this run's final eval decides again

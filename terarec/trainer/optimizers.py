@@ -135,6 +135,8 @@ def touched_rows_l2(l2: float) -> Callable[[torch.optim.Optimizer, Any, Any], No
     ``weight_decay`` would shrink every row."""
 
     def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """Before each step: ``grad[r] += l2 * w[r]`` for every 2-D parameter's rows ``r`` with a non-zero
+        gradient (``num_embeddings x dim`` tables; other parameters are left alone)."""
         with torch.no_grad():
             for group in optimizer.param_groups:
                 for param in group["params"]:
