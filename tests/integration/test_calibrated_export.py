@@ -52,6 +52,7 @@ def test_calibrated_export_scores_equal_predict_calibrated(method: str, run: Pat
     manifest = json.loads((export / "manifest.json").read_text())
     fitted = json.loads((run / "calibration.json").read_text())
     assert manifest["calibration"]["calibrator"] == fitted["calibrator"]
+    assert manifest["format"] == CALIBRATED_FORMAT  # a reader of terarec-export/1 refuses it
     assert manifest["calibration"]["fitted_step"] == fitted["step"] == manifest["step"] == 15
     assert manifest["calibration"]["dataset_fingerprint"] == fitted["dataset_fingerprint"]
 
