@@ -29,6 +29,7 @@ how many were used is written to ``metrics.json`` and logged.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -165,6 +166,8 @@ class LightGBMBaseline:
         return np.hstack([block.dense, codes])
 
     def fit(self, train: Columns, valid: Columns | None = None) -> None:
+        """Boost on ``train`` (categories coded by their frequency in ``train``); with ``valid``, stop
+        early on its logloss, so the number of trees is chosen on validation rows, never on eval's."""
         import lightgbm
 
         self.codes = CategoryCodes(train.sparse, self.max_categories)
@@ -279,13 +282,35 @@ def read_train_valid(
     if valid_fraction is None:
         return _concat(list(read_blocks(data, "train", schema, max_train_rows))), None, available
     if valid_fraction > 0:
-        every = _concat(list(read_blocks(data, "train", schema)))
-        keep = round(len(every.labels) * (1.0 - valid_fraction))
-        return _rows(every, 0, min(keep, max_train_rows)), _rows(every, keep, len(every.labels)), keep
+        return _carve(data, schema, max_train_rows, valid_fraction)
     if schema.split_rows.get("valid", 0) <= 0:
         raise DatasetError(f"{data} has no valid split: prepare it with --valid-fraction or pass a valid fraction")
     train = _concat(list(read_blocks(data, "train", schema, max_train_rows)))
     return train, _concat(list(read_blocks(data, "valid", schema))), available
+
+
+def _carve(
+    data: str, schema: DatasetSchema, max_train_rows: int, valid_fraction: float
+) -> tuple[Columns, Columns, int]:
+    """The train split streamed once: rows ``[0, min(keep, max_train_rows))`` train and ``[keep, N)``
+    validate, ``keep = round(N * (1 - valid_fraction))``; the rows in between are never held in memory
+    (``max_train_rows`` bounds the memory of the train part, as without a validation carve)."""
+    total = schema.split_rows.get("train", 0)
+    if total <= 0:  # schema.json without a count: count the rows (parquet metadata, no data read)
+        total = sum(pq.ParquetFile(path).metadata.num_rows for path in dataset_files(data, "train"))
+    keep = round(total * (1.0 - valid_fraction))
+    train_end = min(keep, max_train_rows) if max_train_rows > 0 else keep
+    train, valid, first, empty = [], [], 0, None
+    for block in read_blocks(data, "train", schema):
+        end, empty = first + len(block.labels), _rows(block, 0, 0)
+        if first < train_end:
+            train.append(_rows(block, 0, train_end - first))
+        if end > keep:
+            valid.append(_rows(block, max(keep - first, 0), len(block.labels)))
+        first = end
+    if empty is None:
+        raise DatasetError(f"{data}/train has no rows")
+    return _concat(train or [empty]), _concat(valid or [empty]), keep
 
 
 def _score(
@@ -361,6 +386,28 @@ def main(argv: list[str] | None = None) -> int:
     return run_entry(_baseline_entry, argv)
 
 
+def _fraction(text: str) -> float:
+    """``--valid-fraction``: a float in [0, 1) (1 or more would validate on the rows it trains on)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1)")
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """``--params``: a JSON object (LightGBM's parameters by name)."""
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object of LightGBM parameters")
+    return value
+
+
 def _baseline_entry(argv: list[str] | None) -> None:
     parser = UserArgumentParser(prog="python -m terarec.baselines.tabular", description=__doc__.split("\n\n")[0])
     parser.add_argument("--kind", choices=KINDS, required=True)
@@ -370,12 +417,12 @@ def _baseline_entry(argv: list[str] | None) -> None:
     parser.add_argument("--max-train-rows", type=int, default=MAX_TRAIN_ROWS)
     parser.add_argument(
         "--valid-fraction",
-        type=float,
+        type=_fraction,
         metavar="F",
         help="select on validation rows: the last F of train (> 0) or the dataset's valid split (0)",
     )
     parser.add_argument(
-        "--params", type=json.loads, metavar="JSON", help="LightGBM parameters, e.g. from compare --tune"
+        "--params", type=_json_object, metavar="JSON", help="LightGBM parameters, e.g. from compare --tune"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")

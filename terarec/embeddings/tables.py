@@ -93,9 +93,6 @@ def table_dim(configured: int | None, flavor_dim: int) -> int:
     return flavor_dim if configured is None else configured
 
 
-DIM_RULES = ("fixed", "log2")
-
-
 def rule_dim(dim_rule: str, dim: int, num_embeddings: int) -> int:
     """A table's width under ``embeddings.dim_rule``.
 

@@ -42,6 +42,10 @@ class ModelEntry:
     with_embedding_dim: Callable[[Any, int], Any] = replace_embedding_dim
     # (hparams, longest history the loader yields) -> hparams; None: the model reads no histories
     with_history_cap: Callable[[Any, int], Any] | None = None
+    # whether the interaction takes tables of different widths (``embeddings.dim_rule`` other than fixed).
+    # None of today's does: DLRM's dot products and Wukong's factorisation machine need one width, and DCNv2
+    # (torchrec's InteractionDCNArch) and BST stack the pooled embeddings as B x F x D before their layers
+    mixed_dims: bool = False
 
     def resolve(self, flavor: str, overrides: dict[str, Any] | None = None) -> Any:
         """Hyper-parameters of ``flavor`` with ``overrides`` applied (unknown keys rejected)."""

@@ -42,6 +42,9 @@ from terarec.serving.calibrated import calibrate_logits, check_calibrator
 from terarec.serving.transform import FeatureTransform, Rows
 
 FORMAT = "terarec-export/1"
+# a calibrated export's scores mean calibrated probabilities: a reader of /1 only (which knows no calibration)
+# refuses it instead of serving its model's raw scores
+CALIBRATED_FORMAT = "terarec-export/2"
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.pt"
 DTYPES = dict(zip(EXPORT_DTYPES, (None, torch.float16, torch.qint8)))  # name -> torchrec quantization dtype
@@ -52,8 +55,8 @@ class ExportError(UserError):
 
 
 class ServingModel(nn.Module):
-    """Raw rows -> probabilities ``B`` (float32; float64 in a calibrated export), through the training
-    transform, the model and (in a calibrated export) the run's calibrator."""
+    """Raw rows -> probabilities ``B`` (float64), through the training transform, the model and (in a
+    calibrated export) the run's calibrator."""
 
     def __init__(self, model: nn.Module, transform: FeatureTransform, manifest: dict[str, Any]) -> None:
         super().__init__()
@@ -61,12 +64,12 @@ class ServingModel(nn.Module):
         self.calibrator: dict[str, Any] | None = (manifest.get("calibration") or {}).get("calibrator")
 
     def logits(self, rows: Rows) -> torch.Tensor:
-        """``B`` logits of the rows (a pyarrow table or a dict of columns); calibrated ones in a calibrated
-        export (float64 then, as ``predict --calibrated`` computes them)."""
+        """``B`` logits of the rows (a pyarrow table or a dict of columns), float64 either way (calibrated
+        ones in a calibrated export, as ``predict --calibrated`` computes them): one dtype for a caller."""
         dense, sparse = self.transform(rows)
         with torch.no_grad():
             logits = self.model(dense, sparse).squeeze(-1).float()
-        return logits if self.calibrator is None else calibrate_logits(self.calibrator, logits)
+        return logits.double() if self.calibrator is None else calibrate_logits(self.calibrator, logits)
 
     def forward(self, rows: Rows) -> torch.Tensor:
         return torch.sigmoid(self.logits(rows))
@@ -86,11 +89,16 @@ def write_export(model: nn.Module, transform: FeatureTransform, manifest: dict[s
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     torch.save(model, tmp / MODEL_FILE)
-    full = {"format": FORMAT, **manifest, "transform": transform.to_dict()}
+    full = {"format": export_format(manifest), **manifest, "transform": transform.to_dict()}
     (tmp / MANIFEST).write_text(json.dumps(full, indent=2) + "\n")
     if target.exists():
         shutil.rmtree(target)
     tmp.replace(target)
+
+
+def export_format(manifest: dict[str, Any]) -> str:
+    """The format an export with ``manifest`` is written in: :data:`CALIBRATED_FORMAT` when it carries a calibrator."""
+    return CALIBRATED_FORMAT if "calibration" in manifest else FORMAT
 
 
 def read_manifest(directory: str) -> dict[str, Any]:
@@ -102,8 +110,11 @@ def read_manifest(directory: str) -> dict[str, Any]:
         manifest: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise ExportError(f"{path} is unreadable ({err})") from None
-    if manifest.get("format") != FORMAT:
-        raise ExportError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}")
+    if manifest.get("format") not in (FORMAT, CALIBRATED_FORMAT):
+        raise ExportError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r} or {CALIBRATED_FORMAT!r}")
+    if manifest["format"] != export_format(manifest):
+        has = "has a" if "calibration" in manifest else "has no"
+        raise ExportError(f"{path}: format {manifest['format']!r} {has} calibration: the export is inconsistent")
     missing = [k for k in ("model", "dtype", "transform", "table_sizes") if k not in manifest]
     if missing:
         raise ExportError(f"{path} has no '{missing[0]}'")

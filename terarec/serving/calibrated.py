@@ -11,6 +11,7 @@ export can carry one without the trainer. A calibrator is a plain dict, as ``RUN
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -19,6 +20,14 @@ from terarec.configs.arguments import CALIBRATION_METHODS
 from terarec.errors import UserError
 
 EPS = 1e-7
+
+
+# each method's parameters as a stored calibrator names them: what check_calibrator requires and the fit writes
+METHOD_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "temperature": ("temperature",),
+    "platt": ("slope", "intercept"),
+    "isotonic": ("x", "y"),
+}
 
 
 def calibrate_logits(calibrator: dict[str, Any], logits: torch.Tensor) -> torch.Tensor:
@@ -37,13 +46,38 @@ def calibrate_logits(calibrator: dict[str, Any], logits: torch.Tensor) -> torch.
     raise UserError(f"calibration method {method!r} unknown (one of {', '.join(CALIBRATION_METHODS)})")
 
 
+def calibrator_of(method: str, **parameters: Any) -> dict[str, Any]:
+    """A stored calibrator: ``method`` with exactly its :data:`METHOD_PARAMETERS` (what the fit returns)."""
+    return {"method": method, **{name: parameters[name] for name in METHOD_PARAMETERS[method]}}
+
+
 def check_calibrator(calibrator: Any) -> str | None:
-    """What is wrong with ``calibrator`` (a stored dict), or None when :func:`calibrate_logits` can apply it."""
-    if not isinstance(calibrator, dict) or calibrator.get("method") not in CALIBRATION_METHODS:
+    """What is wrong with ``calibrator`` (a stored dict), or None when :func:`calibrate_logits` can apply it:
+    its method's parameters present, finite numbers (a positive temperature), isotonic breakpoints as two
+    equally long, non-empty lists with ``x`` sorted."""
+    if not isinstance(calibrator, dict) or calibrator.get("method") not in METHOD_PARAMETERS:
         return f"calibrator {calibrator!r} has no method among {', '.join(CALIBRATION_METHODS)}"
-    needed = {"temperature": ("temperature",), "platt": ("slope", "intercept"), "isotonic": ("x", "y")}
-    missing = [key for key in needed[calibrator["method"]] if key not in calibrator]
-    return f"{calibrator['method']} calibrator has no '{missing[0]}'" if missing else None
+    method = calibrator["method"]
+    missing = [key for key in METHOD_PARAMETERS[method] if key not in calibrator]
+    if missing:
+        return f"{method} calibrator has no '{missing[0]}'"
+    if method == "isotonic":
+        xs, ys = calibrator["x"], calibrator["y"]
+        if not (isinstance(xs, list) and isinstance(ys, list) and xs and len(xs) == len(ys)):
+            return "isotonic calibrator's 'x' and 'y' must be non-empty lists of equal length"
+        if not all(_finite(v) for v in xs + ys) or any(b < a for a, b in zip(xs, xs[1:])):
+            return "isotonic calibrator's 'x' and 'y' must be finite numbers, 'x' sorted"
+        return None
+    bad = [key for key in METHOD_PARAMETERS[method] if not _finite(calibrator[key])]
+    if bad:
+        return f"{method} calibrator's '{bad[0]}' is {calibrator[bad[0]]!r}, not a finite number"
+    if method == "temperature" and calibrator["temperature"] <= 0:
+        return f"temperature calibrator's 'temperature' is {calibrator['temperature']!r}, not > 0"
+    return None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _interp(x: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:

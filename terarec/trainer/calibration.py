@@ -25,7 +25,7 @@ from terarec.configs.arguments import CALIBRATION_METHODS
 from terarec.configs.loader import ConfigError
 from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.errors import UserError
-from terarec.serving.calibrated import calibrate_logits
+from terarec.serving.calibrated import calibrate_logits, calibrator_of
 from terarec.trainer.metrics import BinaryMetrics
 
 __all__ = [
@@ -46,18 +46,16 @@ def fit_calibrator(method: str, logits: np.ndarray, labels: np.ndarray) -> dict[
     if len(logits) == 0 or len(np.unique(labels)) < 2:
         raise UserError(f"calibration needs validation rows of both labels (got {len(logits)} rows)")
     if method == "temperature":
-        return {"method": method, "temperature": fit_temperature(logits, labels)}
+        return calibrator_of(method, temperature=fit_temperature(logits, labels))
     if method == "platt":
         model = _sklearn("LogisticRegression")(C=PLATT_C, max_iter=1000).fit(logits.reshape(-1, 1), labels)
-        return {"method": method, "slope": float(model.coef_[0, 0]), "intercept": float(model.intercept_[0])}
+        return calibrator_of(method, slope=float(model.coef_[0, 0]), intercept=float(model.intercept_[0]))
     if method == "isotonic":
         model = _sklearn("IsotonicRegression")(y_min=0.0, y_max=1.0, out_of_bounds="clip")
         model.fit(_sigmoid(logits), labels)
-        return {
-            "method": method,
-            "x": [float(x) for x in model.X_thresholds_],
-            "y": [float(y) for y in model.y_thresholds_],
-        }
+        return calibrator_of(
+            method, x=[float(x) for x in model.X_thresholds_], y=[float(y) for y in model.y_thresholds_]
+        )
     raise UserError(f"--method {method}: one of {', '.join(CALIBRATION_METHODS)}")
 
 

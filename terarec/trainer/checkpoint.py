@@ -43,6 +43,7 @@ from terarec.trainer.faults import fault_point
 log = logging.getLogger("terarec")
 STEP_DIR = re.compile(r"^step_(\d+)$")
 MANIFEST = "manifest.json"
+SELECTED = "selected.json"  # RUN/selected.json: the checkpoint the run's own final eval scored
 CHUNK = 16 << 20
 
 
@@ -195,16 +196,50 @@ class CheckpointManager:
     def recorded_best_step(self) -> int:
         """The best validation step recorded by early stopping in the newest checkpoint's trainer state
         (-1: none), read from ``trainer.json`` alone on rank 0, so a caller loads weights once."""
-        best = -1
+        return int(from_rank0(self.recorded_best_step_local() if self.rank == 0 else -1))
+
+    def recorded_best_step_local(self) -> int:
+        """:meth:`recorded_best_step` read on this rank alone (no collective)."""
+        for path in checkpoint_dirs(self.run_dir):
+            try:
+                state = json.loads((path / "trainer.json").read_text())
+            except (OSError, ValueError):
+                continue  # unreadable: the load falls back past it the same way
+            return int((state.get("early_stop") or {}).get("best_step", -1))
+        return -1
+
+    def write_selection(self, step: int, selected_by: str) -> None:
+        """Rank 0 records (atomically) which checkpoint the final eval scored and what chose it.
+
+        The final decision can come after the last checkpoint was saved (a run ending off the
+        evaluation cadence lets its last weights compete): that checkpoint's ``trainer.json`` then
+        names an older best step, so eval/predict/export read this file first."""
+        if self.rank != 0:
+            return
+        path = self.run_dir / SELECTED
+        tmp = path.with_name(f".{SELECTED}.tmp")
+        _write_durably(tmp, (json.dumps({"step": step, "selected_by": selected_by}, indent=2) + "\n").encode())
+        tmp.replace(path)
+
+    def clear_selection(self) -> None:
+        """Rank 0 removes a previous run's selection (training continues: it no longer holds)."""
         if self.rank == 0:
-            for path in checkpoint_dirs(self.run_dir):
-                try:
-                    state = json.loads((path / "trainer.json").read_text())
-                except (OSError, ValueError):
-                    continue  # unreadable: the load falls back past it the same way
-                best = int((state.get("early_stop") or {}).get("best_step", -1))
-                break
-        return int(from_rank0(best))
+            (self.run_dir / SELECTED).unlink(missing_ok=True)
+
+    def selected_step(self) -> tuple[int, str]:
+        """(step, what chose it) of the checkpoint to score: ``RUN/selected.json``, else the early-stopping
+        best step of the newest checkpoint's ``trainer.json`` (runs written before selected.json), else
+        (-1, "newest"). Read on rank 0 and broadcast."""
+        found: tuple[int, str] = (-1, "newest")
+        if self.rank == 0:
+            try:
+                selection = json.loads((self.run_dir / SELECTED).read_text())
+                found = (int(selection["step"]), str(selection["selected_by"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                best = self.recorded_best_step_local()
+                found = (best, "early_stop") if best >= 0 else found
+        step, selected_by = from_rank0(found)
+        return int(step), str(selected_by)
 
     def _load_first(self, names: list[str], state: dict[str, Any]) -> dict[str, Any] | None:
         """The first of ``names`` (the same list on every rank) that verifies, loaded into ``state``."""

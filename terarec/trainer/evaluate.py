@@ -62,18 +62,20 @@ def eval_config(run: str, data: str | None = None, overrides: list[str] | None =
 def _load_model(dmp: DistributedModelParallel, cfg: Config, info: DistInfo) -> dict[str, Any]:
     """The run's model weights into ``dmp`` (DCP reshards them); the loaded checkpoint's trainer state.
 
-    That is the newest loadable checkpoint, unless the run early-stopped: then the best checkpoint it
-    recorded (``early_stop.best_step``), the weights its own final eval used, so ``terarec eval``,
+    That is the checkpoint the run's own final eval scored (``RUN/selected.json``, or for older runs the
+    early-stopping best step of the newest checkpoint), else the newest loadable one, so ``terarec eval``,
     predict and export score what ``metrics.json`` reports."""
     run_dir = Path(cfg.run.dir)
     manager = CheckpointManager(run_dir, cfg.checkpoint, info.rank)
     state = {"model": dmp.state_dict()}  # the model part only: the optimizer state is neither read nor needed
-    best = manager.recorded_best_step()
-    if best >= 0:
-        loaded = manager.load_step(best, state)
+    step, selected_by = manager.selected_step()
+    if step >= 0:
+        loaded = manager.load_step(step, state)
         if loaded is None:
-            raise ConfigError(f"the best checkpoint step_{best} of {run_dir} (early stopping) is missing or unreadable")
-        loaded = {**loaded, "selected_by": "early_stop"}
+            raise ConfigError(
+                f"the selected checkpoint step_{step} of {run_dir} ({selected_by}) is missing or unreadable"
+            )
+        loaded = {**loaded, "selected_by": selected_by}
     else:
         loaded = manager.load_newest(state)
         if loaded is None:
@@ -95,7 +97,8 @@ class CheckpointSession:
     def load(self) -> tuple[DistributedModelParallel, dict[str, Any]]:
         """The sharded model with the checkpoint's weights (:func:`_load_model`) and its trainer state.
         ``parallelize`` also builds the optimizers; they are dropped unused (their state is lazy)."""
-        dmp, _ = parallelize(TrainWrapper(self.built.model), self.cfg, self.info, list(self.built.table_sizes))
+        model, tables = TrainWrapper(self.built.model), list(self.built.table_sizes)
+        dmp, _ = parallelize(model, self.cfg, self.info, tables, training=False)
         return dmp, _load_model(dmp, self.cfg, self.info)
 
 

@@ -196,6 +196,24 @@ class Trainer:
         log.info("restored the best checkpoint (step %d) for the final eval", self.early_stop.best_step)
         return self.early_stop.best_step
 
+    def _record_selection(self, evaluated_step: int) -> None:
+        """Persist which checkpoint the final eval scores (early stopping may pick the last weights after
+        the final checkpoint recorded an older best): what ``terarec eval``/predict/export load."""
+        if self.checkpoints is None:
+            return
+        if self.early_stop is None:
+            self.checkpoints.clear_selection()  # a stale selection of an earlier early-stopped run
+        elif evaluated_step == self.step and self._saved_step != self.step:
+            self.checkpoints.clear_selection()
+            log.warning(
+                "the last weights (step %d) scored best but have no checkpoint (checkpoint.final=false): "
+                "terarec eval will score step %d's checkpoint instead",
+                self.step,
+                self.checkpoints.recorded_best_step(),
+            )
+        else:
+            self.checkpoints.write_selection(evaluated_step, "early_stop")
+
     # -- checkpoints ----------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         return {"model": self.dmp.state_dict(), "optim": self.optimizer.state_dict()}
@@ -303,7 +321,8 @@ class Trainer:
             return
         epoch = self.step // len(self.train_loader)
         tables = reinitialize_tables(self.dmp, self.optimizer, self.cfg.train.seed, epoch)
-        log.info("epoch %d: re-initialised %d embedding tables (MEDA)", epoch, len(tables))
+        if self.info.is_main:  # every rank re-draws the same tables: one line for the run
+            log.info("epoch %d: re-initialised %d embedding tables (MEDA)", epoch, len(tables))
 
     def _exit_preempted(self) -> None:
         """All ranks saw the signal at the same step and saved together: leave with 128 + signal."""
@@ -366,7 +385,13 @@ class Trainer:
         return {f"valid_{k}": float(result[k]) for k in ("logloss", "auc") if k in result}
 
     def fit(self) -> dict[str, Any]:
+        """Train to ``total_steps`` (or an early stop, a time budget, a signal), save the final checkpoint,
+        evaluate the selected weights (the best validation checkpoint under early stopping) on the eval
+        split and record which checkpoint that was; returns (and on rank 0 writes) ``RUN/metrics.json``.
+        A signal leaves through :class:`Preempted` once its checkpoint is written."""
         start = self._train_start = time.perf_counter()
+        if self.checkpoints is not None:
+            self.checkpoints.clear_selection()  # until this run's final eval decides again
         with self.preemption:  # a signal during the final save takes effect once it is written
             self._train_epochs()
             train_s = time.perf_counter() - start
@@ -377,6 +402,7 @@ class Trainer:
             if any_rank(self.preemption.requested):
                 self._exit_preempted()
         evaluated_step = self._restore_best()
+        self._record_selection(evaluated_step)
         final, valid = self.evaluate(weights_step=evaluated_step), self._final_valid(evaluated_step)
         metrics = {
             **{k: final.get(k, float("nan")) for k in ("auc", "logloss", "ne", "calibration", *CALIBRATION_KEYS)},

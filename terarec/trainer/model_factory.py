@@ -77,15 +77,10 @@ def build_model(cfg: Config, schema: DatasetSchema, device: str | torch.device =
     return BuiltModel(model, hp, tables, vocabulary)
 
 
-# Models whose interaction takes tables of different widths (embeddings.dim_rule other than fixed). None
-# of today's does: DLRM's dot products and Wukong's factorisation machine need one width, and DCNv2
-# (torchrec's InteractionDCNArch) and BST stack the pooled embeddings as B x F x D before their layers.
-MIXED_DIM_MODELS: tuple[str, ...] = ()
-
-
 def check_dim_rule(cfg: Config) -> None:
-    """``embeddings.dim_rule`` other than ``fixed`` on a model that needs equal widths: one line."""
-    if cfg.embeddings.dim_rule != "fixed" and cfg.model.name not in MIXED_DIM_MODELS:
+    """``embeddings.dim_rule`` other than ``fixed`` on a model that needs equal widths (its registry
+    entry's ``mixed_dims``): one line."""
+    if cfg.embeddings.dim_rule != "fixed" and not get_model(cfg.model.name).mixed_dims:
         raise ConfigError(
             f"embeddings.dim_rule={cfg.embeddings.dim_rule} needs a model that takes tables of different widths; "
             f"{cfg.model.name} needs one width for every table (use embeddings.dim_rule=fixed)"

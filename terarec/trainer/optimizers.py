@@ -65,34 +65,40 @@ def members_of(optimizer: CombinedOptimizer, *groups: OptimizerGroup) -> list[Ke
     return [member for name, member in optimizer.optimizers if name in wanted]
 
 
-# fbgemm's fused SGD (EXACT_SGD) has no weight decay: L2 there would be silently ignored
+# fbgemm's fused SGD (EXACT_SGD) has no weight decay: L2 there would be silently ignored; these also take eps
 L2_OPTIMIZERS = ("rowwise_adagrad", "adagrad", "adam")
 
 
 def sparse_optimizer_kwargs(cfg: Config) -> dict[str, Any]:
     """The sparse optimizer's constructor arguments; ``embeddings.l2`` is its ``weight_decay``."""
     kwargs: dict[str, Any] = {"lr": cfg.optim.sparse_lr}
-    if cfg.optim.sparse in ("rowwise_adagrad", "adagrad", "adam"):
+    if cfg.optim.sparse in L2_OPTIMIZERS:
         kwargs["eps"] = cfg.optim.eps
     if cfg.embeddings.l2 > 0:
         kwargs["weight_decay"] = cfg.embeddings.l2
     return kwargs
 
 
-def sparse_fused_params(cfg: Config, device: torch.device) -> dict[str, Any] | None:
-    """The sharders' ``fused_params``: None (torchrec's defaults) unless ``embeddings.l2`` is set and
-    some tables may be fused (not every table data-parallel); a ConfigError where L2 cannot apply.
-
-    fbgemm's fused kernels take ``weight_decay`` from the optimizer's arguments but apply it only
-    with a ``weight_decay_mode``; L2 adds ``l2 * w`` to the gradient of each row the batch looks up
-    (the backward pass visits no other row), the "L2 on touched rows" of the one-epoch remedies.
-    """
-    all_data_parallel = cfg.sharding.sharding_type == "data_parallel" and all(
+def all_tables_data_parallel(cfg: Config) -> bool:
+    """Whether every table is data-parallel (then none is fused: L2 comes from :func:`touched_rows_l2`)."""
+    return cfg.sharding.sharding_type == "data_parallel" and all(
         kind == "data_parallel" for kind in cfg.sharding.per_table.values()
     )
-    if cfg.embeddings.l2 <= 0 or all_data_parallel:
-        return None  # no fused tables: data-parallel ones get the L2 from touched_rows_l2
-    if device.type == "cpu":
+
+
+def check_l2(cfg: Config, device_type: str) -> None:
+    """Raise :class:`ConfigError` where ``embeddings.l2`` cannot apply as "L2 on touched rows" when training on
+    ``device_type`` ("cpu"/"cuda"); run by preflight before any file is written, and by :func:`sparse_fused_params`."""
+    if cfg.embeddings.l2 <= 0 or all_tables_data_parallel(cfg):
+        return  # no fused tables: data-parallel ones get the L2 from touched_rows_l2
+    if cfg.sharding.compute_kernel == "dense":
+        # sharded tables on the dense kernel take the in-backward torch optimizer on dense num_embeddings x dim
+        # gradients: its weight_decay would shrink every row, not the rows a batch looked up
+        raise ConfigError(
+            "embeddings.l2 with sharding.compute_kernel=dense needs sharding.sharding_type=data_parallel (weight "
+            "decay on dense gradients shrinks every row)"
+        )
+    if device_type == "cpu":
         # measured: fbgemm-gpu-cpu 1.8.0's fused rowwise_adagrad/adagrad kernels take weight_decay and
         # weight_decay_mode=L2 and leave rows exactly as without them; data-parallel tables get the L2 here
         raise ConfigError(
@@ -104,6 +110,21 @@ def sparse_fused_params(cfg: Config, device: torch.device) -> dict[str, Any] | N
             f"embeddings.l2 with fused tables needs optim.sparse in {', '.join(L2_OPTIMIZERS)} (fbgemm's fused "
             f"{cfg.optim.sparse} has no weight decay)"
         )
+
+
+def sparse_fused_params(cfg: Config, device: torch.device, training: bool = True) -> dict[str, Any] | None:
+    """The sharders' ``fused_params``: None (torchrec's defaults) unless ``embeddings.l2`` is set, some
+    tables may be fused (not every table data-parallel) and the model is built to train; a ConfigError
+    where L2 cannot apply (:func:`check_l2`). Eval/predict/export (``training=False``) never step the
+    optimizer: a run trained with L2 on a GPU loads on a CPU.
+
+    fbgemm's fused kernels take ``weight_decay`` from the optimizer's arguments but apply it only
+    with a ``weight_decay_mode``; L2 adds ``l2 * w`` to the gradient of each row the batch looks up
+    (the backward pass visits no other row), the "L2 on touched rows" of the one-epoch remedies.
+    """
+    if not training or cfg.embeddings.l2 <= 0 or all_tables_data_parallel(cfg):
+        return None
+    check_l2(cfg, device.type)
     return {"weight_decay_mode": WeightDecayMode.L2}
 
 
@@ -114,6 +135,8 @@ def touched_rows_l2(l2: float) -> Callable[[torch.optim.Optimizer, Any, Any], No
     ``weight_decay`` would shrink every row."""
 
     def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """Before each step: ``grad[r] += l2 * w[r]`` for every 2-D parameter's rows ``r`` with a non-zero
+        gradient (``num_embeddings x dim`` tables; other parameters are left alone)."""
         with torch.no_grad():
             for group in optimizer.param_groups:
                 for param in group["params"]:

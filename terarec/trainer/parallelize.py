@@ -34,14 +34,17 @@ from terarec.trainer.planning import ShardingConfigError, plan_sharding
 
 
 def parallelize(
-    model: nn.Module, cfg: Config, info: DistInfo, features: list[str]
+    model: nn.Module, cfg: Config, info: DistInfo, features: list[str], training: bool = True
 ) -> tuple[DistributedModelParallel, CombinedOptimizer]:
-    """Shard ``model`` (built on ``meta``) over the process group and build its optimizers."""
+    """Shard ``model`` (built on ``meta``) over the process group and build its optimizers.
+
+    ``training=False`` (eval, predict, calibrate, export: the optimizers are never stepped) leaves out
+    ``embeddings.l2``'s fused weight decay and its device checks."""
     tables = embedding_modules(model)
     table_paths = [name for name, m in model.named_modules() if any(m is t for t in tables)]  # before DMP swaps them
     for ebc in tables:
         apply_optimizer_in_backward(SPARSE_OPTIMIZERS[cfg.optim.sparse], ebc.parameters(), sparse_optimizer_kwargs(cfg))
-    fused = sparse_fused_params(cfg, torch.device(info.device))  # None unless embeddings.l2 is set
+    fused = sparse_fused_params(cfg, torch.device(info.device), training)  # None unless training with L2
     sharders = [EmbeddingBagCollectionSharder(fused_params=fused), EmbeddingCollectionSharder(fused_params=fused)]
     plan = plan_sharding(model, cfg, info, features, sharders)
     wrapper = FullyShardDense() if cfg.sharding.dense == "fsdp2" else DefaultDataParallelWrapper()
@@ -61,6 +64,11 @@ class FullyShardDense(DataParallelWrapper):
         mesh = init_device_mesh(device.type, (env.world_size,))
         for module in dense_subtrees(dmp._dmp_wrapped_module):
             fully_shard(module, mesh=mesh)
+
+
+def sharded_embedding_modules(dmp: nn.Module) -> list[nn.Module]:
+    """The embedding modules DMP sharded (those ``embedding_modules`` found in the model before sharding)."""
+    return [module for module in dmp.modules() if isinstance(module, ShardedModule)]
 
 
 def dense_subtrees(module: nn.Module) -> list[nn.Module]:

@@ -18,10 +18,14 @@ from __future__ import annotations
 import logging
 import os
 
-from terarec.configs.loader import check_batch_fits, check_max_train_rows, rows_per_rank
+import torch
+
+from terarec.configs.loader import ConfigError, check_batch_fits, check_max_train_rows, rows_per_rank
 from terarec.configs.loader import train_rows as split_train_rows
 from terarec.configs.schema import Config
 from terarec.data_pipeline.schema import DatasetSchema
+from terarec.trainer.optimizers import check_l2
+from terarec.trainer.reinit import check_reinit
 
 log = logging.getLogger("terarec")
 
@@ -31,12 +35,23 @@ def announced_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def check_config_against_data(cfg: Config, schema: DatasetSchema, world_size: int | None = None) -> None:
-    """Raise :class:`ConfigError` if ``data.max_train_rows`` asks for more rows than there are, or the
-    train batch is larger than a rank's share of the train rows."""
+def check_config_against_data(
+    cfg: Config, schema: DatasetSchema, world_size: int | None = None, device_type: str | None = None
+) -> None:
+    """Raise :class:`ConfigError` if ``data.max_train_rows`` asks for more rows than there are (or the
+    dataset does not count its train rows), the train batch is larger than a rank's share of the train
+    rows, ``embeddings.l2`` cannot apply on ``device_type`` (default: the one training will use) or
+    ``train.reinit_embeddings_each_epoch`` meets a caching kernel: all before any file is written."""
+    check_l2(cfg, device_type or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_reinit(cfg)
     world = world_size or announced_world_size()
     split_rows = schema.split_rows.get(cfg.data.train_split)
     if split_rows is None:  # schema.json counts every split it writes; None: nothing to check against
+        if cfg.data.max_train_rows > 0:  # the loader's prefix is a fraction of the split's row count
+            raise ConfigError(
+                f"data.max_train_rows needs the row count of '{cfg.data.train_split}' in {cfg.data.path}/schema.json "
+                "(none recorded): prepare the dataset again or unset data.max_train_rows"
+            )
         return
     check_max_train_rows(cfg, schema.split_rows)
     if cfg.data.max_train_rows > 0:

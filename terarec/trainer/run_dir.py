@@ -91,7 +91,7 @@ def resume_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[list
     return refused, allowed
 
 
-def dataset_fingerprint(schema: DatasetSchema) -> dict[str, Any]:
+def schema_fingerprint(schema: DatasetSchema) -> dict[str, Any]:
     """What a checkpoint's tables and loader position depend on; not where the data lives."""
     return {k: v for k, v in asdict(schema).items() if k in ("dense", "sparse", "sequence", "label", "split_rows")}
 
@@ -115,7 +115,7 @@ class RunDir:
         """Lock, check and record on rank 0; every rank raises the same :class:`RunDirError`."""
         self.record = {
             "config.yaml": config_text(cfg),
-            "dataset.json": json.dumps(dataset_fingerprint(schema), indent=1) + "\n",
+            "dataset.json": json.dumps(schema_fingerprint(schema), indent=1) + "\n",
         }
         message = None
         if self.is_main:

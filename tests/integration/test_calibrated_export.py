@@ -14,7 +14,7 @@ from conftest import synthetic_dataset
 
 from terarec.cli import main
 from terarec.serving import ExportError, load, read_manifest
-from terarec.serving.artifact import FORMAT
+from terarec.serving.artifact import CALIBRATED_FORMAT, FORMAT, export_format
 
 TINY = ["embeddings.max_rows=2000", "train.batch_size=64", "logging.progress=false", "logging.tensorboard=false"]
 
@@ -52,6 +52,7 @@ def test_calibrated_export_scores_equal_predict_calibrated(method: str, run: Pat
     manifest = json.loads((export / "manifest.json").read_text())
     fitted = json.loads((run / "calibration.json").read_text())
     assert manifest["calibration"]["calibrator"] == fitted["calibrator"]
+    assert manifest["format"] == CALIBRATED_FORMAT  # a reader of terarec-export/1 refuses it
     assert manifest["calibration"]["fitted_step"] == fitted["step"] == manifest["step"] == 15
     assert manifest["calibration"]["dataset_fingerprint"] == fitted["dataset_fingerprint"]
 
@@ -99,10 +100,31 @@ def test_calibrated_export_refuses_missing_or_stale_calibration(
         ({"calibrator": {"method": "beta"}}, "has no method among temperature, platt, isotonic"),
         ({"calibrator": {"method": "platt", "slope": 1.2}}, "platt calibrator has no 'intercept'"),
         ({}, "calibrator None has no method"),
+        ({"calibrator": {"method": "platt", "slope": "1.2", "intercept": 0}}, "platt calibrator's 'slope' is '1.2'"),
+        ({"calibrator": {"method": "temperature", "temperature": 0}}, "'temperature' is 0, not > 0"),
+        ({"calibrator": {"method": "isotonic", "x": [0.1, 0.5], "y": [0.2]}}, "non-empty lists of equal length"),
+        ({"calibrator": {"method": "isotonic", "x": [0.5, 0.1], "y": [0.2, 0.3]}}, "finite numbers, 'x' sorted"),
     ],
 )
 def test_an_export_with_a_broken_calibrator_is_refused(tmp_path: Path, calibration: dict, message: str) -> None:
-    manifest = {"format": FORMAT, "model": "dlrm", "dtype": "fp32", "transform": {}, "table_sizes": {}}
+    manifest = {"format": CALIBRATED_FORMAT, "model": "dlrm", "dtype": "fp32", "transform": {}, "table_sizes": {}}
     (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "calibration": calibration}))
     with pytest.raises(ExportError, match=message):
+        read_manifest(str(tmp_path))
+
+
+def test_a_calibrated_export_has_its_own_format(tmp_path: Path) -> None:
+    """A reader that knows only terarec-export/1 (no calibration) refuses a calibrated export instead of
+    serving raw scores; this reader refuses a format that disagrees with the manifest."""
+    manifest = {"model": "dlrm", "dtype": "fp32", "transform": {}, "table_sizes": {}}
+    calibration = {"calibrator": {"method": "temperature", "temperature": 1.5}}
+    assert (
+        export_format(manifest) == FORMAT
+        and export_format({**manifest, "calibration": calibration}) == CALIBRATED_FORMAT
+    )
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "format": FORMAT, "calibration": calibration}))
+    with pytest.raises(ExportError, match="format 'terarec-export/1' has a calibration"):
+        read_manifest(str(tmp_path))
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "format": CALIBRATED_FORMAT}))
+    with pytest.raises(ExportError, match="format 'terarec-export/2' has no calibration"):
         read_manifest(str(tmp_path))

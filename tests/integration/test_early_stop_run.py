@@ -100,3 +100,23 @@ def test_eval_of_an_early_stopped_run_scores_the_best_checkpoint(stopped: tuple[
     assert result["step"] == metrics["early_stop"]["best_step"] and result["selected_by"] == "early_stop"
     for key in ("auc", "logloss", "ne", "calibration"):
         assert result[key] == pytest.approx(metrics[key], rel=1e-12, abs=1e-12), key
+
+
+@pytest.mark.slow
+def test_eval_scores_last_weights_chosen_after_the_final_checkpoint(tmp_path: Path) -> None:
+    """A run ending off the eval cadence (25 steps, eval every 10) lets its last weights win after the final
+    checkpoint recorded best_step=20: eval must load what metrics.json scored (RUN/selected.json)."""
+    data, run = tmp_path / "synth", tmp_path / "run"
+    write_synthetic(SynthSpec(rows=3000, eval_fraction=0.2, seed=3), data, progress=False)
+    args = ["train", "--config", "dcnv2_synth", f"data.path={data}", f"run.dir={run}", "embeddings.max_rows=500"]
+    args += ["train.batch_size=64", "train.max_steps=25", "train.eval_every=10", "train.early_stop=logloss"]
+    args += ["train.patience=5", "data.valid_fraction=0.2", "logging.progress=false", "logging.tensorboard=false"]
+    assert main([*args, "checkpoint.final=true"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    trainer_state = json.loads((run / "checkpoints" / "step_25" / "trainer.json").read_text())
+    assert metrics["evaluated_step"] == 25 and trainer_state["early_stop"]["best_step"] == 20  # the repro's case
+    assert json.loads((run / "selected.json").read_text()) == {"step": 25, "selected_by": "early_stop"}
+    assert main(["eval", "--run", str(run)]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    assert result["step"] == metrics["evaluated_step"] and result["selected_by"] == "early_stop"
+    assert result["auc"] == pytest.approx(metrics["auc"], rel=1e-12, abs=1e-12)

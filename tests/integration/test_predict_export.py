@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from terarec.cli import main
 from terarec.data_pipeline.schema import DatasetError
@@ -145,6 +146,8 @@ def test_serving_rows_and_manifest_errors(run: Path, data: Path, tmp_path: Path,
     multi_hot = {**as_dict, "cat_0": [[v] for v in as_dict["cat_0"]]}  # a multi-hot dataset's rows
     with pytest.raises(DatasetError, match="column 'cat_0' holds lists of ids .multi-hot., but the model was trained"):
         served(multi_hot)
+    assert served.manifest["format"] == "terarec-export/1"  # no calibration: readable by any /1 reader
+    assert served.logits(first).dtype == torch.float64  # one dtype, calibrated export or not
 
     capsys.readouterr()
     out = str(tmp_path / "s.parquet")

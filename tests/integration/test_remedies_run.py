@@ -12,12 +12,13 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from terarec.cli import main
-from terarec.configs.loader import load_config
+from terarec.configs.loader import ConfigError, load_config
 from terarec.data_pipeline.schema import DatasetSchema, SparseFeature
 from terarec.data_pipeline.synth import SynthSpec, write_synthetic
 from terarec.trainer.distributed import DistInfo, shutdown_distributed
 from terarec.trainer.model_factory import build_model
 from terarec.trainer.parallelize import parallelize
+from terarec.trainer.preflight import check_config_against_data
 from terarec.trainer.reinit import fresh_table, reinitialize_tables, table_weights
 from terarec.trainer.setup import join_process_group
 
@@ -62,6 +63,40 @@ def test_l2_shrinks_only_the_rows_the_batch_touched(group: DistInfo) -> None:
     assert torch.allclose(decayed[1:3] - plain[1:3], -0.5 * 0.5 * before[1:3], atol=1e-6)
 
 
+def test_a_model_trained_with_l2_on_fused_tables_loads_on_cpu_for_eval(group: DistInfo) -> None:
+    """Eval/predict/export build the model with training=False: no L2 kernel check, so a GPU run loads on a CPU."""
+    cfg = load_config(
+        None, ["model.name=dlrm", "embeddings.dim=4", "embeddings.l2=0.01", "sharding.sharding_type=table_wise"]
+    )
+    with pytest.raises(ConfigError, match="embeddings.l2 on CPU needs"):
+        parallelize(build_model(cfg, SCHEMA, "meta").model, cfg, group, ["a", "b"])
+    dmp, _ = parallelize(build_model(cfg, SCHEMA, "meta").model, cfg, group, ["a", "b"], training=False)
+    assert sorted(table_weights(dmp)) == ["t_a", "t_b"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fbgemm's fused CUDA kernels apply weight_decay_mode=L2")
+def test_fused_cuda_l2_shrinks_only_the_rows_the_batch_touched(group: DistInfo) -> None:
+    common = ["optim.sparse=adagrad", "optim.sparse_lr=0.5", "sharding.sharding_type=table_wise"]
+    before, plain, _, _ = _step(group, common)
+    before_l2, decayed, _, _ = _step(group, [*common, "embeddings.l2=0.5"])
+    assert torch.equal(before.cpu(), before_l2.cpu())
+    untouched = [0, 3, 4, 5, 6, 7]
+    assert torch.equal(decayed[untouched].cpu(), before[untouched].cpu())  # rows the batch did not look up
+    assert not torch.allclose(decayed[1:3], plain[1:3])  # the looked-up rows felt the decay
+
+
+def test_l2_on_cpu_is_refused_before_the_run_dir_is_written(
+    synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    args = ["train", "--config", "dcnv2_synth", f"data.path={synth_dir}", f"run.dir={run}", "embeddings.l2=0.001"]
+    if torch.cuda.is_available():
+        pytest.skip("the check is about CPU training")
+    assert main([*args, "train.max_steps=1", "logging.tensorboard=false"]) == 2
+    assert "terarec: error: embeddings.l2 on CPU needs" in capsys.readouterr().err
+    assert not run.exists()
+
+
 @pytest.mark.parametrize("sharding", ["data_parallel", "table_wise"])
 def test_reinit_draws_the_seeded_tables_and_zeroes_their_optimizer_state(group: DistInfo, sharding: str) -> None:
     _, _, dmp, optimizer = _step(group, [f"sharding.sharding_type={sharding}"])  # rowwise Adagrad: state is non-zero
@@ -72,6 +107,34 @@ def test_reinit_draws_the_seeded_tables_and_zeroes_their_optimizer_state(group: 
     ]
     tensors = [t.local_shards()[0].tensor if hasattr(t, "local_shards") else t for t in states]
     assert tensors and all(float(t.abs().sum()) == 0.0 for t in tensors if t.dim() > 0)
+
+
+@pytest.mark.parametrize(
+    "sharding",
+    [
+        "data_parallel",
+        pytest.param(
+            "table_wise",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="fbgemm-gpu-cpu has no fused Adam"),
+        ),
+    ],
+)
+def test_reinit_resets_adams_moments_and_step_counters(group: DistInfo, sharding: str) -> None:
+    _, _, dmp, optimizer = _step(group, ["optim.sparse=adam", f"sharding.sharding_type={sharding}"])
+    reinitialize_tables(dmp, optimizer, seed=3, epoch=1)
+    states = [
+        v for name, m in optimizer.optimizers if name.startswith("sparse") for s in m.state.values() for v in s.values()
+    ]
+    tensors = [t.local_shards()[0].tensor if hasattr(t, "local_shards") else t for t in states]
+    assert tensors and all(float(t.abs().sum()) == 0.0 for t in tensors)  # 0-dim step counters included
+    if sharding == "data_parallel":  # torch's Adam keeps a 0-dim step per parameter
+        assert any(t.dim() == 0 for t in tensors)
+
+
+def test_reinit_with_a_caching_kernel_is_refused_in_one_line() -> None:
+    cfg = load_config(None, ["train.reinit_embeddings_each_epoch=true", "sharding.compute_kernel=fused_uvm_caching"])
+    with pytest.raises(ConfigError, match="cannot re-draw tables of sharding.compute_kernel=fused_uvm_caching"):
+        check_config_against_data(cfg, DatasetSchema(dense=[], sparse=[], split_rows={"train": 100}), world_size=1)
 
 
 @pytest.fixture(scope="module")

@@ -94,3 +94,16 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     errors = [line for line in lines if line.startswith("terarec: error:")]
     assert len(errors) == 3 and "invalid choice: 'bogus'" in errors[0] and "config.yaml not found" in errors[1]
     assert errors[2] == "terarec: error: --nproc must be >= 1, got 0"
+
+
+def test_every_calibration_method_names_its_parameters_once() -> None:
+    from terarec.configs.arguments import CALIBRATION_METHODS
+    from terarec.serving.calibrated import METHOD_PARAMETERS, check_calibrator
+
+    assert tuple(METHOD_PARAMETERS) == tuple(CALIBRATION_METHODS)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=400)
+    labels = (rng.random(400) < 1 / (1 + np.exp(-logits))).astype(np.float64)
+    for method, names in METHOD_PARAMETERS.items():
+        fitted = fit_calibrator(method, logits, labels)
+        assert sorted(fitted) == sorted(["method", *names]) and check_calibrator(fitted) is None

@@ -322,3 +322,26 @@ def test_a_baseline_s_identity_is_the_settings_it_records() -> None:
 
     entry = Entry("lightgbm", "baseline", "lightgbm", params={"num_leaves": 8}, valid_fraction=0.1)
     assert tuple(_baseline_settings(CompareSpec("d", [entry], [0]), entry, 0)) == BASELINE_IDENTITY_KEYS
+
+
+def test_baseline_validation_carve_streams_the_train_prefix_and_the_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--valid-fraction: train on the first min(keep, max_train_rows) rows, validate on [keep, N): the rows the
+    trainer's carve leaves, read in one pass (the middle rows are never kept)."""
+    from terarec.baselines import tabular
+    from terarec.data_pipeline.schema import DatasetSchema
+    from terarec.data_pipeline.synth import SynthSpec, write_synthetic
+
+    write_synthetic(SynthSpec(rows=1000, eval_fraction=0.2, seed=2), tmp_path / "data", progress=False)
+    data = str(tmp_path / "data")
+    schema = DatasetSchema.load(data)
+    monkeypatch.setattr(tabular, "READ_BATCH", 64)  # many blocks: the cuts fall inside blocks
+    every = tabular._concat(list(tabular.read_blocks(data, "train", schema)))
+    total = len(every.labels)
+    keep = round(total * 0.75)
+    for cap, expected_train in ((100, 100), (10**9, keep), (0, keep)):
+        train, valid, available = tabular.read_train_valid(data, schema, cap, 0.25)
+        assert available == keep and len(train.labels) == expected_train and len(valid.labels) == total - keep
+        assert np.array_equal(train.sparse, every.sparse[:expected_train])
+        assert np.array_equal(valid.sparse, every.sparse[keep:]) and np.array_equal(valid.labels, every.labels[keep:])

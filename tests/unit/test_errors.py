@@ -71,6 +71,18 @@ ENTRY_POINTS: list[tuple[str, Callable[[list[str]], int], list[str], str]] = [
     ("torchrun eval entry", _evaluate, ["--run-dir", "/nonexistent/run"], "not a terarec run directory"),
     ("baselines entry", _baseline, ["--kind", "svm", "--data", "x", "--output", "y"], "invalid choice: 'svm'"),
     (
+        "baselines valid fraction",
+        _baseline,
+        ["--kind", "logreg", "--data", "x", "--output", "y", "--valid-fraction", "1.5"],
+        "argument --valid-fraction: 1.5 is not in [0, 1)",
+    ),
+    (
+        "baselines params",
+        _baseline,
+        ["--kind", "lightgbm", "--data", "x", "--output", "y", "--params", "[1]"],
+        "argument --params: '[1]' is not a JSON object",
+    ),
+    (
         "baselines entry data",
         _baseline,
         ["--kind", "logreg", "--data", "/nonexistent", "--output", "y"],

@@ -62,3 +62,17 @@ def test_a_large_eval_batch_is_clamped_and_said_in_one_info_line(
     )
     no_eval = DatasetSchema(dense=[], sparse=[], split_rows={"train": 8000})
     assert eval_batch_size(cfg, no_eval, 2) == 1024  # nothing counted: nothing to clamp to
+
+
+def test_l2_that_cannot_apply_on_the_device_is_refused_in_preflight() -> None:
+    cfg = load_config(None, ["embeddings.l2=0.01"])
+    with pytest.raises(ConfigError, match="embeddings.l2 on CPU needs sharding.sharding_type=data_parallel"):
+        check_config_against_data(cfg, SCHEMA, world_size=1, device_type="cpu")
+    check_config_against_data(cfg, SCHEMA, world_size=1, device_type="cuda")
+
+
+def test_max_train_rows_without_a_train_row_count_is_refused() -> None:
+    uncounted = DatasetSchema(dense=[], sparse=[], split_rows={"eval": 10})
+    check_config_against_data(load_config(None, []), uncounted, world_size=1)  # nothing to check against
+    with pytest.raises(ConfigError, match="data.max_train_rows needs the row count of 'train'"):
+        check_config_against_data(load_config(None, ["data.max_train_rows=100"]), uncounted, world_size=1)

@@ -103,6 +103,12 @@ def test_l2_fused_params_by_device_and_sharding() -> None:
     assert sparse_fused_params(fused, cuda)["weight_decay_mode"].name == "L2"
     with pytest.raises(ConfigError, match="fbgemm's fused sgd has no weight decay"):
         sparse_fused_params(load_config(None, ["embeddings.l2=0.01", "optim.sparse=sgd"]), cuda)
+    dense_kernel = load_config(None, ["embeddings.l2=0.01", "sharding.compute_kernel=dense"])
+    with pytest.raises(ConfigError, match="compute_kernel=dense needs sharding.sharding_type=data_parallel"):
+        sparse_fused_params(dense_kernel, cuda)  # weight decay on dense gradients would shrink every row
+    dense_dp = ["embeddings.l2=0.01", "sharding.compute_kernel=dense", "sharding.sharding_type=data_parallel"]
+    assert sparse_fused_params(load_config(None, dense_dp), cuda) is None
+    assert sparse_fused_params(fused, torch.device("cpu"), training=False) is None  # eval/export on CPU loads it
 
 
 # -- frequency thresholding ----------------------------------------------------------------------
@@ -265,3 +271,18 @@ def test_fresh_tables_depend_on_seed_epoch_and_table_only() -> None:
     assert not torch.equal(a, fresh_table("t_a", 100, 8, seed=0, epoch=2))
     assert not torch.equal(a, fresh_table("t_b", 100, 8, seed=0, epoch=1))
     assert a.abs().max().item() <= 0.1  # torchrec's default init bound sqrt(1 / rows)
+
+
+def test_mixed_widths_are_a_capability_of_the_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from terarec.models import get_model
+    from terarec.trainer import model_factory
+
+    cfg = load_config(None, ["model.name=dlrm", "embeddings.dim_rule=log2"])
+    assert not get_model("dlrm").mixed_dims
+    with pytest.raises(ConfigError, match="dlrm needs one width for every table"):
+        model_factory.check_dim_rule(cfg)
+    mixed = dataclasses.replace(get_model("dlrm"), mixed_dims=True)
+    monkeypatch.setattr(model_factory, "get_model", lambda name: mixed)
+    model_factory.check_dim_rule(cfg)  # a model whose entry says it takes mixed widths
