@@ -25,6 +25,11 @@ def add_data_commands(sub: argparse._SubParsersAction) -> None:
     _add_synth(sub)
 
 
+def _add_overwrite(parser: argparse.ArgumentParser) -> None:
+    """Every dataset-writing command's ``--overwrite`` (the manifest's build-beside-and-swap)."""
+    parser.add_argument("--overwrite", action="store_true", help="replace DIR: build beside it, swap in when complete")
+
+
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
     prepare = sub.add_parser(
         "prepare",
@@ -48,7 +53,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         help="malformed rows: stop (default) or skip into DIR/rejects/",
     )
     criteo.add_argument("--workers", type=int, default=0, help="parallel file workers (0: one per core)")
-    criteo.add_argument("--overwrite", action="store_true", help="replace DIR: build beside it, swap in when complete")
+    _add_overwrite(criteo)
     criteo.set_defaults(handler=_prepare_criteo)
     _add_prepare_multihot(kinds)
     for name, what in (
@@ -65,7 +70,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         seq.add_argument(
             "--valid-fraction", type=float, default=0.0, help="fraction of events just before eval (time) -> valid/"
         )
-        seq.add_argument("--overwrite", action="store_true", help="replace DIR: build beside it, swap in when complete")
+        _add_overwrite(seq)
         seq.set_defaults(handler=_prepare_sequences)
 
 
@@ -88,9 +93,7 @@ def _add_prepare_multihot(kinds: argparse._SubParsersAction) -> None:
         "--max-embeddings", type=int, metavar="N", help="cap every table at N rows (small rehearsals; MLPerf: none)"
     )
     multihot.add_argument("--workers", type=int, default=0, help="parallel part workers (0: one per core)")
-    multihot.add_argument(
-        "--overwrite", action="store_true", help="replace DIR: build beside it, swap in when complete"
-    )
+    _add_overwrite(multihot)
     multihot.set_defaults(handler=_prepare_multihot)
 
 
@@ -116,7 +119,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         help="planted logistic model, or testbed: a random teacher at interaction orders 1-6 whose eval "
         "Bayes logloss/AUC go into schema.json (--format parquet only)",
     )
-    synth.add_argument("--overwrite", action="store_true", help="replace DIR: build beside it, swap in when complete")
+    _add_overwrite(synth)
     synth.add_argument(
         "--format",
         choices=["parquet", "tsv"],
