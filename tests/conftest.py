@@ -110,6 +110,18 @@ def synthetic_dataset(factory: pytest.TempPathFactory, **spec: Any) -> Path:
     return out
 
 
+def trained_run(factory: pytest.TempPathFactory, data: Path, config: str, steps: int) -> Path:
+    """A tiny ``config`` run of ``steps`` steps on ``data`` with a final checkpoint: what the calibrate,
+    eval and export tests start from."""
+    from terarec.cli import main
+
+    run = factory.mktemp("runs") / "run"
+    tiny = ["embeddings.max_rows=2000", "train.batch_size=64", "logging.progress=false", "logging.tensorboard=false"]
+    args = ["--config", config, f"data.path={data}", f"run.dir={run}", f"train.max_steps={steps}", *tiny]
+    assert main(["train", *args, "checkpoint.final=true"]) == 0
+    return run
+
+
 def ladder_result(rung: int, train_flops: int, logloss: float, samples: int, **extra: Any) -> dict[str, Any]:
     """One sweep result row, as ``run_sweep`` collects it, of flavor ``ladder_<rung>``: what the fit
     and results tests need (forward FLOPs = training FLOPs / 3, dense params = training FLOPs / 2)."""

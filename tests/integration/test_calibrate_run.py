@@ -12,11 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import synthetic_dataset
+from conftest import synthetic_dataset, trained_run
 
 from terarec.cli import main
-
-TINY = ["embeddings.max_rows=2000", "train.batch_size=64", "logging.progress=false", "logging.tensorboard=false"]
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +24,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "run"
-    args = ["--config", "dcnv2_synth", f"data.path={data}", f"run.dir={run}", "train.max_steps=20", *TINY]
-    assert main(["train", *args, "checkpoint.final=true"]) == 0
-    return run
+    return trained_run(tmp_path_factory, data, "dcnv2_synth", 20)
 
 
 def _poisoned_eval(data: Path, out: Path) -> Path:

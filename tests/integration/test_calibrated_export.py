@@ -10,13 +10,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import synthetic_dataset
+from conftest import synthetic_dataset, trained_run
 
 from terarec.cli import main
 from terarec.serving import ExportError, load, read_manifest
 from terarec.serving.artifact import CALIBRATED_FORMAT, FORMAT, export_format
-
-TINY = ["embeddings.max_rows=2000", "train.batch_size=64", "logging.progress=false", "logging.tensorboard=false"]
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +24,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "run"
-    args = ["--config", "dlrm_criteo10k", f"data.path={data}", f"run.dir={run}", "train.max_steps=15", *TINY]
-    assert main(["train", *args, "checkpoint.final=true"]) == 0
-    return run
+    return trained_run(tmp_path_factory, data, "dlrm_criteo10k", 15)
 
 
 def _column(path: Path, name: str) -> np.ndarray:
