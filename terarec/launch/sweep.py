@@ -435,8 +435,9 @@ def write_results(rows: list[dict[str, Any]], output: Path, selection: Selection
 
 def plan_points(spec: SweepSpec, output: Path) -> list[tuple[dict[str, Any], int | None, Planned]]:
     """Every run (point x seed), its run dir and whether it may be reused: its resolved config and
-    dataset fingerprint against what that dir recorded (one fingerprint per dataset path)."""
+    dataset fingerprint against what that dir recorded (one fingerprint and schema per dataset path)."""
     fingerprints: dict[str, str | None] = {}
+    schemas: dict[str, DatasetSchema] = {}  # loaded (and its parts checked) once per dataset, as the fingerprint
     planned = []
     for point in spec.run_points():
         for seed in spec.run_seeds():
@@ -444,7 +445,8 @@ def plan_points(spec: SweepSpec, output: Path) -> list[tuple[dict[str, Any], int
             cfg = load_config(spec.base, run_overrides(spec, point, run_dir, seed))
             if cfg.data.path not in fingerprints:
                 fingerprints[cfg.data.path] = dataset_fingerprint(cfg.data.path)
-            schema = DatasetSchema.load(cfg.data.path)
+                schemas[cfg.data.path] = DatasetSchema.load(cfg.data.path)
+            schema = schemas[cfg.data.path]
             try:  # a data size the data cannot give stops the sweep before any point trains
                 check_max_train_rows(cfg, schema.split_rows)
             except ConfigError as err:
