@@ -19,7 +19,6 @@ import re
 import resource
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -70,7 +69,8 @@ class StageError(RuntimeError):
 
 class Runner:
     """Runs stage commands one at a time, each in its own session (so a kill reaches its workers too),
-    logging into ``logs``; ``stop()`` kills the running one (cleanup on failure or Ctrl-C)."""
+    logging into ``logs``; ``stop()`` kills the running one (cleanup on failure or Ctrl-C). Commands start
+    from this process's working directory and need ``env``'s PYTHONPATH to find this checkout's terarec."""
 
     def __init__(self, logs: Path, env: dict[str, str]) -> None:
         self.logs, self.env = logs, env
@@ -82,28 +82,43 @@ class Runner:
         A status other than 0 (and other than -SIGKILL when it was asked for) raises StageError."""
         log = self.logs / f"{name}.log"
         start = time.perf_counter()
-        with open(log, "w") as out:
-            proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self.pid, killed = proc.pid, False
-        try:
-            while True:
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    break
-                if kill_when is not None and not killed and kill_when():
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    killed = True
-                time.sleep(0.02)
-        finally:
-            self.pid = None
-        proc.returncode = code = os.waitstatus_to_exitcode(status)  # reaped by wait4: Popen must not wait again
+        child = self._spawn(cmd, log)
+        killed = False
+        while True:
+            pid, status, usage = os.wait4(child, os.WNOHANG)
+            if pid:
+                break
+            if kill_when is not None and not killed and kill_when():
+                os.killpg(child, signal.SIGKILL)
+                killed = True
+            time.sleep(0.02)
+        self.pid = None
+        code = os.waitstatus_to_exitcode(status)
         cost = Measured(0, time.perf_counter() - start, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024)
         if code != 0 and not (killed and code == -signal.SIGKILL):
             tail = "\n".join(log.read_text().splitlines()[-15:])
             raise StageError(f"stage {name} failed (exit {code}): {' '.join(cmd)}\n{tail}")
         return code, cost
+
+    def _spawn(self, cmd: list[str], log: Path) -> int:
+        """Start ``cmd`` in a session of its own, stdout and stderr into ``log``. SIGINT/SIGTERM are held back
+        until its pid is recorded (so stop() always finds it); the child starts with them unblocked."""
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            self.pid = os.posix_spawn(
+                cmd[0],
+                cmd,
+                self.env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+                    (os.POSIX_SPAWN_DUP2, 1, 2),
+                ],
+                setsid=True,
+                setsigmask=held,
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        return self.pid
 
     def stop(self) -> None:
         if self.pid is not None:

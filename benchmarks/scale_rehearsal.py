@@ -241,7 +241,7 @@ def report(args: argparse.Namespace, results: dict[int, dict], synth: dict[int, 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     args.scratch_parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="scale_rehearsal_", dir=args.scratch_parent))
+    scratch = Path(tempfile.mkdtemp(prefix="scale_rehearsal_", dir=args.scratch_parent)).resolve()
     path = os.pathsep.join(p for p in (str(stages.ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}  # this checkout's terarec in every stage
     runner = stages.Runner(scratch / "logs", env)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,17 @@ def test_refuses_sizes_the_disk_cannot_hold(tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("scale_rehearsal: error: sizes up to 10,000,000,000,000 rows")
     assert list(tmp_path.iterdir()) == []  # the pilot's scratch is gone too
+
+
+def test_sigterm_mid_run_kills_the_stage_and_removes_the_scratch(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(SCRIPT), "--sizes", "20000,40000", "--workers", "1", "--train-steps", "8"]
+    cmd += ["--train-batch", "128", "--scratch-parent", str(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("*/logs/synth_*.log")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the rehearsal ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    time.sleep(1)  # a stage that outlived it would write into the scratch again
+    assert list(tmp_path.iterdir()) == []
