@@ -39,6 +39,7 @@ def _pair_table() -> np.ndarray:
 
 
 _PAIR = _pair_table()
+_PAIR_ARROW = pa.array(_PAIR)  # the same table for arrow's take
 _NON_BYTE = np.uint64(0xFF00FF00FF00FF00)  # any of the 4 pair values of an id above 255: not hex
 
 
@@ -51,7 +52,12 @@ def _buffers(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def _decode_packed(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Back-to-back 8-byte hex values (k * 8 bytes) -> (k uint32 ids, k not-hex flags)."""
-    pairs = np.take(_PAIR, data.view("<u2"))  # (k * 4,) byte values, 0xFFFF where a pair is not hex (take: 2x [] here)
+    # (k * 4,) byte values, 0xFFFF where a pair is not hex. arrow's take reads the uint16 indices as
+    # they are; numpy's take first widens them to intp (8 bytes written and read again per pair):
+    # 2.5x fewer instructions for the lookup (callgrind), a third of them for the whole decode
+    if data.ctypes.data % 2:  # a sliced column starting at an odd byte: arrow wants aligned uint16
+        data = data.copy()
+    pairs = pc.take(_PAIR_ARROW, pa.array(data.view("<u2"))).to_numpy()
     not_hex = (pairs.view(np.uint64) & _NON_BYTE) != 0
     ids = pairs.astype(np.uint8).view(">u4").astype(np.uint32)
     return ids, not_hex
