@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -264,7 +264,7 @@ class ParquetBatchStream:
             for stream in streams:
                 stream.close()
 
-    def _stream_batches(self, stream: int, epoch: int, skip: int) -> Iterator[Batch]:
+    def _stream_batches(self, stream: int, epoch: int, skip: int) -> Generator[Batch, None, None]:
         bsz = self.spec.batch_size
         row = skip * bsz  # stream rows already consumed (a batch boundary)
         plan, window_start = [], 0  # (window index, units, first row of the window)
