@@ -6,9 +6,11 @@ Writes a synthetic Criteo-1TB-shaped dataset (unless --data is given), then read
 (a) with ``pyarrow.parquet.ParquetFile.iter_batches`` (decode only) and (b) with terarec's loader
 (decode + shuffle window + modulo hashing + log1p + KJT): shuffled with ``--shuffle-buffer``
 windows, with 1M-row windows (the MLPerf recipe), unshuffled, and with ``data.num_workers``
-DataLoader processes (``--workers``). Each rows/s figure is the best of ``--repeats`` interleaved
+worker streams (``--workers``; threads). Measure workers on >= 16 row groups per stream (``--rows
+4194304`` for 2 workers): with fewer, row groups are sliced between streams and each slice decodes
+its whole row group. Each rows/s figure is the best of ``--repeats`` interleaved
 rounds (a shared machine's noise only ever slows a round down); the CPU time per row of the process
-and its finished workers, the median over rounds, is printed beside it, as it moves less with
+(all its threads), the median over rounds, is printed beside it, as it moves less with
 neighbours' load: cores / (CPU us/row) is the rate more cores would reach. Last line: one JSON object.
 """
 
@@ -47,7 +49,7 @@ def loader_rows(data: Path, schema: DatasetSchema, batch_size: int, shuffle: int
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process and of its finished children (DataLoader workers end with the epoch)."""
+    """CPU time of this process (all its threads) and of its finished children."""
     times = os.times()
     return times.user + times.system + times.children_user + times.children_system
 

@@ -49,7 +49,7 @@ class DataConfig:
     dense_transform: Literal["log1p", "none"] = "log1p"  # log(1 + max(x, 0)), as DLRM does
     # sequence features are cut to the most recent N items; 0 drops histories (an ablation)
     max_history: int = field(default=50, metadata={"min": 0})
-    num_workers: int = field(default=0, metadata={"min": 0})  # DataLoader workers; 0 is fastest on 2 cores
+    num_workers: int = field(default=0, metadata={"min": 0})  # loader worker threads (streams); 0 = 1
 
 
 @dataclass

@@ -28,7 +28,7 @@ def pooled_empty(shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
     return array.reshape(shape)
 
 
-def filled(column: pa.ChunkedArray, fill: float) -> np.ndarray:
+def filled(column: pa.ChunkedArray | pa.Array, fill: float) -> np.ndarray:
     """A numeric column as numpy, nulls filled (zero-copy when there are none)."""
     if column.null_count:
         column = pc.fill_null(column, fill)
@@ -45,14 +45,7 @@ def dense_columns(
     Nulls become ``fill``; ``transform="log1p"`` maps x to log(1 + max(x, 0)) (DLRM's transform).
     """
     columns = pooled_empty((len(names), table.num_rows), np.float32)
-    for j, name in enumerate(names):
-        column = table.column(name)
-        if pa.types.is_integer(column.type):
-            _integer_column(column, fill, transform, out=columns[j])
-        else:
-            columns[j] = filled(column, fill)
-            if transform == "log1p":  # torch's log1p is vectorised; numpy's float32 one is ~5x slower
-                torch.log1p_(torch.from_numpy(columns[j]).clamp_(min=0.0))
+    dense_into([table.column(name) for name in names], fill, transform, columns)
     if perm is None:
         return columns
     permuted = pooled_empty(columns.shape, np.float32)
@@ -60,7 +53,19 @@ def dense_columns(
     return permuted
 
 
-def _integer_column(column: pa.ChunkedArray, fill: float, transform: str, out: np.ndarray) -> None:
+def dense_into(columns: list[pa.Array] | list[pa.ChunkedArray], fill: float, transform: str, out: np.ndarray) -> None:
+    """``F`` equal-length dense columns -> ``out[j]`` (``F x rows`` float32, rows contiguous),
+    transformed as ``dense_columns`` says."""
+    for j, column in enumerate(columns):
+        if pa.types.is_integer(column.type):
+            _integer_column(column, fill, transform, out=out[j])
+        else:
+            out[j] = filled(column, fill)
+            if transform == "log1p":  # torch's log1p is vectorised; numpy's float32 one is ~5x slower
+                torch.log1p_(torch.from_numpy(out[j]).clamp_(min=0.0))
+
+
+def _integer_column(column: pa.ChunkedArray | pa.Array, fill: float, transform: str, out: np.ndarray) -> None:
     """An integer column -> float32 ``out``, nulls read as ``fill`` (which may be fractional).
 
     Values are read straight from arrow's buffers (no filled copy); null slots, whatever their
@@ -69,7 +74,7 @@ def _integer_column(column: pa.ChunkedArray, fill: float, transform: str, out: n
     """
     null_value = np.log1p(max(fill, 0.0)) if transform == "log1p" else fill
     row = 0
-    for chunk in column.chunks:
+    for chunk in column.chunks if isinstance(column, pa.ChunkedArray) else [column]:
         end = row + len(chunk)
         values = _raw_values(chunk)
         if transform == "log1p":

@@ -14,6 +14,12 @@ batches of shorter streams are padded with rows whose label is ``PAD_LABEL`` (th
 of ``terarec.batch``). Nothing is dropped and no rank waits in a collective for a batch that never
 comes; the trainer gives padded rows zero weight.
 
+Workers (``data.num_workers = W``) are threads, not processes: the rank's ``W`` streams each
+prepare their windows in their own background threads (parquet decoding and the numpy/torch window
+work release the GIL), and the rank's batch ``k`` is stream ``k % W``'s, the order torch's DataLoader
+gave with ``W`` worker processes. Processes paid for pickling every batch to the main process (~0.8
+us/row, more than the loader's own work); threads hand batches over by reference.
+
 Batches carry int32 KJT ids and lengths when every table has fewer than 2**31 rows (see
 ``terarec.data_pipeline.window``), and are pinned (page-locked) when CUDA is present, so the train
 pipeline's ``non_blocking`` host-to-device copies overlap compute.
@@ -22,9 +28,9 @@ pipeline's ``non_blocking`` host-to-device copies overlap compute.
 from __future__ import annotations
 
 import math
-import signal
-from collections import deque
-from collections.abc import Iterator
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +39,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchrec.datasets.utils import Batch
 
 from terarec.batch import PAD_LABEL
@@ -83,6 +88,8 @@ _Cut = tuple[Piece | None, list[Batch], Piece | None]
 _TORCH_IDS = {np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64}
 MIN_UNITS_PER_STREAM = 16
 PREFETCH_WINDOWS = 2  # windows prepared ahead, in parallel threads (bounded memory: 2 windows)
+MAX_OPEN_FILES = 4  # parquet readers a prefetch thread keeps open
+_OPEN_FILES = threading.local()
 
 
 def split_units(units: list[Unit], streams: int) -> list[Unit]:
@@ -154,10 +161,24 @@ def _key_layout(schema: DatasetSchema, spec: LoaderSpec, list_columns: set[str])
     )
 
 
+def _parquet_file(path: str) -> pq.ParquetFile:
+    """This thread's reader of ``path``, kept for the next row groups: opening one parses the footer
+    again (~2 ms for 40 columns x 8 row groups, ~15 ns a row of a 131k-row group). Per thread, as
+    readers are not meant to be shared; the few most recent files only."""
+    files: OrderedDict[str, pq.ParquetFile] | None = getattr(_OPEN_FILES, "files", None)
+    if files is None:
+        files = _OPEN_FILES.files = OrderedDict()
+    reader = files.pop(path, None) or pq.ParquetFile(path, memory_map=True)
+    files[path] = reader
+    while len(files) > MAX_OPEN_FILES:
+        files.popitem(last=False)
+    return reader
+
+
 def _read_row_group(unit: Unit, columns: list[str]) -> pa.Table:
     """One row group; damage the footer checks cannot see (a corrupt page) is one line naming the file."""
     try:
-        return pq.ParquetFile(unit.file, memory_map=True).read_row_group(unit.row_group, columns=columns)
+        return _parquet_file(unit.file).read_row_group(unit.row_group, columns=columns)
     except (pa.ArrowException, OSError) as err:
         raise DatasetError(f"{unit.file} is damaged: row group {unit.row_group} is unreadable ({err})") from None
 
@@ -175,11 +196,10 @@ def _feature_columns(schema: DatasetSchema, spec: LoaderSpec) -> list[tuple[str,
     return cols
 
 
-class ParquetBatchStream(IterableDataset[Batch]):
-    """One epoch of one rank's batches; workers of a DataLoader split the rank's units further."""
+class ParquetBatchStream:
+    """One epoch of one rank's batches; its ``workers`` streams split the rank's units further."""
 
     def __init__(self, spec: LoaderSpec, schema: DatasetSchema, rank: int, world_size: int, workers: int) -> None:
-        super().__init__()
         self.spec, self.schema = spec, schema
         self.rank, self.world_size, self.workers = rank, world_size, max(workers, 1)
         self.units = split_units(list_units(spec.directory, spec.split, spec.rows), world_size * self.workers)
@@ -229,14 +249,22 @@ class ParquetBatchStream(IterableDataset[Batch]):
 
     # -- iteration ------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Batch]:
-        info = get_worker_info()
-        worker = info.id if info is not None else 0
-        stream = self.rank * self.workers + worker
-        # the DataLoader takes batches round-robin from workers: global batch k is worker k % W's
-        skip = max(0, math.ceil((self.start_batch - worker) / self.workers))
-        yield from self._stream_batches(stream, self.epoch, skip)
+        """The rank's batches of epoch ``epoch`` from batch ``start_batch`` on: batch ``k`` is worker
+        stream ``k % workers``'s, each stream's windows prepared by its own threads."""
+        workers, start = self.workers, self.start_batch
+        # worker w's batches are the rank's w, w + W, ...: those before `start` are skipped
+        streams = [
+            self._stream_batches(self.rank * workers + w, self.epoch, max(0, -(-(start - w) // workers)))
+            for w in range(workers)
+        ]
+        try:
+            for k in range(start, self.batches_per_stream(self.epoch) * workers):
+                yield next(streams[k % workers])
+        finally:  # an early stop: each stream waits for its windows in flight, then ends
+            for stream in streams:
+                stream.close()
 
-    def _stream_batches(self, stream: int, epoch: int, skip: int) -> Iterator[Batch]:
+    def _stream_batches(self, stream: int, epoch: int, skip: int) -> Generator[Batch, None, None]:
         bsz = self.spec.batch_size
         row = skip * bsz  # stream rows already consumed (a batch boundary)
         plan, window_start = [], 0  # (window index, units, first row of the window)
@@ -326,8 +354,7 @@ class BatchLoader:
         self.stream = ParquetBatchStream(spec, schema, rank, world_size, num_workers)
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        # in-process batches are pinned by the loader's own threads; workers' by the DataLoader's
-        self.stream.pin = self.pin_memory and num_workers == 0
+        self.stream.pin = self.pin_memory  # pinned by the loader's own threads, off the training thread
         self.epoch, self.batches = 0, 0
 
     def __len__(self) -> int:
@@ -336,18 +363,7 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         self.stream.epoch, self.stream.start_batch = self.epoch, self.batches
-        source = (
-            self.stream
-            if self.num_workers == 0
-            else DataLoader(
-                self.stream,
-                batch_size=None,
-                num_workers=self.num_workers,
-                worker_init_fn=_leave_stop_signals_to_main,
-                pin_memory=self.pin_memory,
-            )
-        )
-        for batch in source:
+        for batch in self.stream:
             self.batches += 1
             yield batch
         self.epoch, self.batches = self.epoch + 1, 0
@@ -362,10 +378,3 @@ class BatchLoader:
 def pin_batch(batch: Batch) -> Batch:
     """A copy of ``batch`` in page-locked host memory (CUDA copies from it can be asynchronous)."""
     return batch.pin_memory()
-
-
-def _leave_stop_signals_to_main(worker_id: int) -> None:
-    """SIGTERM/SIGINT reach every process of the job (slurm, Ctrl-C): workers ignore them so the main
-    process can finish its step and checkpoint; they end with it."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,9 +1,12 @@
 """A shuffle window of the loader and the batches cut from it (see ``terarec.data_pipeline.loader``).
 
-A window permutes each column on its own (``np.take`` by the window's permutation: one column's
+A window permutes each id column on its own (``np.take`` by the window's permutation: one column's
 random reads stay in cache) straight into a grid of batch-sized slots, so a full batch's key-major
 KJT values are one slot of the grid, a view: no per-batch concatenation. Gathering rows per batch
-across all columns instead read the whole window from memory once per batch (~10x slower).
+across all columns instead read the whole window from memory once per batch (~10x slower). Dense
+features are the exception: transformed feature-major, then laid out row-major and permuted a whole
+row (4F bytes) at a time, one random read per row instead of F, and a full batch's dense values are
+a contiguous slice, a view (no per-batch transpose).
 
 Ids are int32 whenever every table has fewer than 2**31 rows (torchrec's own Criteo loader yields
 int32 KJTs; fbgemm's embedding kernels take int32 indices and offsets): half the bytes of int64 to
@@ -23,7 +26,7 @@ from torchrec.datasets.utils import Batch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from terarec.batch import PAD_LABEL
-from terarec.data_pipeline.columns import dense_columns, filled, pooled_empty, reduce_ids
+from terarec.data_pipeline.columns import dense_into, filled, pooled_empty, reduce_ids
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class Window:
     Single-id features are laid out on that grid, ``slots x keys x batch_size``: a full batch's
     key-major KJT values are one slot, a view; a batch that spans windows copies its pieces.
     Each column is permuted on its own (its random reads stay in cache), then copied to the grid.
+    ``labels``: ``rows`` float32 and ``dense``: ``rows x F`` float32, both in ``perm`` order.
     """
 
     def __init__(
@@ -86,14 +90,20 @@ class Window:
         self.num_rows, (self.origin, self.batch_size) = table.num_rows, grid
         labels = filled(table.column(layout.label), 0)
         self.labels = (labels if perm is None else labels[perm]).astype(np.float32)
-        self.dense = dense_columns(table, layout.dense, spec[0], spec[1], perm)  # F x rows, permuted
+        self.dense = _dense_rows(table, layout.dense, spec, perm)  # rows x F, permuted
         slots = -(-(self.num_rows - self.origin) // self.batch_size)
         self.grid = pooled_empty((slots, len(layout.single), self.batch_size), layout.id_dtype)
         starts = [slot * self.batch_size + self.origin for slot in range(slots)]  # of each slot's rows
         bounds = [(lo, max(lo, 0), min(lo + self.batch_size, self.num_rows)) for lo in starts]
         vocabularies = layout.single_vocabularies or [None] * len(layout.single)
+        joined = None  # a window of several chunks: each column's rows, reduced chunk by chunk into one buffer
         for j, (name, size, vocabulary) in enumerate(zip(layout.single, layout.single_sizes, vocabularies)):
-            column = as_ids(to_rows(filled(table.column(name), 0), size, vocabulary), layout.id_dtype)
+            chunks = table.column(name)
+            if chunks.num_chunks > 1:
+                joined = pooled_empty((self.num_rows,), layout.id_dtype) if joined is None else joined
+                column = _ids_into(chunks, size, vocabulary, joined)
+            else:
+                column = as_ids(to_rows(filled(chunks, 0), size, vocabulary), layout.id_dtype)
             for slot, (lo, first, end) in enumerate(bounds):  # column by column: random reads stay in cache
                 out = self.grid[slot, j, first - lo : end - lo]
                 if perm is None:
@@ -111,6 +121,38 @@ class Window:
         """Ids of single-id feature ``index`` for window rows ``[start, end)`` (a view)."""
         slot, first, last = self.slot(start, end)
         return self.grid[slot, index, first:last]
+
+
+def _dense_rows(table: pa.Table, names: list[str], spec: tuple[float, str], perm: np.ndarray | None) -> np.ndarray:
+    """Dense columns -> ``rows x F`` float32 in ``perm`` order: transformed feature-major chunk by
+    chunk (contiguous writes), copied transposed into rows, then gathered a whole row at a time (one
+    random read of 4F bytes per row instead of F; a batch's dense values are then one contiguous slice)."""
+    rows = table.num_rows
+    dense = pooled_empty((rows, len(names)), np.float32)
+    first = 0
+    for batch in table.select(names).to_batches():  # the window's chunks (row groups), zero-copy
+        end = first + batch.num_rows
+        scratch = pooled_empty((len(names), batch.num_rows), np.float32)
+        dense_into(batch.columns, spec[0], spec[1], scratch)
+        dense[first:end] = scratch.T
+        first = end
+    if perm is None or not names:
+        return dense
+    record = np.dtype((np.void, 4 * len(names)))  # a row as one item: np.take copies it whole
+    permuted = pooled_empty(dense.shape, np.float32)
+    np.take(dense.view(record).reshape(rows), perm, out=permuted.view(record).reshape(rows), mode="clip")
+    return permuted
+
+
+def _ids_into(column: pa.ChunkedArray, size: int, vocabulary: Any, out: np.ndarray) -> np.ndarray:
+    """A single-id column -> its table rows in ``out``, chunk by chunk (no joined copy of the raw
+    ids, and each chunk's modulo temporaries stay in cache)."""
+    row = 0
+    for chunk in column.chunks:
+        end = row + len(chunk)
+        np.copyto(out[row:end], to_rows(filled(chunk, 0), size, vocabulary), casting="unsafe")  # rows fit the dtype
+        row = end
+    return out
 
 
 def _jagged_columns(table: pa.Table, layout: KeyLayout, perm: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -164,15 +206,21 @@ def assemble(pieces: list[Piece], pad_to: int, layout: KeyLayout, ones: torch.Te
     as torchrec's own Criteo loader relies on), or None to build lengths here.
     """
     num_rows = sum(p.num_rows for p in pieces)
-    dense = pooled_empty((pad_to, len(layout.dense)), np.float32)  # batch-sized transposes stay in cache
-    labels = pooled_empty((pad_to,), np.float32)
-    position = 0
-    for piece in pieces:
-        end = position + piece.num_rows
-        dense[position:end] = piece.window.dense[:, piece.start : piece.end].T
-        labels[position:end] = piece.window.labels[piece.start : piece.end]
-        position = end
-    dense[num_rows:], labels[num_rows:] = 0.0, PAD_LABEL
+    if len(pieces) == 1 and num_rows == pad_to:  # one window's rows: contiguous slices, as they are
+        dense, labels = (
+            pieces[0].window.dense[pieces[0].start : pieces[0].end],
+            pieces[0].window.labels[pieces[0].start : pieces[0].end],
+        )
+    else:
+        dense = pooled_empty((pad_to, len(layout.dense)), np.float32)
+        labels = pooled_empty((pad_to,), np.float32)
+        position = 0
+        for piece in pieces:
+            end = position + piece.num_rows
+            dense[position:end] = piece.window.dense[piece.start : piece.end]
+            labels[position:end] = piece.window.labels[piece.start : piece.end]
+            position = end
+        dense[num_rows:], labels[num_rows:] = 0.0, PAD_LABEL
     jagged_lengths = [
         np.concatenate([np.diff(p.window.jagged[f][1][p.start : p.end + 1]) for p in pieces])
         if pieces

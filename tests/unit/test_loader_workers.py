@@ -1,5 +1,6 @@
 """Loader speed work keeps the batches: the shuffled order is pinned, workers/ranks are reproducible,
-ids are int32 (and feed torchrec's kernels), batches are pinned where CUDA is present."""
+ids are int32 (and feed torchrec's kernels), batches are pinned where CUDA is present, thread workers
+give the batches (and order) that DataLoader worker processes gave, and resume exactly."""
 
 from __future__ import annotations
 
@@ -24,6 +25,52 @@ GOLDEN = {
     (2, 0): ([[984, 622, 951, 224], [949, 966, 998, 329], [272, 574, 342, 160]], 373750),
     (2, 1): ([[132, 123, 263, 36], [487, 10, 62, 129], [92, 535, 89, 83]], 377250),
 }
+
+
+# the same with data.num_workers=2, as torch's DataLoader with 2 worker processes produced them
+# (before workers were threads): the rank's batch k is worker stream k % 2's
+GOLDEN_WORKERS = {
+    (1, 0): ([[984, 622, 951, 224], [479, 45, 117, 618], [506, 494, 512, 514]], 751000),
+    (2, 0): ([[129, 131, 234, 798], [13, 770, 820, 804], [0, 0, 0, 0]], 353649),
+    (2, 1): ([[364, 402, 90, 85], [925, 923, 328, 327], [0, 0, 0, 0]], 397351),
+}
+
+
+@pytest.mark.parametrize("world_rank", list(GOLDEN_WORKERS))
+def test_thread_workers_give_the_batches_of_worker_processes(dataset: Path, world_rank: tuple[int, int]) -> None:  # noqa: F811
+    world, rank = world_rank
+    loader = BatchLoader(_spec(dataset), DatasetSchema.load(dataset), rank, world, num_workers=2)
+    threads = threading.active_count()
+    batches = list(loader)
+    heads = [b.dense_features[:4, 0].long().tolist() for b in (batches[0], batches[3], batches[-2])]
+    assert (heads, int(sum(b.sparse_features.values().long().sum() for b in batches))) == GOLDEN_WORKERS[world_rank]
+    assert len(batches) == len(loader) and threading.active_count() == threads  # no thread outlives the epoch
+
+
+@pytest.mark.parametrize("stop_at", [1, 4, 7])
+def test_resume_with_workers_continues_exactly(dataset: Path, stop_at: int) -> None:  # noqa: F811
+    """Stopped after an odd or even batch, a 2-worker loader resumes with the batch that follows,
+    from the right worker stream (DataLoader processes restarted at worker 0 and swapped a pair)."""
+    schema = DatasetSchema.load(dataset)
+    for rank in range(2):
+        reference = list(BatchLoader(_spec(dataset), schema, rank, 2, num_workers=2))
+        first = BatchLoader(_spec(dataset), schema, rank, 2, num_workers=2)
+        seen = [b for _, b in zip(range(stop_at), first)]
+        resumed = BatchLoader(_spec(dataset), schema, rank, 2, num_workers=2)
+        resumed.load_state_dict(first.state_dict())
+        rest = list(resumed)
+        assert len(seen) + len(rest) == len(reference)
+        for got, want in zip(seen + rest, reference):
+            assert torch.equal(got.labels, want.labels) and torch.equal(got.dense_features, want.dense_features)
+            assert torch.equal(got.sparse_features.values(), want.sparse_features.values())
+
+
+def test_one_worker_is_the_in_process_loader(dataset: Path) -> None:  # noqa: F811
+    schema = DatasetSchema.load(dataset)
+    in_process, one_worker = BatchLoader(_spec(dataset), schema, 0, 2), BatchLoader(_spec(dataset), schema, 0, 2, 1)
+    for a, b in zip(in_process, one_worker):
+        assert torch.equal(a.dense_features, b.dense_features) and torch.equal(a.labels, b.labels)
+        assert torch.equal(a.sparse_features.values(), b.sparse_features.values())
 
 
 @pytest.mark.parametrize("world_rank", list(GOLDEN))
