@@ -155,10 +155,8 @@ def label_model(spec: SynthSpec, pilot: Pilot | None = None) -> LabelModel:
     (``pilot``: :func:`pilot_sample`'s draw, when the caller has it already)."""
     if spec.labels == "planted":
         return planted_logit
-    terms = testbed.build_teacher(
-        spec.seed, testbed.teacher_columns(*(pilot if pilot is not None else pilot_sample(spec)))
-    )
-    return lambda dense_z, first_ids: testbed.teacher_logit(terms, testbed.teacher_columns(dense_z, first_ids))
+    sample = pilot if pilot is not None else pilot_sample(spec)
+    return testbed.build_teacher(spec.seed, testbed.sparse_inputs(spec.cardinalities), *sample)
 
 
 def calibrate_bias(spec: SynthSpec, model: LabelModel = planted_logit, pilot: Pilot | None = None) -> float:
@@ -193,6 +191,8 @@ def write_synthetic(
         # recorded only when used: datasets built before the option existed keep their identity
         **({"--valid-fraction": float(spec.valid_fraction)} if spec.valid_fraction > 0 else {}),
         **({"--labels": spec.labels} if spec.labels != "planted" else {}),
+        # a dataset of another teacher is another dataset (its labels differ)
+        **({"teacher_version": testbed.TEACHER_VERSION} if spec.labels == "testbed" else {}),
     }
     with start_build(output, DatasetManifest("synth", [], options), overwrite) as build:
         if build.up_to_date:
@@ -234,7 +234,12 @@ def _write_rows(spec: SynthSpec, out: Path, progress: bool, command: str) -> tup
             bar.update(rows)
     for writer in writers.values():
         writer.close()
-    schema = _schema(spec, split_rows, bias, command, observed_max, bayes)
+    teacher = (
+        {**testbed.describe(model, *pilot), **bayes.result()}
+        if bayes is not None and isinstance(model, testbed.Teacher)
+        else None
+    )
+    schema = _schema(spec, split_rows, bias, command, observed_max, teacher)
     schema.save(out)
     return schema, [p for w in writers.values() for p in w.parts]
 
@@ -245,7 +250,7 @@ def _schema(
     bias: float,
     command: str,
     observed_max: np.ndarray,
-    bayes: testbed.BayesAccumulator | None,
+    teacher: dict[str, object] | None,
 ) -> DatasetSchema:
     """schema.json; a testbed also records its teacher's constants, bias and the eval split's Bayes numbers."""
     extra: dict[str, object] = {
@@ -254,9 +259,9 @@ def _schema(
         "observed_max_id": observed_max.tolist(),
     }
     label_source = "planted logistic model"
-    if bayes is not None:
+    if teacher is not None:
         label_source = "testbed teacher"
-        extra["testbed"] = {**testbed.describe(), "bias": bias, **bayes.result()}
+        extra["testbed"] = {**teacher, "bias": bias}
     return DatasetSchema(
         dense=list(DENSE_NAMES),
         sparse=[SparseFeature(n, int(c), spec.multi_hot) for n, c in zip(SPARSE_NAMES, spec.cardinalities)],

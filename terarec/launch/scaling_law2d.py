@@ -12,6 +12,13 @@ scipy's bounded ``least_squares`` then refines on all five (``E, A, B >= 0``; ex
 freedom) and 3 distinct sizes on each axis (two sizes cannot separate a coefficient from its
 exponent and the floor); with fewer the result says so and holds no parameters.
 
+A term that is flat over the sweep (``A N^-alpha`` changing by less than ``FLAT_TERM_SHARE`` of its own
+value between the smallest and largest ``N``, i.e. ``1 - (N_max/N_min)^-alpha < FLAT_TERM_SHARE``; the same
+for ``D``) is a constant the points cannot tell apart from ``E``: the fit would split one level between
+``E`` and ``A`` at will (an exponent near 0 makes ``A`` anything). Then the nested law without it
+(``A = 0``: ``L = E + B D^-beta``, or ``B = 0``) is fitted instead, and ``reduced`` says which term went
+and why: that axis has no measurable effect on these points, and ``E`` is identified again.
+
 Also here: per-data-size ``L(C)`` fits, the compute-optimal frontier (from the points, and from the
 law), the data-limited verdict, and the two-axis holdout test.
 """
@@ -36,6 +43,7 @@ PARAMS_2D = ("E", "A", "alpha", "B", "beta")
 MIN_POINTS_2D, MIN_SIZES_2D = 6, 3
 EXPONENT_GRID = np.geomspace(0.01, 3.0, 20)  # the start's grid for alpha and for beta
 MAX_EXPONENT = 3.0
+FLAT_TERM_SHARE = 0.05  # a term that moves less than 5% of its own value across the sweep is a constant
 
 
 def too_few_2d(n: np.ndarray, d: np.ndarray) -> str | None:
@@ -103,13 +111,71 @@ def fit_law_2d(
     solved = least_squares(residual, np.clip(p0, lower, upper), jac=jacobian, bounds=(lower, upper), method="trf")
     if not solved.success:
         return {"form": FORM_2D, "fitted": False, "note": f"least squares did not converge: {solved.message}"}
-    e, a, alpha, b, beta = (float(p) for p in solved.x)
+    params, reduced = solved.x, None
+    flat = _flat_term(params, float(u.max() / u.min()), float(v.max() / v.min()))
+    if flat is not None:  # refit without the flat term: only E + the other term are identified
+        params, solved = _fit_without(residual, params, flat, (lower, upper))
+        axis, exponent = ("N", "alpha") if flat == "A" else ("D", "beta")
+        reduced = (
+            f"{flat} = 0: the {axis} term was flat over the sweep ({exponent} fitted near 0), "
+            "a constant not separable from E"
+        )
+    e, a, alpha, b, beta = (float(p) for p in params)
     fit: dict[str, Any] = {"form": FORM_2D, "fitted": True, "E": e, "alpha": alpha, "beta": beta}
     fit.update(A=a * n_scale**alpha, B=b * d_scale**beta, A_scaled=a, B_scaled=b, n_scale=n_scale, d_scale=d_scale)
-    fit.update(_errors(solved.jac, solved.fun, len(y)))
+    fit.update(
+        _errors(jacobian(params), residual(params), len(y)) if reduced is None else _nested_errors(solved, len(y), flat)
+    )
     fit["rmse"] = float(np.sqrt(np.mean((law_2d_value(fit, n, d) - y) ** 2)))
     fit.update(weighted=sigma is not None, points=len(y))
+    if reduced is not None:
+        fit["reduced"] = reduced
     return fit
+
+
+def _fit_without(
+    residual: Any, params: np.ndarray, flat: str, bounds: tuple[list[float], list[float]]
+) -> tuple[np.ndarray, Any]:
+    """The nested law's least squares with term ``flat`` (``"A"`` or ``"B"``) held at 0: returns all five
+    parameters (the flat term's coefficient and exponent 0) and scipy's result on the other three."""
+    from scipy.optimize import least_squares
+
+    keep = [0, 3, 4] if flat == "A" else [0, 1, 2]
+    fixed = np.array(params, dtype=float)
+    fixed[0] += fixed[1] if flat == "A" else fixed[3]  # start E at the level the flat term held
+    fixed[[1, 2] if flat == "A" else [3, 4]] = 0.0
+
+    def nested(q: np.ndarray) -> np.ndarray:
+        full = fixed.copy()
+        full[keep] = q
+        out: np.ndarray = residual(full)
+        return out
+
+    low, high = [bounds[0][i] for i in keep], [bounds[1][i] for i in keep]
+    solved = least_squares(nested, np.clip(params[keep], low, high), bounds=(low, high), method="trf")
+    fixed[keep] = solved.x
+    return fixed, solved
+
+
+def _flat_term(params: np.ndarray, n_range: float, d_range: float) -> str | None:
+    """``"A"`` or ``"B"`` when that term changes by less than FLAT_TERM_SHARE of its value across the
+    sweep's range of its axis (``n_range = N_max / N_min``), else None; the flatter one when both are."""
+    change = {"A": 1.0 - n_range ** -params[2], "B": 1.0 - d_range ** -params[4]}
+    flat = {term: c for term, c in change.items() if c < FLAT_TERM_SHARE and params[1 if term == "A" else 3] > 0}
+    return min(flat, key=lambda term: flat[term]) if flat else None
+
+
+def _nested_errors(solved: Any, points: int, dropped: str | None) -> dict[str, float | None]:
+    """1-sigma errors of the nested law's E and its remaining exponent (as :func:`_errors`, 3 parameters);
+    the dropped term's exponent has none."""
+    variance = float(solved.fun @ solved.fun) / max(points - 3, 1)
+    try:
+        diag = np.diag(np.linalg.inv(solved.jac.T @ solved.jac) * variance)
+    except np.linalg.LinAlgError:
+        diag = np.full(3, -1.0)
+    err = [float(np.sqrt(v)) if v >= 0 else None for v in diag]
+    kept = "beta" if dropped == "A" else "alpha"
+    return {"E_err": err[0], "alpha_err": None, "beta_err": None} | {f"{kept}_err": err[2]}
 
 
 def _errors(jac: np.ndarray, residual: np.ndarray, points: int) -> dict[str, float | None]:

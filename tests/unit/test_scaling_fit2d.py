@@ -60,6 +60,26 @@ def test_noisy_points_recover_the_floor_and_exponents() -> None:
         assert fit["alpha_err"] is not None and 0 < fit["alpha_err"] < 0.1
 
 
+def test_an_axis_without_effect_is_dropped_and_the_floor_is_identified() -> None:
+    """Points from a law with no model term (A = 0) plus noise: the full fit can split the level between
+    E and a near-constant A N^-alpha at will; the fit drops the flat term, says so, and recovers E and
+    beta (20 draws: E within 0.004, beta within 15%). A law with a real model term is never reduced."""
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        runs = [E + B * d**-BETA + rng.normal(0.0, NOISE, 3) for d in GRID_D]
+        std = np.array([r.std(ddof=1) for r in runs])
+        fit = fit_law_2d(GRID_N, GRID_D, np.array([r.mean() for r in runs]), std)
+        assert fit["fitted"], seed
+        if "reduced" in fit:  # otherwise nnls already put A at 0: nothing to drop
+            assert fit["reduced"].startswith("A = 0: the N term was flat") and fit["alpha_err"] is None, seed
+        assert fit["A"] == 0.0 or fit["A_scaled"] * (1 - 100.0 ** -fit["alpha"]) < 5 * NOISE, seed
+        assert fit["E"] == pytest.approx(E, abs=0.004) and fit["beta"] == pytest.approx(BETA, rel=0.15), seed
+    for seed in range(5):
+        runs = noisy_runs(seed)
+        std = np.array([r.std(ddof=1) for r in runs])
+        assert "reduced" not in fit_law_2d(GRID_N, GRID_D, np.array([r.mean() for r in runs]), std), seed
+
+
 def test_too_few_points_or_sizes_are_reported_not_fitted() -> None:
     on_two_models = GRID_N < 1e7  # 8 points over 2 model sizes: alpha cannot be told from A and E
     fit = fit_law_2d(GRID_N[on_two_models], GRID_D[on_two_models], known_law(GRID_N, GRID_D)[on_two_models])
