@@ -15,9 +15,9 @@ the share of the logit's variance that is additive (order 1) on the pilot sample
 it varies with the seed (0.22 for seed 1), since at alpha 1 unit 1 carries 61% of the variance and its
 phase decides how odd (additive-heavy) or even (interaction-heavy) it is. The
 logit is scaled to standard deviation ``LOGIT_STD``. Everything comes from the seed and these
-constants; they were set before the Wukong ladder was swept on it and never from a model. The sine
-was chosen over a tanh unit (additive share about 0.8-0.9: mostly main effects) so that interactions
-carry a large part of the signal.
+constants, none from a model's score. The sine was chosen over a tanh unit after pilots (both in
+docs/sweeps/wukong_ladder_testbed) because a tanh teacher is mostly additive (share 0.8-0.9) and
+every Wukong rung learned only that part; with the sine, interactions carry a large part of the signal.
 
 Why not the polynomial teacher of version 1 (products of centred hashed per-id effects, orders 1..6):
 most of its terms read columns of millions of ids, learnable only by memorising rare ids, and a

@@ -14,10 +14,14 @@ exponent and the floor); with fewer the result says so and holds no parameters.
 
 A term that is flat over the sweep (``A N^-alpha`` changing by less than ``FLAT_TERM_SHARE`` of its own
 value between the smallest and largest ``N``, i.e. ``1 - (N_max/N_min)^-alpha < FLAT_TERM_SHARE``; the same
-for ``D``) is a constant the points cannot tell apart from ``E``: the fit would split one level between
+for ``D``) is a level the points cannot tell apart from ``E``: the fit would split one level between
 ``E`` and ``A`` at will (an exponent near 0 makes ``A`` anything). Then the nested law without it
-(``A = 0``: ``L = E + B D^-beta``, or ``B = 0``) is fitted instead, and ``reduced`` says which term went
-and why: that axis has no measurable effect on these points, and ``E`` is identified again.
+(``A = 0``: ``L = E + B D^-beta``, or ``B = 0``) is fitted too, and it replaces the full law unless the
+full law fits clearly better: the likelihood-ratio statistic ``n ln(SSR_nested / SSR_full)`` above
+``FLAT_TERM_LR`` (chi-square with 2 degrees of freedom, the two parameters dropped, at 1%). So a real
+but slow effect (a large ``A`` with a small ``alpha``: the nested law cannot follow it) is never dropped;
+``reduced`` then says which term went, and ``E`` is identified again. A reduced law says nothing about
+its dropped axis: :func:`data_limit_verdict` reads that axis's gain from the points.
 
 Also here: per-data-size ``L(C)`` fits, the compute-optimal frontier (from the points, and from the
 law), the data-limited verdict, and the two-axis holdout test.
@@ -25,10 +29,13 @@ law), the data-limited verdict, and the two-axis holdout test.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from scipy.optimize import OptimizeResult
 
 from terarec.launch.scaling_fit import (
     BOOTSTRAP_RESAMPLES,
@@ -43,7 +50,10 @@ PARAMS_2D = ("E", "A", "alpha", "B", "beta")
 MIN_POINTS_2D, MIN_SIZES_2D = 6, 3
 EXPONENT_GRID = np.geomspace(0.01, 3.0, 20)  # the start's grid for alpha and for beta
 MAX_EXPONENT = 3.0
-FLAT_TERM_SHARE = 0.05  # a term that moves less than 5% of its own value across the sweep is a constant
+FLAT_TERM_SHARE = 0.05  # a term that moves less than 5% of its own value across the sweep is a level
+FLAT_TERM_LR = 9.21  # chi2(2 dof).ppf(0.99): the evidence a flat (unidentified) term needs to be kept
+# the two terms: coefficient and exponent positions in (E, A, alpha, B, beta), and the axis they scale
+TERMS = {"A": (1, 2, "N", "alpha"), "B": (3, 4, "D", "beta")}
 
 
 def too_few_2d(n: np.ndarray, d: np.ndarray) -> str | None:
@@ -111,21 +121,14 @@ def fit_law_2d(
     solved = least_squares(residual, np.clip(p0, lower, upper), jac=jacobian, bounds=(lower, upper), method="trf")
     if not solved.success:
         return {"form": FORM_2D, "fitted": False, "note": f"least squares did not converge: {solved.message}"}
-    params, reduced = solved.x, None
-    flat = _flat_term(params, float(u.max() / u.min()), float(v.max() / v.min()))
-    if flat is not None:  # refit without the flat term: only E + the other term are identified
-        params, solved = _fit_without(residual, params, flat, (lower, upper))
-        axis, exponent = ("N", "alpha") if flat == "A" else ("D", "beta")
-        reduced = (
-            f"{flat} = 0: the {axis} term was flat over the sweep ({exponent} fitted near 0), "
-            "a constant not separable from E"
-        )
+    params, solved, dropped, reduced = _reduce_if_flat(residual, solved, (u, v), (lower, upper), len(y))
     e, a, alpha, b, beta = (float(p) for p in params)
     fit: dict[str, Any] = {"form": FORM_2D, "fitted": True, "E": e, "alpha": alpha, "beta": beta}
     fit.update(A=a * n_scale**alpha, B=b * d_scale**beta, A_scaled=a, B_scaled=b, n_scale=n_scale, d_scale=d_scale)
-    fit.update(
-        _errors(jacobian(params), residual(params), len(y)) if reduced is None else _nested_errors(solved, len(y), flat)
-    )
+    if dropped is None:
+        fit.update(_errors(jacobian(params), residual(params), len(y)))
+    else:
+        fit.update(_nested_errors(solved, len(y), dropped))
     fit["rmse"] = float(np.sqrt(np.mean((law_2d_value(fit, n, d) - y) ** 2)))
     fit.update(weighted=sigma is not None, points=len(y))
     if reduced is not None:
@@ -133,49 +136,79 @@ def fit_law_2d(
     return fit
 
 
+def _reduce_if_flat(
+    residual: Callable[[np.ndarray], np.ndarray],
+    solved: OptimizeResult,
+    axes: tuple[np.ndarray, np.ndarray],
+    bounds: tuple[list[float], list[float]],
+    points: int,
+) -> tuple[np.ndarray, OptimizeResult, str | None, str | None]:
+    """The full fit, or the nested law without a term flat over the sweep unless the full law fits
+    clearly better (module docstring): (params, scipy result, the dropped term or None, why)."""
+    u, v = axes
+    flat = _flat_term(solved.x, float(u.max() / u.min()), float(v.max() / v.min()))
+    if flat is None:
+        return solved.x, solved, None, None
+    nested, nested_solved = _fit_without(residual, solved.x, flat, bounds)
+    ssr_full, ssr_nested = float(solved.fun @ solved.fun), float(nested_solved.fun @ nested_solved.fun)
+    if points * np.log(max(ssr_nested, 1e-300) / max(ssr_full, 1e-300)) > FLAT_TERM_LR:
+        return solved.x, solved, None, None  # the flat-looking term follows a real trend: keep it
+    _, _, axis, exponent = TERMS[flat]
+    why = (
+        f"{flat} = 0: the {axis} term was flat over the sweep ({exponent} fitted near 0: a level not separable "
+        f"from E), and the law without it fits about as well (SSR {ssr_full:.4g} -> {ssr_nested:.4g})"
+    )
+    return nested, nested_solved, flat, why
+
+
 def _fit_without(
-    residual: Any, params: np.ndarray, flat: str, bounds: tuple[list[float], list[float]]
-) -> tuple[np.ndarray, Any]:
-    """The nested law's least squares with term ``flat`` (``"A"`` or ``"B"``) held at 0: returns all five
+    residual: Callable[[np.ndarray], np.ndarray],
+    params: np.ndarray,
+    flat: str,
+    bounds: tuple[list[float], list[float]],
+) -> tuple[np.ndarray, OptimizeResult]:
+    """The nested law's least squares with term ``flat`` (a key of TERMS) held at 0: returns all five
     parameters (the flat term's coefficient and exponent 0) and scipy's result on the other three."""
     from scipy.optimize import least_squares
 
-    keep = [0, 3, 4] if flat == "A" else [0, 1, 2]
+    coefficient, exponent, _, _ = TERMS[flat]
+    keep = [i for i in range(len(PARAMS_2D)) if i not in (coefficient, exponent)]
     fixed = np.array(params, dtype=float)
-    fixed[0] += fixed[1] if flat == "A" else fixed[3]  # start E at the level the flat term held
-    fixed[[1, 2] if flat == "A" else [3, 4]] = 0.0
+    fixed[0] += fixed[coefficient]  # start E at the level the flat term held
+    fixed[[coefficient, exponent]] = 0.0
 
     def nested(q: np.ndarray) -> np.ndarray:
         full = fixed.copy()
         full[keep] = q
-        out: np.ndarray = residual(full)
-        return out
+        return residual(full)
 
     low, high = [bounds[0][i] for i in keep], [bounds[1][i] for i in keep]
-    solved = least_squares(nested, np.clip(params[keep], low, high), bounds=(low, high), method="trf")
+    solved = least_squares(nested, np.clip(fixed[keep], low, high), bounds=(low, high), method="trf")
     fixed[keep] = solved.x
     return fixed, solved
 
 
 def _flat_term(params: np.ndarray, n_range: float, d_range: float) -> str | None:
-    """``"A"`` or ``"B"`` when that term changes by less than FLAT_TERM_SHARE of its value across the
-    sweep's range of its axis (``n_range = N_max / N_min``), else None; the flatter one when both are."""
-    change = {"A": 1.0 - n_range ** -params[2], "B": 1.0 - d_range ** -params[4]}
-    flat = {term: c for term, c in change.items() if c < FLAT_TERM_SHARE and params[1 if term == "A" else 3] > 0}
+    """``"A"`` or ``"B"`` when that term (non-zero) changes by less than FLAT_TERM_SHARE of its value
+    across the sweep's range of its axis (``n_range = N_max / N_min``), else None; the flatter one when
+    both are."""
+    ranges = {"A": n_range, "B": d_range}
+    change = {term: 1.0 - ranges[term] ** -params[TERMS[term][1]] for term in TERMS}
+    flat = {term: c for term, c in change.items() if c < FLAT_TERM_SHARE and params[TERMS[term][0]] > 0}
     return min(flat, key=lambda term: flat[term]) if flat else None
 
 
-def _nested_errors(solved: Any, points: int, dropped: str | None) -> dict[str, float | None]:
-    """1-sigma errors of the nested law's E and its remaining exponent (as :func:`_errors`, 3 parameters);
-    the dropped term's exponent has none."""
+def _nested_errors(solved: OptimizeResult, points: int, dropped: str) -> dict[str, float | None]:
+    """1-sigma errors of the nested law's E and its remaining exponent (as :func:`_errors`, 3 parameters:
+    E, then the kept term's coefficient and exponent); the dropped term's exponent has none."""
     variance = float(solved.fun @ solved.fun) / max(points - 3, 1)
     try:
         diag = np.diag(np.linalg.inv(solved.jac.T @ solved.jac) * variance)
     except np.linalg.LinAlgError:
         diag = np.full(3, -1.0)
     err = [float(np.sqrt(v)) if v >= 0 else None for v in diag]
-    kept = "beta" if dropped == "A" else "alpha"
-    return {"E_err": err[0], "alpha_err": None, "beta_err": None} | {f"{kept}_err": err[2]}
+    kept = next(term for term in TERMS if term != dropped)
+    return {"E_err": err[0], f"{TERMS[dropped][3]}_err": None, f"{TERMS[kept][3]}_err": err[2]}
 
 
 def _errors(jac: np.ndarray, residual: np.ndarray, points: int) -> dict[str, float | None]:
@@ -220,12 +253,20 @@ def bootstrap_law_2d(
     if not full["fitted"]:
         return {"resamples": 0, "seed": seed, "converged": 0.0, "params": {}, "note": full["note"]}
 
+    reduced: list[bool] = []
+    # a reduced law has a zero exponent, where its term's gradient vanishes: refine from the grid instead
+    start = None if "reduced" in full else full
+
     def refit(indices: np.ndarray, losses: np.ndarray) -> dict[str, Any] | None:
         drawn_sigma = None if sigma is None else sigma[indices]
-        fit = fit_law_2d(n[indices], d[indices], losses, drawn_sigma, start=full)
+        fit = fit_law_2d(n[indices], d[indices], losses, drawn_sigma, start=start)
+        if fit["fitted"]:
+            reduced.append("reduced" in fit)
         return fit if fit["fitted"] else None
 
-    return bootstrap_intervals(runs, refit, PARAMS_2D, resamples, seed)
+    result = bootstrap_intervals(runs, refit, PARAMS_2D, resamples, seed)
+    result["reduced_share"] = float(np.mean(reduced)) if reduced else None  # resamples fitted without a term
+    return result
 
 
 def per_data_size_fits(
@@ -317,7 +358,8 @@ def data_limit_verdict(
 ) -> dict[str, Any]:
     """Is the sweep data-limited? At the largest model and data size, the loss gained by doubling the
     training rows against that gained by doubling the model: from the fitted ``L(N, D)`` when it is
-    fitted (``B D^-beta (1 - 2^-beta)`` against ``A N^-alpha (1 - 2^-alpha)``), else from the points
+    fitted with both terms (``B D^-beta (1 - 2^-beta)`` against ``A N^-alpha (1 - 2^-alpha)``; a
+    ``reduced`` law dropped one axis, so it cannot weigh it), else from the points
     (per doubling between the two largest data sizes at the largest model, and between the two
     largest models at the largest data size). Returns ``data_limited`` (None when it cannot tell),
     both gains, their ``source`` and ``verdict``: one line for the log and fit.json."""
@@ -325,7 +367,7 @@ def data_limit_verdict(
     n_max, d_max = float(n.max()), float(d.max())
     gain_data: float | None
     gain_model: float | None
-    if fit is not None and fit.get("fitted"):
+    if fit is not None and fit.get("fitted") and "reduced" not in fit:  # a reduced law knows one axis only
         corner = float(law_2d_value(fit, n_max, d_max))
         gain_data = corner - float(law_2d_value(fit, n_max, 2 * d_max))
         gain_model = corner - float(law_2d_value(fit, 2 * n_max, d_max))
@@ -389,7 +431,7 @@ def holdout_test_2d(
     drop = float(y[order[0]] - y[order[-1]])
     result.update(abs_error=largest["abs_error"], rel_error=largest["rel_error"], loss_drop=drop)
     result["error_vs_loss_drop"] = largest["abs_error"] / drop if drop > 0 else None
-    result["fit"] = {k: fit[k] for k in ("form", *PARAMS_2D)}
+    result["fit"] = {k: fit[k] for k in ("form", *PARAMS_2D, "reduced") if k in fit}
     return result
 
 

@@ -80,6 +80,37 @@ def test_an_axis_without_effect_is_dropped_and_the_floor_is_identified() -> None
         assert "reduced" not in fit_law_2d(GRID_N, GRID_D, np.array([r.mean() for r in runs]), std), seed
 
 
+# the committed testbed sweep's grid: the Wukong ladder's training FLOPs/example x 3 data sizes
+LADDER_N, LADDER_D = (
+    a.ravel() for a in np.meshgrid([430848, 1267968, 3730000, 8883456, 23349504], [50000, 150000, 450000])
+)
+
+
+@pytest.mark.parametrize("a, alpha", [(3.0, 0.01), (1.0, 0.012), (5.0, 0.008)])
+def test_a_slow_but_real_model_effect_is_never_dropped(a: float, alpha: float) -> None:
+    """A large A with a small alpha moves the loss by 0.05-0.16 across the ladder although its term
+    changes by only ~4% of its own value: the nested law cannot fit that, so the term stays."""
+    rng = np.random.default_rng(0)
+    u = LADDER_N / LADDER_N.min()
+    truth = 0.3 + a * u**-alpha + 0.04 * (LADDER_D / LADDER_D.min()) ** -1.0
+    runs = [t + rng.normal(0.0, 5e-4, 2) for t in truth]
+    fit = fit_law_2d(LADDER_N, LADDER_D, np.array([r.mean() for r in runs]), np.array([r.std(ddof=1) for r in runs]))
+    assert fit["fitted"] and "reduced" not in fit
+    assert fit["rmse"] < 2e-3  # it follows the model effect instead of averaging it away
+
+
+def test_a_reduced_law_leaves_the_verdict_to_the_points() -> None:
+    """With the model term dropped, the law's gain from a larger model is 0 by construction: the
+    verdict reads both gains from the points instead."""
+    rng = np.random.default_rng(1)
+    runs = [0.38 + 0.04 * (d / 5e4) ** -1.1 + rng.normal(0.0, 1e-3, 2) for d in LADDER_D]
+    means, std = np.array([r.mean() for r in runs]), np.array([r.std(ddof=1) for r in runs])
+    fit = fit_law_2d(LADDER_N, LADDER_D, means, std)
+    if "reduced" in fit:
+        verdict = data_limit_verdict(LADDER_N, LADDER_D, means, fit)
+        assert verdict["source"] == "points" and verdict["gain_more_model"] != 0.0
+
+
 def test_too_few_points_or_sizes_are_reported_not_fitted() -> None:
     on_two_models = GRID_N < 1e7  # 8 points over 2 model sizes: alpha cannot be told from A and E
     fit = fit_law_2d(GRID_N[on_two_models], GRID_D[on_two_models], known_law(GRID_N, GRID_D)[on_two_models])
