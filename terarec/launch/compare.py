@@ -36,7 +36,6 @@ import numpy as np
 from terarec.configs.baselines import MAX_TRAIN_ROWS, describe_baselines
 from terarec.configs.loader import ConfigError, check_batch_fits, config_to_dict, load_config
 from terarec.configs.recipe_sizes import pick_recipe
-from terarec.data_pipeline.criteo_layout import SYNTH_LABEL_MODES
 from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.errors import RunFailedError, UserError
@@ -401,12 +400,10 @@ def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
 
 def recorded_bayes_auc(data: str | Path) -> float | None:
     """The eval split's Bayes AUC (true logits against the drawn labels) that ``terarec synth`` records
-    in schema.json under its label mode; None for real data, which has no such figure."""
-    extra = DatasetSchema.load(data, check_parts=False).extra
-    for mode in SYNTH_LABEL_MODES:
-        value = extra.get(mode, {}).get("bayes_auc") if isinstance(extra.get(mode), dict) else None
-        if value is not None:
-            return float(value)
+    in schema.json under its label mode (``extra.planted`` / ``extra.testbed``); None for real data."""
+    for record in DatasetSchema.load(data, check_parts=False).extra.values():
+        if isinstance(record, dict) and record.get("bayes_auc") is not None:
+            return float(record["bayes_auc"])
     return None
 
 
