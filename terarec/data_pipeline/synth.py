@@ -215,7 +215,7 @@ def _write_rows(spec: SynthSpec, out: Path, progress: bool, command: str) -> tup
     table_schema = make_chunk(spec, 0, 1, bias, model)[0].schema
     writers = {s: PartWriter(out / s, table_schema, ROWS_PER_FILE) for s in split_rows}
     observed_max = np.zeros(len(SPARSE_NAMES), dtype=np.int64)
-    bayes = testbed.BayesAccumulator() if spec.labels == "testbed" else None
+    bayes = testbed.BayesAccumulator()  # every label model's eval-split Bayes numbers
     done = 0
     with tqdm(total=spec.rows, unit="rows", unit_scale=True, disable=not progress, desc="synth") as bar:
         for chunk in range((spec.rows + CHUNK_ROWS - 1) // CHUNK_ROWS):
@@ -227,19 +227,16 @@ def _write_rows(spec: SynthSpec, out: Path, progress: bool, command: str) -> tup
                 cut = min(max(int(end) - done, 0), rows)  # this chunk's rows before the split's end
                 if cut > start:
                     writers[split].write(table.slice(start, cut - start))
-                    if bayes is not None and split == "eval":
+                    if split == "eval":
                         bayes.add(logit[start:cut], table[LABEL].to_numpy()[start:cut])
                     start = cut
             done += rows
             bar.update(rows)
     for writer in writers.values():
         writer.close()
-    teacher = (
-        {**testbed.describe(model, *pilot), **bayes.result()}
-        if bayes is not None and isinstance(model, testbed.Teacher)
-        else None
-    )
-    schema = _schema(spec, split_rows, bias, command, observed_max, teacher)
+    # what made the labels (a testbed's teacher constants) and the eval split's Bayes numbers
+    described = testbed.describe(model, *pilot) if isinstance(model, testbed.Teacher) else {}
+    schema = _schema(spec, split_rows, bias, command, observed_max, {**described, **bayes.result()})
     schema.save(out)
     return schema, [p for w in writers.values() for p in w.parts]
 
@@ -250,18 +247,18 @@ def _schema(
     bias: float,
     command: str,
     observed_max: np.ndarray,
-    teacher: dict[str, object] | None,
+    labels: dict[str, object],
 ) -> DatasetSchema:
-    """schema.json; a testbed also records its teacher's constants, bias and the eval split's Bayes numbers."""
+    """schema.json; it records the label model's bias and the eval split's Bayes numbers (the true
+    logits scored against the drawn labels) under ``planted`` or ``testbed`` (with the teacher's
+    constants), so a model's share of the learnable gap, (AUC - 0.5) / (Bayes AUC - 0.5), needs no rerun."""
     extra: dict[str, object] = {
         "seed": spec.seed,
         "multi_hot_sizes": spec.bag_sizes,
         "observed_max_id": observed_max.tolist(),
     }
-    label_source = "planted logistic model"
-    if teacher is not None:
-        label_source = "testbed teacher"
-        extra["testbed"] = {**teacher, "bias": bias}
+    label_source = "testbed teacher" if spec.labels == "testbed" else "planted logistic model"
+    extra[spec.labels] = {**labels, "bias": bias}
     return DatasetSchema(
         dense=list(DENSE_NAMES),
         sparse=[SparseFeature(n, int(c), spec.multi_hot) for n, c in zip(SPARSE_NAMES, spec.cardinalities)],

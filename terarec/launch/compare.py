@@ -357,6 +357,7 @@ def _report(spec: CompareSpec, fingerprint: str | None, results: list[dict[str, 
         ),
         "baseline_max_train_rows": spec.max_train_rows,
         "calibrate": spec.calibrate,
+        "bayes_auc": recorded_bayes_auc(spec.data),
         "results": results,
     }
     model = next((e for e in spec.entries if e.kind == "model"), None)
@@ -397,6 +398,27 @@ def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
     return float(np.sqrt(max(variance, 0.0)))
 
 
+def recorded_bayes_auc(data: str | Path) -> float | None:
+    """The eval split's Bayes AUC (true logits against the drawn labels) that ``terarec synth`` records
+    in schema.json under its label mode (``extra.planted`` / ``extra.testbed``); None for real data."""
+    for record in DatasetSchema.load(data, check_parts=False).extra.values():
+        if isinstance(record, dict) and record.get("bayes_auc") is not None:
+            return float(record["bayes_auc"])
+    return None
+
+
+def _bayes_line(report: dict[str, Any]) -> list[str]:
+    """The share of the learnable gap each model captured, (AUC - 0.5) / (Bayes AUC - 0.5), when known."""
+    bayes = report.get("bayes_auc")
+    if bayes is None or bayes <= 0.5:
+        return []
+    shares = ", ".join(f"{r['name']} {(r['mean']['auc'] - 0.5) / (bayes - 0.5):.1%}" for r in report["results"])
+    return [
+        f"Bayes AUC of this eval split (the label model's true logits): {bayes:.4f}; share of the gap "
+        f"(AUC - 0.5) / (Bayes AUC - 0.5) captured: {shares}."
+    ]
+
+
 def _cell(result: dict[str, Any], key: str, digits: int) -> str:
     mean, std = result["mean"][key], result["std"][key]
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(result["runs"]) > 1 else f"{mean:.{digits}f}"
@@ -417,6 +439,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "weights and their FLOPs/example comparisons (trees) or multiply-adds (logreg).",
         f"On this eval set an AUC has a standard error of about {report['auc_standard_error']:.4f} (Hanley & McNeil): "
         "AUCs closer than about twice that are not distinguishable on this data.",
+        *_bayes_line(report),
         *([f"**Warning: {report['warning']}.**"] if "warning" in report else []),
         *[
             f"{r['name']}: the solver stopped at its iteration cap ({r['runs'][0].get('n_iter')}) before converging."

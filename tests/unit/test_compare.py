@@ -11,7 +11,8 @@ import pytest
 
 from terarec.baselines.tabular import CategoryCodes
 from terarec.cli import main
-from terarec.launch.compare import auc_standard_error, render_markdown
+from terarec.data_pipeline.synth import SynthSpec, write_synthetic
+from terarec.launch.compare import auc_standard_error, recorded_bayes_auc, render_markdown
 
 
 @pytest.fixture
@@ -161,6 +162,15 @@ def test_markdown_marks_the_best_auc_and_states_the_noise() -> None:
     assert "lightgbm: the solver stopped at its iteration cap (100) before converging." in render_markdown(report)
     report["warning"] = "runs were scored on different numbers of eval rows [1999, 2000]: the rows are not comparable"
     assert "**Warning: runs were scored on different numbers of eval rows [1999, 2000]" in render_markdown(report)
+    assert "Bayes" not in render_markdown(report)  # real data: no Bayes figure
+    report["bayes_auc"] = 0.9  # a synth dataset's: (0.72 - 0.5) / 0.4 and (0.73 - 0.5) / 0.4
+    assert "captured: dlrm 55.0%, lightgbm 57.5%." in render_markdown(report)
+
+
+def test_bayes_auc_is_read_from_a_synth_schema_only(tmp_path: Path, dataset: Path) -> None:
+    synth = write_synthetic(SynthSpec(rows=4000, eval_fraction=0.25), tmp_path / "s", progress=False)
+    assert recorded_bayes_auc(tmp_path / "s") == synth.extra["planted"]["bayes_auc"]
+    assert recorded_bayes_auc(dataset) is None  # a prepared real dataset's schema has no label model
 
 
 # -- re-runs: a run is reused only with the same config and dataset (issue "Trustworthy artifacts" 5) --

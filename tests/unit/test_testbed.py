@@ -48,9 +48,13 @@ def test_testbed_is_deterministic_and_recorded_only_when_used(tmp_path: Path) ->
     assert '"--labels": "testbed"' in json.dumps(manifests[0]) and "--labels" not in json.dumps(manifests[1])
 
 
-def test_bayes_numbers_equal_a_recomputation_from_the_teacher(tmp_path: Path) -> None:
-    spec = SynthSpec(rows=40000, seed=5, eval_fraction=0.25, labels="testbed")
-    written = write_synthetic(spec, tmp_path, progress=False).extra["testbed"]
+@pytest.mark.parametrize("mode", ["testbed", "planted"])
+def test_bayes_numbers_equal_a_recomputation_from_the_teacher(tmp_path: Path, mode: str) -> None:
+    """Both label models record the eval split's Bayes numbers under their own name."""
+    spec = SynthSpec(rows=40000, seed=5, eval_fraction=0.25, valid_fraction=0.1, labels=mode)
+    schema = write_synthetic(spec, tmp_path, progress=False)
+    written = schema.extra[mode]
+    assert ({"testbed", "planted"} - {mode}).isdisjoint(schema.extra)
     table = pq.read_table(tmp_path / "eval")
     labels = table["label"].to_numpy()
     logit = label_model(spec)(*_inputs(table)) + written["bias"]
