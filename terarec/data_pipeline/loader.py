@@ -29,8 +29,9 @@ pipeline's ``non_blocking`` host-to-device copies overlap compute.
 
 Memory: each of a rank's ``W`` streams holds the window being yielded plus ``PREFETCH_WINDOWS``
 prepared ones, so a rank holds up to ``(1 + PREFETCH_WINDOWS) * W`` windows of about
-``shuffle_buffer`` rows; with CUDA the prefetch threads also pin every full batch of a window, a
-page-locked copy of most of each of those windows (up to ``2 * 3W`` windows' worth in all).
+``shuffle_buffer`` rows. With CUDA, batches are pinned one at a time as they are handed out (a
+thread pins batch ``k + 1`` while ``k`` is yielded): 2 pinned batches per rank, not a copy of each
+window.
 """
 
 from __future__ import annotations
@@ -222,7 +223,9 @@ class ParquetBatchStream:
         self.layout = _key_layout(schema, spec, _list_columns(self.units[0].file) if self.units else set())
         self.keys = self.layout.keys
         self._ones: torch.Tensor | None = None  # shared lengths of full single-id batches
-        self.pin = False  # batches in page-locked memory (set by BatchLoader when CUDA is present)
+        # batches in page-locked memory (set by BatchLoader when CUDA is present): the trainer's
+        # host-to-device copies (TrainPipelineSparseDist, non_blocking=True) then overlap compute
+        self.pin = False
         self.columns = [schema.label, *schema.dense, *self.keys]
         self.epoch, self.start_batch = 0, 0
 
@@ -270,12 +273,26 @@ class ParquetBatchStream:
             self._stream_batches(self.rank * workers + w, self.epoch, max(0, -(-(start - w) // workers)))
             for w in range(workers)
         ]
+        batches = (next(streams[k % workers]) for k in range(start, self.batches_per_stream(self.epoch) * workers))
         try:
-            for k in range(start, self.batches_per_stream(self.epoch) * workers):
-                yield next(streams[k % workers])
+            yield from self._pinned(batches) if self.pin else batches
         finally:  # an early stop: each stream waits for its windows in flight, then ends
             for stream in streams:
                 stream.close()
+
+    def _pinned(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        """``batches`` in page-locked memory, each pinned by one background thread while the one
+        before it is yielded: the training thread does not copy, and a rank holds 2 pinned batches
+        (pinning whole windows in the prefetch threads held a pinned copy of up to 3W windows)."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="terarec-pin") as pinner:
+            pending = None
+            for batch in batches:
+                ahead = pinner.submit(pin_batch, batch)
+                if pending is not None:
+                    yield pending.result()
+                pending = ahead
+            if pending is not None:
+                yield pending.result()
 
     def _stream_batches(self, stream: int, epoch: int, skip: int) -> Generator[Batch, None, None]:
         bsz = self.spec.batch_size
@@ -345,10 +362,7 @@ class ParquetBatchStream:
         bsz, keys = self.spec.batch_size, len(self.keys)
         if self._ones is None or len(self._ones) != keys * bsz:
             self._ones = torch.ones(keys * bsz, dtype=_TORCH_IDS[self.layout.id_dtype])
-        batch = assemble(pieces, bsz, self.layout, self._ones)
-        # pinned here, in the prefetch threads for all but window-spanning batches: the trainer's
-        # host-to-device copies (TrainPipelineSparseDist, non_blocking=True) then overlap compute
-        return pin_batch(batch) if self.pin else batch
+        return assemble(pieces, bsz, self.layout, self._ones)
 
 
 class BatchLoader:
@@ -367,7 +381,7 @@ class BatchLoader:
         self.stream = ParquetBatchStream(spec, schema, rank, world_size, num_workers)
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.stream.pin = self.pin_memory  # pinned by the loader's own threads, off the training thread
+        self.stream.pin = self.pin_memory  # pinned by the loader's own thread, off the training thread
         self.epoch, self.batches = 0, 0
 
     def __len__(self) -> int:
