@@ -404,7 +404,7 @@ class BatchLoader:
             "workers": self.stream.workers,
         }
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue at ``state``'s position. Mid-epoch, the rows before it were dealt to
         ``world_size * workers`` streams: under another layout the rest of the epoch would skip some
         rows and repeat others, so that is refused. States without a layout (older checkpoints) are
@@ -424,7 +424,8 @@ class BatchLoader:
 
 def _layout(world_size: int | None, workers: int | None) -> str:
     """``world size 2 x data.num_workers 1`` (unknown parts of an older state: ``?``)."""
-    return f"world size {'?' if world_size is None else world_size} x data.num_workers {'?' if workers is None else workers}"
+    world, streams = ("?" if v is None else v for v in (world_size, workers))
+    return f"world size {world} x data.num_workers {streams}"
 
 
 def pin_batch(batch: Batch) -> Batch:
