@@ -49,7 +49,9 @@ class DataConfig:
     dense_transform: Literal["log1p", "none"] = "log1p"  # log(1 + max(x, 0)), as DLRM does
     # sequence features are cut to the most recent N items; 0 drops histories (an ablation)
     max_history: int = field(default=50, metadata={"min": 0})
-    num_workers: int = field(default=0, metadata={"min": 0})  # loader worker threads (streams); 0 = 1
+    # loader streams per rank, each prepared by its own threads in the rank's process (0 = 1): they
+    # deal the rows, so a mid-epoch resume keeps them (the loader's state checks it); memory ~3x W windows
+    num_workers: int = field(default=0, metadata={"min": 0})
 
 
 @dataclass

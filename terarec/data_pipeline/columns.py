@@ -16,6 +16,11 @@ import torch
 # counts, almost all small: a table lookup costs ~1.5 ns a value against ~4 ns for torch.log1p.
 _LOG1P_TABLE_SIZE = 1 << 16
 _LOG1P_TABLE = np.log1p(np.arange(_LOG1P_TABLE_SIZE, dtype=np.float64)).astype(np.float32)
+# torch runs an elementwise op of fewer elements than its grain size (at::internal::GRAIN_SIZE)
+# on the calling thread; a larger one starts an OpenMP team per calling thread, and the loader
+# calls from up to 2 prefetch threads per stream. Chunks of this size (a multiple of every vector
+# width) keep it serial and give the values of a serial call, bit for bit.
+_TORCH_SERIAL_CHUNK = 32768
 
 
 def pooled_empty(shape: tuple[int, ...], dtype: npt.DTypeLike) -> np.ndarray:
@@ -62,7 +67,15 @@ def dense_into(columns: list[pa.Array] | list[pa.ChunkedArray], fill: float, tra
         else:
             out[j] = filled(column, fill)
             if transform == "log1p":  # torch's log1p is vectorised; numpy's float32 one is ~5x slower
-                torch.log1p_(torch.from_numpy(out[j]).clamp_(min=0.0))
+                log1p_serial(out[j])
+
+
+def log1p_serial(values: np.ndarray) -> None:
+    """``values`` (1-D float32, contiguous) -> log(1 + max(x, 0)) in place, by torch's vectorised
+    kernel on this thread only (see ``_TORCH_SERIAL_CHUNK``)."""
+    tensor = torch.from_numpy(values)
+    for start in range(0, len(values), _TORCH_SERIAL_CHUNK):
+        torch.log1p_(tensor[start : start + _TORCH_SERIAL_CHUNK].clamp_(min=0.0))
 
 
 def _integer_column(column: pa.ChunkedArray | pa.Array, fill: float, transform: str, out: np.ndarray) -> None:

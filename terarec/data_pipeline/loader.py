@@ -6,8 +6,11 @@ reads its units in windows of about ``shuffle_buffer`` rows, permutes the rows o
 a seed derived from ``(seed, epoch, stream, window)`` and cuts the concatenation into batches.
 
 Because the stream is a pure function of ``(seed, epoch, stream)`` and window sizes come from
-parquet metadata, a position is just ``(epoch, batch)``: ``load_state_dict`` re-reads one window
-and skips inside it, so a resumed run continues exactly where it stopped.
+parquet metadata, a position is just ``(epoch, batch)``: ``load_state_dict`` re-reads the current
+window of each of the rank's ``W`` streams and skips inside it, so a resumed run continues exactly
+where it stopped. The position only means that under the same stream layout (``world_size`` and
+``W``, which deal the units): ``state_dict`` records the layout, and a mid-epoch state refuses
+another one (``LoaderLayoutError``); at an epoch boundary (``batches == 0``) either may change.
 
 Every stream yields the same number of full-size batches (the maximum over streams): the last
 batches of shorter streams are padded with rows whose label is ``PAD_LABEL`` (the batch contract
@@ -23,6 +26,12 @@ us/row, more than the loader's own work); threads hand batches over by reference
 Batches carry int32 KJT ids and lengths when every table has fewer than 2**31 rows (see
 ``terarec.data_pipeline.window``), and are pinned (page-locked) when CUDA is present, so the train
 pipeline's ``non_blocking`` host-to-device copies overlap compute.
+
+Memory: each of a rank's ``W`` streams holds the window being yielded plus ``PREFETCH_WINDOWS``
+prepared ones, so a rank holds up to ``(1 + PREFETCH_WINDOWS) * W`` windows of about
+``shuffle_buffer`` rows. With CUDA, batches are pinned one at a time as they are handed out (a
+thread pins batch ``k + 1`` while ``k`` is yielded): 2 pinned batches per rank, not a copy of each
+window.
 """
 
 from __future__ import annotations
@@ -45,8 +54,13 @@ from terarec.batch import PAD_LABEL
 from terarec.data_pipeline.manifest import footer_metadata
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, dataset_files
 from terarec.data_pipeline.window import KeyLayout, Piece, Window, assemble, id_dtype_for
+from terarec.errors import UserError
 
-__all__ = ["PAD_LABEL", "BatchLoader", "LoaderSpec", "Unit"]
+__all__ = ["PAD_LABEL", "BatchLoader", "LoaderLayoutError", "LoaderSpec", "Unit"]
+
+
+class LoaderLayoutError(UserError, ValueError):
+    """A mid-epoch loader state saved under another stream layout (world size x workers)."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +101,7 @@ _Cut = tuple[Piece | None, list[Batch], Piece | None]
 
 _TORCH_IDS = {np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64}
 MIN_UNITS_PER_STREAM = 16
-PREFETCH_WINDOWS = 2  # windows prepared ahead, in parallel threads (bounded memory: 2 windows)
+PREFETCH_WINDOWS = 2  # windows prepared ahead per stream, in parallel threads (see Memory above)
 MAX_OPEN_FILES = 4  # parquet readers a prefetch thread keeps open
 _OPEN_FILES = threading.local()
 
@@ -209,7 +223,9 @@ class ParquetBatchStream:
         self.layout = _key_layout(schema, spec, _list_columns(self.units[0].file) if self.units else set())
         self.keys = self.layout.keys
         self._ones: torch.Tensor | None = None  # shared lengths of full single-id batches
-        self.pin = False  # batches in page-locked memory (set by BatchLoader when CUDA is present)
+        # batches in page-locked memory (set by BatchLoader when CUDA is present): the trainer's
+        # host-to-device copies (TrainPipelineSparseDist, non_blocking=True) then overlap compute
+        self.pin = False
         self.columns = [schema.label, *schema.dense, *self.keys]
         self.epoch, self.start_batch = 0, 0
 
@@ -257,12 +273,26 @@ class ParquetBatchStream:
             self._stream_batches(self.rank * workers + w, self.epoch, max(0, -(-(start - w) // workers)))
             for w in range(workers)
         ]
+        batches = (next(streams[k % workers]) for k in range(start, self.batches_per_stream(self.epoch) * workers))
         try:
-            for k in range(start, self.batches_per_stream(self.epoch) * workers):
-                yield next(streams[k % workers])
+            yield from self._pinned(batches) if self.pin else batches
         finally:  # an early stop: each stream waits for its windows in flight, then ends
             for stream in streams:
                 stream.close()
+
+    def _pinned(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        """``batches`` in page-locked memory, each pinned by one background thread while the one
+        before it is yielded: the training thread does not copy, and a rank holds 2 pinned batches
+        (pinning whole windows in the prefetch threads held a pinned copy of up to 3W windows)."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="terarec-pin") as pinner:
+            pending = None
+            for batch in batches:
+                ahead = pinner.submit(pin_batch, batch)
+                if pending is not None:
+                    yield pending.result()
+                pending = ahead
+            if pending is not None:
+                yield pending.result()
 
     def _stream_batches(self, stream: int, epoch: int, skip: int) -> Generator[Batch, None, None]:
         bsz = self.spec.batch_size
@@ -332,10 +362,7 @@ class ParquetBatchStream:
         bsz, keys = self.spec.batch_size, len(self.keys)
         if self._ones is None or len(self._ones) != keys * bsz:
             self._ones = torch.ones(keys * bsz, dtype=_TORCH_IDS[self.layout.id_dtype])
-        batch = assemble(pieces, bsz, self.layout, self._ones)
-        # pinned here, in the prefetch threads for all but window-spanning batches: the trainer's
-        # host-to-device copies (TrainPipelineSparseDist, non_blocking=True) then overlap compute
-        return pin_batch(batch) if self.pin else batch
+        return assemble(pieces, bsz, self.layout, self._ones)
 
 
 class BatchLoader:
@@ -354,7 +381,7 @@ class BatchLoader:
         self.stream = ParquetBatchStream(spec, schema, rank, world_size, num_workers)
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.stream.pin = self.pin_memory  # pinned by the loader's own threads, off the training thread
+        self.stream.pin = self.pin_memory  # pinned by the loader's own thread, off the training thread
         self.epoch, self.batches = 0, 0
 
     def __len__(self) -> int:
@@ -369,10 +396,36 @@ class BatchLoader:
         self.epoch, self.batches = self.epoch + 1, 0
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "batches": self.batches}
+        """The position ``(epoch, batches)`` and the stream layout it is a position in."""
+        return {
+            "epoch": self.epoch,
+            "batches": self.batches,
+            "world_size": self.stream.world_size,
+            "workers": self.stream.workers,
+        }
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.batches = int(state["epoch"]), int(state["batches"])
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue at ``state``'s position. Mid-epoch, the rows before it were dealt to
+        ``world_size * workers`` streams: under another layout the rest of the epoch would skip some
+        rows and repeat others, so that is refused. States without a layout (older checkpoints) are
+        taken as they are."""
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        saved = (state.get("world_size"), state.get("workers"))
+        here = (self.stream.world_size, self.stream.workers)
+        if batches and any(s is not None and int(s) != h for s, h in zip(saved, here)):
+            raise LoaderLayoutError(
+                f"resume: the checkpoint stopped mid-epoch (epoch {epoch}, batch {batches}) with the loader "
+                f"laid out as {_layout(*saved)}, this start has {_layout(*here)}: the epoch's remaining rows "
+                "would be dealt differently (rows skipped or repeated). Resume with the checkpoint's world size "
+                "and data.num_workers; they may change at an epoch boundary"
+            )
+        self.epoch, self.batches = epoch, batches
+
+
+def _layout(world_size: int | None, workers: int | None) -> str:
+    """``world size 2 x data.num_workers 1`` (unknown parts of an older state: ``?``)."""
+    world, streams = ("?" if v is None else v for v in (world_size, workers))
+    return f"world size {world} x data.num_workers {streams}"
 
 
 def pin_batch(batch: Batch) -> Batch:

@@ -252,7 +252,9 @@ class Trainer:
         self.dmp.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optim"])
         self.step, self._samples_before = int(trainer_state["step"]), int(trainer_state["samples"])
-        self.train_loader.load_state_dict(trainer_state["loader"])
+        # a mid-epoch position under another world size or data.num_workers is refused (rows would be
+        # skipped or repeated); checkpoints from before the loader recorded its layout have the world size here
+        self.train_loader.load_state_dict({"world_size": trainer_state.get("world_size"), **trainer_state["loader"]})
         if self.early_stop is not None and "early_stop" in trainer_state:  # best-so-far and patience continue
             self.early_stop.load_state_dict(trainer_state["early_stop"])
             self.checkpoints.protected = self.early_stop.best_step

@@ -49,7 +49,8 @@ MAY_CHANGE_ON_RESUME: dict[str, str] = {
     "checkpoint": "checkpoint cadence and retention",
     "logging": "what is logged and how",
     "sharding": "the plan: DCP reshards tables and optimizer state onto any plan and world size",
-    "data.num_workers": "loader parallelism, not the rows",
+    # the loader's state refuses a mid-epoch resume under another world size x num_workers (its streams)
+    "data.num_workers": "loader streams: at an epoch boundary only (the loader's state checks it)",
     "data.path": "the dataset may move; its schema (features, cardinalities, rows) must be the same",
     "run": "the dir may be copied or moved; run.overwrite concerns fresh starts only",
     "resume": "how this start treats existing checkpoints",

@@ -104,6 +104,19 @@ def test_case4_resume_or_eval_with_other_layers_stops_instead_of_a_partial_load(
     assert sorted(p.name for p in (copy / "configs").iterdir()) == ["0.yaml"]  # refused starts are not recorded
 
 
+def test_mid_epoch_resume_with_other_loader_workers_stops_before_training(
+    data: Path, copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """step_10 is mid-epoch (2700 train rows, batch 64): under data.num_workers=2 the rest of the
+    epoch used to be dealt to 2 streams, silently skipping and repeating rows."""
+    capsys.readouterr()
+    assert _train(data, copy, "resume=auto", "train.max_steps=15", "data.num_workers=2") == 2
+    error = _one_error(capsys)
+    assert "mid-epoch (epoch 0, batch 10)" in error and "world size 1 x data.num_workers 1" in error
+    assert "world size 1 x data.num_workers 2" in error and _steps(copy) == ["step_5", "step_10"]
+    assert _train(data, copy, "resume=auto", "train.max_steps=15") == 0  # the same layout continues
+
+
 def test_traceback_resume_with_another_flavor_is_one_line_and_the_run_stays_usable(
     data: Path, copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -84,3 +84,28 @@ def test_pooled_empty_is_writable_and_sized() -> None:
     a[:] = 1.5
     assert a.shape == (3, 4) and a.flags.writeable and float(torch.from_numpy(a).sum()) == 18.0
     assert pooled_empty((5, 0), np.float32).shape == (5, 0)
+
+
+def test_float_log1p_runs_serially_in_the_calling_thread_with_the_values_of_a_serial_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The loader's prefetch threads call this: a torch op above its grain size (32768 elements)
+    would start an OpenMP team in each of them. Values are those of a one-thread torch.log1p_."""
+    x = (np.random.default_rng(0).standard_normal(100_003) * 1e3).astype(np.float32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = torch.log1p_(torch.from_numpy(x.copy()).clamp_(min=0.0)).numpy()
+    finally:
+        torch.set_num_threads(threads)
+    sizes: list[int] = []
+    log1p_ = torch.log1p_
+
+    def counted(tensor: torch.Tensor) -> torch.Tensor:
+        sizes.append(tensor.numel())
+        return log1p_(tensor)
+
+    monkeypatch.setattr(torch, "log1p_", counted)
+    out = dense_columns(pa.table({"x": pa.array(x)}), ["x"], 0.0, "log1p", None)
+    assert np.array_equal(out[0].view(np.int32), serial.view(np.int32))  # bit for bit
+    assert sum(sizes) == len(x) and max(sizes) <= 32768

@@ -114,7 +114,7 @@ def test_epochs_reshuffle_deterministically(dataset: Path) -> None:
     epoch0, epoch1 = _row_ids(list(loader)), _row_ids(list(loader))
     assert sorted(epoch0) == sorted(epoch1) == list(range(1000)) and epoch0 != epoch1
     assert _row_ids(list(BatchLoader(_spec(dataset), schema))) == epoch0
-    assert loader.state_dict() == {"epoch": 2, "batches": 0}
+    assert loader.state_dict() == {"epoch": 2, "batches": 0, "world_size": 1, "workers": 1}
 
 
 def test_ids_are_reduced_modulo_the_table_size_whatever_the_schema_says(dataset: Path) -> None:

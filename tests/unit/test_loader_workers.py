@@ -128,12 +128,16 @@ def test_int32_batches_train_torchrec_embedding_modules(dataset: Path) -> None: 
     assert pooled.shape == (32, 12) and bags.embedding_bags["t0"].weight.grad is not None
 
 
-def test_batches_are_pinned_in_the_prefetch_threads_when_cuda_is_present(
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batches_are_pinned_one_ahead_off_the_training_thread_when_cuda_is_present(
     dataset: Path,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
+    workers: int,
 ) -> None:
-    """With CUDA (mocked) every batch goes through ``pin_batch``; full batches in the loader's own
-    threads, off the training thread. Without CUDA nothing is pinned."""
+    """With CUDA (mocked) every batch goes through ``pin_batch`` in the loader's pinning thread, off
+    the training thread, at most one batch ahead of the one handed out: 2 pinned batches per rank
+    (the prefetch threads used to pin whole windows, up to 3W windows' worth). Without CUDA nothing
+    is pinned."""
     pinned: list[tuple[int, str]] = []
 
     def fake_pin(batch: Batch) -> Batch:
@@ -146,11 +150,13 @@ def test_batches_are_pinned_in_the_prefetch_threads_when_cuda_is_present(
     list(BatchLoader(_spec(dataset), schema))
     assert not pinned
     monkeypatch.setattr(loader_module.torch.cuda, "is_available", lambda: True)
-    loader = BatchLoader(_spec(dataset), schema)
-    batches = list(loader)
-    assert loader.pin_memory and sorted(p for p, _ in pinned) == sorted(id(b.labels) for b in batches)
-    in_threads = [name for _, name in pinned if name != threading.main_thread().name]
-    assert len(in_threads) >= len(batches) // 2  # window-spanning and padding batches: main thread
+    loader = BatchLoader(_spec(dataset), schema, num_workers=workers)
+    batches, ahead = [], []
+    for batch in loader:
+        batches.append(batch)
+        ahead.append(len(pinned) - len(batches))  # pinned but not yet handed out
+    assert loader.pin_memory and [p for p, _ in pinned] == [id(b.labels) for b in batches]
+    assert {name.split("_")[0] for _, name in pinned} == {"terarec-pin"} and max(ahead) <= 1
     assert sum(int((b.labels != PAD_LABEL).sum()) for b in batches) == 1000
 
 
@@ -166,3 +172,47 @@ def test_batches_are_pinned_and_copy_asynchronously(dataset: Path) -> None:  # n
             torch.cuda.synchronize()
             assert torch.equal(on_gpu.sparse_features.values().cpu(), kjt.values())
             assert torch.equal(on_gpu.dense_features.cpu(), batch.dense_features)
+
+
+@pytest.mark.parametrize(("saved", "now"), [((1, 1), (1, 2)), ((1, 1), (2, 1)), ((2, 2), (1, 1))])
+def test_mid_epoch_resume_under_another_stream_layout_is_refused(
+    dataset: Path,  # noqa: F811
+    saved: tuple[int, int],
+    now: tuple[int, int],
+) -> None:
+    """(world size, workers) deal the rows to streams: a mid-epoch position under another layout
+    would skip some rows and repeat others, so it is
+    refused with one line naming both layouts; at an epoch boundary either may change."""
+    schema = DatasetSchema.load(dataset)
+    first = BatchLoader(_spec(dataset), schema, 0, saved[0], num_workers=saved[1])
+    assert [b for _, b in zip(range(10), first)] and first.state_dict()["batches"] == 10
+    resumed = BatchLoader(_spec(dataset), schema, 0, now[0], num_workers=now[1])
+    with pytest.raises(loader_module.LoaderLayoutError) as err:
+        resumed.load_state_dict(first.state_dict())
+    message = str(err.value)
+    assert "\n" not in message and "epoch 0, batch 10" in message
+    assert f"world size {saved[0]} x data.num_workers {saved[1]}" in message
+    assert f"world size {now[0]} x data.num_workers {now[1]}" in message
+    boundary = {**first.state_dict(), "epoch": 1, "batches": 0}
+    resumed.load_state_dict(boundary)  # a new epoch: any layout deals all its rows
+    ranks = [BatchLoader(_spec(dataset), schema, r, now[0], num_workers=now[1]) for r in range(now[0])]
+    for loader in ranks:
+        loader.load_state_dict(boundary)
+    rows = [row for loader in ranks for row in _row_ids(list(loader))]
+    assert sorted(rows) == list(range(1000)) and ranks[0].state_dict()["epoch"] == 2
+
+
+def test_mid_epoch_resume_keeps_the_layout_or_trusts_an_older_state(dataset: Path) -> None:  # noqa: F811
+    """num_workers 0 and 1 are one stream (the same layout); a state from before the layout was
+    recorded is taken as it is (the trainer fills in the world size its checkpoint recorded)."""
+    schema = DatasetSchema.load(dataset)
+    reference = _row_ids(list(BatchLoader(_spec(dataset), schema, num_workers=0)))
+    first = BatchLoader(_spec(dataset), schema, num_workers=0)
+    seen = _row_ids([b for _, b in zip(range(10), first)])
+    assert first.state_dict() == {"epoch": 0, "batches": 10, "world_size": 1, "workers": 1}
+    resumed = BatchLoader(_spec(dataset), schema, num_workers=1)
+    resumed.load_state_dict(first.state_dict())
+    assert seen + _row_ids(list(resumed)) == reference
+    older = BatchLoader(_spec(dataset), schema, num_workers=1)
+    older.load_state_dict({"epoch": 0, "batches": 10})
+    assert seen + _row_ids(list(older)) == reference
