@@ -238,13 +238,16 @@ def test_case10_sigint_stops_with_a_checkpoint_and_resume_loses_nothing(
     err = done.communicate(timeout=300)[1]
     assert done.returncode == 0, err[-3000:]
     assert f"loaded checkpoint {run / 'checkpoints' / f'step_{step}'} (step {step})" in err
-    a, b = json.loads((trained / "metrics.json").read_text()), json.loads((run / "metrics.json").read_text())
-    assert (b["steps"], b["samples"], b["auc"], b["logloss"]) == (a["steps"], a["samples"], a["auc"], a["logloss"])
     final_a, final_b = (
         checkpoint_weights(trained / "checkpoints" / "step_10", tmp_path),
         checkpoint_weights(run / "checkpoints" / "step_10", tmp_path),
     )
     assert final_a.keys() == final_b.keys() and all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+    a, b = json.loads((trained / "metrics.json").read_text()), json.loads((run / "metrics.json").read_text())
+    assert (b["steps"], b["samples"]) == (a["steps"], a["samples"])
+    # bitwise-equal weights; the eval's float sums run in-process for `trained` and in a subprocess here,
+    # whose thread pools may split them differently (seen: logloss equal to 1e-10, not bitwise)
+    assert (b["auc"], b["logloss"]) == (pytest.approx(a["auc"], rel=1e-9), pytest.approx(a["logloss"], rel=1e-9))
 
 
 def test_case10_a_second_signal_exits_at_once(data: Path, tmp_path: Path) -> None:
