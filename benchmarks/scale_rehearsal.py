@@ -177,7 +177,9 @@ def projection(figures: dict[str, dict[int, dict[str, float]]], lines: dict, cor
     the small model's in-loop rate per process (one thread: about one core) spread perfectly over the cores
     (an optimistic bound)."""
     largest = {stage: by_size[max(by_size)] for stage, by_size in figures.items()}
-    prepare_us = (lines.get("prepare") or {}).get("marginal_cpu_us_per_row", largest["prepare"]["cpu_us_per_row"])
+    prepare_us = (lines.get("prepare") or {}).get("marginal_cpu_us_per_row", 0.0)
+    if prepare_us <= 0:  # tiny sizes: noise can tilt the fit below zero; the whole-process cost then
+        prepare_us = largest["prepare"]["cpu_us_per_row"]
     parallel = min(cores, CRITEO_1TB_DAY_FILES)
     waves = math.ceil(CRITEO_1TB_DAY_FILES / parallel)
     prepare_s = waves * (CRITEO_1TB_ROWS / CRITEO_1TB_DAY_FILES) * prepare_us * 1e-6
