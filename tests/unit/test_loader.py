@@ -94,12 +94,18 @@ def test_two_ranks_equal_counts_disjoint_and_complete(dataset: Path, workers: in
 @pytest.mark.parametrize("stop_at", [1, 5, 9, 15])
 def test_resume_continues_exactly(dataset: Path, stop_at: int) -> None:
     """Stop each rank after `stop_at` batches, resume from state_dict: no duplicate, no gap."""
+    assert_resume_continues_exactly(dataset, stop_at, num_workers=0)
+
+
+def assert_resume_continues_exactly(dataset: Path, stop_at: int, num_workers: int) -> None:
+    """On each of 2 ranks: batches before a stop after ``stop_at`` plus those after a resume from its
+    state_dict equal an uninterrupted epoch's, batch for batch."""
     schema = DatasetSchema.load(dataset)
     for rank in range(2):
-        reference = list(BatchLoader(_spec(dataset), schema, rank, 2))
-        first = BatchLoader(_spec(dataset), schema, rank, 2)
+        reference = list(BatchLoader(_spec(dataset), schema, rank, 2, num_workers=num_workers))
+        first = BatchLoader(_spec(dataset), schema, rank, 2, num_workers=num_workers)
         seen = [b for _, b in zip(range(stop_at), first)]
-        resumed = BatchLoader(_spec(dataset), schema, rank, 2)
+        resumed = BatchLoader(_spec(dataset), schema, rank, 2, num_workers=num_workers)
         resumed.load_state_dict(first.state_dict())
         rest = list(resumed)
         assert len(seen) + len(rest) == len(reference)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_loader import _row_ids, _spec, dataset  # noqa: F401  (the fixture)
+from test_loader import _row_ids, _spec, assert_resume_continues_exactly, dataset  # noqa: F401  (the fixture)
 from torchrec.datasets.utils import Batch
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, EmbeddingConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
@@ -51,18 +51,7 @@ def test_thread_workers_give_the_batches_of_worker_processes(dataset: Path, worl
 def test_resume_with_workers_continues_exactly(dataset: Path, stop_at: int) -> None:  # noqa: F811
     """Stopped after an odd or even batch, a 2-worker loader resumes with the batch that follows,
     from the right worker stream (DataLoader processes restarted at worker 0 and swapped a pair)."""
-    schema = DatasetSchema.load(dataset)
-    for rank in range(2):
-        reference = list(BatchLoader(_spec(dataset), schema, rank, 2, num_workers=2))
-        first = BatchLoader(_spec(dataset), schema, rank, 2, num_workers=2)
-        seen = [b for _, b in zip(range(stop_at), first)]
-        resumed = BatchLoader(_spec(dataset), schema, rank, 2, num_workers=2)
-        resumed.load_state_dict(first.state_dict())
-        rest = list(resumed)
-        assert len(seen) + len(rest) == len(reference)
-        for got, want in zip(seen + rest, reference):
-            assert torch.equal(got.labels, want.labels) and torch.equal(got.dense_features, want.dense_features)
-            assert torch.equal(got.sparse_features.values(), want.sparse_features.values())
+    assert_resume_continues_exactly(dataset, stop_at, num_workers=2)
 
 
 def test_one_worker_is_the_in_process_loader(dataset: Path) -> None:  # noqa: F811
