@@ -123,10 +123,10 @@ def build_teacher(seed: int, read: tuple[int, ...], pilot_dense_z: np.ndarray, p
     return Teacher(read, mean, std, directions, shifts, raw.output * scale, float(pilot_logit.mean()) * scale)
 
 
-def additive_fit(teacher: Teacher, x: np.ndarray, bins: int = 64) -> np.ndarray:
-    """The best sum of one-input functions to the logit on ``x``, (rows,): each input's conditional
-    mean over its quantile bins, by backfitting (inputs are independent, so a few sweeps converge)."""
-    logit = teacher.logit(x)
+def additive_fit(logit: np.ndarray, x: np.ndarray, bins: int = 64) -> np.ndarray:
+    """The best sum of one-input functions to ``logit`` (rows,) on the teacher's inputs ``x`` (rows x
+    inputs), (rows,): each input's conditional mean over its quantile bins, by backfitting (inputs are
+    independent, so a few sweeps converge)."""
     codes = [np.searchsorted(np.unique(np.quantile(c, np.linspace(0, 1, bins + 1)[1:-1])), c) for c in x.T]
     fitted, parts = np.zeros_like(logit), [np.zeros_like(logit) for _ in codes]
     for _ in range(5):
@@ -140,7 +140,7 @@ def additive_fit(teacher: Teacher, x: np.ndarray, bins: int = 64) -> np.ndarray:
 def additive_share(teacher: Teacher, x: np.ndarray) -> float:
     """Share of the logit's variance on ``x`` that a sum of one-input functions explains (order 1)."""
     logit = teacher.logit(x)
-    return float(1.0 - np.var(logit - additive_fit(teacher, x)) / np.var(logit))
+    return float(1.0 - np.var(logit - additive_fit(logit, x)) / np.var(logit))
 
 
 def describe(teacher: Teacher, pilot_dense_z: np.ndarray, pilot_ids: list[np.ndarray]) -> dict[str, object]:

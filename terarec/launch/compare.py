@@ -424,6 +424,13 @@ def _cell(result: dict[str, Any], key: str, digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(result["runs"]) > 1 else f"{mean:.{digits}f}"
 
 
+_TUNED_BASELINES_NOTE = "; under --tune a tuned baseline's settings are its chosen ones under Tuning budgets"
+
+
+def _tuned_baselines(report: dict[str, Any]) -> bool:
+    return any(r["kind"] == "baseline" and "tuning" in r for r in report["results"])
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     seeds = ", ".join(map(str, report["seeds"]))
     lines = [
@@ -435,7 +442,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{PRE_TUNING_NOTE if report.get('budget_pre_tuning') else ''}"
         f"{'; overrides: ' + ' '.join(f'`{o}`' for o in report['overrides']) if report['overrides'] else ''}.",
         f"Baselines train on at most {report['baseline_max_train_rows']:,} train rows with their libraries' "
-        f"budgets ({describe_baselines()}); their params are tree nodes / "
+        f"budgets ({describe_baselines()}{_TUNED_BASELINES_NOTE if _tuned_baselines(report) else ''}); "
+        "their params are tree nodes / "
         "weights and their FLOPs/example comparisons (trees) or multiply-adds (logreg).",
         f"On this eval set an AUC has a standard error of about {report['auc_standard_error']:.4f} (Hanley & McNeil): "
         "AUCs closer than about twice that are not distinguishable on this data.",

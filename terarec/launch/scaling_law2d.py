@@ -126,9 +126,11 @@ def fit_law_2d(
     fit: dict[str, Any] = {"form": FORM_2D, "fitted": True, "E": e, "alpha": alpha, "beta": beta}
     fit.update(A=a * n_scale**alpha, B=b * d_scale**beta, A_scaled=a, B_scaled=b, n_scale=n_scale, d_scale=d_scale)
     if dropped is None:
-        fit.update(_errors(jacobian(params), residual(params), len(y)))
-    else:
-        fit.update(_nested_errors(solved, len(y), dropped))
+        fit.update(_errors(jacobian(params), residual(params), len(y), {0: "E", 2: "alpha", 4: "beta"}))
+    else:  # the nested law's 3 parameters: E, then the kept term's coefficient and exponent
+        kept = next(term for term in TERMS if term != dropped)
+        fit.update(_errors(solved.jac, solved.fun, len(y), {0: "E", 2: TERMS[kept][3]}))
+        fit[f"{TERMS[dropped][3]}_err"] = None
     fit["rmse"] = float(np.sqrt(np.mean((law_2d_value(fit, n, d) - y) ** 2)))
     fit.update(weighted=sigma is not None, points=len(y))
     if reduced is not None:
@@ -198,33 +200,17 @@ def _flat_term(params: np.ndarray, n_range: float, d_range: float) -> str | None
     return min(flat, key=lambda term: flat[term]) if flat else None
 
 
-def _nested_errors(solved: OptimizeResult, points: int, dropped: str) -> dict[str, float | None]:
-    """1-sigma errors of the nested law's E and its remaining exponent (as :func:`_errors`, 3 parameters:
-    E, then the kept term's coefficient and exponent); the dropped term's exponent has none."""
-    variance = float(solved.fun @ solved.fun) / max(points - 3, 1)
+def _errors(jac: np.ndarray, residual: np.ndarray, points: int, named: dict[int, str]) -> dict[str, float | None]:
+    """1-sigma errors of the parameters ``named`` (``jac``'s column -> name): ``sqrt(diag(inv(J^T J)) *
+    s^2)``, ``s^2`` the residual variance over ``points`` minus the fitted parameters (relative weights, as
+    curve_fit's ``absolute_sigma=False``); None where ``J^T J`` is singular (a parameter at its bound 0
+    leaves its partner undetermined)."""
+    variance = float(residual @ residual) / max(points - jac.shape[1], 1)
     try:
-        diag = np.diag(np.linalg.inv(solved.jac.T @ solved.jac) * variance)
+        diag = np.diag(np.linalg.inv(jac.T @ jac)) * variance
     except np.linalg.LinAlgError:
-        diag = np.full(3, -1.0)
-    err = [float(np.sqrt(v)) if v >= 0 else None for v in diag]
-    kept = next(term for term in TERMS if term != dropped)
-    return {"E_err": err[0], f"{TERMS[dropped][3]}_err": None, f"{TERMS[kept][3]}_err": err[2]}
-
-
-def _errors(jac: np.ndarray, residual: np.ndarray, points: int) -> dict[str, float | None]:
-    """1-sigma errors of E, alpha, beta: ``sqrt(diag(inv(J^T J)) * s^2)``, ``s^2`` the residual variance
-    (relative weights, as curve_fit's ``absolute_sigma=False``); None where ``J^T J`` is singular (a
-    parameter at its bound 0 leaves its partner undetermined)."""
-    variance = float(residual @ residual) / max(points - len(PARAMS_2D), 1)
-    try:
-        cov = np.linalg.inv(jac.T @ jac) * variance
-    except np.linalg.LinAlgError:
-        return {"E_err": None, "alpha_err": None, "beta_err": None}
-    diag = np.diag(cov)
-    return {
-        f"{name}_err": float(np.sqrt(diag[i])) if diag[i] >= 0 else None
-        for i, name in ((0, "E"), (2, "alpha"), (4, "beta"))
-    }
+        diag = np.full(jac.shape[1], -1.0)
+    return {f"{name}_err": float(np.sqrt(diag[i])) if diag[i] >= 0 else None for i, name in named.items()}
 
 
 def law_2d_value(fit: dict[str, Any], n: np.ndarray | float, d: np.ndarray | float) -> Any:

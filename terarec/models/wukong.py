@@ -15,7 +15,8 @@ Shapes: B batch, F sparse features, D embedding dim, N dense inputs, n embedding
 
 Scaling ladders (flavors): the paper scales depth and width together (§3.8, Table 5: layers
 2 -> 8, ``n_F = n_L`` 8 -> 192, rank ``k`` 24 -> 192, FMB MLP 3 x 2048 -> 3 x 16384), and so do
-``ladder_1 .. ladder_5`` (CPU-sized, 54x training FLOPs on the synthetic Criteo layout) and
+``ladder_0 .. ladder_5`` (CPU-sized, 54x training FLOPs from ladder_1 to ladder_5 on the synthetic
+Criteo layout) and
 ``paper_1 .. paper_5`` (the paper's endpoints, intermediate rungs interpolated geometrically).
 ``l1 .. l16`` grow depth alone at fixed width: an ablation, not the paper's law.
 """
@@ -176,8 +177,9 @@ def ladder_rung(layers: int, embeddings: int, rank: int, mlp_width: int) -> dict
     }
 
 
-# (layers, n_F = n_L, k, FMB MLP width): each rung about 2.5-3x the previous one's training FLOPs
-CPU_LADDER = [(2, 4, 4, 64), (2, 8, 8, 128), (3, 12, 12, 192), (4, 16, 16, 256), (5, 24, 16, 384)]
+# (layers, n_F = n_L, k, FMB MLP width): each rung about 2.5-3x the previous one's training FLOPs.
+# ladder_0 is the rung below ladder_1, for testbeds where ladder_1 already sits near the data's floor.
+CPU_LADDER = [(1, 2, 2, 32), (2, 4, 4, 64), (2, 8, 8, 128), (3, 12, 12, 192), (4, 16, 16, 256), (5, 24, 16, 384)]
 # the paper's first and last rungs (Table 5); the three between are geometric interpolations
 PAPER_LADDER = [(2, 8, 24, 2048), (3, 16, 48, 4096), (4, 48, 64, 4096), (6, 96, 128, 8192), (8, 192, 192, 16384)]
 # the paper-sized rungs' other settings: the `large` flavor's (Criteo-1TB-sized) embedding width and arches
@@ -194,7 +196,7 @@ register_model(
             # the depth ablation: same width, 1 .. 16 layers
             **{f"l{n}": {"num_layers": n} for n in (1, 2, 4, 8, 16)},
             # depth and width together, as the paper scales (module docstring)
-            **{f"ladder_{i}": ladder_rung(*rung) for i, rung in enumerate(CPU_LADDER, 1)},
+            **{f"ladder_{i}": ladder_rung(*rung) for i, rung in enumerate(CPU_LADDER)},
             **{f"paper_{i}": {**PAPER_BASE, **ladder_rung(*rung)} for i, rung in enumerate(PAPER_LADDER, 1)},
             "large": {
                 "embedding_dim": 128,

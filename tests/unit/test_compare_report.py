@@ -147,6 +147,14 @@ def test_markdown_carries_the_calibration_table() -> None:
     }
     text = render_markdown(report)
     assert "## Calibration (eval split" in text and "| dcnv2 | 0.0300 | 0.1000 | 0.2000 |" in text
+    assert "LightGBM: 50 trees" in text and "tuned baseline" not in text
+    # under --tune a tuned LightGBM's settings are not the defaults the header states: it says so
+    tuned = _result("lightgbm", "baseline", [run], ece=0.03, mce=0.1, brier=0.2)
+    tuned["mean"], tuned["std"], tuned["recipe"] = result["mean"], result["std"], "lightgbm"
+    tuned["tuning"] = {"params": {"num_leaves": 63}, "trials": 2, "best_trial": 1, "best_valid_logloss": 0.5}
+    tuned["tuning"].update(samples_per_s=0, samples_seen=1, train_flops=None, wall_s=1.0)
+    text = render_markdown({**report, "results": [result, tuned]})
+    assert "under --tune a tuned baseline's settings are its chosen ones under Tuning budgets" in text
 
 
 def test_reliability_panel_plots_each_model_before_and_after() -> None:

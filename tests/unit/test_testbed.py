@@ -91,7 +91,7 @@ def test_interactions_carry_their_stated_share_and_matter(tmp_path: Path) -> Non
     assert np.abs(teacher(dense_z, moved) - teacher(dense_z, ids)).mean() > 0.01
     magnitudes = np.abs(teacher.output)
     np.testing.assert_allclose(magnitudes / magnitudes[0], testbed.order_weights(), rtol=1e-12)
-    additive = testbed.additive_fit(teacher, x)
+    additive = testbed.additive_fit(teacher.logit(x), x)
     best_additive = min(
         _logloss(scale * additive + bias, labels)
         for scale in np.linspace(0.6, 1.4, 9)

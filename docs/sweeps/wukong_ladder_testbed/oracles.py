@@ -54,7 +54,7 @@ def main(data: Path) -> None:
     bayes = schema["extra"]["testbed"]["bayes_logloss"]
     print(f"full teacher logloss {logloss(teacher.logit(x) + bias, labels):.5f} (schema Bayes {bayes:.5f})")
     print(f"base rate only       {recalibrated(np.zeros_like(labels), labels):.5f}")
-    print(f"best additive        {recalibrated(testbed.additive_fit(teacher, x), labels):.5f}")
+    print(f"best additive        {recalibrated(testbed.additive_fit(teacher.logit(x), x), labels):.5f}")
     hidden = teacher.hidden(x)
     for top in (1, 4, 16, 64, testbed.HIDDEN):
         partial = hidden[:, :top] @ teacher.output[:top]
