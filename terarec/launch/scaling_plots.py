@@ -36,11 +36,30 @@ def _curve(points: list[dict[str, Any]], rows: int, metric: str) -> tuple[np.nda
     return x, y, std
 
 
+def draw_prediction(ax: Any, holdout: dict[str, Any], note: str) -> None:
+    """A holdout test's prediction of its held-out point, +- its 1-sigma interval (the fit's parameter
+    errors, delta method; a red bar), against the observed value (the legend)."""
+    err = holdout.get("predicted_err")
+    ax.errorbar(
+        [holdout["held_out_x"]],
+        [holdout["predicted"]],
+        yerr=None if err is None else [[err], [err]],
+        fmt="x",
+        markersize=9,
+        capsize=4,
+        color="red",
+        label=f"predicted {holdout['predicted']:.4f}"
+        + ("" if err is None else f" +- {err:.4f}")
+        + f" vs {holdout['observed']:.4f} {note}",
+    )
+
+
 def draw_data_sizes(ax: Any, points: list[dict[str, Any]], summary: dict[str, Any], metric: str) -> None:
     """Draw ``metric`` vs training compute on ``ax``: one curve per data size (points with their spread
-    over seeds, and its ``L(C)`` fit from ``summary["per_data_size"]``), the measured compute-optimal
+    over seeds, its ``L(C)`` fit and holdout prediction from ``summary["per_data_size"]``), the measured compute-optimal
     frontier and the fitted law's (``summary["frontier"]``), titled with the data-limit verdict."""
     fits = {entry["train_rows"]: entry.get("fit") for entry in summary["per_data_size"]}
+    holdouts = {entry["train_rows"]: entry.get("holdout") for entry in summary["per_data_size"]}
     for rows in data_sizes(points):
         x, y, std = _curve(points, rows, metric)
         drawn = ax.errorbar(x, y, yerr=np.nan_to_num(std), fmt="o", capsize=3, label=f"{rows:,} rows")
@@ -49,6 +68,8 @@ def draw_data_sizes(ax: Any, points: list[dict[str, Any]], summary: dict[str, An
             grid = np.geomspace(x.min(), x.max(), 50)
             legend = f"{fit['a']:.3g} C^-{fit['b']:.3f} + {fit['c']:.3g}"
             ax.plot(grid, law_value(fit, grid), color=drawn.lines[0].get_color(), linewidth=1, label=legend)
+        if holdouts.get(float(rows)):
+            draw_prediction(ax, holdouts[float(rows)], f"at {rows:,} rows")
     measured = summary["frontier"]["points"]
     ax.plot([f["compute"] for f in measured], [f["loss"] for f in measured], "k-", label="frontier (points)")
     law = summary["frontier"]["law"]

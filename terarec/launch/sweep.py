@@ -75,7 +75,7 @@ from terarec.launch.scaling_fit import (  # noqa: F401  (fit_power_law, holdout_
     usable_sigma,
 )
 from terarec.launch.scaling_law2d import runs_short_of_their_rows, two_axis_summary
-from terarec.launch.scaling_plots import data_sizes, draw_data_sizes, log_per_data_size
+from terarec.launch.scaling_plots import data_sizes, draw_data_sizes, draw_prediction, log_per_data_size
 from terarec.launch.sweep_select import Selection, check_validation_rows, mark_selected
 from terarec.launch.torchrun import child_user_error, run_child, trainer_command
 
@@ -318,15 +318,7 @@ def _fit_axis(
         fit["holdout"] = holdout = holdout_test(x, y, sigma) if len(set(x)) == len(x) else None
         if holdout is not None:
             ax.plot(grid, law_value(holdout["fit"], grid), "--", color="gray", label="fit without the largest point")
-            ax.scatter(
-                [holdout["held_out_x"]],
-                [holdout["predicted"]],
-                marker="x",
-                s=80,
-                color="red",
-                label=f"predicted {holdout['predicted']:.4f} vs {holdout['observed']:.4f} "
-                f"({100 * holdout['rel_error']:.2f}% off)",
-            )
+            draw_prediction(ax, holdout, f"({100 * holdout['rel_error']:.2f}% off)")
         if len(having) < len(points):
             fit["note_points"] = NO_COMPUTE
     ax.legend(fontsize="small")

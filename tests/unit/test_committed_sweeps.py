@@ -4,8 +4,8 @@ dataset's Bayes logloss and the smallest model's loss, and the holdout error of 
 below 20% of the loss drop across the ladder. Also: each README's table says what points.csv says, and
 every point has both seeds.
 
-- docs/sweeps/wukong_ladder_testbed_cosine: the ladder (ladder_0 .. ladder_4) at 450k rows, the LR
-  decayed over the run: the three conditions hold.
+- docs/sweeps/wukong_ladder_testbed_cosine: the ladder (ladder_0 .. ladder_5) at 450k rows, 4 seeds, the
+  LR decayed over the run: the loss falls and the floor holds; the holdout misses (21.8% of the drop).
 - docs/sweeps/wukong_ladder_testbed: the ladder (ladder_1 .. ladder_5) x 3 data sizes with a constant
   LR: the law holds along data; along the ladder the seeds' spread hides the model (strict xfails)."""
 
@@ -52,7 +52,8 @@ def test_the_sweep_has_four_sizes_over_30x_compute_and_two_seeds_each(sweep: Pat
     assert len(flops) >= 4 and flops[-1] / flops[0] >= 30
     assert all(int(p["seeds"]) >= 2 for p in points)
     for point in points:
-        assert sorted(r["seed"] for r in runs if r["point"] == point["point"]) == ["0", "1"]
+        seeds = sorted(int(r["seed"]) for r in runs if r["point"] == point["point"])
+        assert seeds == list(range(int(point["seeds"])))
 
 
 def acceptance(sweep: Path) -> dict[str, bool]:
@@ -108,12 +109,15 @@ def test_readme_states_each_acceptance_condition_as_the_numbers_decide_it(sweep:
     assert verdicts == acceptance(sweep)
 
 
-# Along model size the ladder x data sweep does not meet the bar: at 450k rows with a constant LR the
-# ladder is flat within the seeds' spread (its README). Strict: if it did, the xfail would fail.
-NOT_MET = pytest.mark.xfail(strict=True, reason="with a constant LR the ladder is flat within the seeds' spread")
-WITH_NOT_MET = pytest.mark.parametrize(
-    "sweep", [LADDER, pytest.param(LADDER_X_DATA, marks=NOT_MET)], ids=lambda p: getattr(p, "name", p)
-)
+# Where the committed sweeps miss the bar (their READMEs). Strict: a sweep that met it would fail the test.
+# The ladder x data sweep (constant LR): along the ladder its seeds' spread hides the model, no floor and no
+# holdout. The cosine ladder: the law fitted on five rungs misses the sixth by 21.8% of the drop (bar 20%).
+FLAT = pytest.mark.xfail(strict=True, reason="with a constant LR the ladder is flat within the seeds' spread")
+MISSED = pytest.mark.xfail(strict=True, reason="the five-rung law misses ladder_5 by 21.8% of the drop")
+
+
+def _name(p: Any) -> str:
+    return str(getattr(p, "name", p))
 
 
 @BOTH
@@ -121,12 +125,14 @@ def test_eval_logloss_falls_from_the_smallest_to_the_largest_point(sweep: Path) 
     assert acceptance(sweep)["falls"]
 
 
-@WITH_NOT_MET
+@pytest.mark.parametrize("sweep", [LADDER, pytest.param(LADDER_X_DATA, marks=FLAT)], ids=_name)
 def test_fitted_floor_lies_between_bayes_and_the_smallest_models_loss(sweep: Path) -> None:
     assert acceptance(sweep)["floor"]
 
 
-@WITH_NOT_MET
+@pytest.mark.parametrize(
+    "sweep", [pytest.param(LADDER, marks=MISSED), pytest.param(LADDER_X_DATA, marks=FLAT)], ids=_name
+)
 def test_holdout_error_of_the_largest_point_is_below_a_fifth_of_the_loss_drop(sweep: Path) -> None:
     assert acceptance(sweep)["holdout"]
 
@@ -162,11 +168,14 @@ def test_readme_table_matches_points_csv(sweep: Path) -> None:
 
 @pytest.mark.parametrize("name", ["wukong_ladder_testbed", "wukong_ladder_testbed_cosine", "bst_ladder_taobao"])
 def test_the_committed_sweeps_configs_load_with_two_seeds(name: str) -> None:
-    """The sweeps behind the committed results: a flavor ladder, both seeds, one recipe for every rung (a
-    sweep may set the schedule for every rung, never the LR or batch size)."""
+    """The sweeps behind the committed results: a flavor ladder, at least two seeds, one recipe for every
+    rung (a sweep may set the LR schedule's shape for every rung; the optimizer, LR and batch size are the
+    recipe's)."""
     from terarec.launch.sweep import SweepSpec
 
     spec = SweepSpec.load(name, [])
-    assert list(spec.grid)[0] == "model.flavor" and len(spec.grid["model.flavor"]) >= 4 and spec.seeds == [0, 1]
+    assert list(spec.grid)[0] == "model.flavor" and len(spec.grid["model.flavor"]) >= 4
+    assert len(spec.seeds) >= 2 and spec.seeds == list(range(len(spec.seeds)))
     assert set(spec.grid) <= {"model.flavor", "data.max_train_rows"}
-    assert not any(o.startswith(("optim.lr", "optim.sparse_lr", "train.batch_size")) for o in spec.overrides)
+    schedule = ("optim.decay=", "optim.warmup_steps=")
+    assert not any(o.startswith(("optim.", "train.batch_size")) and not o.startswith(schedule) for o in spec.overrides)
