@@ -9,7 +9,7 @@ The directory is claimed by a manifest (``manifest.py``): a re-run with other in
 stops unless ``--overwrite``. Parsing is columnar: labels, dense integers and hex ids are checked
 and decoded with numpy on arrow's raw string buffers (``criteo_fields.py``); rows go out in row
 groups of ``ROW_GROUP_ROWS`` whatever the CSV block size; distinct ids are counted exactly up to
-16384 per feature, by HyperLogLog above (``sketch.py``).
+16384 per feature, by HyperLogLog above (``sketch.py``), once per row group's worth of rows.
 
 Malformed rows (wrong field count, non-integer dense, non-hex categorical) stop the run naming
 ``file:line`` (``--on-error fail``), or go to ``DIR/rejects/{stem}.tsv`` as ``line<TAB>reason<TAB>row``
@@ -40,7 +40,7 @@ from terarec.data_pipeline.criteo_layout import DENSE_NAMES, LABEL, SPARSE_NAMES
 from terarec.data_pipeline.manifest import DatasetManifest, InputFile, PartFile, start_build
 from terarec.data_pipeline.parquet_io import ROW_GROUP_ROWS, PartWriter
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SparseFeature
-from terarec.data_pipeline.sketch import DESCRIPTION, EXACT_LIMIT, DistinctCounts
+from terarec.data_pipeline.sketch import DESCRIPTION, DistinctCounts
 from terarec.data_pipeline.splits import check_eval_fraction, check_valid_fraction, split_lines
 
 RAW_COLUMNS = [LABEL, *DENSE_NAMES, *SPARSE_NAMES]
@@ -49,12 +49,18 @@ ROWS_PER_FILE = 4 << 20
 # fail mode: a block of nothing but wrong-field-count rows (e.g. a comma-separated file) yields no
 # batch to check, so parsing stops after this many of them instead of reading the whole file
 FAIL_FAST_INVALID_ROWS = 1000
-FORMAT = (
-    2  # bump when the output of the same input and options changes (2: ROW_GROUP_ROWS groups, dictionary choice, HLL)
-)
+# bump when the output of the same input and options changes (2: ROW_GROUP_ROWS groups, dictionary choice,
+# HLL; 3: the parquet encodings of ``writer_options``: the same rows, other bytes)
+FORMAT = 3
 _PART_NAME = re.compile(r"part-(.+)-\d{5}\.parquet(\.tmp)?")  # -> the input's stem
 SKETCH_SUFFIX = ".distinct.npy"  # per input file, beside its done marker (was .kmv.npy: such markers are redone)
-DICTIONARY_MAX_DISTINCT = EXACT_LIMIT  # dictionary-encode a categorical while the sketch still counts it exactly
+# The parts' encodings (``writer_options``; callgrind figures: README, "prepare criteo's floor"). A
+# dictionary costs ~85 instructions a value (hash memo + index RLE) whatever it saves: kept where an
+# index fits a byte (<= 256 ids: >= 4x fewer bytes than plain uint32), else PLAIN; dense integers as
+# DELTA_BINARY_PACKED (fewer instructions and bytes than dictionary or plain).
+DICTIONARY_MAX_DISTINCT = 256
+DENSE_ENCODING = "DELTA_BINARY_PACKED"
+COMPRESSION = "lz4"  # LZ4_RAW: fewer instructions than snappy and, on these pages, fewer bytes
 CSV_CONVERT = pacsv.ConvertOptions(  # every column as a non-null string: conversion is ours, per row
     column_types={c: pa.string() for c in RAW_COLUMNS},
     quoted_strings_can_be_null=False,
@@ -179,6 +185,7 @@ class _FileConverter:
         self.rejects: list[str] = []
         self.rows_seen = 0  # field-count-valid rows so far
         self.distinct = DistinctCounts(len(SPARSE_NAMES))
+        self.unsketched: list[np.ndarray] = []  # (26, rows) id blocks not yet in ``distinct``
         self.encoding_chosen = False
 
     def malformed(self, candidates: list[tuple[int, str]]) -> DatasetError:
@@ -196,7 +203,9 @@ class _FileConverter:
             self.rejects.append(f"{lines[i]}\t{reasons[i]}\t{text}")
         ends = [self.job.train_lines] if self.job.valid_end is None else [self.job.train_lines, self.job.valid_end]
         cuts = [0, *(int(np.searchsorted(lines[~bad], end, side="right")) for end in ends), table.num_rows]
-        self.distinct.update(ids)  # first: the first row group's encoding depends on the counts so far
+        self.unsketched.append(ids)
+        if sum(block.shape[1] for block in self.unsketched) >= ROW_GROUP_ROWS:
+            self._sketch()  # here, before _write: the first row group's encoding depends on the counts so far
         for split, start, stop in zip(self.job.splits, cuts[:-1], cuts[1:]):  # train | valid | eval, by line
             self._write(split, table.slice(start, stop - start))
         self.rows_seen += batch.num_rows
@@ -215,15 +224,22 @@ class _FileConverter:
                 self.writers[split].write(pending.slice(start, min(ROW_GROUP_ROWS, ready - start)))
             self.pending[split] = [pending.slice(ready)] if ready < rows else []
 
+    def _sketch(self) -> None:
+        """Count the buffered id blocks: once per row group's worth of rows, not per ~8k-row CSV block,
+        so a vocabulary's ids repeated across blocks are looked up in the exact sets once, not per block."""
+        if self.unsketched:
+            ids = self.unsketched[0] if len(self.unsketched) == 1 else np.concatenate(self.unsketched, axis=1)
+            self.distinct.update(ids, scratch=len(self.unsketched) > 1)
+            self.unsketched = []
+
     def _choose_encoding(self) -> None:
-        """Once per file, before its first row group: dictionary encoding except on categoricals with
-        more than ``DICTIONARY_MAX_DISTINCT`` distinct ids so far (a row group's rows, or the whole file), where
-        it costs 4x the CPU and gives larger files (random ids: 1.14 vs 0.28 us/row, 49 vs 34 MB)."""
+        """Once per file, before its first row group: ``writer_options`` from the distinct ids so far
+        (at least a row group's rows, or the whole file)."""
         if self.encoding_chosen:
             return
-        plain = {name for f, name in enumerate(SPARSE_NAMES) if not self.distinct.is_exact(f)}
+        self._sketch()
         for writer in self.writers.values():
-            writer.use_dictionary = [name for name in OUTPUT_SCHEMA.names if name not in plain]
+            writer.options = writer_options(self.distinct.estimates())
         self.encoding_chosen = True
 
     def finish(self) -> dict[str, Any]:
@@ -234,6 +250,7 @@ class _FileConverter:
         for split in self.job.splits:
             self._write(split, OUTPUT_SCHEMA.empty_table(), last=True)
         counts = {s: w.rows_total for s, w in self.writers.items()}
+        self._sketch()
         if not sum(counts.values()):
             malformed = f": all {len(self.rejects)} rows are malformed (is it tab-separated Criteo data?)"
             raise DatasetError(f"{self.job.path} has no valid rows{malformed if self.rejects else ''}")
@@ -252,6 +269,20 @@ class _FileConverter:
         marker.with_suffix(".tmp").write_text(json.dumps(result))
         marker.with_suffix(".tmp").replace(marker)
         return result
+
+
+def writer_options(distinct: list[int]) -> dict[str, Any]:
+    """``pyarrow.parquet.ParquetWriter`` options of a file's parts, given the distinct ids of each
+    categorical (``SPARSE_NAMES`` order): dictionary encoding for the label and for categoricals with
+    at most ``DICTIONARY_MAX_DISTINCT`` ids, PLAIN for the other ids, ``DENSE_ENCODING`` for the dense
+    columns; no column statistics (no reader of a prepared dataset filters on them)."""
+    dictionary = [LABEL] + [name for name, count in zip(SPARSE_NAMES, distinct) if count <= DICTIONARY_MAX_DISTINCT]
+    return {
+        "compression": COMPRESSION,
+        "use_dictionary": dictionary,
+        "column_encoding": dict.fromkeys(DENSE_NAMES, DENSE_ENCODING),
+        "write_statistics": False,
+    }
 
 
 def prepare_file(job: FileJob) -> dict[str, Any]:

@@ -149,8 +149,11 @@ def field_text(column: pa.Array, row: int) -> str:
     return bytes(data[offsets[0] : offsets[1]]).decode("utf-8", "replace") if data is not None else ""
 
 
+# label and ids are never null (a missing id is 0): non-nullable columns carry no definition levels
 OUTPUT_SCHEMA = pa.schema(
-    [(LABEL, pa.int8())] + [(n, pa.int64()) for n in DENSE_NAMES] + [(n, pa.uint32()) for n in SPARSE_NAMES]
+    [pa.field(LABEL, pa.int8(), nullable=False)]
+    + [pa.field(n, pa.int64()) for n in DENSE_NAMES]
+    + [pa.field(n, pa.uint32(), nullable=False) for n in SPARSE_NAMES]
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,7 +26,9 @@ class PartWriter:
         self.schema = schema
         self.rows_per_file = rows_per_file
         self.prefix = prefix
-        self.use_dictionary: bool | list[str] = True  # pyarrow's: all columns, or the named ones
+        # pyarrow.parquet.ParquetWriter's keyword arguments for the parts opened from now on
+        # (compression, use_dictionary, column_encoding, ...); a producer may set its own
+        self.options: dict[str, Any] = {"compression": "snappy", "use_dictionary": True}
         self.index = 0
         self.rows_in_file = 0
         self.rows_total = 0
@@ -50,7 +53,7 @@ class PartWriter:
     def _open(self) -> pq.ParquetWriter:
         final = self.directory / f"part-{self.prefix}{self.index:05d}.parquet"
         self._tmp = final.with_suffix(".parquet.tmp")
-        return pq.ParquetWriter(self._tmp, self.schema, compression="snappy", use_dictionary=self.use_dictionary)
+        return pq.ParquetWriter(self._tmp, self.schema, **self.options)
 
     def _close_file(self) -> None:
         assert self._writer is not None and self._tmp is not None

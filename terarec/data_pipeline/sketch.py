@@ -81,14 +81,16 @@ class DistinctCounts:
         """Whether ``feature`` still holds its exact id set (at most ``EXACT_LIMIT`` distinct ids so far)."""
         return self.exact[feature] is not None
 
-    def update(self, ids: np.ndarray) -> None:
+    def update(self, ids: np.ndarray, scratch: bool = False) -> None:
         """Add a block of ids of shape (features, rows): any integer dtype holding 32-bit ids (the hashing
-        and the exact sets work on uint32; a wider id would be silently truncated, so it is refused)."""
+        and the exact sets work on uint32; a wider id would be silently truncated, so it is refused).
+        ``scratch``: ``ids`` is the caller's throw-away copy, which may be sorted in place."""
         ids = _as_uint32(ids)
         exact_rows = [f for f, s in enumerate(self.exact) if s is not None]
         hll_rows = [f for f, s in enumerate(self.exact) if s is None]
         if exact_rows:
-            block = ids[exact_rows]  # a copy: ``ids`` backs the block's arrow columns
+            # a copy unless ``scratch``: ``ids`` may back a block's arrow columns
+            block = ids if scratch and not hll_rows and ids.flags.c_contiguous else ids[exact_rows]
             block.sort(axis=1)
             for f, row in zip(exact_rows, block):
                 self._add_exact(f, _unique_sorted(row))

@@ -191,17 +191,26 @@ def test_row_group_buffer_holds_no_empty_slices(tmp_path: Path, monkeypatch: pyt
 
 
 def test_large_vocabularies_are_written_without_dictionary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """cat_0 has a new id on every row (above the exact limit, lowered here): plain encoding; the
-    others (one id) and the dense columns keep parquet's dictionary. The rows are the reference's."""
+    """cat_0 has a new id on every row, cat_2 300 ids (above ``DICTIONARY_MAX_DISTINCT``, lowered here
+    to 200): plain; the others (one id) and the label keep parquet's dictionary, the dense columns
+    are delta-encoded. Label and ids are non-nullable (no definition levels). The rows are the reference's."""
     monkeypatch.setattr(criteo, "ROW_GROUP_ROWS", 1000)
+    monkeypatch.setattr(criteo, "DICTIONARY_MAX_DISTINCT", 200)
     monkeypatch.setattr(sketch, "EXACT_LIMIT", 500)
     ids = [f"{i * 2654435761 % 2**32:08x}" for i in range(2500)]
-    lines = ["\t".join(["1", str(i % 7)] + ["0"] * 12 + [ids[i]] + ["0000000a"] * 25) for i in range(2500)]
+    lines = [
+        "\t".join(["1", str(i % 7)] + ["0"] * 12 + [ids[i], "0000000a", f"{i % 300:08x}"] + ["0000000a"] * 23)
+        for i in range(2500)
+    ]
     (tmp_path / "day_0").write_text("\n".join(lines) + "\n")
     criteo.prepare_criteo([str(tmp_path / "day_0")], str(tmp_path / "out"), progress=False)
     assert _prepared_rows(tmp_path / "out", "train") == [reference_parse(line)[0] for line in lines]
     meta = pq.ParquetFile(next((tmp_path / "out" / "train").glob("*.parquet"))).metadata
     names = meta.schema.to_arrow_schema().names
-    dictionary = {names[c]: "RLE_DICTIONARY" in meta.row_group(0).column(c).encodings for c in range(len(names))}
-    assert not dictionary["cat_0"] and dictionary["cat_1"] and dictionary["int_0"] and dictionary["label"]
+    encodings = {names[c]: meta.row_group(0).column(c).encodings for c in range(len(names))}
+    dictionary = {name: "RLE_DICTIONARY" in found for name, found in encodings.items()}
+    assert not dictionary["cat_0"] and not dictionary["cat_2"] and dictionary["cat_1"] and dictionary["label"]
+    assert not dictionary["int_0"] and criteo.DENSE_ENCODING in encodings["int_0"]
+    nullable = {f.name: f.nullable for f in meta.schema.to_arrow_schema()}
+    assert not nullable["label"] and not nullable["cat_0"] and nullable["int_0"]
     assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == [1000, 1000, 500]

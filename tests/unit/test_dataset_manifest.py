@@ -89,11 +89,29 @@ def test_changed_eval_fraction_is_refused_naming_it(
     assert _files(d) == before and DatasetSchema.load(d).split_rows == D_ROWS
 
 
+def test_a_dataset_of_another_prepare_format_is_refused(
+    d: Path, criteo_10k: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Format 3 writes the same rows in other parquet encodings: a format-2 directory is not reused as it."""
+    assert criteo.FORMAT == 3
+    monkeypatch.setattr(criteo, "FORMAT", 2)
+    old = d.parent / "old"
+    assert _prepare(criteo_10k, old, "--eval-fraction", "0.2") == 0
+    monkeypatch.setattr(criteo, "FORMAT", 3)
+    capsys.readouterr()
+    before = _files(old)
+    assert _prepare(criteo_10k, old, "--eval-fraction", "0.2") == 2
+    assert _error_line(capsys) == (
+        f"{old} was prepared differently: prepare format was 2, now 3; use --overwrite to rebuild it"
+    )
+    assert _files(old) == before
+
+
 def test_valid_fraction_is_recorded_only_when_used_and_a_change_is_refused(
     d: Path, criteo_10k: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert list(DatasetManifest.load(d).options) == ["prepare format", "--eval-fraction", "--eval-files", "--on-error"]
-    assert DatasetManifest.load(d).options["prepare format"] == 2  # row groups, dictionary choice, HLL: not format 1
+    assert DatasetManifest.load(d).options["prepare format"] == criteo.FORMAT
     before = _files(d)
     assert _prepare(criteo_10k, d, "--eval-fraction", "0.2", "--valid-fraction", "0.1") == 2
     assert _error_line(capsys) == (
