@@ -85,14 +85,17 @@ def decode_hex(column: pa.Array, out: np.ndarray | None = None) -> tuple[np.ndar
     offsets, data = _buffers(column)
     lengths = np.diff(offsets)
     full = lengths == HEX_DIGITS
-    bad = (lengths != 0) & ~full
+    filled = int(np.count_nonzero(full))
     decoded: np.ndarray
     not_hex: np.ndarray | None
-    if bad.any():
+    # lengths are >= 0: the bytes are 8 per full value exactly when every other value is empty
+    if int(offsets[-1]) - int(offsets[0]) != HEX_DIGITS * filled:
+        bad = (lengths != 0) & ~full
         decoded, not_hex = _decode_gather(offsets, data, full)
     else:  # only empty and 8-byte values: the 8-byte ones are contiguous in the data buffer
+        bad = np.zeros(len(column), bool)
         decoded, not_hex = _decode_packed(data[offsets[0] : offsets[-1]])
-    if len(decoded) == len(column):  # no empty value: no scatter
+    if filled == len(column):  # no empty value: no scatter
         ids[:] = decoded  # (the byte swap of the big-endian view, in the one copy)
     else:
         ids.fill(0)
@@ -117,17 +120,18 @@ def dense_is_integer(column: pa.Array) -> np.ndarray:
     offsets, data = _buffers(pc.fill_null(column, "") if column.null_count else column)
     lengths = np.diff(offsets)
     values = data[offsets[0] : offsets[-1]]
-    not_digit = (values - np.uint8(ord("0"))) > 9
-    if not not_digit.any():
-        ok = lengths <= DENSE_DIGITS
-    else:
+    # the usual column is digits only: two reductions, no byte-sized temporaries
+    ok = lengths <= DENSE_DIGITS  # right for the values of digits only
+    if len(values) and (values.min() < ord("0") or values.max() > ord("9")):
+        # the few non-digit bytes (e.g. the minus of I2's -1): a minus that starts a value of 2 to 19
+        # bytes is fine once; any other makes its value bad
+        where = np.flatnonzero((values - np.uint8(ord("0"))) > 9)
         starts = offsets[:-1] - offsets[0]
-        minus = np.zeros(len(column), bool)
-        nonempty = lengths > 0
-        minus[nonempty] = values[starts[nonempty]] == ord("-")
-        before = np.concatenate([[0], np.cumsum(not_digit, dtype=np.int64)])  # non-digits before each byte
-        non_digits = before[starts + lengths] - before[starts]
-        ok = (non_digits == minus) & (lengths - minus <= DENSE_DIGITS) & ~(minus & (lengths == 1))
+        row = np.searchsorted(starts, where, side="right") - 1  # the (non-empty) value holding the byte
+        leading_minus = (values[where] == ord("-")) & (starts[row] == where)
+        signed = row[leading_minus]
+        ok[signed] = (lengths[signed] >= 2) & (lengths[signed] <= DENSE_DIGITS + 1)
+        ok[row[~leading_minus]] = False
     if column.null_count:
         ok &= column.is_valid().to_numpy(zero_copy_only=False)
     return ok
