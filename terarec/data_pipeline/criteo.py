@@ -141,6 +141,8 @@ def check_readable(path: str) -> None:
 
 def _line_numbers(good_index: np.ndarray, skipped_lines: list[int]) -> np.ndarray:
     """1-based physical line of the good (field-count-valid) rows ``good_index`` (0-based)."""
+    if not skipped_lines:  # the usual file: no per-row search in an empty array
+        return good_index + 1
     skipped = np.asarray(sorted(skipped_lines), np.int64)
     before = skipped - 1 - np.arange(len(skipped))  # good rows before each skipped line
     return good_index + 1 + np.searchsorted(before, good_index, side="right")
@@ -202,7 +204,8 @@ class _FileConverter:
             text = "\t".join(field_text(batch.column(c), int(i)) for c in range(len(RAW_COLUMNS)))
             self.rejects.append(f"{lines[i]}\t{reasons[i]}\t{text}")
         ends = [self.job.train_lines] if self.job.valid_end is None else [self.job.train_lines, self.job.valid_end]
-        cuts = [0, *(int(np.searchsorted(lines[~bad], end, side="right")) for end in ends), table.num_rows]
+        good_lines = lines[~bad] if bad.any() else lines
+        cuts = [0, *(int(np.searchsorted(good_lines, end, side="right")) for end in ends), table.num_rows]
         self.unsketched.append(ids)
         if sum(block.shape[1] for block in self.unsketched) >= ROW_GROUP_ROWS:
             self._sketch()  # here, before _write: the first row group's encoding depends on the counts so far
