@@ -9,9 +9,11 @@ distinct hashes, so no collision correction is needed; the 18 rank bits saturate
 distinct ids (bias under 0.1% up to 2**28, about 1% at 2**30). Everything is deterministic, so an
 estimate is the same on every run and machine.
 
-Per block the cost is one sort per exact feature (numpy sorts uint32 in tens of microseconds per
-block) and, for HyperLogLog features, ~10 vectorised uint32 passes plus one ``np.maximum.at``:
-no ``np.unique`` and no growing sample of hashes.
+Per block the cost is, per exact feature, a lookup of every id in a hash table of its set (a
+multiply, a shift, arrow's take and a compare) and one sort of the ids the table does not hold (new
+ids, and members that lost their slot to another), so a known small vocabulary costs no sort; for
+HyperLogLog features, ~10 vectorised uint32 passes plus one ``np.maximum.at``: no ``np.unique``
+and no growing sample of hashes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 P = 14
 REGISTERS = 1 << P
@@ -30,6 +34,8 @@ DESCRIPTION = (  # for schema.json
     f"distinct raw ids (exact up to {EXACT_LIMIT}, HyperLogLog p={P} estimate above: "
     f"{STANDARD_ERROR:.2%} relative standard error); raw ids are 32-bit"
 )
+_SLOT_BITS = 16  # exact-set lookup tables: 4x EXACT_LIMIT slots (256 KB a feature)
+_GOLDEN = np.uint32(0x9E3779B1)  # 2**32 / golden ratio, odd: Knuth's multiplicative hash
 _HLL = np.uint32(0xFFFFFFFF)  # header of a persisted row holding registers instead of an exact set
 
 
@@ -60,6 +66,13 @@ def _rank_table() -> np.ndarray:
 _RANK = _rank_table()  # 256 KB: one lookup per id instead of six array passes
 
 
+def _slots(ids: np.ndarray) -> np.ndarray:
+    """Multiplicative hashing of uint32 ids to ``_SLOT_BITS``-bit table slots (a new array)."""
+    slots: np.ndarray = np.multiply(ids, _GOLDEN)  # uint32: wraps around
+    slots >>= np.uint32(32 - _SLOT_BITS)
+    return slots
+
+
 def _unique_sorted(values: np.ndarray) -> np.ndarray:
     """Distinct values of a sorted 1-D array."""
     if len(values) < 2:
@@ -76,6 +89,8 @@ class DistinctCounts:
     def __init__(self, features: int) -> None:
         self.registers = np.zeros((features, REGISTERS), np.uint8)
         self.exact: list[np.ndarray | None] = [np.zeros(0, np.uint32) for _ in range(features)]  # None: HLL
+        # per feature: (the exact set it was made from, its lookup table), see ``_not_known``
+        self._tables: list[tuple[np.ndarray, pa.Array] | None] = [None] * features
 
     def is_exact(self, feature: int) -> bool:
         """Whether ``feature`` still holds its exact id set (at most ``EXACT_LIMIT`` distinct ids so far)."""
@@ -88,12 +103,13 @@ class DistinctCounts:
         ids = _as_uint32(ids)
         exact_rows = [f for f, s in enumerate(self.exact) if s is not None]
         hll_rows = [f for f, s in enumerate(self.exact) if s is None]
-        if exact_rows:
-            # a copy unless ``scratch``: ``ids`` may back a block's arrow columns
-            block = ids if scratch and not hll_rows and ids.flags.c_contiguous else ids[exact_rows]
-            block.sort(axis=1)
-            for f, row in zip(exact_rows, block):
-                self._add_exact(f, _unique_sorted(row))
+        for f in exact_rows:
+            # only the ids the set's lookup table does not hold are sorted (new ones and collisions):
+            # once a small vocabulary is known, one multiply, shift, gather and compare per id instead
+            # of a sort; ``ids`` is sorted in place only when ``scratch`` (it may back arrow columns)
+            candidates = self._not_known(f, ids[f], scratch)
+            candidates.sort()
+            self._add_exact(f, _unique_sorted(candidates))
         if hll_rows:
             self._add_to_registers(hll_rows, ids[hll_rows], copied=True)
 
@@ -134,6 +150,26 @@ class DistinctCounts:
             else:
                 counts.exact[f] = row[1 : 1 + int(row[0])].copy()
         return counts
+
+    def _not_known(self, feature: int, ids: np.ndarray, scratch: bool) -> np.ndarray:
+        """The ``ids`` (uint32) that are not certainly in the feature's exact set: a new array, or ``ids``
+        itself when ``scratch`` and the set is empty.
+
+        The table has ``2**_SLOT_BITS`` slots: slot ``(id * _GOLDEN) >> (32 - _SLOT_BITS)`` holds one of the
+        set's ids that fall there, and empty slots hold some id of the set too, so ``table[slot] == id``
+        only for members; members that lost their slot to another are returned, and sorted out later."""
+        current = self.exact[feature]
+        if current is None or not len(current):
+            return ids if scratch else ids.copy()
+        cached = self._tables[feature]
+        if cached is None or cached[0] is not current:  # the set changed since the table was made
+            table = np.full(1 << _SLOT_BITS, current[0], np.uint32)
+            table[_slots(current)] = current
+            self._tables[feature] = cached = (current, pa.array(table))
+        # arrow's take reads the uint32 slots as they are (numpy's widens them to intp first)
+        held = pc.take(cached[1], pa.array(_slots(ids))).to_numpy()
+        candidates: np.ndarray = ids[held != ids]
+        return candidates
 
     def _add_exact(self, feature: int, distinct: np.ndarray) -> None:
         current = self.exact[feature]
