@@ -59,7 +59,8 @@ def _decode_packed(data: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     # 2.5x fewer instructions for the lookup (callgrind), a third of them for the whole decode
     if data.ctypes.data % 2:  # a sliced column starting at an odd byte: arrow wants aligned uint16
         data = data.copy()
-    pairs = pc.take(_PAIR_ARROW, pa.array(data.view("<u2"))).to_numpy()
+    # no bounds check: every uint16 indexes the 65536-entry table
+    pairs = pc.take(_PAIR_ARROW, pa.array(data.view("<u2")), boundscheck=False).to_numpy()
     # one reduction in the usual all-hex case instead of a masked uint64 temporary and a comparison
     not_hex = (pairs.view(np.uint64) & _NON_BYTE) != 0 if len(pairs) and pairs.max() > 0xFF else None
     return pairs.astype(np.uint8).view(">u4"), not_hex

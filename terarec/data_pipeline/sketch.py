@@ -167,7 +167,7 @@ class DistinctCounts:
             table[_slots(current)] = current
             self._tables[feature] = cached = (current, pa.array(table))
         # arrow's take reads the uint32 slots as they are (numpy's widens them to intp first)
-        held = pc.take(cached[1], pa.array(_slots(ids))).to_numpy()
+        held = pc.take(cached[1], pa.array(_slots(ids)), boundscheck=False).to_numpy()  # slots < 2**_SLOT_BITS
         candidates: np.ndarray = ids[held != ids]
         return candidates
 
