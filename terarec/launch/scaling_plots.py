@@ -56,20 +56,21 @@ def draw_prediction(ax: Any, holdout: dict[str, Any], note: str) -> None:
 
 def draw_data_sizes(ax: Any, points: list[dict[str, Any]], summary: dict[str, Any], metric: str) -> None:
     """Draw ``metric`` vs training compute on ``ax``: one curve per data size (points with their spread
-    over seeds, its ``L(C)`` fit and holdout prediction from ``summary["per_data_size"]``), the measured compute-optimal
-    frontier and the fitted law's (``summary["frontier"]``), titled with the data-limit verdict."""
-    fits = {entry["train_rows"]: entry.get("fit") for entry in summary["per_data_size"]}
-    holdouts = {entry["train_rows"]: entry.get("holdout") for entry in summary["per_data_size"]}
+    over seeds, its ``L(C)`` fit and holdout prediction from ``summary["per_data_size"]``), the measured
+    compute-optimal frontier and the fitted law's (``summary["frontier"]``), titled with the data-limit
+    verdict."""
+    per_size = {entry["train_rows"]: entry for entry in summary["per_data_size"]}
     for rows in data_sizes(points):
         x, y, std = _curve(points, rows, metric)
         drawn = ax.errorbar(x, y, yerr=np.nan_to_num(std), fmt="o", capsize=3, label=f"{rows:,} rows")
-        fit = fits.get(float(rows))
+        entry = per_size.get(float(rows), {})
+        fit, holdout = entry.get("fit"), entry.get("holdout")
         if fit is not None and len(set(x)) >= 2:
             grid = np.geomspace(x.min(), x.max(), 50)
             legend = f"{fit['a']:.3g} C^-{fit['b']:.3f} + {fit['c']:.3g}"
             ax.plot(grid, law_value(fit, grid), color=drawn.lines[0].get_color(), linewidth=1, label=legend)
-        if holdouts.get(float(rows)):
-            draw_prediction(ax, holdouts[float(rows)], f"at {rows:,} rows")
+        if holdout:
+            draw_prediction(ax, holdout, f"at {rows:,} rows")
     measured = summary["frontier"]["points"]
     ax.plot([f["compute"] for f in measured], [f["loss"] for f in measured], "k-", label="frontier (points)")
     law = summary["frontier"]["law"]

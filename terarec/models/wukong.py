@@ -15,9 +15,9 @@ Shapes: B batch, F sparse features, D embedding dim, N dense inputs, n embedding
 
 Scaling ladders (flavors): the paper scales depth and width together (§3.8, Table 5: layers
 2 -> 8, ``n_F = n_L`` 8 -> 192, rank ``k`` 24 -> 192, FMB MLP 3 x 2048 -> 3 x 16384), and so do
-``ladder_0 .. ladder_5`` (CPU-sized, 54x training FLOPs from ladder_1 to ladder_5 on the synthetic
-Criteo layout) and
-``paper_1 .. paper_5`` (the paper's endpoints, intermediate rungs interpolated geometrically).
+``ladder_0 .. ladder_5`` (CPU-sized: 54x training FLOPs from ladder_1 to ladder_5 on the synthetic
+Criteo layout, 136x from ladder_0) and ``paper_1 .. paper_5`` (the paper's endpoints, intermediate
+rungs interpolated geometrically).
 ``l1 .. l16`` grow depth alone at fixed width: an ablation, not the paper's law.
 """
 
