@@ -46,6 +46,13 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     )
     _add_on_change(sweep, "point")
     sweep.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="runs trained at once (default 1); local runs then share the cores: cores / (N x nproc) threads each",
+    )
+    sweep.add_argument(
         "--predict",
         metavar="FLAVOR_OR_FLOPS",
         help="train nothing: the finished sweep's law at a flavor of its model or a training compute in FLOPs",
@@ -145,6 +152,8 @@ def _sweep(args: argparse.Namespace) -> int:
                 f"--scheduler {scheduler}: not a torchx scheduler (one of "
                 f"{', '.join(sorted(get_scheduler_factories()))})"
             )
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
     spec = SweepSpec.load(args.config, args.overrides)  # every point's config is validated first
     output = Path(args.output or Path("runs") / "sweeps" / Path(args.config).stem)
     if args.predict is not None:
@@ -156,7 +165,7 @@ def _sweep(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     _driver_logging("sweep")
     rows = run_sweep(
-        spec, output, args.launcher, scheduler, args.on_change
+        spec, output, args.launcher, scheduler, args.on_change, args.jobs
     )  # a failed point: finished ones are kept for a re-run
     print(
         f"sweep done: {len(rows)} points -> {output / 'results.csv'}, {output / 'fit.json'}, {output / 'scaling.png'}"

@@ -22,7 +22,11 @@ data size (below), drawn as one curve per data size in scaling.png and logged un
 ``selected`` column, points.csv and the fits use the chosen runs only. Runs need validation rows.
 
 Each run (point x seed) runs in its own process (a crash stays in its run) under
-``SWEEP/points/NAME`` (``.../NAME/seed_S`` with several seeds). ``results.csv`` has one row per run,
+``SWEEP/points/NAME`` (``.../NAME/seed_S`` with several seeds). ``--jobs N`` trains N runs at a time
+(results keep the grid's order); local runs then get cores / (N x nproc) intra-op threads each, recorded
+per run as ``threads`` (float sums, hence a run's last digits, depend on it). Small models waste a second
+thread on per-op overhead: on 2 cores, two 1-thread runs train 1.25x (the ladder's largest rung) to 1.6x
+(its small rungs) the samples/s of one 2-thread run. ``results.csv`` has one row per run,
 ``points.csv`` one per point (mean and std over its seeds); the fits are on the means, weighted by
 ``1/std^2`` (``terarec.launch.scaling_fit``), and points within noise of their neighbours are
 flagged (``noisy_points`` in fit.json).
@@ -53,30 +57,22 @@ import csv
 import itertools
 import json
 import logging
+import os
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from terarec.configs.loader import ConfigError, check_max_train_rows, config_to_dict, load_config, read_yaml
 from terarec.data_pipeline.manifest import dataset_fingerprint
 from terarec.data_pipeline.schema import DatasetSchema
 from terarec.errors import RunFailedError, UserError
 from terarec.launch.reuse import Identity, Planned, decide, make_room, move_aside, stop_on_changes
-from terarec.launch.scaling_fit import (  # noqa: F401  (fit_power_law, holdout_test: this module's API too)
-    aggregate,
-    bootstrap_power_law,
-    fit_power_law,
-    holdout_test,
-    law_value,
-    noisy_points,
-    usable_sigma,
-)
-from terarec.launch.scaling_law2d import runs_short_of_their_rows, two_axis_summary
-from terarec.launch.scaling_plots import data_sizes, draw_data_sizes, draw_prediction, log_per_data_size
+from terarec.launch.scaling_fit import aggregate, fit_power_law, holdout_test  # noqa: F401  (this module's API too)
 from terarec.launch.sweep_select import Selection, check_validation_rows, mark_selected
+from terarec.launch.sweep_summary import RESULT_KEYS, point_keys, summarize
 from terarec.launch.torchrun import child_user_error, run_child, trainer_command
 
 log = logging.getLogger("terarec")
@@ -87,33 +83,6 @@ class SweepError(RunFailedError):
 
 
 SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "sweeps"
-RESULT_KEYS = [
-    "auc",
-    "logloss",
-    "ne",
-    "params_dense",
-    "params_sparse",
-    "flops_per_example",
-    "train_flops_per_example",
-    "samples",
-    "steps",
-    "wall_s",
-    "dataset_fingerprint",
-    "train_rows",
-    "valid_logloss",
-    "valid_auc",
-]
-FIT_AXES = {"train_compute": "training compute (FLOPs)", "params_dense": "dense parameters"}
-# TensorBoard curves: the fitted axes and forward FLOPs/example; x -> step divisor (GFLOP for compute,
-# whose raw FLOPs overflow an int64 step at cluster scale)
-CURVE_UNITS = {"train_compute": ("train_compute_gflop", 1e9), "params_dense": ("params_dense", 1.0)}
-CURVE_UNITS["flops_per_example"] = ("flops_per_example", 1.0)
-NO_COMPUTE = (
-    "points without train_flops_per_example (trained before it was recorded) are left out of this axis: "
-    "re-run them to include them"
-)
-
-
 SWEEP_KEYS = ("base", "grid", "overrides", "nproc", "seeds", "select")
 
 
@@ -229,15 +198,17 @@ def run_point(
     scheduler: str = "local_cwd",
     resume: bool = False,
     seed: int | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Train one point (with ``seed``: ``train.seed``) in a child process, or as a torchx job on
-    ``scheduler``; its metrics. ``resume``: continue an unfinished run dir of the same config (``resume=auto``)."""
+    ``scheduler``; its metrics. ``resume``: continue an unfinished run dir of the same config (``resume=auto``).
+    ``threads``: the local child's intra-op threads (None: torch's default, all cores)."""
     args = ["--config", spec.base, *run_overrides(spec, point, run_dir, seed), *(["resume=auto"] if resume else [])]
     label = run_label(point, seed)
     if launcher == "torchx":
         return _run_point_torchx(args, spec.nproc, label, run_dir, scheduler)
     log_file = run_dir / "train.log"
-    code = run_child(trainer_command(args, spec.nproc), log_file)
+    code = run_child(trainer_command(args, spec.nproc), log_file, threads)
     if code != 0:
         mistake = child_user_error(log_file)
         if mistake is not None:
@@ -263,145 +234,6 @@ def _run_point_torchx(args: list[str], nproc: int, label: str, run_dir: Path, sc
     if status is None or status.state != AppState.SUCCEEDED or not (run_dir / "metrics.json").is_file():
         raise SweepError(f"sweep point {label} failed under torchx ({status}); handle {handle}")
     return json.loads((run_dir / "metrics.json").read_text())
-
-
-def _log_hparams(writer: Any, rows: list[dict[str, Any]], seeded: bool) -> None:
-    """One TensorBoard hparams entry per run (HPARAMS tab: the grid keys, seed, sizes and final
-    metrics); ``seeded``: runs are named ``POINT/seed_S``."""
-    for row in rows:
-        params = {k: v for k, v in row.items() if k not in RESULT_KEYS and isinstance(v, (int, float, str, bool))}
-        params.update({k: float(row[k]) for k in ("flops_per_example", "params_dense")})
-        if row.get("train_rows"):
-            params["train_rows"] = int(row["train_rows"])
-        params["log10_flops_per_example"] = float(np.log10(float(row["flops_per_example"])))
-        if row.get("train_compute"):
-            params["log10_train_compute"] = float(np.log10(float(row["train_compute"])))
-        metrics = {f"hparam/{k}": float(row[k]) for k in ("logloss", "auc", "ne") if row.get(k) is not None}
-        name = f"{row['point']}/seed_{row['seed']}" if seeded and row.get("seed") is not None else row["point"]
-        writer.add_hparams(params, metrics, run_name=f"hparams/{name}")
-
-
-def _log_curves(writer: Any, points: list[dict[str, Any]], metric: str) -> None:
-    """Scaling curves of the points' means: step = x (in the axis' unit) and step = 1000 * log10(x),
-    steps being integers."""
-    for key, (name, unit) in CURVE_UNITS.items():
-        pairs = sorted((float(p[key]), float(p[f"{metric}_mean"])) for p in points if p.get(key) is not None)
-        for x, y in pairs:
-            writer.add_scalar(f"scaling/{metric}_vs_{name}", y, global_step=round(x / unit))
-            writer.add_scalar(f"scaling/{metric}_vs_log10_{key}_x1000", y, global_step=round(1000 * np.log10(x)))
-
-
-def _fit_axis(
-    ax: Any, points: list[dict[str, Any]], rows: list[dict[str, Any]], key: str, label: str, metric: str
-) -> dict[str, Any] | None:
-    """Fit (on the points' means, weighted by their seeds' spread), bootstrap intervals, holdout test
-    and plot of ``metric`` against ``key`` over the points that have ``key``; every run is drawn."""
-    having = [p for p in points if p.get(key) is not None]
-    x = np.array([float(p[key]) for p in having])
-    y = np.array([float(p[f"{metric}_mean"]) for p in having])
-    std = np.array([np.nan if p[f"{metric}_std"] is None else p[f"{metric}_std"] for p in having])
-    runs = [(float(r[key]), float(r[metric])) for r in rows if r.get(key) is not None]
-    ax.scatter([r[0] for r in runs], [r[1] for r in runs], s=12, alpha=0.6, label="runs")
-    if np.isfinite(std).any():
-        ax.errorbar(x, y, yerr=np.nan_to_num(std), fmt="o", color="black", capsize=3, label="mean +- std over seeds")
-    ax.set(xscale="log", xlabel=label, ylabel=f"eval {metric}")
-    fit = None
-    if len(set(x)) >= 2 and (y > 0).all():
-        sigma = usable_sigma(std)
-        fit = fit_power_law(x, y, sigma)
-        fit["intervals"] = bootstrap_power_law(x, [point_runs(rows, p, metric) for p in having], sigma)
-        grid = np.geomspace(x.min(), x.max(), 50)
-        legend = f"{fit['a']:.3g} C^-{fit['b']:.3f} + {fit['c']:.3g} (rmse {fit['rmse']:.2g})"
-        if "note" in fit:
-            legend = f"no power law: loss does not fall with C (log-log slope {fit['loglog_slope']:+.4f})"
-        ax.plot(grid, law_value(fit, grid), label=legend)
-        fit["holdout"] = holdout = holdout_test(x, y, sigma) if len(set(x)) == len(x) else None
-        if holdout is not None:
-            ax.plot(grid, law_value(holdout["fit"], grid), "--", color="gray", label="fit without the largest point")
-            draw_prediction(ax, holdout, f"({100 * holdout['rel_error']:.2f}% off)")
-        if len(having) < len(points):
-            fit["note_points"] = NO_COMPUTE
-    ax.legend(fontsize="small")
-    return fit
-
-
-def _flag_noisy(points: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-    """:func:`noisy_points` along training compute (forward FLOPs/example when a point lacks it), logged;
-    with several data sizes each size's curve is checked on its own (its neighbours are its sizes)."""
-    key = "train_compute" if all(p.get("train_compute") for p in points) else "flops_per_example"
-    sizes = data_sizes(points)
-    curves = [[p for p in points if p.get("train_rows") and int(p["train_rows"]) == rows] for rows in sizes]
-    flagged = [item for curve in (curves if len(sizes) > 1 else [points]) for item in noisy_points(curve, key, metric)]
-    for item in flagged:
-        log.warning(
-            "%s: %s std over seeds %.5f exceeds the gap %.5f to the nearest size's mean: within noise",
-            item["point"],
-            metric,
-            item["std"],
-            item["gap_to_neighbour"],
-        )
-    return flagged
-
-
-def point_runs(rows: list[dict[str, Any]], point: dict[str, Any], metric: str) -> np.ndarray:
-    """The per-seed values of ``metric`` of ``point``'s runs (what the bootstrap resamples)."""
-    return np.array([float(r[metric]) for r in rows if r["point"] == point["point"] and r.get(metric) is not None])
-
-
-def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss") -> dict[str, Any]:
-    """runs -> points (means over seeds) -> fit.json (fits with bootstrap intervals, holdout tests,
-    noisy points; with a ``train_rows`` column the two-axis keys of
-    :func:`terarec.launch.scaling_law2d.two_axis_summary`), scaling.png, TensorBoard scaling curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from torch.utils.tensorboard import SummaryWriter
-
-    points = aggregate(rows, point_keys(rows))
-    fits: dict[str, Any] = {}
-    two_axes = len(data_sizes(points)) > 1  # model size x data size: a panel with one curve per data size
-    panels = len(FIT_AXES) + int(two_axes)
-    figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5))
-    for ax, (key, label) in zip(np.atleast_1d(axes), FIT_AXES.items()):
-        fit = _fit_axis(ax, points, rows, key, label, metric)
-        if fit is not None:
-            fits[key] = fit
-    summary = {"metric": metric, "fits": fits, "points": len(points), "runs": len(rows)}
-    summary["noisy_points"] = _flag_noisy(points, metric)
-    if two_axes:  # fit both axes
-        runs = {str(p["point"]): point_runs(rows, p, metric) for p in points}
-        summary.update(two_axis_summary(points, runs, metric))
-        short = runs_short_of_their_rows(rows)
-        if short:  # D would be rows the run never read: the data axis says nothing
-            summary["verdict"] = (
-                f"no data-axis verdict: {len(short)} run(s) trained fewer samples than their train_rows "
-                f"(train.max_steps or train.max_minutes cut them, e.g. {short[0]}), so D is not the data they saw"
-            )
-            summary["data_limit"] = {"data_limited": None, "verdict": summary["verdict"]}
-            log.warning("%s", summary["verdict"])
-        else:
-            log.info("%s", summary["verdict"])
-        draw_data_sizes(np.atleast_1d(axes)[-1], points, summary, metric)
-    writer = SummaryWriter(str(output / "tb"))
-    _log_curves(writer, points, metric)
-    log_per_data_size(writer, points, metric)
-    _log_hparams(writer, rows, seeded=len(points) < len(rows))
-    writer.close()
-    figure.tight_layout()
-    figure.savefig(output / "scaling.png", dpi=120)
-    plt.close(figure)
-    (output / "fit.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return fits
-
-
-RUN_OWN = ("point", "seed", "logloss", "auc", "ne", "steps", "wall_s", "valid_logloss", "valid_auc", "selected")
-
-
-def point_keys(rows: list[dict[str, Any]]) -> list[str]:
-    """Columns shared by a point's seeds (grid keys, sizes, compute, the chosen select value): all but
-    the run's own numbers."""
-    return [k for k in rows[0] if k not in RUN_OWN]
 
 
 def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -451,27 +283,54 @@ def plan_points(spec: SweepSpec, output: Path) -> list[tuple[dict[str, Any], int
 
 
 def run_sweep(
-    spec: SweepSpec, output: Path, launcher: str = "local", scheduler: str = "local_cwd", on_change: str = "stop"
+    spec: SweepSpec,
+    output: Path,
+    launcher: str = "local",
+    scheduler: str = "local_cwd",
+    on_change: str = "stop",
+    jobs: int = 1,
 ) -> list[dict[str, Any]]:
-    """Every run (point x seed) in turn (finished ones with the same config and data are read back,
-    not re-run; ``on_change`` says what to do with the others, decided before anything runs), then
-    the results (only runs of this request) and fits."""
-    rows: list[dict[str, Any]] = []
+    """Every run (point x seed), ``jobs`` at a time (finished ones with the same config and data are
+    read back, not re-run; ``on_change`` says what to do with the others, decided before anything
+    runs), then the results (only runs of this request, in grid order whatever order they finished
+    in) and fits."""
     runs = plan_points(spec, output)
     stop_on_changes([plan for _, _, plan in runs], on_change, "sweep point")
     if any(plan.decision.action == "changed" for _, _, plan in runs) and (output / "results.csv").is_file():
         log.info("results.csv listed points now re-run: moved to %s", move_aside(output / "results.csv"))
-    for index, (point, seed, plan) in enumerate(runs, 1):
-        if plan.decision.action == "reuse":
-            log.info("[%d/%d] %s: done earlier with the same config and data, skipped", index, len(runs), plan.name)
-            metrics = json.loads((plan.run_dir / "metrics.json").read_text())
-        else:
-            resume = make_room(plan)
-            log.info("[%d/%d] %s: training", index, len(runs), plan.name)
-            metrics = run_point(spec, point, plan.run_dir, launcher, scheduler, resume, seed=seed)
+    threads = None
+    if jobs > 1 and launcher == "local":  # the runs beside each other share the cores evenly
+        threads = max(1, len(os.sched_getaffinity(0)) // (jobs * spec.nproc))
+        log.info("%d runs at a time, %d intra-op thread(s) per process", jobs, threads)
+    rows: list[dict[str, Any]] = []
+    for (point, seed, _), metrics in zip(runs, _train_runs(spec, runs, launcher, scheduler, jobs, threads)):
         row = {"point": point_name(spec.point_of(point)), "seed": seed, **point}
         row.update({k: metrics.get(k) for k in RESULT_KEYS})
         rows.append(row)
+    write_results(rows, output, spec.select)
+    return rows
+
+
+def _train_runs(
+    spec: SweepSpec,
+    runs: list[tuple[dict[str, Any], int | None, Planned]],
+    launcher: str,
+    scheduler: str,
+    jobs: int,
+    threads: int | None,
+) -> list[dict[str, Any]]:
+    """Each run's metrics, in the order of ``runs``: reused, or trained with up to ``jobs`` at once.
+    A failed run stops new ones from starting; those already running finish (their run dirs are kept
+    for a re-run) before its error is raised."""
+
+    def train(index: int, point: dict[str, Any], seed: int | None, plan: Planned) -> dict[str, Any]:
+        if plan.decision.action == "reuse":
+            log.info("[%d/%d] %s: done earlier with the same config and data, skipped", index, len(runs), plan.name)
+            metrics: dict[str, Any] = json.loads((plan.run_dir / "metrics.json").read_text())
+        else:
+            resume = make_room(plan)
+            log.info("[%d/%d] %s: training", index, len(runs), plan.name)
+            metrics = run_point(spec, point, plan.run_dir, launcher, scheduler, resume, seed=seed, threads=threads)
         log.info(
             "[%d/%d] %s: logloss %.5f auc %.4f, %s FLOPs/example",
             index,
@@ -481,5 +340,26 @@ def run_sweep(
             metrics["auc"],
             f"{metrics['flops_per_example']:,}",
         )
-    write_results(rows, output, spec.select)
-    return rows
+        return metrics
+
+    if jobs == 1:
+        return [train(index, *run) for index, run in enumerate(runs, 1)]
+    failed = threading.Event()
+
+    def train_unless_failed(index: int, point: dict[str, Any], seed: int | None, plan: Planned) -> dict[str, Any]:
+        if failed.is_set():  # a run beside it failed: nothing new starts (a pool thread picks work up at once)
+            return {}
+        try:
+            return train(index, point, seed, plan)
+        except BaseException:
+            failed.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(train_unless_failed, index, *run) for index, run in enumerate(runs, 1)]
+        for future in as_completed(futures):
+            error = future.exception()
+            if error is not None:
+                pool.shutdown(wait=True, cancel_futures=True)  # the running runs finish, their run dirs kept
+                raise error
+        return [future.result() for future in futures]

@@ -56,8 +56,11 @@ def trainer_command(script_args: list[str], nproc: int) -> list[str]:
     return [sys.executable, "-m", "terarec.trainer.main", *script_args]
 
 
-def run_child(command: list[str], log_file: Path | None = None) -> int:
+def run_child(command: list[str], log_file: Path | None = None, threads: int | None = None) -> int:
     """Run ``command`` (restart-safe environment); its exit code.
+
+    ``threads``: the child's intra-op threads (``OMP_NUM_THREADS``, which torch reads at start), for
+    children that share the cores with others started beside them; None leaves torch's default.
 
     With ``log_file``, stdout and stderr go there (:func:`child_user_error` reads a user error back).
     Without, the child runs in the foreground with its stderr relayed as it comes; when the child
@@ -66,6 +69,8 @@ def run_child(command: list[str], log_file: Path | None = None) -> int:
     one line, not a ChildFailedError wall. Any other failure is shown whole.
     """
     env = {**os.environ, **RESTART_SAFE_ENV}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     if _nproc_per_node(command) > 1:  # torchrun's own default for several workers, minus its banner about it
         env.setdefault("OMP_NUM_THREADS", "1")
     if log_file is not None:

@@ -420,6 +420,7 @@ class Trainer:
             "out_of_time": self.out_of_time,
             **self.summary,
             "world_size": self.info.world_size,
+            "threads": torch.get_num_threads(),  # intra-op threads per rank: float sums depend on them
             "wall_s": time.perf_counter() - start,
             "reliability": self.evaluator.reliability if self.evaluator is not None and final else {},
         }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,20 +37,22 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _sweep(tmp_path: Path, raw: dict) -> Path:
+def _sweep(tmp_path: Path, raw: dict, *flags: str) -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     out = tmp_path / "out"
-    assert main(["sweep", "--config", str(path), "--output", str(out)]) == 0
+    assert main(["sweep", "--config", str(path), "--output", str(out), *flags]) == 0
     return out
 
 
 @pytest.mark.slow
 def test_model_size_by_data_size_sweep_writes_one_curve_per_data_size(data: Path, tmp_path: Path) -> None:
     grid = {"model.num_layers": [1, 2], "data.max_train_rows": [600, 1800]}
-    out = _sweep(tmp_path, {"base": "wukong_synth", "grid": grid, "overrides": [f"data.path={data}", *TINY]})
+    raw = {"base": "wukong_synth", "grid": grid, "overrides": [f"data.path={data}", *TINY]}
+    out = _sweep(tmp_path, raw, "--jobs", "2")  # two runs at a time, each on half the cores
     runs = list(csv.DictReader((out / "results.csv").open()))
+    assert {r["threads"] for r in runs} == {str(max(1, len(os.sched_getaffinity(0)) // 2))}
     assert [(r["model.num_layers"], r["train_rows"]) for r in runs] == [
         ("1", "600"),
         ("1", "1800"),

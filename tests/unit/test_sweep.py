@@ -227,6 +227,7 @@ class FakeTrainer:
         scheduler: str,
         resume: bool = False,
         seed: int | None = None,
+        threads: int | None = None,
     ) -> dict:
         from terarec.configs.loader import load_config, save_config
         from terarec.data_pipeline.manifest import dataset_fingerprint

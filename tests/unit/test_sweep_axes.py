@@ -270,7 +270,7 @@ def test_the_shipped_data_ladder_crosses_the_wukong_ladder_with_three_data_sizes
 def test_noisy_points_are_judged_within_their_data_size() -> None:
     """Across data sizes neighbouring computes are other curves: only a point's own curve says whether
     its spread hides its place."""
-    from terarec.launch.sweep import _flag_noisy
+    from terarec.launch.sweep_summary import _flag_noisy
 
     def point(name: str, rows: int, compute: float, mean: float) -> dict:
         return {"point": name, "train_rows": rows, "train_compute": compute, "logloss_mean": mean, "logloss_std": 0.01}

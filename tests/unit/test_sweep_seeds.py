@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +68,7 @@ class SeededTrainer:
     def __init__(self) -> None:
         self.trained: list[int | None] = []
 
-    def __call__(self, spec, point, run_dir, launcher, scheduler, resume=False, seed=None) -> dict:  # noqa: ANN001
+    def __call__(self, spec, point, run_dir, launcher, scheduler, resume=False, seed=None, threads=None) -> dict:  # noqa: ANN001
         from terarec.configs.loader import load_config, save_config
         from terarec.data_pipeline.manifest import dataset_fingerprint
         from terarec.launch.sweep import run_overrides
@@ -183,3 +186,77 @@ def test_summary_of_seeded_runs_fits_the_means_and_flags_noisy_points(
     assert "flavor=ladder_4: logloss std over seeds 0.02000 exceeds the gap" in caplog.text
     assert len(list(csv.DictReader((tmp_path / "results.csv").open()))) == 15
     assert (tmp_path / "tb" / "hparams" / "flavor=ladder_1" / "seed_2").is_dir()
+
+
+# -- --jobs: runs side by side, results in grid order, a failure stops new runs --
+
+
+class SideBySideTrainer(SeededTrainer):
+    """A SeededTrainer whose first two runs must overlap (a two-party barrier) and whose later runs
+    finish first (shorter sleeps), recording each run's ``threads``; ``fail``: labels that fail."""
+
+    def __init__(self, fail: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.barrier, self.fail, self.threads, self.started = threading.Barrier(2), fail, set(), []
+
+    def __call__(self, spec, point, run_dir, launcher, scheduler, resume=False, seed=None, threads=None) -> dict:  # noqa: ANN001
+        from terarec.launch.sweep import SweepError
+
+        label = f"{point['model.num_layers']}/{seed}"
+        self.started.append(label)
+        self.threads.add(threads)
+        if len(self.started) <= 2:
+            self.barrier.wait(timeout=10)  # BrokenBarrierError unless the first two runs overlap
+        if label in self.fail:
+            raise SweepError(f"sweep point {label} failed (exit 1); see its log")
+        time.sleep(0.3 if len(self.started) <= 2 else 0.0)
+        return super().__call__(spec, point, run_dir, launcher, scheduler, resume, seed)
+
+
+def _seeded_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trainer: SeededTrainer, layers: list[int]) -> Path:
+    from terarec.data_pipeline.synth import SynthSpec, write_synthetic
+    from terarec.launch import sweep
+
+    monkeypatch.setattr(sweep, "run_point", trainer)
+    monkeypatch.setattr(sweep, "summarize", lambda rows, output: {})
+    write_synthetic(SynthSpec(rows=400, eval_fraction=0.25, seed=1), tmp_path / "data", progress=False)
+    path = tmp_path / "s.yaml"
+    grid = {"base": "wukong_synth", "grid": {"model.num_layers": layers}, "seeds": [0, 1]}
+    path.write_text(yaml.safe_dump({**grid, "overrides": [f"data.path={tmp_path / 'data'}"]}))
+    return path
+
+
+def test_jobs_train_runs_side_by_side_with_the_cores_split_and_results_in_grid_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trainer = SideBySideTrainer()
+    path = _seeded_sweep(tmp_path, monkeypatch, trainer, [1, 2])
+    out = tmp_path / "out"
+    assert main(["sweep", "--config", str(path), "--output", str(out), "--jobs", "2"]) == 0
+    assert sorted(trainer.started) == ["1/0", "1/1", "2/0", "2/1"]
+    assert trainer.threads == {max(1, len(os.sched_getaffinity(0)) // 2)}  # cores / (jobs x nproc)
+    runs = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["point"], r["seed"]) for r in runs] == [(f"num_layers={n}", str(s)) for n in (1, 2) for s in (0, 1)]
+    assert [float(r["logloss"]) for r in runs] == pytest.approx([0.488, 0.490, 0.478, 0.480])
+
+
+def test_a_failed_run_under_jobs_stops_new_runs_and_a_rerun_keeps_the_finished_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trainer = SideBySideTrainer(fail=("1/0",))
+    path = _seeded_sweep(tmp_path, monkeypatch, trainer, [1, 2])
+    out = tmp_path / "out"
+    assert main(["sweep", "--config", str(path), "--output", str(out), "--jobs", "2"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1] == "terarec: error: sweep point 1/0 failed (exit 1); see its log"
+    assert trainer.started == ["1/0", "1/1"]  # 1/1 was running: it finished; nothing new started
+    assert not (out / "results.csv").exists()
+    again = SeededTrainer()
+    monkeypatch.setattr("terarec.launch.sweep.run_point", again)
+    assert main(["sweep", "--config", str(path), "--output", str(out), "--jobs", "2"]) == 0
+    assert sorted(again.trained) == [0, 0, 1]  # 1/1 was reused
+
+
+def test_jobs_below_one_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sweep", "--config", "wukong_layers", "--output", str(tmp_path), "--jobs", "0"]) == 2
+    assert capsys.readouterr().err == "terarec: error: --jobs must be >= 1, got 0\n"
