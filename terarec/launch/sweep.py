@@ -23,13 +23,11 @@ data size (below), drawn as one curve per data size in scaling.png and logged un
 
 Each run (point x seed) runs in its own process (a crash stays in its run) under
 ``SWEEP/points/NAME`` (``.../NAME/seed_S`` with several seeds). ``--jobs N`` trains N runs at a time
-(results keep the grid's order); local runs then get cores / (N x nproc) intra-op threads each, recorded
-per run as ``threads`` (float sums, hence a run's last digits, depend on it). Small models waste a second
-thread on per-op overhead: on 2 cores, two 1-thread runs train 1.25x (the ladder's largest rung) to 1.6x
-(its small rungs) the samples/s of one 2-thread run. ``results.csv`` has one row per run,
-``points.csv`` one per point (mean and std over its seeds); the fits are on the means, weighted by
-``1/std^2`` (``terarec.launch.scaling_fit``), and points within noise of their neighbours are
-flagged (``noisy_points`` in fit.json).
+(results keep the grid's order); local runs then get cores / (N x nproc) intra-op threads each (unless
+OMP_NUM_THREADS is set), recorded per run as ``threads`` (float sums, hence a run's last digits, depend
+on it). ``results.csv`` has one row per run, ``points.csv`` one per point (mean and std over its
+seeds); the fits are on the means, weighted by ``1/std^2`` (``terarec.launch.scaling_fit``), and
+points within noise of their neighbours are flagged (``noisy_points`` in fit.json).
 On a re-run a finished point is skipped only when its resolved config and its dataset's fingerprint
 are the ones it would run with now (``terarec.launch.reuse``); every point is checked before any
 runs, and changed ones stop the sweep (``--on-change stop``, the default) or are moved aside and
@@ -60,6 +58,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,10 +297,7 @@ def run_sweep(
     stop_on_changes([plan for _, _, plan in runs], on_change, "sweep point")
     if any(plan.decision.action == "changed" for _, _, plan in runs) and (output / "results.csv").is_file():
         log.info("results.csv listed points now re-run: moved to %s", move_aside(output / "results.csv"))
-    threads = None
-    if jobs > 1 and launcher == "local":  # the runs beside each other share the cores evenly
-        threads = max(1, len(os.sched_getaffinity(0)) // (jobs * spec.nproc))
-        log.info("%d runs at a time, %d intra-op thread(s) per process", jobs, threads)
+    threads = _threads_per_run(jobs, spec.nproc) if launcher == "local" else None
     rows: list[dict[str, Any]] = []
     for (point, seed, _), metrics in zip(runs, _train_runs(spec, runs, launcher, scheduler, jobs, threads)):
         row = {"point": point_name(spec.point_of(point)), "seed": seed, **point}
@@ -319,9 +315,8 @@ def _train_runs(
     jobs: int,
     threads: int | None,
 ) -> list[dict[str, Any]]:
-    """Each run's metrics, in the order of ``runs``: reused, or trained with up to ``jobs`` at once.
-    A failed run stops new ones from starting; those already running finish (their run dirs are kept
-    for a re-run) before its error is raised."""
+    """Each run's metrics, in the order of ``runs``: reused, or trained with up to ``jobs`` at once
+    (:func:`_side_by_side`; the run dirs of finished runs are kept for a re-run when one fails)."""
 
     def train(index: int, point: dict[str, Any], seed: int | None, plan: Planned) -> dict[str, Any]:
         if plan.decision.action == "reuse":
@@ -344,22 +339,54 @@ def _train_runs(
 
     if jobs == 1:
         return [train(index, *run) for index, run in enumerate(runs, 1)]
-    failed = threading.Event()
+    return _side_by_side(train, runs, jobs)
 
-    def train_unless_failed(index: int, point: dict[str, Any], seed: int | None, plan: Planned) -> dict[str, Any]:
-        if failed.is_set():  # a run beside it failed: nothing new starts (a pool thread picks work up at once)
+
+def _threads_per_run(jobs: int, nproc: int) -> int | None:
+    """Intra-op threads of each process when ``jobs`` runs of ``nproc`` processes share this machine's
+    cores evenly; None (torch's default) for one run at a time or when the user set OMP_NUM_THREADS."""
+    if jobs == 1:
+        return None
+    if "OMP_NUM_THREADS" in os.environ:
+        log.info("%d runs at a time, each with OMP_NUM_THREADS=%s (set here)", jobs, os.environ["OMP_NUM_THREADS"])
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // (jobs * nproc))
+    log.info("%d runs at a time, %d intra-op thread(s) per process (%d cores)", jobs, threads, cores)
+    return threads
+
+
+def _side_by_side(train: Callable[..., dict[str, Any]], runs: list[Any], jobs: int) -> list[dict[str, Any]]:
+    """``train(index, *run)`` for each of ``runs``, ``jobs`` at once; their results in the order of ``runs``.
+    The first failure, or a Ctrl-C here, stops new runs from starting (a pool thread would pick the next
+    one up at once); the running ones finish (local children got the Ctrl-C too; torchx jobs are waited
+    for), then the first failure is raised and any other logged."""
+    stop = threading.Event()
+    failures: list[tuple[int, BaseException]] = []
+
+    def guarded(index: int, *run: Any) -> dict[str, Any]:
+        if stop.is_set():
             return {}
         try:
-            return train(index, point, seed, plan)
-        except BaseException:
-            failed.set()
+            return train(index, *run)
+        except BaseException as error:
+            stop.set()
+            failures.append((index, error))
             raise
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(train_unless_failed, index, *run) for index, run in enumerate(runs, 1)]
-        for future in as_completed(futures):
-            error = future.exception()
-            if error is not None:
-                pool.shutdown(wait=True, cancel_futures=True)  # the running runs finish, their run dirs kept
-                raise error
-        return [future.result() for future in futures]
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    futures = [pool.submit(guarded, index, *run) for index, run in enumerate(runs, 1)]
+    try:
+        failed = next((future for future in as_completed(futures) if future.exception() is not None), None)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if failed is not None:
+        error = failed.exception()
+        for index, other in failures:
+            if other is not error:
+                log.error("[%d/%d] also failed: %s", index, len(runs), other)
+        raise error  # type: ignore[misc]
+    return [future.result() for future in futures]

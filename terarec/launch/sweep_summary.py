@@ -182,7 +182,19 @@ def summarize(rows: list[dict[str, Any]], output: Path, metric: str = "logloss")
     return fits
 
 
-RUN_OWN = ("point", "seed", "logloss", "auc", "ne", "steps", "wall_s", "valid_logloss", "valid_auc", "selected")
+RUN_OWN = (
+    "point",
+    "seed",
+    "logloss",
+    "auc",
+    "ne",
+    "steps",
+    "wall_s",
+    "valid_logloss",
+    "valid_auc",
+    "selected",
+    "threads",
+)
 
 
 def point_keys(rows: list[dict[str, Any]]) -> list[str]:

@@ -47,7 +47,10 @@ def _sweep(tmp_path: Path, raw: dict, *flags: str) -> Path:
 
 
 @pytest.mark.slow
-def test_model_size_by_data_size_sweep_writes_one_curve_per_data_size(data: Path, tmp_path: Path) -> None:
+def test_model_size_by_data_size_sweep_writes_one_curve_per_data_size(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # --jobs then splits the cores
     grid = {"model.num_layers": [1, 2], "data.max_train_rows": [600, 1800]}
     raw = {"base": "wukong_synth", "grid": grid, "overrides": [f"data.path={data}", *TINY]}
     out = _sweep(tmp_path, raw, "--jobs", "2")  # two runs at a time, each on half the cores

@@ -192,8 +192,8 @@ def test_summary_of_seeded_runs_fits_the_means_and_flags_noisy_points(
 
 
 class SideBySideTrainer(SeededTrainer):
-    """A SeededTrainer whose first two runs must overlap (a two-party barrier) and whose later runs
-    finish first (shorter sleeps), recording each run's ``threads``; ``fail``: labels that fail."""
+    """A SeededTrainer whose first two runs must overlap (a two-party barrier) and then take 0.3 s
+    (later ones at once), recording each run's ``threads``; ``fail``: labels that fail at once."""
 
     def __init__(self, fail: tuple[str, ...] = ()) -> None:
         super().__init__()
@@ -217,6 +217,7 @@ def _seeded_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trainer: Seed
     from terarec.data_pipeline.synth import SynthSpec, write_synthetic
     from terarec.launch import sweep
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # set, it would be kept as every run's threads
     monkeypatch.setattr(sweep, "run_point", trainer)
     monkeypatch.setattr(sweep, "summarize", lambda rows, output: {})
     write_synthetic(SynthSpec(rows=400, eval_fraction=0.25, seed=1), tmp_path / "data", progress=False)
@@ -249,12 +250,38 @@ def test_a_failed_run_under_jobs_stops_new_runs_and_a_rerun_keeps_the_finished_o
     assert main(["sweep", "--config", str(path), "--output", str(out), "--jobs", "2"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[-1] == "terarec: error: sweep point 1/0 failed (exit 1); see its log"
-    assert trainer.started == ["1/0", "1/1"]  # 1/1 was running: it finished; nothing new started
+    assert sorted(trainer.started) == ["1/0", "1/1"]  # 1/1 was running: it finished; nothing new started
     assert not (out / "results.csv").exists()
     again = SeededTrainer()
     monkeypatch.setattr("terarec.launch.sweep.run_point", again)
     assert main(["sweep", "--config", str(path), "--output", str(out), "--jobs", "2"]) == 0
     assert sorted(again.trained) == [0, 0, 1]  # 1/1 was reused
+
+
+def test_ctrl_c_under_jobs_starts_nothing_new_and_waits_for_the_running_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from terarec.launch import sweep
+
+    trainer = SideBySideTrainer()
+    path = _seeded_sweep(tmp_path, monkeypatch, trainer, [1, 2, 3])
+
+    def interrupted(futures: object) -> object:
+        time.sleep(0.1)  # the first two runs are under way
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "as_completed", interrupted)
+    assert main(["sweep", "--config", str(path), "--output", str(tmp_path / "out"), "--jobs", "2"]) == 130
+    assert capsys.readouterr().err.endswith("terarec: interrupted\n")
+    assert sorted(trainer.started) == ["1/0", "1/1"] and sorted(trainer.trained) == [0, 1]  # both finished
+
+
+def test_omp_num_threads_set_by_the_user_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = SideBySideTrainer()
+    path = _seeded_sweep(tmp_path, monkeypatch, trainer, [1])
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert main(["sweep", "--config", str(path), "--output", str(tmp_path / "out"), "--jobs", "2"]) == 0
+    assert trainer.threads == {None}  # the child inherits OMP_NUM_THREADS=3
 
 
 def test_jobs_below_one_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
