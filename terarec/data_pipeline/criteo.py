@@ -207,8 +207,11 @@ class _FileConverter:
         good_lines = lines[~bad] if bad.any() else lines
         cuts = [0, *(int(np.searchsorted(good_lines, end, side="right")) for end in ends), table.num_rows]
         self.unsketched.append(ids)
-        if sum(block.shape[1] for block in self.unsketched) >= ROW_GROUP_ROWS:
-            self._sketch()  # here, before _write: the first row group's encoding depends on the counts so far
+        # the first block alone, then a row group's worth at a time: the first block's ids fill the
+        # exact sets' lookup tables, so the frequent ids of the rest of the first row group are looked
+        # up instead of sorted; here, before _write: the first row group's encoding depends on the counts so far
+        if self.rows_seen == 0 or sum(block.shape[1] for block in self.unsketched) >= ROW_GROUP_ROWS:
+            self._sketch()
         for split, start, stop in zip(self.job.splits, cuts[:-1], cuts[1:]):  # train | valid | eval, by line
             self._write(split, table.slice(start, stop - start))
         self.rows_seen += batch.num_rows

@@ -107,9 +107,7 @@ class DistinctCounts:
             # only the ids the set's lookup table does not hold are sorted (new ones and collisions):
             # once a small vocabulary is known, one multiply, shift, gather and compare per id instead
             # of a sort; ``ids`` is sorted in place only when ``scratch`` (it may back arrow columns)
-            candidates = self._not_known(f, ids[f], scratch)
-            candidates.sort()
-            self._add_exact(f, _unique_sorted(candidates))
+            self._add_candidates(f, self._not_known(f, ids[f], scratch))
         if hll_rows:
             self._add_to_registers(hll_rows, ids[hll_rows], copied=True)
 
@@ -170,6 +168,20 @@ class DistinctCounts:
         held = pc.take(cached[1], pa.array(_slots(ids)), boundscheck=False).to_numpy()  # slots < 2**_SLOT_BITS
         candidates: np.ndarray = ids[held != ids]
         return candidates
+
+    def _add_candidates(self, feature: int, candidates: np.ndarray) -> None:
+        """Add ids (a throw-away uint32 array, sorted in place) to an exact feature, ``2 * EXACT_LIMIT``
+        at a time: once the set overflows, the ids left go straight to the registers unsorted (a
+        HyperLogLog of a set does not depend on how it was split), so a feature with many new ids sorts
+        about ``2 * EXACT_LIMIT`` of them, not a row group's worth."""
+        chunk, start = 2 * EXACT_LIMIT, 0
+        while start < len(candidates) and self.exact[feature] is not None:
+            part = candidates[start : start + chunk]
+            part.sort()
+            self._add_exact(feature, _unique_sorted(part))
+            start += chunk
+        if start < len(candidates):  # switched to registers part way
+            self._add_to_registers([feature], candidates[None, start:], copied=True)
 
     def _add_exact(self, feature: int, distinct: np.ndarray) -> None:
         current = self.exact[feature]
