@@ -139,12 +139,19 @@ def dense_is_integer(column: pa.Array) -> np.ndarray:
 
 
 def dense_to_int64(column: pa.Array) -> pa.Array:
-    """Validated dense strings -> int64 with empty values null: the string buffers are reused with a
-    validity bitmap marking the empty values null, then arrow's cast parses the rest."""
+    """Validated dense strings (``dense_is_integer``) -> int64 with empty values null. Values of at most
+    ``SWAR_DIGITS`` digits (the usual Criteo column) are parsed by ``_parse_digits``; a column with longer
+    ones by arrow's cast, on the string buffers reused with a validity bitmap marking empty values null."""
     if column.null_count:
         column = pc.fill_null(column, "")
-    offsets, _ = _buffers(column)
-    present = np.diff(offsets) > 0
+    offsets, data = _buffers(column)
+    lengths = np.diff(offsets)
+    present = lengths > 0
+    parsed = _parse_digits(offsets, data[offsets[0] : offsets[-1]], lengths, present)
+    if parsed is not None:
+        validity = pa.py_buffer(np.packbits(present, bitorder="little"))
+        nulls = len(column) - int(np.count_nonzero(present))
+        return pa.Array.from_buffers(pa.int64(), len(column), [validity, pa.py_buffer(parsed)], null_count=nulls)
     # packed from bit ``column.offset % 8`` so that arrow's buffers are reused as they are, offset included
     shift = column.offset % 8
     if shift:
@@ -153,6 +160,55 @@ def dense_to_int64(column: pa.Array) -> pa.Array:
     offsets_buffer = column.buffers()[1].slice(4 * (column.offset - shift))  # the whole buffer unless sliced
     raw = pa.StringArray.from_buffers(len(column), offsets_buffer, column.buffers()[2], validity, offset=shift)
     return pc.cast(raw, pa.int64())
+
+
+SWAR_DIGITS = 8  # digits a value may have for ``_parse_digits``: one 8-byte word
+# digits of a value -> the low nibbles of those digits in the 8-byte little-endian word that ends with it
+_DIGIT_NIBBLES = np.array([0x0F0F0F0F0F0F0F0F & ~((1 << 8 * (8 - k)) - 1) for k in range(9)], np.uint64)
+# (shift, scale, mask) of the three SWAR rounds: digit pairs into bytes 0, 2, 4, 6; quads into 16-bit
+# lanes 0 and 2; all 8 digits into the low 32 bits
+_ROUNDS = [
+    (np.uint64(8), np.uint64(10), np.uint64(0x00FF00FF00FF00FF)),
+    (np.uint64(16), np.uint64(100), np.uint64(0x0000FFFF0000FFFF)),
+    (np.uint64(32), np.uint64(10000), np.uint64(0x00000000FFFFFFFF)),
+]
+
+
+def _parse_digits(
+    offsets: np.ndarray, values: np.ndarray, lengths: np.ndarray, present: np.ndarray
+) -> np.ndarray | None:
+    """Validated integers of at most ``SWAR_DIGITS`` digits -> (n,) int64 (empty -> 0), or None when a
+    value has more digits. ``values``: the column's bytes, value i the ``lengths[i]`` bytes ending at
+    ``offsets[i + 1] - offsets[0]``; ``present``: ``lengths > 0``.
+
+    Per value, the 8 bytes that end with it are read as one little-endian uint64 (a gather from a
+    byte-strided view), the bytes before its digits masked off (its minus too), and the digits summed
+    in three multiply-shift-add rounds (SWAR): ~15 vectorised passes per value whatever its length,
+    against arrow's cast at ~100 instructions a value (callgrind)."""
+    if not len(values) or values.max() > ord("9"):
+        return None
+    # 8 bytes before the first value (every window in bounds) and one after (a start index for empty values)
+    padded = np.zeros(len(values) + 9, np.uint8)
+    padded[8:-1] = values
+    negative = None
+    if values.min() < ord("0"):  # validated: a minus that starts its value (e.g. I2's -1)
+        negative = (padded.take(offsets[:-1] - (offsets[0] - 8)) == ord("-")) & present
+        lengths = lengths - negative
+    if lengths.max() > SWAR_DIGITS:
+        return None
+    windows = np.ndarray((len(values) + 1,), np.uint64, padded, 0, (1,))  # windows[e]: the 8 bytes ending at e
+    word: np.ndarray = windows.take(offsets[1:] - offsets[0])
+    word &= _DIGIT_NIBBLES.take(lengths)  # the digits, right-aligned, after zeros
+    high = np.empty_like(word)
+    for shift, scale, keep in _ROUNDS:  # byte 2k <- digits 2k, 2k + 1; then lanes of 4; then all 8
+        np.right_shift(word, shift, out=high)
+        word *= scale
+        word += high
+        word &= keep
+    parsed = word.view(np.int64)
+    if negative is not None:
+        np.negative(parsed, out=parsed, where=negative)
+    return parsed
 
 
 def field_text(column: pa.Array, row: int) -> str:
