@@ -186,6 +186,10 @@ class DistinctCounts:
     def _add_exact(self, feature: int, distinct: np.ndarray) -> None:
         current = self.exact[feature]
         assert current is not None
+        if len(distinct) > EXACT_LIMIT:  # overflows whatever the set holds: no merge needed
+            self._switch_to_registers(feature, current)
+            self._add_to_registers([feature], distinct[None])
+            return
         if len(current):
             found = current[np.minimum(np.searchsorted(current, distinct), len(current) - 1)] == distinct
             if found.all():  # the usual case once a small vocabulary has been seen: no new set
