@@ -84,32 +84,41 @@ def decode_hex(column: pa.Array, out: np.ndarray | None = None) -> tuple[np.ndar
     if column.null_count:
         column = pc.fill_null(column, "")
     ids = np.empty(len(column), np.uint32) if out is None else out
-    return ids, _decode_hex_buffers(*_buffers(column), ids)
+    return ids, _decode_hex_buffers(*_buffers(column), ids[None])
 
 
 def _decode_hex_buffers(offsets: np.ndarray, data: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """``decode_hex`` on a string column's (offsets, data bytes): writes the ids, returns the bad mask."""
+    """``decode_hex`` on (offsets, data bytes) of k columns of n values, column after column (one
+    column, or ``join_strings``' join): writes the (k, n) ids, returns the (k * n,) bad mask."""
+    columns, n = ids.shape
+    flat = ids.reshape(-1)
     lengths = np.diff(offsets)
     full = lengths == HEX_DIGITS
     filled = int(np.count_nonzero(full))
-    decoded: np.ndarray
     not_hex: np.ndarray | None
     bad: np.ndarray
     # lengths are >= 0: the bytes are 8 per full value exactly when every other value is empty
     if int(offsets[-1]) - int(offsets[0]) != HEX_DIGITS * filled:
         bad = (lengths != 0) & ~full
         decoded, not_hex = _decode_gather(offsets, data, full)
+        flat.fill(0)
+        flat[full] = decoded
     else:  # only empty and 8-byte values: the 8-byte ones are contiguous in the data buffer
-        bad = np.zeros(len(ids), bool)
+        bad = np.zeros(len(flat), bool)
         decoded, not_hex = _decode_packed(data[offsets[0] : offsets[-1]])
-    if filled == len(ids):  # no empty value: no scatter
-        ids[:] = decoded  # (the byte swap of the big-endian view, in the one copy)
-    else:
-        ids.fill(0)
-        ids[full] = decoded
+        # column c's ids are decoded[start:end], its bytes / 8; scattered only where it has empty values
+        ends = (offsets[n::n] - offsets[0]) // HEX_DIGITS if n else np.zeros(columns, np.int32)
+        start = 0
+        for c, end in enumerate(ends.tolist()):
+            if end - start == n:  # no empty value: no scatter
+                ids[c] = decoded[start:end]  # (the byte swap of the big-endian view, in the one copy)
+            else:
+                ids[c].fill(0)
+                ids[c][full[c * n : (c + 1) * n]] = decoded[start:end]
+            start = end
     if not_hex is not None and not_hex.any():
         bad[np.flatnonzero(full)[not_hex]] = True
-        ids[bad] = 0
+        flat[bad] = 0
     return bad
 
 
@@ -181,12 +190,11 @@ def _int64_columns(parsed: np.ndarray, present: np.ndarray, columns: int) -> lis
     present = present.reshape(columns, -1)
     n = present.shape[1]
     validity = np.packbits(present, axis=1, bitorder="little")
-    nulls = n - np.count_nonzero(present, axis=1)
     values = pa.py_buffer(parsed)
+    # null counts left to arrow (a popcount of the bitmap when asked): numpy's count along an axis
+    # converts every bool to an intp first
     return [
-        pa.Array.from_buffers(
-            pa.int64(), n, [pa.py_buffer(validity[c]), values.slice(8 * c * n, 8 * n)], null_count=int(nulls[c])
-        )
+        pa.Array.from_buffers(pa.int64(), n, [pa.py_buffer(validity[c]), values.slice(8 * c * n, 8 * n)])
         for c in range(columns)
     ]
 
@@ -209,8 +217,9 @@ def join_strings(columns: list[pa.Array]) -> tuple[np.ndarray, np.ndarray]:
     return offsets, values
 
 
-# the low nibbles of a value's last k digits in the little-endian 4-byte word that ends with it (k = 0..4)
-_NIBBLES = pa.array([0x0F0F0F0F & ~((1 << 8 * (4 - k)) - 1) for k in range(5)], pa.uint32())
+# the low nibbles of a value's last min(k, 4) digits in the little-endian 4-byte word that ends with it
+# (k = 0..8: a longer value's first digits come from the word before)
+_NIBBLES = pa.array([0x0F0F0F0F & ~((1 << 8 * (4 - min(k, 4))) - 1) for k in range(9)], pa.uint32())
 SWAR_DIGITS = 8  # digits a value may have for ``_parse_digits``: two 4-byte words
 
 
@@ -243,8 +252,8 @@ def _parse_digits(
     words = pa.array(
         np.ascontiguousarray(np.ndarray((len(values) + 1,), "<u4", padded, 0, (1,)))
     )  # [e]: bytes e-4..e-1
-    ends = offsets[1:] - offsets[0]
-    parsed = _swar4(words, ends, digits if longest <= 4 else np.minimum(digits, 4)).astype(np.int64)
+    ends = offsets[1:] - offsets[0] if offsets[0] else offsets[1:]
+    parsed = _swar4(words, ends, digits).astype(np.int64)
     if longest > 4:  # the few longer values: their first 1 to 4 digits, from the word before
         longer = np.flatnonzero(digits > 4)
         parsed[longer] += _swar4(words, ends[longer] - 4, digits[longer] - 4).astype(np.int64) * 10000
@@ -254,8 +263,8 @@ def _parse_digits(
 
 
 def _swar4(words: pa.Array, ends: np.ndarray, digits: np.ndarray) -> np.ndarray:
-    """The ``digits[i]`` (0 to 4) last digits before byte ``ends[i]`` as (n,) uint32: the word ending
-    there (arrow's take: ~3x fewer instructions than numpy's), masked, then two SWAR rounds."""
+    """The last ``min(digits[i], 4)`` digits before byte ``ends[i]`` as (n,) uint32: the word ending there
+    (arrow's take: ~3x fewer instructions than numpy's), masked, then two SWAR rounds."""
     word: np.ndarray = pc.take(words, pa.array(ends), boundscheck=False).to_numpy()
     word = np.bitwise_and(word, pc.take(_NIBBLES, pa.array(digits), boundscheck=False).to_numpy())
     high = np.right_shift(word, np.uint32(8))  # digit pairs into bytes 0 and 2
@@ -319,7 +328,7 @@ def convert_block(batch: pa.RecordBatch) -> tuple[pa.Table, np.ndarray, list[str
     sparse = [batch.column(1 + len(DENSE_NAMES) + j) for j in range(len(SPARSE_NAMES))]
     ids = np.empty((len(SPARSE_NAMES), n), np.uint32)
     not_hex = _decode_hex_buffers(
-        *join_strings([pc.fill_null(col, "") if col.null_count else col for col in sparse]), ids.reshape(-1)
+        *join_strings([pc.fill_null(col, "") if col.null_count else col for col in sparse]), ids
     ).reshape(len(SPARSE_NAMES), n)
     if not_hex.any():
         for j, name in enumerate(SPARSE_NAMES):
