@@ -10,8 +10,9 @@ distinct ids (bias under 0.1% up to 2**28, about 1% at 2**30). Everything is det
 estimate is the same on every run and machine.
 
 Per block the cost is, per exact feature, a lookup of every id in a hash table of its set (a
-multiply, a shift, arrow's take and a compare) and one sort of the ids the table does not hold (new
-ids, and members that lost their slot to another), so a known small vocabulary costs no sort; for
+multiply, a shift, arrow's take and a compare) and a sort of the ids the table does not hold (new
+ids, and members that lost their slot to another), ``2 * EXACT_LIMIT`` at a time until the set
+overflows, so a known small vocabulary costs no sort and a large one about ``2 * EXACT_LIMIT``; for
 HyperLogLog features, ~10 vectorised uint32 passes plus one ``np.maximum.at``: no ``np.unique``
 and no growing sample of hashes.
 """
