@@ -10,8 +10,9 @@ distinct ids (bias under 0.1% up to 2**28, about 1% at 2**30). Everything is det
 estimate is the same on every run and machine.
 
 Per block the cost is, per exact feature, a lookup of every id in a hash table of its set (a
-multiply, a shift, arrow's take and a compare) and one sort of the ids the table does not hold (new
-ids, and members that lost their slot to another), so a known small vocabulary costs no sort; for
+multiply, a shift, arrow's take and a compare) and a sort of the ids the table does not hold (new
+ids, and members that lost their slot to another), ``2 * EXACT_LIMIT`` at a time until the set
+overflows, so a known small vocabulary costs no sort and a large one about ``2 * EXACT_LIMIT``; for
 HyperLogLog features, ~10 vectorised uint32 passes plus one ``np.maximum.at``: no ``np.unique``
 and no growing sample of hashes.
 """
@@ -107,9 +108,7 @@ class DistinctCounts:
             # only the ids the set's lookup table does not hold are sorted (new ones and collisions):
             # once a small vocabulary is known, one multiply, shift, gather and compare per id instead
             # of a sort; ``ids`` is sorted in place only when ``scratch`` (it may back arrow columns)
-            candidates = self._not_known(f, ids[f], scratch)
-            candidates.sort()
-            self._add_exact(f, _unique_sorted(candidates))
+            self._add_candidates(f, self._not_known(f, ids[f], scratch))
         if hll_rows:
             self._add_to_registers(hll_rows, ids[hll_rows], copied=True)
 
@@ -171,9 +170,27 @@ class DistinctCounts:
         candidates: np.ndarray = ids[held != ids]
         return candidates
 
+    def _add_candidates(self, feature: int, candidates: np.ndarray) -> None:
+        """Add ids (a throw-away uint32 array, sorted in place) to an exact feature, ``2 * EXACT_LIMIT``
+        at a time: once the set overflows, the ids left go straight to the registers unsorted (a
+        HyperLogLog of a set does not depend on how it was split), so a feature with many new ids sorts
+        about ``2 * EXACT_LIMIT`` of them, not a row group's worth."""
+        chunk, start = 2 * EXACT_LIMIT, 0
+        while start < len(candidates) and self.exact[feature] is not None:
+            part = candidates[start : start + chunk]
+            part.sort()
+            self._add_exact(feature, _unique_sorted(part))
+            start += chunk
+        if start < len(candidates):  # switched to registers part way
+            self._add_to_registers([feature], candidates[None, start:], copied=True)
+
     def _add_exact(self, feature: int, distinct: np.ndarray) -> None:
         current = self.exact[feature]
         assert current is not None
+        if len(distinct) > EXACT_LIMIT:  # overflows whatever the set holds: no merge needed
+            self._switch_to_registers(feature, current)
+            self._add_to_registers([feature], distinct[None])
+            return
         if len(current):
             found = current[np.minimum(np.searchsorted(current, distinct), len(current) - 1)] == distinct
             if found.all():  # the usual case once a small vocabulary has been seen: no new set

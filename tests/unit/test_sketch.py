@@ -105,3 +105,22 @@ def test_prepare_estimates_large_vocabularies_within_the_error(tmp_path: Path, m
     assert abs(cardinalities[0] - 4000) <= 3 * STANDARD_ERROR * 4000
     assert cardinalities[1:3] == [300, 1]  # still exact
     assert "HyperLogLog" in schema.extra["cardinality"]
+
+
+@pytest.mark.parametrize("repeats", [1, 4])
+def test_the_same_counts_whatever_the_blocks(repeats: int) -> None:
+    """One block of many new ids (sorted ``2 * EXACT_LIMIT`` at a time, the rest straight to the
+    registers once the set overflows) counts exactly as small blocks do: the same registers, or the
+    same exact set when the ids repeat enough to stay below the limit."""
+    distinct = 3 * EXACT_LIMIT if repeats == 1 else EXACT_LIMIT - 7
+    ids = np.tile(_known_ids("random", distinct), repeats)
+    ids = ids[np.random.default_rng(repeats).permutation(len(ids))]
+    one_block, small_blocks = DistinctCounts(1), DistinctCounts(1)
+    one_block.update(ids[None].copy(), scratch=True)
+    for start in range(0, len(ids), 1000):
+        small_blocks.update(ids[None, start : start + 1000])
+    assert one_block.estimates() == small_blocks.estimates()
+    assert np.array_equal(one_block.registers, small_blocks.registers)
+    assert one_block.is_exact(0) == (repeats > 1) == small_blocks.is_exact(0)
+    if repeats > 1:
+        assert one_block.estimates() == [distinct]
