@@ -267,7 +267,9 @@ def test_ctrl_c_under_jobs_starts_nothing_new_and_waits_for_the_running_runs(
     path = _seeded_sweep(tmp_path, monkeypatch, trainer, [1, 2, 3])
 
     def interrupted(futures: object) -> object:
-        time.sleep(0.1)  # the first two runs are under way
+        deadline = time.monotonic() + 10
+        while len(trainer.started) < 2 and time.monotonic() < deadline:  # the first two runs under way
+            time.sleep(0.01)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(sweep, "as_completed", interrupted)
