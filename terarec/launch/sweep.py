@@ -362,16 +362,14 @@ def _side_by_side(train: Callable[..., dict[str, Any]], runs: list[Any], jobs: i
     one up at once); the running ones finish (local children got the Ctrl-C too; torchx jobs are waited
     for), then the first failure is raised and any other logged."""
     stop = threading.Event()
-    failures: list[tuple[int, BaseException]] = []
 
     def guarded(index: int, *run: Any) -> dict[str, Any]:
         if stop.is_set():
             return {}
         try:
             return train(index, *run)
-        except BaseException as error:
+        except BaseException:
             stop.set()
-            failures.append((index, error))
             raise
 
     pool = ThreadPoolExecutor(max_workers=jobs)
@@ -385,8 +383,9 @@ def _side_by_side(train: Callable[..., dict[str, Any]], runs: list[Any], jobs: i
         pool.shutdown(wait=True, cancel_futures=True)
     if failed is not None:
         error = failed.exception()
-        for index, other in failures:
-            if other is not error:
+        for index, future in enumerate(futures, 1):  # the runs that failed beside it (cancelled ones never ran)
+            other = None if future.cancelled() else future.exception()
+            if other is not None and other is not error:
                 log.error("[%d/%d] also failed: %s", index, len(runs), other)
         raise error  # type: ignore[misc]
     return [future.result() for future in futures]

@@ -258,6 +258,19 @@ def test_a_failed_run_under_jobs_stops_new_runs_and_a_rerun_keeps_the_finished_o
     assert sorted(again.trained) == [0, 0, 1]  # 1/1 was reused
 
 
+def test_two_runs_failing_side_by_side_raise_the_first_and_log_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trainer = SideBySideTrainer(fail=("1/0", "1/1"))
+    path = _seeded_sweep(tmp_path, monkeypatch, trainer, [1, 2])
+    assert main(["sweep", "--config", str(path), "--output", str(tmp_path / "out"), "--jobs", "2"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    raised = err[-1].removeprefix("terarec: error: sweep point ").removesuffix(" failed (exit 1); see its log")
+    other = "1/1" if raised == "1/0" else "1/0"
+    assert raised in ("1/0", "1/1") and any(f"also failed: sweep point {other} failed" in line for line in err)
+    assert sorted(trainer.started) == ["1/0", "1/1"]
+
+
 def test_ctrl_c_under_jobs_starts_nothing_new_and_waits_for_the_running_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
