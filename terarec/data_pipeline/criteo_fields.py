@@ -44,6 +44,11 @@ _PAIR_ARROW = pa.array(_PAIR)  # the same table for arrow's take
 _NON_BYTE = np.uint64(0xFF00FF00FF00FF00)  # any of the 4 pair values of an id above 255: not hex
 
 
+def _nulls_as_empty(column: pa.Array) -> pa.Array:
+    """A string column with its nulls (if any) as empty strings: what :func:`_buffers` reads."""
+    return pc.fill_null(column, "") if column.null_count else column
+
+
 def _buffers(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(offsets of length n + 1, data bytes) of a non-null string array: views of arrow's buffers, the
     offsets int32 as arrow stores them (no widening copy: 53 columns a block)."""
@@ -81,8 +86,7 @@ def decode_hex(column: pa.Array, out: np.ndarray | None = None) -> tuple[np.ndar
     Empty or null -> id 0 (torchrec's convention), not bad; any other length or a non-hex digit ->
     id 0 and bad. ``out``: a (n,) uint32 array the ids are written to (and returned), e.g. a row of
     a block's id array: the decoded ids are copied once, straight into it."""
-    if column.null_count:
-        column = pc.fill_null(column, "")
+    column = _nulls_as_empty(column)
     ids = np.empty(len(column), np.uint32) if out is None else out
     return ids, _decode_hex_buffers(*_buffers(column), ids[None])
 
@@ -124,7 +128,7 @@ def _decode_hex_buffers(offsets: np.ndarray, data: np.ndarray, ids: np.ndarray) 
 
 def decode_labels(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Label strings -> (int8 labels, bad-row mask): exactly "0" or "1" is good, anything else bad (label 0)."""
-    offsets, data = _buffers(pc.fill_null(column, "") if column.null_count else column)
+    offsets, data = _buffers(_nulls_as_empty(column))
     first = data[np.minimum(offsets[:-1], max(len(data) - 1, 0))] if len(data) else np.zeros(len(column), np.uint8)
     digit = first - np.uint8(ord("0"))  # uint8: wraps for bytes below "0"
     bad = (np.diff(offsets) != 1) | (digit > 1)
@@ -133,7 +137,7 @@ def decode_labels(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def dense_is_integer(column: pa.Array) -> np.ndarray:
     """(n,) bool: the value is empty or an optional minus then 1 to 18 digits (a null is not)."""
-    offsets, data = _buffers(pc.fill_null(column, "") if column.null_count else column)
+    offsets, data = _buffers(_nulls_as_empty(column))
     ok, _ = _integer_check(offsets, data[offsets[0] : offsets[-1]], np.diff(offsets))
     if column.null_count:
         ok &= column.is_valid().to_numpy(zero_copy_only=False)
@@ -165,8 +169,7 @@ def dense_to_int64(column: pa.Array) -> pa.Array:
     """Validated dense strings (``dense_is_integer``) -> int64 with empty values null. Values of at most
     ``SWAR_DIGITS`` digits (the usual Criteo column) are parsed by ``_parse_digits``; a column with longer
     ones by arrow's cast, on the string buffers reused with a validity bitmap marking empty values null."""
-    if column.null_count:
-        column = pc.fill_null(column, "")
+    column = _nulls_as_empty(column)
     offsets, data = _buffers(column)
     lengths = np.diff(offsets)
     values = data[offsets[0] : offsets[-1]]
@@ -313,7 +316,7 @@ def convert_block(batch: pa.RecordBatch) -> tuple[pa.Table, np.ndarray, list[str
     flag(not_label, "label is not 0 or 1")
     # the 13 dense columns checked (and, below, parsed) as one column of 13 * n values
     dense = [batch.column(i) for i in range(1, 1 + len(DENSE_NAMES))]
-    dense = [pc.fill_null(col, "") if col.null_count else col for col in dense]
+    dense = [_nulls_as_empty(col) for col in dense]
     offsets, values = join_strings(dense)
     lengths = np.diff(offsets)
     integer, signed = _integer_check(offsets, values, lengths)
@@ -327,9 +330,9 @@ def convert_block(batch: pa.RecordBatch) -> tuple[pa.Table, np.ndarray, list[str
     # the 26 id columns decoded as one column of 26 * n values, straight into the block's id array
     sparse = [batch.column(1 + len(DENSE_NAMES) + j) for j in range(len(SPARSE_NAMES))]
     ids = np.empty((len(SPARSE_NAMES), n), np.uint32)
-    not_hex = _decode_hex_buffers(
-        *join_strings([pc.fill_null(col, "") if col.null_count else col for col in sparse]), ids
-    ).reshape(len(SPARSE_NAMES), n)
+    not_hex = _decode_hex_buffers(*join_strings([_nulls_as_empty(col) for col in sparse]), ids).reshape(
+        len(SPARSE_NAMES), n
+    )
     if not_hex.any():
         for j, name in enumerate(SPARSE_NAMES):
             flag(not_hex[j], f"{name} is not 8 hex digits")
