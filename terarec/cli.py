@@ -175,6 +175,11 @@ def _alone_or_torchrun(args: argparse.Namespace, module: str, flags: list[str], 
         alone()
         return 0
     from terarec.launch.torchrun import run_child, torchrun_command
+    from terarec.trainer.evaluate import eval_config
+
+    # the run, its checkpoint and the overrides checked here, before any process group starts: a
+    # mistake is one untagged line, not whichever rank's report reached us before torchrun stopped the rest
+    eval_config(args.run, args.data, args.overrides)
 
     common = ["--run-dir", args.run, *(["--data", args.data] if args.data else [])]
     return run_child(torchrun_command(module, [*common, *flags, *args.overrides], args.nproc))
