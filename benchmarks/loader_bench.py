@@ -25,6 +25,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import terarec  # noqa: F401  # before pyarrow: sets arrow's allocator options (terarec/__init__.py), as the CLI runs
+
+# isort: split
 import pyarrow.parquet as pq
 
 from terarec.batch import real_rows
