@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+import terarec  # noqa: F401  # sets arrow's allocator options in os.environ, which both children inherit, as the CLI runs
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "criteo_kaggle_10k" / "train_10k.tsv"
 
