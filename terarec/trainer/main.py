@@ -49,7 +49,7 @@ def run_training(cfg: Config) -> dict[str, Any]:
     log = setup_logging(info.rank, cfg.logging.level)
     run = RunDir(Path(cfg.run.dir), info.is_main)
     try:
-        run.open_for_training(cfg, schema, info.world_size)  # lock, checks, config record: before any work
+        run.open_for_training(cfg, schema, info.world_size)  # lock and checks: before any work
         torch.manual_seed(cfg.train.seed)  # the tables DMP materialises: identical on every rank
         summary = built.summary()
         log.info(
@@ -83,6 +83,7 @@ def run_training(cfg: Config) -> dict[str, Any]:
         )
         if cfg.resume == "auto" and not trainer.restore():
             log.info("resume=auto: no checkpoint in %s yet, starting from scratch", run_dir / "checkpoints")
+        run.record_start()  # the start has begun: its checkpoint and loader position (if any) were accepted
         return trainer.fit()
     finally:
         run.close()

@@ -4,7 +4,8 @@ rule for what a resume may change.
 ``RUN/.lock`` is ``flock``-ed by rank 0 for the training's whole life: a second writer stops at
 once, naming the holder (the kernel drops the lock when the holder dies, even by SIGKILL).
 ``RUN/config.yaml`` is the config the dir's checkpoints were started with, written once;
-``RUN/configs/<N>.yaml`` records the resolved config of every start and resume, after validation.
+``RUN/configs/<N>.yaml`` records the resolved config of every start and resume, once it has begun (after
+validation and, on resume, after the checkpoint and the loader's position were accepted).
 Every checkpoint also stores the config and dataset it was trained with, so ``resume=auto``
 compares against what the checkpoint really holds: keys outside :data:`MAY_CHANGE_ON_RESUME` must
 match, or the resume stops with one line listing them. A fresh run (``resume=none``) into a dir
@@ -111,9 +112,11 @@ class RunDir:
         self.path, self.is_main = path, is_main
         self.record: dict[str, str] = {}  # files every checkpoint stores: what it was trained with
         self._lock_fd: int | None = None
+        self._start: tuple[str, int, bool] | None = None  # (note, world size, fresh): what record_start writes
 
     def open_for_training(self, cfg: Config, schema: DatasetSchema, world_size: int = 1) -> None:
-        """Lock, check and record on rank 0; every rank raises the same :class:`RunDirError`."""
+        """Lock and check on rank 0; every rank raises the same :class:`RunDirError`. The start is
+        recorded by :meth:`record_start`, once it has begun."""
         self.record = {
             "config.yaml": config_text(cfg),
             "dataset.json": json.dumps(schema_fingerprint(schema), indent=1) + "\n",
@@ -125,6 +128,21 @@ class RunDir:
             except (ConfigError, OSError) as err:
                 message = str(err) if isinstance(err, ConfigError) else f"run dir {self.path}: {err}"
                 self.close()
+        message = from_rank0(message)
+        if message:
+            raise RunDirError(message)
+
+    def record_start(self) -> None:
+        """``configs/<N>.yaml`` (and a new run's ``config.yaml``) on rank 0, once the start has begun: after
+        the model, the checkpoint and the loader's position were accepted, so a refused resume (e.g. a
+        mid-epoch position under another loader layout) leaves no record of a start that never trained.
+        Every rank raises the same :class:`RunDirError`."""
+        message = None
+        if self.is_main and self._start is not None:
+            try:
+                self._write_record(*self._start)
+            except OSError as err:
+                message = f"run dir {self.path}: {err}"
         message = from_rank0(message)
         if message:
             raise RunDirError(message)
@@ -156,7 +174,7 @@ class RunDir:
             note = "fresh start; run.overwrite=true deleted the earlier run's checkpoints"
         else:
             note = "fresh start"
-        self._write_record(note, world_size, fresh=not found)
+        self._start = (note, world_size, not found)
 
     def _lock(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

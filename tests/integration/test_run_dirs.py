@@ -114,7 +114,9 @@ def test_mid_epoch_resume_with_other_loader_workers_stops_before_training(
     error = _one_error(capsys)
     assert "mid-epoch (epoch 0, batch 10)" in error and "world size 1 x data.num_workers 1" in error
     assert "world size 1 x data.num_workers 2" in error and _steps(copy) == ["step_5", "step_10"]
+    assert sorted(p.name for p in (copy / "configs").iterdir()) == ["0.yaml"]  # the refused start is not recorded
     assert _train(data, copy, "resume=auto", "train.max_steps=15") == 0  # the same layout continues
+    assert sorted(p.name for p in (copy / "configs").iterdir()) == ["0.yaml", "1.yaml"]
 
 
 def test_traceback_resume_with_another_flavor_is_one_line_and_the_run_stays_usable(

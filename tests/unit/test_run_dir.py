@@ -31,6 +31,7 @@ SCHEMA = DatasetSchema(dense=["d0"], sparse=[SparseFeature("c0", 10)], split_row
 def _open(run: Path, *overrides: str, schema: DatasetSchema = SCHEMA) -> RunDir:
     opened = RunDir(run, is_main=True)
     opened.open_for_training(load_config(None, [f"run.dir={run}", *overrides]), schema)
+    opened.record_start()
     return opened
 
 
