@@ -19,12 +19,10 @@ torchrec.datasets.criteo does); missing dense values stay null and the loader fi
 
 from __future__ import annotations
 
-import gzip
 import json
 import multiprocessing as mp
 import os
 import re
-import zlib
 from collections import defaultdict
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -39,6 +37,7 @@ from terarec.data_pipeline.criteo_fields import OUTPUT_SCHEMA, convert_block, fi
 from terarec.data_pipeline.criteo_layout import DENSE_NAMES, LABEL, SPARSE_NAMES
 from terarec.data_pipeline.manifest import DatasetManifest, InputFile, PartFile, start_build
 from terarec.data_pipeline.parquet_io import ROW_GROUP_ROWS, PartWriter
+from terarec.data_pipeline.raw_files import check_readable, count_lines, open_raw, unreadable
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SparseFeature
 from terarec.data_pipeline.sketch import DESCRIPTION, DistinctCounts
 from terarec.data_pipeline.splits import check_eval_fraction, check_valid_fraction, split_lines
@@ -85,12 +84,6 @@ class FileJob:
         return ("train", "eval") if self.valid_end is None else ("train", "valid", "eval")
 
 
-def _open(path: str) -> tuple[pa.NativeFile, pa.NativeFile]:
-    """(stream to parse, raw file): the raw file's position is the progress in on-disk bytes."""
-    raw = pa.OSFile(path)
-    return (pa.CompressedInputStream(raw, "gzip") if path.endswith(".gz") else raw), raw
-
-
 _BYTES_DONE: Any | None = None  # a shared mp.Value: input bytes consumed by every worker
 _BAR: tqdm | None = None  # in-process runs move the bar directly
 
@@ -108,35 +101,6 @@ def _report_bytes(count: int) -> None:
     elif _BYTES_DONE is not None:
         with _BYTES_DONE.get_lock():
             _BYTES_DONE.value += count
-
-
-def count_lines(path: str) -> int:
-    """Physical lines of a (possibly gzipped) text file, counted in 16 MB chunks."""
-    opener = gzip.open if path.endswith(".gz") else open
-    lines, last = 0, b"\n"
-    try:
-        with opener(path, "rb") as fh:
-            while chunk := fh.read(BLOCK_BYTES):
-                lines += chunk.count(b"\n")
-                last = chunk[-1:]
-    except (OSError, EOFError, zlib.error) as err:
-        raise _unreadable(path, err) from None
-    return lines + (last != b"\n")
-
-
-def _unreadable(path: str, err: BaseException) -> DatasetError:
-    what = "a truncated or damaged gzip file" if path.endswith(".gz") else "unreadable"
-    return DatasetError(f"{path}: {what} ({err})")
-
-
-def check_readable(path: str) -> None:
-    """Empty files and ``.gz`` files that are not gzip fail here, before anything is written."""
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-    if not head:
-        raise DatasetError(f"input file '{path}' is empty")
-    if path.endswith(".gz") and head != b"\x1f\x8b":
-        raise DatasetError(f"{path} is not gzip-compressed (plain text named .gz?)")
 
 
 def _line_numbers(good_index: np.ndarray, skipped_lines: list[int]) -> np.ndarray:
@@ -294,7 +258,7 @@ def writer_options(distinct: list[int]) -> dict[str, Any]:
 def prepare_file(job: FileJob) -> dict[str, Any]:
     """Convert one raw file; returns its done marker. Raises DatasetError in fail mode."""
     converter = _FileConverter(job)
-    stream, raw = _open(job.path)
+    stream, raw = open_raw(job.path)
     reported = 0
     try:
         for batch in _csv_reader(job, stream, converter.skipped):
@@ -306,7 +270,7 @@ def prepare_file(job: FileJob) -> dict[str, Any]:
             raise converter.malformed([s[:2] for s in converter.skipped[:1]]) from None
         raise DatasetError(f"{job.path}: {err}") from None
     except (OSError, EOFError) as err:  # a truncated or damaged .gz
-        raise _unreadable(job.path, err) from None
+        raise unreadable(job.path, err) from None
     _report_bytes(os.path.getsize(job.path) - reported)
     return converter.finish()
 
