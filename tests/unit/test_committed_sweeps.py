@@ -8,6 +8,8 @@ every point has both seeds.
   LR decayed over the run: the loss falls and the floor holds; the holdout misses (21.8% of the drop).
 - docs/sweeps/wukong_ladder_testbed_replicate: the same with seeds 4-7 (--jobs 2), and in its pooled/ the 8
   seeds of both: the loss falls and the floor holds; the holdout misses (21.9%, pooled 22.9%).
+- docs/sweeps/wukong_ladder_testbed_rows: the same ladder on 900k rows of a 1.2M-row testbed, seeds 8 and 9
+  (decided before it ran): all three hold, the holdout at 17.9% of the drop.
 - docs/sweeps/wukong_ladder_testbed: the ladder (ladder_1 .. ladder_5) x 3 data sizes with a constant
   LR: the law holds along data; along the ladder the seeds' spread hides the model (strict xfails)."""
 
@@ -25,7 +27,9 @@ SWEEPS = Path(__file__).resolve().parents[2] / "docs" / "sweeps"
 LADDER, LADDER_X_DATA = SWEEPS / "wukong_ladder_testbed_cosine", SWEEPS / "wukong_ladder_testbed"
 REPLICATE = SWEEPS / "wukong_ladder_testbed_replicate"
 POOLED = REPLICATE / "pooled"
-LADDERS = [LADDER, REPLICATE, POOLED]  # one data size: the ladder alone
+ROWS = SWEEPS / "wukong_ladder_testbed_rows"
+MISSING = [LADDER, REPLICATE, POOLED]  # the 450k-row ladders: the holdout misses the bar
+LADDERS = [*MISSING, ROWS]  # one data size: the ladder alone
 
 
 def _name(p: Any) -> str:
@@ -139,7 +143,9 @@ def test_fitted_floor_lies_between_bayes_and_the_smallest_models_loss(sweep: Pat
 
 
 @pytest.mark.parametrize(
-    "sweep", [*(pytest.param(s, marks=MISSED) for s in LADDERS), pytest.param(LADDER_X_DATA, marks=FLAT)], ids=_name
+    "sweep",
+    [*(pytest.param(s, marks=MISSED) for s in MISSING), ROWS, pytest.param(LADDER_X_DATA, marks=FLAT)],
+    ids=_name,
 )
 def test_holdout_error_of_the_largest_point_is_below_a_fifth_of_the_loss_drop(sweep: Path) -> None:
     assert acceptance(sweep)["holdout"]
@@ -176,7 +182,13 @@ def test_readme_table_matches_points_csv(sweep: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["wukong_ladder_testbed", "wukong_ladder_testbed_cosine", "wukong_ladder_testbed_replicate", "bst_ladder_taobao"],
+    [
+        "wukong_ladder_testbed",
+        "wukong_ladder_testbed_cosine",
+        "wukong_ladder_testbed_replicate",
+        "wukong_ladder_testbed_rows",
+        "bst_ladder_taobao",
+    ],
 )
 def test_the_committed_sweeps_configs_load_with_two_seeds(name: str) -> None:
     """The sweeps behind the committed results: a flavor ladder, at least two seeds, one recipe for every
