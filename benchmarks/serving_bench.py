@@ -25,6 +25,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from terarec import ARROW_PURGE_DELAY_ENV  # noqa: F401  # before pyarrow: importing terarec sets arrow's allocator options, as the CLI runs
+
+# isort: split
 import numpy as np
 import pyarrow.parquet as pq
 import torch

@@ -110,6 +110,22 @@ def test_config_yaml_is_written_once_and_every_start_is_recorded(tmp_path: Path)
     assert yaml.safe_load(second)["train"]["max_steps"] == 30
 
 
+def test_opening_records_nothing_until_the_start_has_begun(tmp_path: Path) -> None:
+    """The trainer calls record_start after the checkpoint and the loader's position were accepted: a
+    start refused in between (a resume under another loader layout) leaves no record of itself."""
+    run = tmp_path / "run"
+    opened = RunDir(run, is_main=True)
+    opened.open_for_training(load_config(None, [f"run.dir={run}"]), SCHEMA)
+    assert not (run / "config.yaml").exists() and not (run / "configs").exists()
+    opened.record_start()
+    assert sorted(p.name for p in (run / "configs").iterdir()) == ["0.yaml"] and (run / "config.yaml").is_file()
+    opened.close()
+    other_rank = RunDir(tmp_path / "other", is_main=False)  # only rank 0 checks and writes
+    other_rank.open_for_training(load_config(None, [f"run.dir={tmp_path / 'other'}"]), SCHEMA)
+    other_rank.record_start()
+    assert not (tmp_path / "other").exists()
+
+
 def test_resume_with_other_model_or_data_stops_listing_the_keys(tmp_path: Path) -> None:
     run = tmp_path / "run"
     first = _open(run)
