@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -121,28 +122,30 @@ class RunDir:
             "config.yaml": config_text(cfg),
             "dataset.json": json.dumps(schema_fingerprint(schema), indent=1) + "\n",
         }
-        message = None
-        if self.is_main:
-            try:
-                self._prepare(cfg, world_size)
-            except (ConfigError, OSError) as err:
-                message = str(err) if isinstance(err, ConfigError) else f"run dir {self.path}: {err}"
-                self.close()
-        message = from_rank0(message)
-        if message:
-            raise RunDirError(message)
+        self._on_rank0(lambda: self._prepare(cfg, world_size))
 
     def record_start(self) -> None:
         """``configs/<N>.yaml`` (and a new run's ``config.yaml``) on rank 0, once the start has begun: after
         the model, the checkpoint and the loader's position were accepted, so a refused resume (e.g. a
         mid-epoch position under another loader layout) leaves no record of a start that never trained.
         Every rank raises the same :class:`RunDirError`."""
-        message = None
-        if self.is_main and self._start is not None:
-            try:
+
+        def write() -> None:
+            if self._start is not None:
                 self._write_record(*self._start)
-            except OSError as err:
-                message = f"run dir {self.path}: {err}"
+
+        self._on_rank0(write)
+
+    def _on_rank0(self, action: Callable[[], None]) -> None:
+        """``action`` on rank 0 only; its ConfigError or OSError (the lock then released) becomes the same
+        one-line :class:`RunDirError` on every rank."""
+        message = None
+        if self.is_main:
+            try:
+                action()
+            except (ConfigError, OSError) as err:
+                message = str(err) if isinstance(err, ConfigError) else f"run dir {self.path}: {err}"
+                self.close()
         message = from_rank0(message)
         if message:
             raise RunDirError(message)
