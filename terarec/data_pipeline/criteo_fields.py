@@ -40,7 +40,7 @@ def _pair_table() -> np.ndarray:
 
 
 _PAIR = _pair_table()
-_PAIR_ARROW = pa.array(_PAIR)  # the same table for arrow's take
+PAIR_TABLE = pa.array(_PAIR)  # the same table for arrow's take
 _NON_BYTE = np.uint64(0xFF00FF00FF00FF00)  # any of the 4 pair values of an id above 255: not hex
 
 
@@ -66,7 +66,7 @@ def _decode_packed(data: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     if data.ctypes.data % 2:  # a sliced column starting at an odd byte: arrow wants aligned uint16
         data = data.copy()
     # no bounds check: every uint16 indexes the 65536-entry table
-    pairs = pc.take(_PAIR_ARROW, pa.array(data.view("<u2")), boundscheck=False).to_numpy()
+    pairs = pc.take(PAIR_TABLE, pa.array(data.view("<u2")), boundscheck=False).to_numpy()
     # one reduction in the usual all-hex case instead of a masked uint64 temporary and a comparison
     not_hex = (pairs.view(np.uint64) & _NON_BYTE) != 0 if len(pairs) and pairs.max() > 0xFF else None
     return pairs.astype(np.uint8).view(">u4"), not_hex
@@ -175,7 +175,7 @@ def dense_to_int64(column: pa.Array) -> pa.Array:
     values = data[offsets[0] : offsets[-1]]
     parsed = _parse_digits(offsets, values, lengths, _integer_check(offsets, values, lengths)[1])
     if parsed is not None:
-        return _int64_columns(parsed, lengths > 0, 1)[0]
+        return int64_columns(parsed, lengths > 0, 1)[0]
     present = lengths > 0
     # packed from bit ``column.offset % 8`` so that arrow's buffers are reused as they are, offset included
     shift = column.offset % 8
@@ -187,7 +187,7 @@ def dense_to_int64(column: pa.Array) -> pa.Array:
     return pc.cast(raw, pa.int64())
 
 
-def _int64_columns(parsed: np.ndarray, present: np.ndarray, columns: int) -> list[pa.Array]:
+def int64_columns(parsed: np.ndarray, present: np.ndarray, columns: int) -> list[pa.Array]:
     """(columns * n,) int64 values and their presence, column after column -> ``columns`` int64 arrays of
     n values, absent values null (buffers shared with ``parsed``: no copy)."""
     present = present.reshape(columns, -1)
@@ -344,7 +344,7 @@ def convert_block(batch: pa.RecordBatch) -> tuple[pa.Table, np.ndarray, list[str
         parsed = _parse_digits(offsets, values, lengths, signed)
     columns = [pa.array(labels)]
     if parsed is not None:
-        columns += _int64_columns(parsed, lengths > 0, len(DENSE_NAMES))
+        columns += int64_columns(parsed, lengths > 0, len(DENSE_NAMES))
     else:  # bad rows filtered out (or values too long for the SWAR parse): column by column
         columns += [dense_to_int64(col) for col in dense]
     columns += [pa.array(row) for row in ids]

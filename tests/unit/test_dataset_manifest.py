@@ -177,21 +177,21 @@ def test_overwrite_swaps_only_when_complete(
     d: Path, criteo_10k: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before, fingerprint = _files(d), dataset_fingerprint(d)
-    convert, calls = criteo.convert_block, []
+    convert, calls = criteo.convert_lines, []  # the sample's blocks are all good rows: this path
 
-    def fail_on_the_third_block(batch):  # noqa: ANN001, ANN202
+    def fail_on_the_third_block(buffer, size):  # noqa: ANN001, ANN202
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("disk full")
-        return convert(batch)
+        return convert(buffer, size)
 
     monkeypatch.setattr(criteo, "BLOCK_BYTES", 256 << 10)  # ~10 blocks
-    monkeypatch.setattr(criteo, "convert_block", fail_on_the_third_block)
+    monkeypatch.setattr(criteo, "convert_lines", fail_on_the_third_block)
     with pytest.raises(RuntimeError, match="disk full"):
         _prepare(criteo_10k, d, "--eval-fraction", "0.3", "--overwrite")
     assert _files(d) == before and dataset_fingerprint(d) == fingerprint and DatasetSchema.load(d).split_rows == D_ROWS
     assert sorted(p.name for p in d.parent.iterdir()) == ["d"]  # the half-built copy is gone
-    monkeypatch.setattr(criteo, "convert_block", convert)
+    monkeypatch.setattr(criteo, "convert_lines", convert)
     assert _prepare(criteo_10k, d, "--eval-fraction", "0.3", "--overwrite") == 0
     assert DatasetSchema.load(d).split_rows == {"train": 7000, "eval": 3000} and dataset_fingerprint(d) != fingerprint
     assert sorted(p.name for p in d.parent.iterdir()) == ["d"]
@@ -204,10 +204,10 @@ def test_an_interrupted_resume_leaves_a_dataset_that_does_not_load(
 ) -> None:
     (d / "eval" / "part-train_10k_tsv-00000.parquet").unlink()
 
-    def crash(batch):  # noqa: ANN001, ANN202
+    def crash(buffer, size):  # noqa: ANN001, ANN202
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(criteo, "convert_block", crash)
+    monkeypatch.setattr(criteo, "convert_lines", crash)
     assert _prepare(criteo_10k, d, "--eval-fraction", "0.2") == 130  # the CLI's "interrupted"
     with pytest.raises(DatasetError, match="the build did not finish"):
         DatasetSchema.load(d)
