@@ -65,6 +65,7 @@ def _rank_table() -> np.ndarray:
 
 
 _RANK = _rank_table()  # 256 KB: one lookup per id instead of six array passes
+_RANK_ARROW = pa.array(_RANK)
 
 
 def _slots(ids: np.ndarray) -> np.ndarray:
@@ -211,10 +212,12 @@ class DistinctCounts:
         """ids: (len(features), n) -> max-rank updates of those features' registers (``copied``: ids
         is a scratch uint32 copy that may be hashed in place)."""
         hashes = _fmix32_in_place(ids) if copied else fmix32(ids)
-        ranks = np.take(_RANK, hashes & np.uint32((1 << _RANK_BITS) - 1))
-        index = (hashes >> np.uint32(_RANK_BITS)).astype(np.intp)
-        index += (np.asarray(features, np.intp) * REGISTERS)[:, None]
-        np.maximum.at(self.registers.reshape(-1), index.ravel(), ranks.ravel())
+        # arrow's take reads the uint32 positions as they are (numpy's widens them to intp first)
+        low = (hashes & np.uint32((1 << _RANK_BITS) - 1)).ravel()
+        ranks = pc.take(_RANK_ARROW, pa.array(low), boundscheck=False).to_numpy()
+        hashes >>= np.uint32(_RANK_BITS)  # the register, then its row of ``registers`` (< 2**32: uint32)
+        hashes += (np.asarray(features, np.uint32) * np.uint32(REGISTERS))[:, None]
+        np.maximum.at(self.registers.reshape(-1), hashes.ravel(), ranks)
 
 
 def _as_uint32(ids: np.ndarray) -> np.ndarray:
