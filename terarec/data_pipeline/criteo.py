@@ -282,17 +282,13 @@ def prepare_file(job: FileJob) -> dict[str, Any]:
     stream, raw = open_raw(job.path)
     reported = lines_before = 0
     try:
-        for buffer, size in line_blocks(job.path, stream, BLOCK_BYTES):
+        for index, (buffer, size) in enumerate(line_blocks(job.path, stream, BLOCK_BYTES)):
             converted = convert_lines(buffer, size)
             if converted is not None:  # every line a good row: no CSV reader
                 converter.add_good(*converted)
                 lines_before += converted[0].num_rows
             else:
-                lines = buffer[:size]
-                reader = _csv_reader(job, pa.BufferReader(pa.py_buffer(lines)), converter.skipped, lines_before)
-                for batch in reader:
-                    converter.add(batch)
-                lines_before += int(np.count_nonzero(lines == ord("\n")))
+                lines_before += _add_csv_block(converter, buffer[:size], lines_before, first=index == 0)
             _report_bytes(raw.tell() - reported)
             reported = raw.tell()
     except pa.ArrowInvalid as err:
@@ -303,6 +299,23 @@ def prepare_file(job: FileJob) -> dict[str, Any]:
         raise unreadable(job.path, err) from None
     _report_bytes(os.path.getsize(job.path) - reported)
     return converter.finish()
+
+
+def _add_csv_block(converter: _FileConverter, lines: np.ndarray, lines_before: int, first: bool) -> int:
+    """A block of lines that is not only good rows, through the CSV reader as if it read the whole file;
+    returns the lines it numbered. Numbered as one reader over the file numbers them (the old path's
+    contract): the rows it returned plus those of the wrong field count, so an empty line (skipped, not
+    numbered) or a lone CR (a line end to it) shifts later blocks' lines as it did. A reader drops a
+    UTF-8 BOM at its start: one at the start of a later block is kept by a newline before it (an empty
+    line to the reader), as the file's reader keeps one in the middle of the file."""
+    text = pa.py_buffer(lines)
+    if not first and bytes(lines[:3]) == b"\xef\xbb\xbf":
+        text = pa.py_buffer(b"\n" + lines.tobytes())
+    skipped, rows = len(converter.skipped), 0
+    for batch in _csv_reader(converter.job, pa.BufferReader(text), converter.skipped, lines_before):
+        converter.add(batch)
+        rows += batch.num_rows
+    return rows + len(converter.skipped) - skipped
 
 
 def criteo_request(

@@ -15,7 +15,7 @@ import pytest
 
 from terarec.data_pipeline import criteo
 from terarec.data_pipeline.criteo_fields import convert_block
-from terarec.data_pipeline.criteo_lines import PAD, convert_lines
+from terarec.data_pipeline.criteo_lines import PAD, convert_lines, line_blocks
 from tests.unit.test_criteo_parse_reference import COLUMNS, _hex, _prepared_rows, reference_parse
 
 DENSE_VALUES = ["", "0", "-0", "-1", "007", "12345678", "-1234567", "99999999", "1000", "-10000"]
@@ -148,3 +148,39 @@ def test_a_file_without_line_ends_is_one_error_line(tmp_path: Path, monkeypatch:
     (tmp_path / "day_0").write_bytes(b"\x01" * 50_000)
     with pytest.raises(criteo.DatasetError, match=r"day_0: no line end in 2\d,\d{3} bytes; is it Criteo"):
         criteo.prepare_criteo([str(tmp_path / "day_0")], str(tmp_path / "out"), progress=False)
+
+
+def _prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes, block: int, name: str) -> tuple[Any, ...]:
+    (tmp_path / "day_0").write_bytes(data)
+    monkeypatch.setattr(criteo, "BLOCK_BYTES", block)
+    out = tmp_path / name
+    criteo.prepare_criteo([str(tmp_path / "day_0")], str(out), eval_fraction=0.4, on_error="skip", progress=False)
+    rejects = [r.split("\t")[:2] for r in (out / "rejects" / "day_0.tsv").read_text().splitlines()[1:]]
+    return _prepared_rows(out, "train"), _prepared_rows(out, "eval"), rejects
+
+
+@pytest.mark.parametrize("oddity", ["empty line", "lone CR", "BOM"])
+def test_lines_are_numbered_as_one_reader_of_the_whole_file_numbers_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, oddity: str
+) -> None:
+    """An empty line (not numbered by the CSV reader), a lone CR (a line end to it) or a UTF-8 BOM (dropped
+    only at the start of the file) in a CSV-path block: the lines, rejects and split of the blocks after
+    it are those of one reader over the file (one block), not shifted by where the blocks fall."""
+    rng = random.Random(11)
+    lines = [good_line(rng) for _ in range(100)]
+    lines[60] = "\t".join(lines[60].split("\t")[:39])  # a wrong field count, numbered by the reader
+    lines[62] = lines[62].replace("\t", "\tx", 1)  # a bad value, numbered by the good rows before it
+    if oddity == "empty line":
+        lines.insert(5, "")
+    elif oddity == "lone CR":
+        lines[5] = lines[5].replace("\t", "\r", 1)
+    else:  # a BOM on the first line of a block that is not the first
+        data = ("\n".join(lines) + "\n").encode()
+        firsts, seen = [], 0
+        for buffer, size in line_blocks("day_0", pa.BufferReader(data), 4096):
+            firsts.append(seen)
+            seen += int(np.count_nonzero(buffer[:size] == ord("\n")))
+        lines[firsts[2]] = "\ufeff" + lines[firsts[2]]
+    data = ("\n".join(lines) + "\n").encode()
+    one_block = _prepared(tmp_path, monkeypatch, data, 1 << 20, "one")
+    assert _prepared(tmp_path, monkeypatch, data, 4096, "blocks") == one_block
