@@ -9,7 +9,7 @@ bytes at its start, gathered as uint64 from a strided view whose elements overla
 copy), then checked and decoded with SWAR passes and the hex pair table of ``criteo_fields``.
 
 Only blocks in which every row is good take this path: ``convert_lines`` returns None for a block
-with anything else (a wrong field count, an empty line, CR line ends, another control byte, a bad
+with anything else (a wrong field count, an empty line, CR or CRLF line ends, another control byte, a bad
 value, a dense value longer than 8 bytes) and the caller parses that block with the CSV reader and
 ``convert_block``, which name its bad rows. The rows written are the same either way
 (tests/unit/test_criteo_lines.py: both paths against each other and a plain-Python reference).
@@ -47,12 +47,15 @@ _ALIGN = pa.array(np.array([8 * (8 - k) for k in range(9)], np.uint64))
 
 def line_blocks(path: str, stream: pa.NativeFile, block_bytes: int) -> Iterator[tuple[np.ndarray, int]]:
     """The (decompressed) input as blocks of whole lines, ``block_bytes`` read at a time: (buffer, size),
-    ``buffer[:size]`` the lines, each ending with a newline (one is added to a last line without), and
+    ``buffer[:size]`` the lines, each ending with a newline (or a CR, see below; a newline is added to a last
+    line without one), and
     ``PAD`` spare bytes after them (``convert_lines`` reads 8 bytes at any field's start)."""
     carry = np.zeros(0, np.uint8)  # the unfinished line of the last read
     while chunk := stream.read(block_bytes):
         data = np.frombuffer(chunk, np.uint8)
-        cut = chunk.rfind(b"\n") + 1
+        # at the last line end: a newline, or in a file of CR line ends (old Mac text) a CR, which only
+        # the CSV reader takes as a line end (such blocks fail ``convert_lines``' checks)
+        cut = (chunk.rfind(b"\n") + 1) or (chunk.rfind(b"\r") + 1)
         if not cut:
             carry = np.concatenate([carry, data])
             if len(carry) > LINE_BLOCKS * block_bytes:

@@ -159,13 +159,14 @@ def _prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes, bloc
     return _prepared_rows(out, "train"), _prepared_rows(out, "eval"), rejects
 
 
-@pytest.mark.parametrize("oddity", ["empty line", "lone CR", "BOM"])
+@pytest.mark.parametrize("oddity", ["empty line", "lone CR", "BOM", "CR line ends"])
 def test_lines_are_numbered_as_one_reader_of_the_whole_file_numbers_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, oddity: str
 ) -> None:
     """An empty line (not numbered by the CSV reader), a lone CR (a line end to it) or a UTF-8 BOM (dropped
     only at the start of the file) in a CSV-path block: the lines, rejects and split of the blocks after
-    it are those of one reader over the file (one block), not shifted by where the blocks fall."""
+    it are those of one reader over the file (one block), not shifted by where the blocks fall; a file of
+    CR line ends (no newline at all) is read in blocks cut at its CRs."""
     rng = random.Random(11)
     lines = [good_line(rng) for _ in range(100)]
     lines[60] = "\t".join(lines[60].split("\t")[:39])  # a wrong field count, numbered by the reader
@@ -181,6 +182,6 @@ def test_lines_are_numbered_as_one_reader_of_the_whole_file_numbers_them(
             firsts.append(seen)
             seen += int(np.count_nonzero(buffer[:size] == ord("\n")))
         lines[firsts[2]] = "\ufeff" + lines[firsts[2]]
-    data = ("\n".join(lines) + "\n").encode()
+    data = ("\r".join(lines) if oddity == "CR line ends" else "\n".join(lines) + "\n").encode()
     one_block = _prepared(tmp_path, monkeypatch, data, 1 << 20, "one")
     assert _prepared(tmp_path, monkeypatch, data, 4096, "blocks") == one_block
