@@ -6,9 +6,9 @@ Builds a raw Criteo TSV of ``--rows`` lines in a temp dir: the real 10k Kaggle s
 when ../shared/data is present and not ``--random`` (every vocabulary below 16384: the exact path
 of the distinct counts), random Criteo-format lines otherwise (millions of distinct ids: the
 HyperLogLog path). Then it measures in fresh processes, one file, one worker, ``--rounds`` interleaved rounds of:
-(a) pyarrow.csv streaming parse of the file with prepare's own read/parse/convert options (all
-    columns as strings, no UTF-8 check) and nothing else;
-(b) ``prepare_file`` (parse + validate + hex decode + parquet write + distinct counts).
+(a) pyarrow.csv streaming parse of the file with the read/parse/convert options of prepare's CSV path
+    (all columns as strings, no UTF-8 check; blocks of good rows skip the CSV reader) and nothing else;
+(b) ``prepare_file`` (cut into fields + validate + decode + parquet write + distinct counts).
 Each run records wall time, process CPU time (user + system, so a busy neighbour inflates wall
 time but hardly CPU time) and peak RSS; imports are done before the clock starts. Finally (c) the
 peak RSS of (b) on a file 4x larger: bounded memory means it stays close.
