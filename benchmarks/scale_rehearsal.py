@@ -9,7 +9,8 @@ call per size with its own seed: the rows of size k are those of size k-1 plus t
 sizes (as day_23 is for Criteo 1TB), so the files total the largest size. For each size, each stage runs
 in its own process (``rehearsal_stages.py``) and is measured by wait4 like /usr/bin/time:
 
-- synth:   the size's increment of day files (its own rows: the first size's, then the differences);
+- synth:   the size's increment of day files (its own rows: the first size's, then the differences; its work
+           CPU: less the CPU of the same command for 10 rows a day file, the start-up of its process);
 - prepare: ``terarec prepare criteo --workers`` on the size's day files and the eval day (its work CPU: less the
            CPU of the same command on the first 10 lines of each file, the start-up of its processes);
 - stream:  one full epoch of the train split through terarec's loader at the MLPerf window (``dcnv2_mlperf``'s
@@ -145,8 +146,8 @@ def rehearse_size(runner: stages.Runner, args: argparse.Namespace, scratch: Path
 
 
 def flatness(figures: dict[str, dict[int, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """Per stage, max/min across sizes of peak RSS and of CPU us/row (whole processes; for stream and prepare
-    also without their start-up): 1.0 is flat."""
+    """Per stage, max/min across sizes of peak RSS and of CPU us/row (whole processes; for synth, prepare and
+    stream also without their start-up): 1.0 is flat."""
     out: dict[str, dict[str, float]] = {}
     for stage, by_size in figures.items():
         out[stage] = {}

@@ -42,7 +42,7 @@ def test_scale_rehearsal_at_toy_sizes(tmp_path: Path) -> None:
     assert [result["stages"]["synth"][str(s)]["rows"] for s in SIZES] == [20000, 20000]  # the increments
     assert [result["stages"]["prepare"][str(s)]["rows"] for s in SIZES] == [22000, 42000]  # + the eval day
     assert [result["stages"]["stream"][str(s)]["rows"] for s in SIZES] == SIZES  # one full epoch each
-    for stage in ("prepare", "stream"):  # and their CPU without the processes' start-up
+    for stage in ("synth", "prepare", "stream"):  # and their CPU without the processes' start-up
         figures = result["stages"][stage].values()
         assert all(0 <= f["work_cpu_us_per_row"] <= f["cpu_us_per_row"] for f in figures), stage
         assert "work_cpu_us_per_row" in result["flatness"][stage]
