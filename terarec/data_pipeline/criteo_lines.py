@@ -98,9 +98,13 @@ def convert_lines(buffer: np.ndarray, size: int) -> tuple[pa.Table, np.ndarray] 
     words = np.ndarray((size,), "<u8", buffer, 0, (1,))  # [i]: the 8 bytes from byte i, little-endian
     dense, sparse = slice(1, 1 + len(DENSE_NAMES)), slice(1 + len(DENSE_NAMES), FIELDS)
     labels = _labels(data, starts[0], lengths[0])
+    if labels is None:  # each check returns at the first refusal: the CSV path reads the block anyway
+        return None
     values = _dense(words, starts[dense], lengths[dense])
+    if values is None:
+        return None
     ids = _ids(words, starts[sparse], lengths[sparse])
-    if labels is None or values is None or ids is None:
+    if ids is None:
         return None
     columns = [pa.array(labels), *int64_columns(*values, len(DENSE_NAMES)), *(pa.array(row) for row in ids)]
     return pa.Table.from_arrays(columns, schema=OUTPUT_SCHEMA), ids
