@@ -170,7 +170,7 @@ class _FileConverter:
     def add(self, batch: pa.RecordBatch) -> None:
         """A block of the CSV reader (all-string columns): checked by ``convert_block``, bad rows rejected."""
         table, bad, reasons, ids = convert_block(batch)
-        lines = _line_numbers(np.arange(self.rows_seen, self.rows_seen + batch.num_rows), [s[0] for s in self.skipped])
+        lines = self._next_lines(batch.num_rows)
         if self.job.on_error == "fail" and (bad.any() or self.skipped):
             first_bad = [(int(lines[i]), reasons[i]) for i in np.flatnonzero(bad)[:1]]
             raise self.malformed(first_bad + [s[:2] for s in self.skipped[:1]])
@@ -184,9 +184,12 @@ class _FileConverter:
         """A block of good rows only (``convert_lines``): its typed table and (26, rows) ids."""
         if self.job.on_error == "fail" and self.skipped:  # an earlier block of only such rows yielded no batch
             raise self.malformed([s[:2] for s in self.skipped[:1]])
-        lines = _line_numbers(np.arange(self.rows_seen, self.rows_seen + table.num_rows), [s[0] for s in self.skipped])
-        self._add_rows(table, ids, lines)
+        self._add_rows(table, ids, self._next_lines(table.num_rows))
         self.rows_seen += table.num_rows
+
+    def _next_lines(self, rows: int) -> np.ndarray:
+        """The physical lines of the next ``rows`` field-count-valid rows (those after ``rows_seen``)."""
+        return _line_numbers(np.arange(self.rows_seen, self.rows_seen + rows), [s[0] for s in self.skipped])
 
     def _add_rows(self, table: pa.Table, ids: np.ndarray, good_lines: np.ndarray) -> None:
         """A block's good rows (``good_lines``: their physical lines) -> the splits' row groups and the sketch."""

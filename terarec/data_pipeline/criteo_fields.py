@@ -269,7 +269,12 @@ def _swar4(words: pa.Array, ends: np.ndarray, digits: np.ndarray) -> np.ndarray:
     """The last ``min(digits[i], 4)`` digits before byte ``ends[i]`` as (n,) uint32: the word ending there
     (arrow's take: ~3x fewer instructions than numpy's), masked, then two SWAR rounds."""
     word: np.ndarray = pc.take(words, pa.array(ends), boundscheck=False).to_numpy()
-    word = np.bitwise_and(word, pc.take(_NIBBLES, pa.array(digits), boundscheck=False).to_numpy())
+    return four_digits(np.bitwise_and(word, pc.take(_NIBBLES, pa.array(digits), boundscheck=False).to_numpy()))
+
+
+def four_digits(word: np.ndarray) -> np.ndarray:
+    """uint32 words of four digit values (0..9) in bytes 0..3, byte 0 the most significant -> their number
+    (0..9999), in place: two multiply-shift-add rounds (SWAR)."""
     high = np.right_shift(word, np.uint32(8))  # digit pairs into bytes 0 and 2
     word *= np.uint32(10)
     word += high

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from terarec.data_pipeline.criteo_fields import HEX_DIGITS, OUTPUT_SCHEMA, PAIR_TABLE, int64_columns
+from terarec.data_pipeline.criteo_fields import HEX_DIGITS, OUTPUT_SCHEMA, PAIR_TABLE, four_digits, int64_columns
 from terarec.data_pipeline.criteo_layout import DENSE_NAMES, SPARSE_NAMES
 from terarec.data_pipeline.schema import DatasetError
 
@@ -48,8 +48,7 @@ _ALIGN = pa.array(np.array([8 * (8 - k) for k in range(9)], np.uint64))
 def line_blocks(path: str, stream: pa.NativeFile, block_bytes: int) -> Iterator[tuple[np.ndarray, int]]:
     """The (decompressed) input as blocks of whole lines, ``block_bytes`` read at a time: (buffer, size),
     ``buffer[:size]`` the lines, each ending with a newline (or a CR, see below; a newline is added to a last
-    line without one), and
-    ``PAD`` spare bytes after them (``convert_lines`` reads 8 bytes at any field's start)."""
+    line without one), and ``PAD`` spare bytes after them (``convert_lines`` reads 8 bytes at any field's start)."""
     carry = np.zeros(0, np.uint8)  # the unfinished line of the last read
     while chunk := stream.read(block_bytes):
         data = np.frombuffer(chunk, np.uint8)
@@ -138,25 +137,11 @@ def _dense(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[
         return None
     value <<= _take(_ALIGN, lengths)  # right-aligned: the bytes shifted in are leading zeros
     value &= _NIBBLES
-    parsed = _four_digits(value.view(np.uint32)).reshape(*value.shape, 2).astype(np.int64)
+    parsed = four_digits(value.view(np.uint32)).reshape(*value.shape, 2).astype(np.int64)
     numbers = parsed[..., 0] * 10000 + parsed[..., 1]  # the first four digits, then the last four
     if len(signed):
         numbers.ravel()[signed] *= -1
     return numbers.ravel(), (lengths > 0).ravel()
-
-
-def _four_digits(word: np.ndarray) -> np.ndarray:
-    """uint32 words of four digit values in bytes 0..3 (byte 0 the most significant) -> their number,
-    in place: two multiply-shift-add rounds (SWAR), as ``criteo_fields._swar4``."""
-    high = np.right_shift(word, np.uint32(8))
-    word *= np.uint32(10)
-    word += high
-    word &= np.uint32(0x00FF00FF)
-    np.right_shift(word, np.uint32(16), out=high)
-    word *= np.uint32(100)
-    word += high
-    word &= np.uint32(0x0000FFFF)
-    return word
 
 
 def _ids(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray | None:
