@@ -137,9 +137,7 @@ def synth_days(runner: Runner, name: str, rows: int, days: int, seed: int, outpu
     _, cost = runner.run(name, _synth_command(rows, days, seed, output))
     cost.rows = rows
     heads = output.parent / f"{output.name}_startup"
-    _, startup = runner.run(f"{name}_startup", _synth_command(days * STARTUP_LINES, days, seed, heads))
-    shutil.rmtree(heads)
-    cost.work_cpu_s = max(cost.cpu_s - startup.cpu_s, 0.0)
+    _less_startup(runner, name, cost, _synth_command(days * STARTUP_LINES, days, seed, heads), heads)
     return cost
 
 
@@ -159,10 +157,16 @@ def prepare(runner: Runner, name: str, inputs: list[Path], eval_file: Path, outp
         with path.open("rb") as source:
             (heads / path.name).write_bytes(b"".join(itertools.islice(source, STARTUP_LINES)))
     files = [heads / path.name for path in inputs]
-    _, startup = runner.run(f"{name}_startup", _prepare_command(files, heads / eval_file.name, heads / "out", workers))
-    shutil.rmtree(heads)
-    cost.work_cpu_s = max(cost.cpu_s - startup.cpu_s, 0.0)
+    _less_startup(runner, name, cost, _prepare_command(files, heads / eval_file.name, heads / "out", workers), heads)
     return cost
+
+
+def _less_startup(runner: Runner, name: str, cost: Measured, startup_cmd: list[str], scratch: Path) -> None:
+    """``cost``'s work CPU: its CPU less that of ``startup_cmd`` (the same command on a few rows, writing
+    under ``scratch``, which is removed after)."""
+    _, startup = runner.run(f"{name}_startup", startup_cmd)
+    shutil.rmtree(scratch)
+    cost.work_cpu_s = max(cost.cpu_s - startup.cpu_s, 0.0)
 
 
 def _prepare_command(inputs: list[Path], eval_file: Path, output: Path, workers: int) -> list[str]:
