@@ -29,6 +29,12 @@ from terarec.batch import PAD_LABEL
 from terarec.data_pipeline.columns import dense_into, filled, pooled_empty, reduce_ids
 
 
+# The bounds rule of numpy's take for a window's permutation, whose indices are all in range, so every
+# rule gives the same values: "wrap" is the cheapest (no bounds pass as "raise" makes; ~15% less time
+# a gather than "clip" on this VM).
+_IN_RANGE = "wrap"
+
+
 @dataclass(frozen=True)
 class KeyLayout:
     """Where each KJT key's ids come from: a single-id column or a list column."""
@@ -89,7 +95,7 @@ class Window:
         """``spec``: (dense fill, dense transform); ``grid``: (origin, batch size)."""
         self.num_rows, (self.origin, self.batch_size) = table.num_rows, grid
         labels = filled(table.column(layout.label), 0)
-        self.labels = (labels if perm is None else labels[perm]).astype(np.float32)
+        self.labels = (labels if perm is None else labels.take(perm, mode=_IN_RANGE)).astype(np.float32)
         self.dense = _dense_rows(table, layout.dense, spec, perm)  # rows x F, permuted
         slots = -(-(self.num_rows - self.origin) // self.batch_size)
         self.grid = pooled_empty((slots, len(layout.single), self.batch_size), layout.id_dtype)
@@ -97,6 +103,7 @@ class Window:
         bounds = [(lo, max(lo, 0), min(lo + self.batch_size, self.num_rows)) for lo in starts]
         vocabularies = layout.single_vocabularies or [None] * len(layout.single)
         joined = None  # a window of several chunks: each column's rows, reduced chunk by chunk into one buffer
+        slot_perms = None if perm is None else [perm[first:end] for _, first, end in bounds]
         for j, (name, size, vocabulary) in enumerate(zip(layout.single, layout.single_sizes, vocabularies)):
             chunks = table.column(name)
             if chunks.num_chunks > 1:
@@ -106,10 +113,10 @@ class Window:
                 column = as_ids(to_rows(filled(chunks, 0), size, vocabulary), layout.id_dtype)
             for slot, (lo, first, end) in enumerate(bounds):  # column by column: random reads stay in cache
                 out = self.grid[slot, j, first - lo : end - lo]
-                if perm is None:
+                if slot_perms is None:
                     out[:] = column[first:end]
-                else:
-                    np.take(column, perm[first:end], out=out, mode="clip")  # clip: no bounds pass
+                else:  # the method, not np.take: ~1 us less per call, 26 x slots calls a window
+                    column.take(slot_perms[slot], out=out, mode=_IN_RANGE)
         self.jagged = _jagged_columns(table, layout, perm)
 
     def slot(self, start: int, end: int) -> tuple[int, int, int]:
@@ -140,7 +147,7 @@ def _dense_rows(table: pa.Table, names: list[str], spec: tuple[float, str], perm
         return dense
     record = np.dtype((np.void, 4 * len(names)))  # a row as one item: np.take copies it whole
     permuted = pooled_empty(dense.shape, np.float32)
-    np.take(dense.view(record).reshape(rows), perm, out=permuted.view(record).reshape(rows), mode="clip")
+    dense.view(record).reshape(rows).take(perm, out=permuted.view(record).reshape(rows), mode=_IN_RANGE)
     return permuted
 
 
