@@ -28,7 +28,6 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from terarec.batch import PAD_LABEL
 from terarec.data_pipeline.columns import dense_into, filled, pooled_empty, reduce_ids
 
-
 # The bounds rule of numpy's take for a window's permutation, whose indices are all in range, so every
 # rule gives the same values: "wrap" is the cheapest (no bounds pass as "raise" makes; ~15% less time
 # a gather than "clip" on this VM).
