@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from terarec.data_pipeline.criteo_fields import OUTPUT_SCHEMA, convert_block, field_text
 from terarec.data_pipeline.criteo_layout import DENSE_NAMES, LABEL, SPARSE_NAMES
-from terarec.data_pipeline.criteo_lines import convert_lines, line_blocks
+from terarec.data_pipeline.criteo_lines import convert_lines, line_blocks, reader_lines
 from terarec.data_pipeline.manifest import DatasetManifest, InputFile, PartFile, start_build
 from terarec.data_pipeline.parquet_io import ROW_GROUP_ROWS, PartWriter
 from terarec.data_pipeline.raw_files import check_readable, count_lines, open_raw, unreadable
@@ -108,7 +108,8 @@ def _report_bytes(count: int) -> None:
 
 
 def _line_numbers(good_index: np.ndarray, skipped_lines: list[int]) -> np.ndarray:
-    """1-based physical line of the good (field-count-valid) rows ``good_index`` (0-based)."""
+    """1-based number among all rows of the good (field-count-valid) rows ``good_index`` (0-based),
+    the rows numbered ``skipped_lines`` being the others."""
     if not skipped_lines:  # the usual file: no per-row search in an empty array
         return good_index + 1
     skipped = np.asarray(sorted(skipped_lines), np.int64)
@@ -116,15 +117,18 @@ def _line_numbers(good_index: np.ndarray, skipped_lines: list[int]) -> np.ndarra
     return good_index + 1 + np.searchsorted(before, good_index, side="right")
 
 
-def _csv_reader(job: FileJob, stream: pa.NativeFile, skipped: list[tuple[int, str, str]], lines_before: int = 0) -> Any:
+def _csv_reader(
+    job: FileJob, stream: pa.NativeFile, skipped: list[tuple[int, str, str]], line_of: Any, numbers: list[int]
+) -> Any:
     """All-string blocks of tab-separated rows; rows with the wrong field count go to ``skipped`` (their
-    line: ``lines_before`` plus the line in ``stream``)."""
+    line in the file: ``line_of`` the reader's row number) and their row numbers to ``numbers``."""
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
         # an exception raised here is swallowed by pyarrow: record the row, report after the block
+        numbers.append(row.number)
         skipped.append(
             (
-                lines_before + row.number,
+                line_of(row.number),
                 f"expected {row.expected_columns} tab-separated fields, got {row.actual_columns}",
                 row.text,
             )
@@ -158,7 +162,7 @@ class _FileConverter:
         }
         self.pending: dict[str, list[pa.Table]] = {s: [] for s in job.splits}  # rows of an unfinished row group
         self.rejects: list[str] = []
-        self.rows_seen = 0  # field-count-valid rows so far
+        self.rows_seen = 0  # rows converted so far
         self.distinct = DistinctCounts(len(SPARSE_NAMES))
         self.unsketched: list[np.ndarray] = []  # (26, rows) id blocks not yet in ``distinct``
         self.encoding_chosen = False
@@ -167,10 +171,10 @@ class _FileConverter:
         line, reason = min(candidates)
         return DatasetError(f"{self.job.path}:{line}: {reason}")
 
-    def add(self, batch: pa.RecordBatch) -> None:
-        """A block of the CSV reader (all-string columns): checked by ``convert_block``, bad rows rejected."""
+    def add(self, batch: pa.RecordBatch, lines: np.ndarray) -> None:
+        """A block of the CSV reader (all-string columns; ``lines``: each row's line in the file): checked
+        by ``convert_block``, bad rows rejected."""
         table, bad, reasons, ids = convert_block(batch)
-        lines = self._next_lines(batch.num_rows)
         if self.job.on_error == "fail" and (bad.any() or self.skipped):
             first_bad = [(int(lines[i]), reasons[i]) for i in np.flatnonzero(bad)[:1]]
             raise self.malformed(first_bad + [s[:2] for s in self.skipped[:1]])
@@ -180,19 +184,16 @@ class _FileConverter:
         self._add_rows(table, ids, lines[~bad] if bad.any() else lines)
         self.rows_seen += batch.num_rows
 
-    def add_good(self, table: pa.Table, ids: np.ndarray) -> None:
-        """A block of good rows only (``convert_lines``): its typed table and (26, rows) ids."""
+    def add_good(self, table: pa.Table, ids: np.ndarray, first_line: int) -> None:
+        """A block of good rows only (``convert_lines``), one a line from line ``first_line``: its typed
+        table and (26, rows) ids."""
         if self.job.on_error == "fail" and self.skipped:  # an earlier block of only such rows yielded no batch
             raise self.malformed([s[:2] for s in self.skipped[:1]])
-        self._add_rows(table, ids, self._next_lines(table.num_rows))
+        self._add_rows(table, ids, np.arange(first_line, first_line + table.num_rows))
         self.rows_seen += table.num_rows
 
-    def _next_lines(self, rows: int) -> np.ndarray:
-        """The physical lines of the next ``rows`` field-count-valid rows (those after ``rows_seen``)."""
-        return _line_numbers(np.arange(self.rows_seen, self.rows_seen + rows), [s[0] for s in self.skipped])
-
     def _add_rows(self, table: pa.Table, ids: np.ndarray, good_lines: np.ndarray) -> None:
-        """A block's good rows (``good_lines``: their physical lines) -> the splits' row groups and the sketch."""
+        """A block's good rows (``good_lines``: their lines in the file) -> the splits' row groups and the sketch."""
         ends = [self.job.train_lines] if self.job.valid_end is None else [self.job.train_lines, self.job.valid_end]
         cuts = [0, *(int(np.searchsorted(good_lines, end, side="right")) for end in ends), table.num_rows]
         self.unsketched.append(ids)
@@ -288,7 +289,7 @@ def prepare_file(job: FileJob) -> dict[str, Any]:
         for index, (buffer, size) in enumerate(line_blocks(job.path, stream, BLOCK_BYTES)):
             converted = convert_lines(buffer, size)
             if converted is not None:  # every line a good row: no CSV reader
-                converter.add_good(*converted)
+                converter.add_good(*converted, first_line=lines_before + 1)
                 lines_before += converted[0].num_rows
             else:
                 lines_before += _add_csv_block(converter, buffer[:size], lines_before, first=index == 0)
@@ -305,20 +306,24 @@ def prepare_file(job: FileJob) -> dict[str, Any]:
 
 
 def _add_csv_block(converter: _FileConverter, lines: np.ndarray, lines_before: int, first: bool) -> int:
-    """A block of lines that is not only good rows, through the CSV reader as if it read the whole file;
-    returns the lines it numbered. Numbered as one reader over the file numbers them (the old path's
-    contract): the rows it returned plus those of the wrong field count, so an empty line (skipped, not
-    numbered) or a lone CR (a line end to it) shifts later blocks' lines as it did. A reader drops a
-    UTF-8 BOM at its start: one at the start of a later block is kept by a newline before it (an empty
-    line to the reader), as the file's reader keeps one in the middle of the file."""
+    """A block of lines that is not only good rows, through the CSV reader; returns its line count. Rows and
+    rejects are numbered by their line in the file, empty lines included (``reader_lines``), as
+    ``count_lines`` counts them for the train / valid / eval cut. A reader drops a UTF-8 BOM at its start:
+    one at the start of a later block is kept by a newline before it (an empty line to the reader), as the
+    file's reader keeps one in the middle of the file."""
+    numbered, count = reader_lines(lines, first)
     text = pa.py_buffer(lines)
     if not first and bytes(lines[:3]) == b"\xef\xbb\xbf":
         text = pa.py_buffer(b"\n" + lines.tobytes())
-    skipped, rows = len(converter.skipped), 0
-    for batch in _csv_reader(converter.job, pa.BufferReader(text), converter.skipped, lines_before):
-        converter.add(batch)
-        rows += batch.num_rows
-    return rows + len(converter.skipped) - skipped
+    invalid: list[int] = []  # this block's rows of the wrong field count, by the reader's row number
+    good = 0
+    for batch in _csv_reader(
+        converter.job, pa.BufferReader(text), converter.skipped, lambda n: lines_before + int(numbered[n - 1]), invalid
+    ):
+        rows = _line_numbers(np.arange(good, good + batch.num_rows), invalid)  # the reader's row numbers
+        converter.add(batch, lines_before + numbered[rows - 1])
+        good += batch.num_rows
+    return count
 
 
 def criteo_request(

@@ -32,6 +32,7 @@ LINE_BLOCKS = 4  # a Criteo line is a few hundred bytes: no line end in this man
 PAD = 8  # spare bytes after a block's lines: an 8-byte read at any field's start stays in the buffer
 DENSE_BYTES = 8  # the longest dense value (minus included) this path reads; longer ones: the CSV path
 _TAB, _NEWLINE, _MINUS = 9, 10, ord("-")
+_BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark
 _BYTES = np.uint64(0x0101010101010101)  # times a byte value: that byte in all 8 lanes
 _HIGH = _BYTES * np.uint64(0x80)
 _ASCII_ZEROS = _BYTES * np.uint64(ord("0"))
@@ -53,8 +54,9 @@ def line_blocks(path: str, stream: pa.NativeFile, block_bytes: int) -> Iterator[
     while chunk := stream.read(block_bytes):
         data = np.frombuffer(chunk, np.uint8)
         # at the last line end: a newline, or in a file of CR line ends (old Mac text) a CR, which only
-        # the CSV reader takes as a line end (such blocks fail ``convert_lines``' checks)
-        cut = (chunk.rfind(b"\n") + 1) or (chunk.rfind(b"\r") + 1)
+        # the CSV reader takes as a line end (such blocks fail ``convert_lines``' checks); not a CR that
+        # ends the read, whose newline may start the next (a CRLF is one line end)
+        cut = (chunk.rfind(b"\n") + 1) or (chunk.rfind(b"\r", 0, len(chunk) - 1) + 1)
         if not cut:
             carry = np.concatenate([carry, data])
             if len(carry) > LINE_BLOCKS * block_bytes:
@@ -64,6 +66,21 @@ def line_blocks(path: str, stream: pa.NativeFile, block_bytes: int) -> Iterator[
         carry = data[cut:]
     if len(carry):
         yield _padded(carry, np.array([ord("\n")], np.uint8)), len(carry) + 1
+
+
+def reader_lines(block: np.ndarray, first: bool) -> tuple[np.ndarray, int]:
+    """A block of whole lines (``line_blocks``) -> (the line of the block, 1-based, of each line the CSV
+    reader numbers as a row, the block's line count). Lines end as the reader ends them (a newline, CRLF
+    or a lone CR) and are counted as ``raw_files.count_lines`` counts them; the reader skips empty lines
+    without numbering them, and drops a UTF-8 BOM at the start of the file (``first``: this block)."""
+    newline, cr = block == ord("\n"), block == ord("\r")
+    crlf = cr[:-1] & newline[1:]
+    ends = np.flatnonzero(newline | (cr & ~np.append(crlf, False)))  # the byte that ends each line
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    if first and bytes(block[:3]) == _BOM and len(ends):
+        starts[0] = min(3, int(ends[0]))
+    stops = ends - np.append(False, crlf)[ends]  # a CRLF's line stops at its CR
+    return np.flatnonzero(stops > starts) + 1, len(ends)
 
 
 def _padded(head: np.ndarray, tail: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from terarec.data_pipeline import criteo
+from terarec.data_pipeline import criteo, raw_files
 from terarec.data_pipeline.criteo_fields import convert_block
 from terarec.data_pipeline.criteo_lines import PAD, convert_lines, line_blocks
 from tests.unit.test_criteo_parse_reference import COLUMNS, _hex, _prepared_rows, reference_parse
@@ -163,10 +163,10 @@ def _prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes, bloc
 def test_lines_are_numbered_as_one_reader_of_the_whole_file_numbers_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, oddity: str
 ) -> None:
-    """An empty line (not numbered by the CSV reader), a lone CR (a line end to it) or a UTF-8 BOM (dropped
-    only at the start of the file) in a CSV-path block: the lines, rejects and split of the blocks after
-    it are those of one reader over the file (one block), not shifted by where the blocks fall; a file of
-    CR line ends (no newline at all) is read in blocks cut at its CRs."""
+    """An empty line, a lone CR (a line end to the CSV reader) or a UTF-8 BOM (dropped only at the start of
+    the file) in a CSV-path block: the lines, rejects and split of the blocks after it are those of one
+    reader over the file (one block), not shifted by where the blocks fall; a file of CR line ends (no
+    newline at all) is read in blocks cut at its CRs."""
     rng = random.Random(11)
     lines = [good_line(rng) for _ in range(100)]
     lines[60] = "\t".join(lines[60].split("\t")[:39])  # a wrong field count, numbered by the reader
@@ -185,3 +185,44 @@ def test_lines_are_numbered_as_one_reader_of_the_whole_file_numbers_them(
     data = ("\r".join(lines) if oddity == "CR line ends" else "\n".join(lines) + "\n").encode()
     one_block = _prepared(tmp_path, monkeypatch, data, 1 << 20, "one")
     assert _prepared(tmp_path, monkeypatch, data, 4096, "blocks") == one_block
+
+
+@pytest.mark.parametrize("block", [1 << 20, 4096])
+def test_rows_and_rejects_are_numbered_by_their_line_in_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    """Empty lines, mixed LF / CRLF / lone-CR line ends and a BOM in the middle of the file: each reject
+    names its line as ``bytes.splitlines`` counts lines (empty ones included), and eval is exactly the
+    good rows of the last 40% of those lines (``count_lines``' count), whatever the block size."""
+    rng = random.Random(23)
+    lines = [good_line(rng) for _ in range(150)]
+    lines[10] = lines[11] = lines[90] = ""
+    lines[30] = "\t".join(lines[30].split("\t")[:39])  # a wrong field count
+    lines[50] = lines[50].replace("\t", "\tx", 1)  # a bad dense value
+    lines[70] = "\ufeff" + lines[70]  # a BOM not at the file's start: the label is not 0 or 1
+    ends = [rng.choice(["\n", "\n", "\r\n", "\r"]) for _ in lines]
+    data = "".join(line + end for line, end in zip(lines, ends)).encode()
+    physical = [line.decode() for line in data.splitlines()]
+    cut = len(physical) - round(len(physical) * 0.4)  # the last line of train
+    parsed = [(number, *reference_parse(line)) for number, line in enumerate(physical, 1) if line]
+    train, evaluation, rejects = _prepared(tmp_path, monkeypatch, data, block, "out")
+    assert [int(line) for line, _ in rejects] == [number for number, row, _ in parsed if row is None] == [31, 51, 71]
+    assert train == [row for number, row, _ in parsed if row is not None and number <= cut]
+    assert evaluation == [row for number, row, _ in parsed if row is not None and number > cut]
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_count_lines_ends_lines_as_the_reader_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    """LF, CRLF (also split between two reads) and lone CR each end one line, empty lines count, and so does
+    a last line without an end: ``bytes.splitlines``' count, on 500 random files read 1-7 bytes at a time."""
+    rng = random.Random(4)
+    path = tmp_path / f"day_0{suffix}"
+    for _ in range(500):
+        data = "".join(rng.choice(["ab", "", "\r", "\n", "\r\n", "x\ty"]) for _ in range(rng.randint(1, 30))).encode()
+        if not data:
+            continue
+        path.write_bytes(gzip.compress(data) if suffix else data)
+        monkeypatch.setattr(raw_files, "COUNT_CHUNK_BYTES", rng.randint(1, 7))
+        assert raw_files.count_lines(str(path)) == len(data.splitlines()), data

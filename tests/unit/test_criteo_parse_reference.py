@@ -186,7 +186,7 @@ def test_row_group_buffer_holds_no_empty_slices(tmp_path: Path, monkeypatch: pyt
             [pa.array(column) for column in zip(*(line.split("\t")[:40] for line in lines[start : start + 100]))],
             names=COLUMNS,
         )
-        converter.add(block)
+        converter.add(block, np.arange(start + 1, start + 101))
     assert converter.pending["eval"] == [] and sum(t.num_rows for t in converter.pending["train"]) < 300
 
 
