@@ -42,12 +42,13 @@ CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
 import pyarrow as pa, pyarrow.csv as pacsv
-from terarec.data_pipeline.criteo import CSV_CONVERT, FileJob, csv_parse_options, csv_read_options, prepare_file
+from terarec.data_pipeline.criteo import BLOCK_BYTES, FileJob, prepare_file
+from terarec.data_pipeline.criteo_csv import CSV_CONVERT, csv_parse_options, csv_read_options
 mode, path, out = sys.argv[1], sys.argv[2], sys.argv[3]
 start, cpu_start = time.perf_counter(), time.process_time()
 if mode == "pyarrow":
-    reader = pacsv.open_csv(pa.OSFile(path), read_options=csv_read_options(), parse_options=csv_parse_options(),
-        convert_options=CSV_CONVERT)
+    reader = pacsv.open_csv(pa.OSFile(path), read_options=csv_read_options(BLOCK_BYTES),
+        parse_options=csv_parse_options(), convert_options=CSV_CONVERT)
     rows = sum(batch.num_rows for batch in reader)
 else:
     Path(out).mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,9 @@ same input (size, mtime, sample hash), split lines and ``--on-error``, and its p
 The directory is claimed by a manifest (``manifest.py``): a re-run with other inputs or options
 stops unless ``--overwrite``. Parsing is columnar: a block whose lines are all good rows is cut into
 fields and decoded with numpy on its raw bytes (``criteo_lines.py``, no CSV reader); any other block
-goes through pyarrow's CSV reader, and its labels, dense integers and hex ids are checked and decoded
-on arrow's string buffers (``criteo_fields.py``), which names the bad rows; the same rows either way.
+goes through pyarrow's CSV reader (``criteo_csv.py``), and its labels, dense integers and hex ids are
+checked and decoded on arrow's string buffers (``criteo_fields.py``), which names the bad rows; the same
+rows either way. Rows and rejects are numbered by their line in the file, empty lines included.
 Rows go out in row groups of ``ROW_GROUP_ROWS`` whatever the block size; distinct ids are counted exactly up to
 16384 per feature, by HyperLogLog above (``sketch.py``), once per row group's worth of rows.
 
@@ -32,12 +33,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 from tqdm import tqdm
 
+from terarec.data_pipeline.criteo_csv import RAW_COLUMNS, add_csv_block
 from terarec.data_pipeline.criteo_fields import OUTPUT_SCHEMA, convert_block, field_text
 from terarec.data_pipeline.criteo_layout import DENSE_NAMES, LABEL, SPARSE_NAMES
-from terarec.data_pipeline.criteo_lines import convert_lines, line_blocks, reader_lines
+from terarec.data_pipeline.criteo_lines import convert_lines, line_blocks
 from terarec.data_pipeline.manifest import DatasetManifest, InputFile, PartFile, start_build
 from terarec.data_pipeline.parquet_io import ROW_GROUP_ROWS, PartWriter
 from terarec.data_pipeline.raw_files import check_readable, count_lines, open_raw, unreadable
@@ -45,13 +46,9 @@ from terarec.data_pipeline.schema import DatasetError, DatasetSchema, SparseFeat
 from terarec.data_pipeline.sketch import DESCRIPTION, DistinctCounts
 from terarec.data_pipeline.splits import check_eval_fraction, check_valid_fraction, split_lines
 
-RAW_COLUMNS = [LABEL, *DENSE_NAMES, *SPARSE_NAMES]
 # input read in blocks of whole lines: 2 MB fit the caches (~10% less CPU and ~90 MB less RSS than 4 MB)
 BLOCK_BYTES = 2 << 20
 ROWS_PER_FILE = 4 << 20
-# fail mode: a block of nothing but wrong-field-count rows (e.g. a comma-separated file) yields no
-# batch to check, so parsing stops after this many of them instead of reading the whole file
-FAIL_FAST_INVALID_ROWS = 1000
 # bump when the output of the same input and options changes (2: ROW_GROUP_ROWS groups, dictionary choice,
 # HLL; 3: the parquet encodings of ``writer_options``: the same rows, other bytes)
 FORMAT = 3
@@ -64,12 +61,6 @@ SKETCH_SUFFIX = ".distinct.npy"  # per input file, beside its done marker (was .
 DICTIONARY_MAX_DISTINCT = 256
 DENSE_ENCODING = "DELTA_BINARY_PACKED"
 COMPRESSION = "lz4"  # LZ4_RAW: fewer instructions than snappy and, on these pages, fewer bytes
-CSV_CONVERT = pacsv.ConvertOptions(  # every column as a non-null string: conversion is ours, per row
-    column_types={c: pa.string() for c in RAW_COLUMNS},
-    quoted_strings_can_be_null=False,
-    strings_can_be_null=False,
-    check_utf8=False,  # every field is validated byte by byte (ASCII digits / hex) anyway
-)
 
 
 @dataclass(frozen=True)
@@ -105,50 +96,6 @@ def _report_bytes(count: int) -> None:
     elif _BYTES_DONE is not None:
         with _BYTES_DONE.get_lock():
             _BYTES_DONE.value += count
-
-
-def _line_numbers(good_index: np.ndarray, skipped_lines: list[int]) -> np.ndarray:
-    """1-based number among all rows of the good (field-count-valid) rows ``good_index`` (0-based),
-    the rows numbered ``skipped_lines`` being the others."""
-    if not skipped_lines:  # the usual file: no per-row search in an empty array
-        return good_index + 1
-    skipped = np.asarray(sorted(skipped_lines), np.int64)
-    before = skipped - 1 - np.arange(len(skipped))  # good rows before each skipped line
-    return good_index + 1 + np.searchsorted(before, good_index, side="right")
-
-
-def _csv_reader(
-    job: FileJob, stream: pa.NativeFile, skipped: list[tuple[int, str, str]], line_of: Any, numbers: list[int]
-) -> Any:
-    """All-string blocks of tab-separated rows; rows with the wrong field count go to ``skipped`` (their
-    line in the file: ``line_of`` the reader's row number) and their row numbers to ``numbers``."""
-
-    def on_invalid(row: pacsv.InvalidRow) -> str:
-        # an exception raised here is swallowed by pyarrow: record the row, report after the block
-        numbers.append(row.number)
-        skipped.append(
-            (
-                line_of(row.number),
-                f"expected {row.expected_columns} tab-separated fields, got {row.actual_columns}",
-                row.text,
-            )
-        )
-        return "error" if job.on_error == "fail" and len(skipped) >= FAIL_FAST_INVALID_ROWS else "skip"
-
-    parse = csv_parse_options(on_invalid)
-    return pacsv.open_csv(stream, read_options=csv_read_options(), parse_options=parse, convert_options=CSV_CONVERT)
-
-
-def csv_read_options() -> pacsv.ReadOptions:
-    """Named all-string columns in ``BLOCK_BYTES`` blocks, one thread (files are the parallel unit)."""
-    return pacsv.ReadOptions(column_names=RAW_COLUMNS, use_threads=False, block_size=BLOCK_BYTES)
-
-
-def csv_parse_options(invalid_row_handler: Any = None) -> pacsv.ParseOptions:
-    """Tab-separated fields, no quoting (the raw logs have none); the handler sees wrong-field-count rows."""
-    return pacsv.ParseOptions(
-        delimiter="\t", quote_char=False, double_quote=False, invalid_row_handler=invalid_row_handler
-    )
 
 
 class _FileConverter:
@@ -292,7 +239,7 @@ def prepare_file(job: FileJob) -> dict[str, Any]:
                 converter.add_good(*converted, first_line=lines_before + 1)
                 lines_before += converted[0].num_rows
             else:
-                lines_before += _add_csv_block(converter, buffer[:size], lines_before, first=index == 0)
+                lines_before += add_csv_block(converter, buffer[:size], lines_before, first=index == 0)
             _report_bytes(raw.tell() - reported)
             reported = raw.tell()
     except pa.ArrowInvalid as err:
@@ -303,27 +250,6 @@ def prepare_file(job: FileJob) -> dict[str, Any]:
         raise unreadable(job.path, err) from None
     _report_bytes(os.path.getsize(job.path) - reported)
     return converter.finish()
-
-
-def _add_csv_block(converter: _FileConverter, lines: np.ndarray, lines_before: int, first: bool) -> int:
-    """A block of lines that is not only good rows, through the CSV reader; returns its line count. Rows and
-    rejects are numbered by their line in the file, empty lines included (``reader_lines``), as
-    ``count_lines`` counts them for the train / valid / eval cut. A reader drops a UTF-8 BOM at its start:
-    one at the start of a later block is kept by a newline before it (an empty line to the reader), as the
-    file's reader keeps one in the middle of the file."""
-    numbered, count = reader_lines(lines, first)
-    text = pa.py_buffer(lines)
-    if not first and bytes(lines[:3]) == b"\xef\xbb\xbf":
-        text = pa.py_buffer(b"\n" + lines.tobytes())
-    invalid: list[int] = []  # this block's rows of the wrong field count, by the reader's row number
-    good = 0
-    for batch in _csv_reader(
-        converter.job, pa.BufferReader(text), converter.skipped, lambda n: lines_before + int(numbered[n - 1]), invalid
-    ):
-        rows = _line_numbers(np.arange(good, good + batch.num_rows), invalid)  # the reader's row numbers
-        converter.add(batch, lines_before + numbered[rows - 1])
-        good += batch.num_rows
-    return count
 
 
 def criteo_request(
