@@ -21,8 +21,11 @@ on exactly those batches (the first ``--steps`` of the same seed):
 Rounds are interleaved (terarec, reference, end to end, ...) and the best and median of each are
 kept. ``end_to_end``: the same terarec training reading parquet through the loader (what ``terarec
 train`` does); ``end_to_end_ratio`` is its rate over the in-memory one (1.0: the loader never stalls
-training). Peak RSS per side is printed against the theoretical bytes of parameters, dense gradients
-and optimizer state. Last line: one JSON object.
+training), best over best; ``end_to_end_paired_median_ratio`` the median over rounds of the two measured
+one after the other (a 12 s side's rate moves by up to 20% on a 2-core VM); ``end_to_end_data_wait_fraction``
+the direct measure: the share of the training time the loop waited for its next batch (``data_wait_fraction``
+of the Trainer's metrics), which the VM's noise does not move. Peak RSS per side is printed against the
+theoretical bytes of parameters, dense gradients and optimizer state. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -105,14 +108,16 @@ def sharding_types(dmp: DistributedModelParallel) -> list[str]:
     return sorted({p.sharding_type for module in dmp.plan.plan.values() for p in module.values()})
 
 
-def run_terarec(cfg: Any, schema: DatasetSchema, info: Any, loader: Any) -> tuple[float, dict[str, int], list[str]]:
-    """samples/s of the Trainer over ``loader``; the model's summary; the plan's sharding types."""
+def run_terarec(
+    cfg: Any, schema: DatasetSchema, info: Any, loader: Any
+) -> tuple[dict[str, Any], dict[str, int], list[str]]:
+    """The Trainer's metrics over ``loader`` (samples/s, data wait); the model's summary; the plan's sharding types."""
     built = build_model(cfg, schema, "meta")
     summary = built.summary()  # before DMP swaps the tables for their shards
     dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
     trainer = Trainer(cfg, info, dmp, optimizer, loader, None, Path(cfg.run.dir), summary)
     metrics = trainer.fit()
-    return float(metrics["samples_per_s"]), summary, sharding_types(dmp)
+    return metrics, summary, sharding_types(dmp)
 
 
 def build_reference(
@@ -182,7 +187,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["small", "mlperf"],
         help="dcnv2 flavor (mlperf: the MLPerf DLRMv2 dense sizes)",
     )
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best of each is kept")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds; the best of each is kept")
     parser.add_argument("--nproc", type=int, default=1, help="ranks per side (torchrun when > 1)")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # a child process: one side, once
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -212,7 +217,8 @@ def run_side(args: argparse.Namespace) -> None:
                 if args.side == "terarec"
                 else loader
             )
-            out["samples_per_s"], summary, out["sharding"] = run_terarec(cfg, schema, info, source)
+            metrics, summary, out["sharding"] = run_terarec(cfg, schema, info, source)
+            out.update(samples_per_s=float(metrics["samples_per_s"]), data_wait_fraction=metrics["data_wait_fraction"])
             out.update(params_dense=summary["params_dense"], params_sparse=summary["params_sparse"])
             out["theoretical_bytes_per_rank"] = theoretical_bytes(
                 summary["params_dense"], summary["params_sparse"], sizes.hparams.embedding_dim, info.world_size
@@ -239,6 +245,7 @@ def spawn_side(args: argparse.Namespace, side: str, data: Path) -> dict[str, Any
         raise SystemExit(f"train_throughput: the {side} side failed (exit {child.returncode})")
     result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     result["peak_rss_bytes"] = usage.ru_maxrss * 1024  # KiB on Linux
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime  # the whole child: start-up, batches, training
     return result
 
 
@@ -255,6 +262,18 @@ def summarize(rounds: dict[str, list[dict[str, Any]]], args: argparse.Namespace)
         "terarec_end_to_end_samples_per_s": round(best["end_to_end"]),
         "end_to_end_ratio": round(best["end_to_end"] / best["terarec"], 3),
         "end_to_end_median_ratio": round(median["end_to_end"] / median["terarec"], 3),
+        "end_to_end_paired_median_ratio": round(
+            statistics.median(
+                e["samples_per_s"] / t["samples_per_s"] for e, t in zip(rounds["end_to_end"], rounds["terarec"])
+            ),
+            3,
+        ),
+        # the direct measure of starvation: the share of training time the loop waited for its next batch
+        "end_to_end_data_wait_fraction": round(
+            statistics.median(r["data_wait_fraction"] for r in rounds["end_to_end"]), 4
+        ),
+        "in_memory_data_wait_fraction": round(statistics.median(r["data_wait_fraction"] for r in rounds["terarec"]), 4),
+        "median_cpu_s": {side: round(statistics.median(r["cpu_s"] for r in rounds[side]), 2) for side in SIDES},
         "end_to_end_vs_reference": round(best["end_to_end"] / best["reference"], 3),
         "median_samples_per_s": {side: round(v) for side, v in median.items()},
         "params_dense": ours["params_dense"],
@@ -295,15 +314,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = bench_data(Path(os.environ.get("TERAREC_BENCH_DATA", Path(tmp) / "data")), args.rows)
         rounds: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
-        for _ in range(args.repeats):  # interleaved: a shared machine's noise hits every side
+        for index in range(args.repeats):  # interleaved: a shared machine's noise hits every side
             for side in SIDES:
                 rounds[side].append(spawn_side(args, side, data))
+            print(
+                f"round {index}: "
+                + ", ".join(f"{s} {rounds[s][-1]['samples_per_s']:,.0f}" for s in SIDES)
+                + " samples/s"
+            )
     result = summarize(rounds, args) | {"data_rows": args.rows, "data_fingerprint": dataset_fingerprint(data)}
     mib = {side: v / 2**20 for side, v in result["peak_rss_bytes"].items()}
     print(
         f"terarec {result['terarec_samples_per_s']:,} samples/s vs torchrec DLRM_DCN "
         f"{result['torchrec_dlrm_dcn_samples_per_s']:,}: ratio {result['ratio']:.3f}; end to end from parquet "
-        f"{result['terarec_end_to_end_samples_per_s']:,}: {result['end_to_end_ratio']:.3f} of in-memory; peak RSS "
+        f"{result['terarec_end_to_end_samples_per_s']:,}: {result['end_to_end_ratio']:.3f} of in-memory (paired median "
+        f"{result['end_to_end_paired_median_ratio']:.3f}; waiting for data "
+        f"{100 * result['end_to_end_data_wait_fraction']:.1f}% of the time, in-memory "
+        f"{100 * result['in_memory_data_wait_fraction']:.1f}%); peak RSS "
         f"terarec {mib['terarec']:.0f} MiB, reference {mib['reference']:.0f} MiB, "
         f"end to end {mib['end_to_end']:.0f} MiB "
         f"(theory {result['theoretical_bytes_per_rank'] / 2**20:.0f} MiB of parameters + optimizer state)"

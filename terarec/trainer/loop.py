@@ -33,7 +33,7 @@ from terarec.configs.schema import Config
 from terarec.data_pipeline.loader import BatchLoader
 from terarec.errors import stderr_is_terminal
 from terarec.trainer.checkpoint import CheckpointManager, checkpoint_dirs
-from terarec.trainer.distributed import DistInfo, any_rank, from_rank0, sum_over_ranks
+from terarec.trainer.distributed import DistInfo, any_rank, from_rank0, gather_objects, sum_over_ranks
 from terarec.trainer.early_stop import EarlyStopper
 from terarec.trainer.evaluator import METRIC_KEYS, Evaluator
 from terarec.trainer.faults import fault_point
@@ -81,6 +81,7 @@ class Trainer:
         self.step, self.samples, self._samples_before = 0, 0, 0  # _samples_before: from a resumed checkpoint
         self._window_t, self._window_samples, self._local_samples = time.perf_counter(), 0, 0
         self._train_start, self.out_of_time = time.perf_counter(), False  # fit() resets the start; train.max_minutes
+        self._data_wait_s = 0.0  # time this rank's training loop waited for the loader's next batch
         self.preemption, self.preempted = PreemptionGuard(), False  # SIGTERM/SIGINT: stop with a checkpoint
         epoch_steps = cfg.train.epochs * len(train_loader)  # the run ends at epochs or max_steps, whichever is first
         self.total_steps = min(epoch_steps, cfg.train.max_steps) if cfg.train.max_steps > 0 else epoch_steps
@@ -287,7 +288,9 @@ class Trainer:
         trains what it holds, so the loader position stays equal to the batches trained."""
         iterator = iter(batches)
         while not self._stopping:  # checked before pulling: a batch taken from the loader is trained
+            start = time.perf_counter()
             batch = next(iterator, None)
+            self._data_wait_s += time.perf_counter() - start  # the loader's time on the training thread
             if batch is None:
                 return
             yield batch
@@ -392,6 +395,7 @@ class Trainer:
         split and record which checkpoint that was; returns (and on rank 0 writes) ``RUN/metrics.json``.
         A signal leaves through :class:`Preempted` once its checkpoint is written."""
         start = self._train_start = time.perf_counter()
+        self._data_wait_s = 0.0
         if self.checkpoints is not None:
             self.checkpoints.clear_selection()  # until this run's final eval decides again
         with self.preemption:  # a signal during the final save takes effect once it is written
@@ -415,6 +419,8 @@ class Trainer:
             "eval_rows": final.get("count", 0),
             "eval_positives": final.get("positives", 0),
             "samples_per_s": (self.samples - self._samples_before) / max(train_s, 1e-9),
+            # of the training time, the share the slowest rank's loop waited for batches (0: never starved)
+            "data_wait_fraction": max(gather_objects(self._data_wait_s)) / max(train_s, 1e-9),
             "samples": self.samples,
             "steps": self.step,
             "out_of_time": self.out_of_time,
@@ -437,10 +443,12 @@ class Trainer:
                 )
                 self.writer.close()
             log.info(
-                "done: %d steps, %d samples, %.0f samples/s; final eval auc %.4f; run dir %s",
+                "done: %d steps, %d samples, %.0f samples/s (%.1f%% of it waiting for data); final eval auc %.4f; "
+                "run dir %s",
                 self.step,
                 self.samples,
                 metrics["samples_per_s"],
+                100 * metrics["data_wait_fraction"],
                 metrics["auc"],
                 self.run_dir,
             )

@@ -62,6 +62,7 @@ def test_single_process_run_dir_metrics_and_tensorboard(synth_dir: Path, tmp_pat
         "wall_s",
     ):
         assert key in metrics
+    assert 0 < metrics["data_wait_fraction"] < 1  # the loader's time on the training thread, measured
     assert load_config(str(run / "config.yaml")) == load_config("dcnv2_synth", args[3:])
     scalars = _scalars(run / "tb")
     for tag in (
