@@ -122,7 +122,10 @@ class _FileConverter:
         """A block of the CSV reader (all-string columns; ``lines``: each row's line in the file): checked
         by ``convert_block``, bad rows rejected."""
         table, bad, reasons, ids = convert_block(batch)
-        if self.job.on_error == "fail" and (bad.any() or self.skipped):
+        # fail mode: the earlier of this batch's first bad value and the first wrong field count (which may lie
+        # past this batch, in its block: every row before it is checked by then); a block's wrong field counts
+        # without a bad value before them stop the run once the whole block is checked (``add_csv_block``)
+        if self.job.on_error == "fail" and bad.any():
             first_bad = [(int(lines[i]), reasons[i]) for i in np.flatnonzero(bad)[:1]]
             raise self.malformed(first_bad + [s[:2] for s in self.skipped[:1]])
         for i in np.flatnonzero(bad):
@@ -243,7 +246,7 @@ def prepare_file(job: FileJob) -> dict[str, Any]:
             _report_bytes(raw.tell() - reported)
             reported = raw.tell()
     except pa.ArrowInvalid as err:
-        if job.on_error == "fail" and converter.skipped:  # on_invalid stopped the parser
+        if job.on_error == "fail" and converter.skipped:  # the reader failed after a wrong field count: name that line
             raise converter.malformed([s[:2] for s in converter.skipped[:1]]) from None
         raise DatasetError(f"{job.path}: {err}") from None
     except (OSError, EOFError) as err:  # a truncated or damaged .gz

@@ -24,9 +24,6 @@ if TYPE_CHECKING:
     from terarec.data_pipeline.criteo import _FileConverter
 
 RAW_COLUMNS = [LABEL, *DENSE_NAMES, *SPARSE_NAMES]
-# fail mode: a block of nothing but wrong-field-count rows (e.g. a comma-separated file) yields no
-# batch to check, so parsing stops after this many of them instead of reading the whole file
-FAIL_FAST_INVALID_ROWS = 1000
 CSV_CONVERT = pacsv.ConvertOptions(  # every column as a non-null string: conversion is ours, per row
     column_types={c: pa.string() for c in RAW_COLUMNS},
     quoted_strings_can_be_null=False,
@@ -65,6 +62,8 @@ def add_csv_block(converter: _FileConverter, lines: np.ndarray, lines_before: in
         rows = line_numbers(np.arange(good, good + batch.num_rows), invalid)  # the reader's row numbers
         converter.add(batch, lines_before + numbered[rows - 1])
         good += batch.num_rows
+    if converter.job.on_error == "fail" and converter.skipped:  # every row of the block checked: stop here,
+        raise converter.malformed([s[:2] for s in converter.skipped[:1]])  # not after a file of such rows
     return count
 
 
@@ -95,8 +94,7 @@ def _csv_reader(
                 row.text,
             )
         )
-        stop = converter.job.on_error == "fail" and len(converter.skipped) >= FAIL_FAST_INVALID_ROWS
-        return "error" if stop else "skip"
+        return "skip"
 
     return pacsv.open_csv(
         stream,

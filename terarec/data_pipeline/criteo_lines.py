@@ -31,7 +31,7 @@ FIELDS = 1 + len(DENSE_NAMES) + len(SPARSE_NAMES)
 LINE_BLOCKS = 4  # a Criteo line is a few hundred bytes: no line end in this many blocks, it is not Criteo text
 PAD = 8  # spare bytes after a block's lines: an 8-byte read at any field's start stays in the buffer
 DENSE_BYTES = 8  # the longest dense value (minus included) this path reads; longer ones: the CSV path
-_TAB, _NEWLINE, _MINUS = 9, 10, ord("-")
+_TAB, _NEWLINE, _CR, _MINUS = 9, 10, 13, ord("-")
 _BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark
 _BYTES = np.uint64(0x0101010101010101)  # times a byte value: that byte in all 8 lanes
 _HIGH = _BYTES * np.uint64(0x80)
@@ -53,11 +53,8 @@ def line_blocks(path: str, stream: pa.NativeFile, block_bytes: int) -> Iterator[
     carry = np.zeros(0, np.uint8)  # the unfinished line of the last read
     while chunk := stream.read(block_bytes):
         data = np.frombuffer(chunk, np.uint8)
-        # at the last line end: a newline, or in a file of CR line ends (old Mac text) a CR, which only
-        # the CSV reader takes as a line end (such blocks fail ``convert_lines``' checks); not a CR that
-        # ends the read, whose newline may start the next (a CRLF is one line end)
-        cut = (chunk.rfind(b"\n") + 1) or (chunk.rfind(b"\r", 0, len(chunk) - 1) + 1)
-        if not cut:
+        cut = _last_line_end(chunk, carry_ends_with_cr=bool(len(carry)) and carry[-1] == _CR)
+        if cut is None:
             carry = np.concatenate([carry, data])
             if len(carry) > LINE_BLOCKS * block_bytes:
                 raise DatasetError(f"{path}: no line end in {len(carry):,} bytes; is it Criteo's tab-separated text?")
@@ -66,6 +63,15 @@ def line_blocks(path: str, stream: pa.NativeFile, block_bytes: int) -> Iterator[
         carry = data[cut:]
     if len(carry):
         yield _padded(carry, np.array([ord("\n")], np.uint8)), len(carry) + 1
+
+
+def _last_line_end(chunk: bytes, carry_ends_with_cr: bool) -> int | None:
+    """Where to cut a read: after its last newline; in a file of CR line ends (old Mac text), which only the
+    CSV reader takes as line ends (such blocks fail ``convert_lines``' checks), after its last CR that does
+    not end the read (a newline may follow it: a CRLF is one line end), or at 0 when the carry before it
+    ends with a CR (this read has no newline, so that CR is a line end); None: no line end yet."""
+    cut = (chunk.rfind(b"\n") + 1) or (chunk.rfind(b"\r", 0, len(chunk) - 1) + 1)
+    return cut if cut else (0 if carry_ends_with_cr else None)
 
 
 def reader_lines(block: np.ndarray, first: bool) -> tuple[np.ndarray, int]:

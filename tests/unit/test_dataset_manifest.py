@@ -15,7 +15,7 @@ import pytest
 
 from terarec.batch import real_rows
 from terarec.cli import main
-from terarec.data_pipeline import criteo, criteo_csv
+from terarec.data_pipeline import criteo
 from terarec.data_pipeline.loader import BatchLoader, LoaderSpec
 from terarec.data_pipeline.manifest import MANIFEST_FILE, DatasetManifest, dataset_fingerprint
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema
@@ -344,10 +344,13 @@ def test_fail_mode_stops_in_blocks_of_only_malformed_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(criteo, "BLOCK_BYTES", 4096)  # ~17 rows a block: the comma rows fill whole blocks
-    monkeypatch.setattr(criteo_csv, "FAIL_FAST_INVALID_ROWS", 50)
-    raw = _write(tmp_path / "day_0", [GOOD] * 60 + [GOOD.replace("\t", ",")] * 500)
+    csv_blocks: list[int] = []
+    real_add = criteo.add_csv_block
+    monkeypatch.setattr(criteo, "add_csv_block", lambda *a, **k: csv_blocks.append(1) or real_add(*a, **k))
+    raw = _write(tmp_path / "day_0", [GOOD.replace("\t", ",")] * 500 + [GOOD] * 60)
     assert _prepare(raw, tmp_path / "out", "--workers", "1") == 2
-    assert _error_line(capsys) == f"{raw}:61: expected 40 tab-separated fields, got 1"
+    assert _error_line(capsys) == f"{raw}:1: expected 40 tab-separated fields, got 1"
+    assert len(csv_blocks) == 1  # stopped after the first block (no row to check in it), not after ~30 of them
 
 
 def _truncated_gzip() -> bytes:
