@@ -419,7 +419,8 @@ class Trainer:
             "eval_rows": final.get("count", 0),
             "eval_positives": final.get("positives", 0),
             "samples_per_s": (self.samples - self._samples_before) / max(train_s, 1e-9),
-            # of the training time, the share the slowest rank's loop waited for batches (0: never starved)
+            # of the training loop's time (evals and checkpoints in it included), the share the slowest rank
+            # waited for batches: each epoch's first window always, the rest only when the loader falls behind
             "data_wait_fraction": max(gather_objects(self._data_wait_s)) / max(train_s, 1e-9),
             "samples": self.samples,
             "steps": self.step,
