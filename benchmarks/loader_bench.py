@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--shuffle-buffer", type=int, default=131072)
     parser.add_argument("--large-window", type=int, default=1 << 20, help="the MLPerf-sized window (0: skip)")
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="data.num_workers values to measure")
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds; the best of each is kept")
+    parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds; the best of each is kept")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or Path(tmp)
