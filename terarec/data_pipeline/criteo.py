@@ -137,8 +137,6 @@ class _FileConverter:
     def add_good(self, table: pa.Table, ids: np.ndarray, first_line: int) -> None:
         """A block of good rows only (``convert_lines``), one a line from line ``first_line``: its typed
         table and (26, rows) ids."""
-        if self.job.on_error == "fail" and self.skipped:  # an earlier block of only such rows yielded no batch
-            raise self.malformed([s[:2] for s in self.skipped[:1]])
         self._add_rows(table, ids, np.arange(first_line, first_line + table.num_rows))
         self.rows_seen += table.num_rows
 
@@ -189,8 +187,6 @@ class _FileConverter:
 
     def finish(self) -> dict[str, Any]:
         """Close the parts, write the rejects and the done marker; returns the marker."""
-        if self.job.on_error == "fail" and self.skipped:  # blocks of only such rows yield no batch
-            raise self.malformed([s[:2] for s in self.skipped[:1]])
         self.rejects += [f"{line}\twrong field count\t{text}" for line, _, text in self.skipped]
         for split in self.job.splits:
             self._write(split, OUTPUT_SCHEMA.empty_table(), last=True)

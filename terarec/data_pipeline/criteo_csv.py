@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from terarec.data_pipeline.criteo_layout import DENSE_NAMES, LABEL, SPARSE_NAMES
-from terarec.data_pipeline.criteo_lines import reader_lines
+from terarec.data_pipeline.criteo_lines import BOM, reader_lines
 
 if TYPE_CHECKING:
     from terarec.data_pipeline.criteo import _FileConverter
@@ -30,7 +30,6 @@ CSV_CONVERT = pacsv.ConvertOptions(  # every column as a non-null string: conver
     strings_can_be_null=False,
     check_utf8=False,  # every field is validated byte by byte (ASCII digits / hex) anyway
 )
-_BOM = b"\xef\xbb\xbf"
 
 
 def csv_read_options(block_bytes: int) -> pacsv.ReadOptions:
@@ -52,33 +51,34 @@ def add_csv_block(converter: _FileConverter, lines: np.ndarray, lines_before: in
     the reader), as the file's reader keeps one in the middle of the file."""
     numbered, count = reader_lines(lines, first)
     text = pa.py_buffer(lines)
-    if not first and bytes(lines[:3]) == _BOM:
+    if not first and bytes(lines[:3]) == BOM:
         text = pa.py_buffer(b"\n" + lines.tobytes())
+
+    def line_of(rows: Any) -> Any:  # the reader's row numbers (1-based, int or array) -> their lines in the file
+        return lines_before + numbered[rows - 1]
+
     invalid: list[int] = []  # this block's rows of the wrong field count, by the reader's row number
     good = 0
-    for batch in _csv_reader(
-        converter, pa.BufferReader(text), len(text), lambda n: lines_before + int(numbered[n - 1]), invalid
-    ):
-        rows = line_numbers(np.arange(good, good + batch.num_rows), invalid)  # the reader's row numbers
-        converter.add(batch, lines_before + numbered[rows - 1])
+    for batch in _csv_reader(converter, pa.BufferReader(text), len(text), line_of, invalid):
+        converter.add(batch, line_of(_row_numbers(np.arange(good, good + batch.num_rows), invalid)))
         good += batch.num_rows
     if converter.job.on_error == "fail" and converter.skipped:  # every row of the block checked: stop here,
         raise converter.malformed([s[:2] for s in converter.skipped[:1]])  # not after a file of such rows
     return count
 
 
-def line_numbers(good_index: np.ndarray, skipped_lines: list[int]) -> np.ndarray:
-    """1-based number among all rows of the good (field-count-valid) rows ``good_index`` (0-based),
-    the rows numbered ``skipped_lines`` being the others."""
-    if not skipped_lines:  # the usual block: no per-row search in an empty array
+def _row_numbers(good_index: np.ndarray, skipped_rows: list[int]) -> np.ndarray:
+    """The reader's 1-based row numbers of its good (field-count-valid) rows ``good_index`` (0-based),
+    the rows numbered ``skipped_rows`` being the others."""
+    if not skipped_rows:  # the usual block: no per-row search in an empty array
         return good_index + 1
-    skipped = np.asarray(sorted(skipped_lines), np.int64)
-    before = skipped - 1 - np.arange(len(skipped))  # good rows before each skipped line
+    skipped = np.asarray(sorted(skipped_rows), np.int64)
+    before = skipped - 1 - np.arange(len(skipped))  # good rows before each skipped row
     return good_index + 1 + np.searchsorted(before, good_index, side="right")
 
 
 def _csv_reader(
-    converter: _FileConverter, stream: pa.NativeFile, size: int, line_of: Callable[[int], int], numbers: list[int]
+    converter: _FileConverter, stream: pa.NativeFile, size: int, line_of: Callable[[int], Any], numbers: list[int]
 ) -> Any:
     """All-string batches of the tab-separated rows of ``stream`` (``size`` bytes, one reader block); rows
     with the wrong field count go to ``converter.skipped`` (their line in the file: ``line_of`` the
@@ -89,7 +89,7 @@ def _csv_reader(
         numbers.append(row.number)
         converter.skipped.append(
             (
-                line_of(row.number),
+                int(line_of(row.number)),
                 f"expected {row.expected_columns} tab-separated fields, got {row.actual_columns}",
                 row.text,
             )

@@ -32,7 +32,7 @@ LINE_BLOCKS = 4  # a Criteo line is a few hundred bytes: no line end in this man
 PAD = 8  # spare bytes after a block's lines: an 8-byte read at any field's start stays in the buffer
 DENSE_BYTES = 8  # the longest dense value (minus included) this path reads; longer ones: the CSV path
 _TAB, _NEWLINE, _CR, _MINUS = 9, 10, 13, ord("-")
-_BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark
+BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark
 _BYTES = np.uint64(0x0101010101010101)  # times a byte value: that byte in all 8 lanes
 _HIGH = _BYTES * np.uint64(0x80)
 _ASCII_ZEROS = _BYTES * np.uint64(ord("0"))
@@ -83,7 +83,7 @@ def reader_lines(block: np.ndarray, first: bool) -> tuple[np.ndarray, int]:
     crlf = cr[:-1] & newline[1:]
     ends = np.flatnonzero(newline | (cr & ~np.append(crlf, False)))  # the byte that ends each line
     starts = np.concatenate([[0], ends[:-1] + 1])
-    if first and bytes(block[:3]) == _BOM and len(ends):
+    if first and bytes(block[:3]) == BOM and len(ends):
         starts[0] = min(3, int(ends[0]))
     stops = ends - np.append(False, crlf)[ends]  # a CRLF's line stops at its CR
     return np.flatnonzero(stops > starts) + 1, len(ends)
