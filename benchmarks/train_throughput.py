@@ -83,6 +83,12 @@ class InMemoryBatches:
     def state_dict(self) -> dict[str, Any]:
         return {}
 
+    def will_read(self, batches: int) -> None:  # nothing to prepare ahead
+        pass
+
+    def close(self) -> None:
+        pass
+
 
 def terarec_config(args: argparse.Namespace, data: Path, run_dir: Path) -> Any:
     return load_config(
@@ -205,6 +211,8 @@ def run_side(args: argparse.Namespace) -> None:
         sizes = build_model(cfg, schema, "meta")
         spec = LoaderSpec(str(args.data), "train", args.batch_size, sizes.table_sizes, shuffle_buffer=131072)
         loader = BatchLoader(spec, schema, info.rank, info.world_size)
+        if args.side == "end_to_end":  # as `terarec train` does: the first windows are read during set-up
+            loader.prefetch()
         out: dict[str, Any] = {"side": args.side, "world_size": info.world_size, "device": str(info.device)}
         if args.side == "reference":
             batches = list(islice(iter(loader), args.steps))

@@ -27,21 +27,26 @@ Batches carry int32 KJT ids and lengths when every table has fewer than 2**31 ro
 ``terarec.data_pipeline.window``), and are pinned (page-locked) when CUDA is present, so the train
 pipeline's ``non_blocking`` host-to-device copies overlap compute.
 
+Reading starts before batches are asked for (``terarec.data_pipeline.read_ahead``): ``prefetch``
+opens the current position's windows during the trainer's set-up, and a loader told how many
+batches will be read (``will_read``) opens the next epoch while the current one yields its last
+window, so training waits for a window at no epoch start.
+
 Memory: each of a rank's ``W`` streams holds the window being yielded plus ``PREFETCH_WINDOWS``
-prepared ones, so a rank holds up to ``(1 + PREFETCH_WINDOWS) * W`` windows of about
-``shuffle_buffer`` rows. With CUDA, batches are pinned one at a time as they are handed out (a
-thread pins batch ``k + 1`` while ``k`` is yielded): 2 pinned batches per rank, not a copy of each
-window.
+prepared ones (at an epoch's end: its last window and the next epoch's first ones), so a rank
+holds up to ``(1 + PREFETCH_WINDOWS) * W`` windows of about ``shuffle_buffer`` rows. With CUDA,
+batches are pinned one at a time as they are handed out (a thread pins batch ``k + 1`` while ``k``
+is yielded): 2 pinned batches per rank, not a copy of each window.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -52,6 +57,7 @@ from torchrec.datasets.utils import Batch
 
 from terarec.batch import PAD_LABEL
 from terarec.data_pipeline.manifest import footer_metadata
+from terarec.data_pipeline.read_ahead import EpochBatches, WindowPrefetch, pin_batches
 from terarec.data_pipeline.schema import DatasetError, DatasetSchema, dataset_files
 from terarec.data_pipeline.window import KeyLayout, Piece, Window, assemble, id_dtype_for
 from terarec.errors import UserError
@@ -101,7 +107,6 @@ _Cut = tuple[Piece | None, list[Batch], Piece | None]
 
 _TORCH_IDS = {np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64}
 MIN_UNITS_PER_STREAM = 16
-PREFETCH_WINDOWS = 2  # windows prepared ahead per stream, in parallel threads (see Memory above)
 MAX_OPEN_FILES = 4  # parquet readers a prefetch thread keeps open
 _OPEN_FILES = threading.local()
 
@@ -227,7 +232,6 @@ class ParquetBatchStream:
         # host-to-device copies (TrainPipelineSparseDist, non_blocking=True) then overlap compute
         self.pin = False
         self.columns = [schema.label, *schema.dense, *self.keys]
-        self.epoch, self.start_batch = 0, 0
 
     # -- deterministic plan ---------------------------------------------------------------
     def stream_units(self, stream: int, epoch: int) -> list[Unit]:
@@ -242,9 +246,6 @@ class ParquetBatchStream:
         streams = range(self.world_size * self.workers)
         stream_rows = [sum(u.num_rows for u in self.stream_units(s, epoch)) for s in streams]
         return max(math.ceil(r / self.spec.batch_size) for r in stream_rows)
-
-    def __len__(self) -> int:
-        return self.batches_per_stream(self.epoch) * self.workers
 
     def _windows(self, units: list[Unit]) -> list[list[Unit]]:
         windows, current, window_rows = [], [], 0
@@ -264,47 +265,38 @@ class ParquetBatchStream:
         return pa.concat_tables([groups[(u.file, u.row_group)].slice(u.start, u.num_rows) for u in units])
 
     # -- iteration ------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[Batch]:
-        """The rank's batches of epoch ``epoch`` from batch ``start_batch`` on: batch ``k`` is worker
-        stream ``k % workers``'s, each stream's windows prepared by its own threads."""
-        workers, start = self.workers, self.start_batch
-        # worker w's batches are the rank's w, w + W, ...: those before `start` are skipped
-        streams = [
-            self._stream_batches(self.rank * workers + w, self.epoch, max(0, -(-(start - w) // workers)))
-            for w in range(workers)
-        ]
-        batches = (next(streams[k % workers]) for k in range(start, self.batches_per_stream(self.epoch) * workers))
-        try:
-            yield from self._pinned(batches) if self.pin else batches
-        finally:  # an early stop: each stream waits for its windows in flight, then ends
-            for stream in streams:
-                stream.close()
+    def open(self, epoch: int, start: int) -> EpochBatches:
+        """The rank's batches of ``epoch`` from batch ``start`` on: batch ``k`` is worker stream
+        ``k % workers``'s. Each stream's first windows start being prepared now, by its own threads."""
+        workers, streams = self.workers, []
+        for w in range(workers):
+            stream = self.rank * workers + w
+            skip = max(0, -(-(start - w) // workers))  # worker w's batches are the rank's w, w + W, ...
+            row = skip * self.spec.batch_size  # stream rows already consumed (a batch boundary)
+            plan, plan_end = self._plan(stream, epoch, row)
+            windows = WindowPrefetch(plan, partial(self._prepare, stream, epoch, row))
+            streams.append((windows, self._stream_batches(windows, epoch, plan_end)))
+        end = self.batches_per_stream(epoch) * workers
+        pin = partial(pin_batches, pin_batch=pin_batch) if self.pin else None
+        return EpochBatches(epoch, start, end, streams, pin)
 
-    def _pinned(self, batches: Iterator[Batch]) -> Iterator[Batch]:
-        """``batches`` in page-locked memory, each pinned by one background thread while the one
-        before it is yielded: the training thread does not copy, and a rank holds 2 pinned batches
-        (pinning whole windows in the prefetch threads held a pinned copy of up to 3W windows)."""
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="terarec-pin") as pinner:
-            pending = None
-            for batch in batches:
-                ahead = pinner.submit(pin_batch, batch)
-                if pending is not None:
-                    yield pending.result()
-                pending = ahead
-            if pending is not None:
-                yield pending.result()
-
-    def _stream_batches(self, stream: int, epoch: int, skip: int) -> Generator[Batch, None, None]:
-        bsz = self.spec.batch_size
-        row = skip * bsz  # stream rows already consumed (a batch boundary)
-        plan, window_start = [], 0  # (window index, units, first row of the window)
+    def _plan(self, stream: int, epoch: int, row: int) -> tuple[list[tuple[int, list[Unit], int]], int]:
+        """(window index, units, first stream row) of the stream's windows that hold rows at or after
+        ``row`` (those wholly before a resume point are not read), and the stream row they end at."""
+        plan, window_start = [], 0
         for w, units in enumerate(self._windows(self.stream_units(stream, epoch))):
             window_rows = sum(u.num_rows for u in units)
-            if window_start + window_rows > row:  # windows wholly before the resume point are not read
+            if window_start + window_rows > row:
                 plan.append((w, units, window_start))
             window_start += window_rows
+        return plan, window_start if plan else row
+
+    def _stream_batches(self, windows: WindowPrefetch, epoch: int, plan_end: int) -> Generator[Batch, None, None]:
+        """One stream's batches: its windows cut at batch boundaries, a batch that spans windows joined,
+        the last one padded, and all-padding batches up to the longest stream's count."""
+        bsz = self.spec.batch_size
         carry: list[Piece] = []  # a batch that spans windows
-        for head, batches, tail in self._prefetched(plan, stream, epoch, row):
+        for head, batches, tail in windows:
             if head is not None:  # completes the batch that the previous window started
                 carry.append(head)
                 if sum(p.num_rows for p in carry) == bsz:
@@ -313,34 +305,24 @@ class ParquetBatchStream:
             yield from batches
             if tail is not None:
                 carry = [tail]
-        yielded = (window_start if plan else row) // bsz
+        yielded = plan_end // bsz
         if carry:
             yield self._assemble(carry)
             yielded += 1
         for _ in range(self.batches_per_stream(epoch) - yielded):
             yield self._assemble([])
 
-    def _prefetched(self, plan: list[tuple[int, list[Unit], int]], stream: int, epoch: int, row: int) -> Iterator[_Cut]:
-        """Windows in plan order, cut into batches by background threads while the current one is
-        yielded (parquet decoding and numpy/torch work release the GIL)."""
-
-        def prepare(w: int, units: list[Unit], start: int) -> _Cut:
-            table = self._read(units)
-            perm = None
-            if self.spec.shuffle_buffer > 0:
-                perm = np.random.default_rng([self.spec.seed, epoch, stream, w]).permutation(table.num_rows)
-            grid = (-(start % self.spec.batch_size), self.spec.batch_size)  # stream batch boundaries
-            window = Window(table, self.layout, (self.spec.dense_fill, self.spec.dense_transform), perm, grid)
-            return self._cut(window, start, row)
-
-        with ThreadPoolExecutor(max_workers=PREFETCH_WINDOWS) as pool:
-            pending = deque(pool.submit(prepare, *item) for item in plan[:PREFETCH_WINDOWS])
-            for index in range(len(plan)):
-                cut = pending.popleft().result()
-                ahead = index + PREFETCH_WINDOWS
-                if ahead < len(plan):
-                    pending.append(pool.submit(prepare, *plan[ahead]))
-                yield cut
+    def _prepare(self, stream: int, epoch: int, row: int, w: int, units: list[Unit], start: int) -> _Cut:
+        """Window ``w`` of the stream (stream rows from ``start``), read, permuted and cut into batches
+        from the resume row ``row`` on; runs in a prefetch thread (parquet decoding and the numpy/torch
+        work release the GIL)."""
+        table = self._read(units)
+        perm = None
+        if self.spec.shuffle_buffer > 0:
+            perm = np.random.default_rng([self.spec.seed, epoch, stream, w]).permutation(table.num_rows)
+        grid = (-(start % self.spec.batch_size), self.spec.batch_size)  # stream batch boundaries
+        window = Window(table, self.layout, (self.spec.dense_fill, self.spec.dense_transform), perm, grid)
+        return self._cut(window, start, row)
 
     def _cut(self, window: Window, start: int, row: int) -> _Cut:
         """Cut a window that starts at stream row ``start`` at the stream's batch boundaries
@@ -383,16 +365,49 @@ class BatchLoader:
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.stream.pin = self.pin_memory  # pinned by the loader's own thread, off the training thread
         self.epoch, self.batches = 0, 0
+        self._opened: EpochBatches | None = None  # batches opened ahead of iter() (prefetch, will_read)
+        self._reads_left: int | None = None  # batches the caller will still read (will_read); None: not said
+        self._counted_epoch = 0  # the epoch len() counts: the last one iterated (epochs may differ by padding)
 
     def __len__(self) -> int:
         """Batches in one full epoch (equal on every rank)."""
-        return len(self.stream)
+        return self.stream.batches_per_stream(self._counted_epoch) * self.stream.workers
+
+    def prefetch(self) -> None:
+        """Start preparing the batches at the current position now, in background threads, so that the
+        next ``iter()`` does not wait for its first windows (the trainer calls this before it shards the
+        model). A position moved afterwards (``load_state_dict``) drops them."""
+        if self._opened is None or self._opened.position != (self.epoch, self.batches):
+            self.close()
+            self._opened = self.stream.open(self.epoch, self.batches)
+
+    def will_read(self, batches: int) -> None:
+        """The caller will read ``batches`` more batches from the current position. When they run past
+        this epoch, the next epoch's first windows are prepared while this one yields its last window,
+        so that the next ``iter()`` does not wait either."""
+        self._reads_left = batches
+
+    def close(self) -> None:
+        """Drop the batches opened ahead and stop their threads (a run that stops early at an epoch's
+        end leaves the next epoch's first windows prepared)."""
+        if self._opened is not None:
+            self._opened.close()
+            self._opened = None
 
     def __iter__(self) -> Iterator[Batch]:
-        self.stream.epoch, self.stream.start_batch = self.epoch, self.batches
-        for batch in self.stream:
-            self.batches += 1
-            yield batch
+        self.prefetch()
+        batches, self._opened, self._counted_epoch = self._opened, None, self.epoch
+        assert batches is not None
+        continues = self._reads_left is not None and self._reads_left > len(self) - self.batches
+        try:
+            for batch in batches:
+                self.batches += 1
+                self._reads_left = None if self._reads_left is None else self._reads_left - 1
+                if continues and self._opened is None and batches.last_windows_handed_out:
+                    self._opened = self.stream.open(self.epoch + 1, 0)
+                yield batch
+        finally:
+            batches.close()
         self.epoch, self.batches = self.epoch + 1, 0
 
     def state_dict(self) -> dict[str, int]:
@@ -420,6 +435,8 @@ class BatchLoader:
                 "and data.num_workers; they may change at an epoch boundary"
             )
         self.epoch, self.batches = epoch, batches
+        if self._opened is not None and self._opened.position != (epoch, batches):
+            self.close()  # prepared for the position before: free its windows now
 
 
 def _layout(world_size: int | None, workers: int | None) -> str:

@@ -306,6 +306,7 @@ class Trainer:
     def _train_epochs(self) -> None:
         progress = self.cfg.logging.progress and self.info.is_main and stderr_is_terminal()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress, unit="step", desc="train")
+        self.train_loader.will_read(self.total_steps - self.step)  # so it prepares the next epoch ahead when one comes
         iterator = iter(self.train_loader)
         while self.step < self.total_steps and not self._stopping:
             target = self._next_stop()
@@ -317,6 +318,7 @@ class Trainer:
             elif self.step == target and not self._stopping:
                 self._at_stop()
         bar.close()
+        self.train_loader.close()  # a stop at an epoch's end (early stop, time, signal) leaves windows prepared
         self.samples = self._samples_before + sum_over_ranks(self._local_samples)
 
     def _reinit_embeddings(self) -> None:
@@ -420,7 +422,8 @@ class Trainer:
             "eval_positives": final.get("positives", 0),
             "samples_per_s": (self.samples - self._samples_before) / max(train_s, 1e-9),
             # of the training loop's time (evals and checkpoints in it included), the share the slowest rank
-            # waited for batches: each epoch's first window always, the rest only when the loader falls behind
+            # waited for batches: ~0 unless the loader falls behind (its windows are prepared ahead, also at
+            # the first step and at epoch starts)
             "data_wait_fraction": max(gather_objects(self._data_wait_s)) / max(train_s, 1e-9),
             "samples": self.samples,
             "steps": self.step,

@@ -61,9 +61,10 @@ def run_training(cfg: Config) -> dict[str, Any]:
             f"{summary['flops_per_example']:,}",
         )
         _report_vocabularies(cfg, built.vocabularies, info.is_main)
+        train_batches = train_loader(cfg, schema, built.table_sizes, info, built.vocabularies)
+        train_batches.prefetch()  # its first windows are read while the model is sharded (a resume may move it)
         dmp, optimizer = parallelize(TrainWrapper(built.model), cfg, info, list(built.table_sizes))
         seed_everything(cfg.train.seed, info.rank)
-        train_batches = train_loader(cfg, schema, built.table_sizes, info, built.vocabularies)
         eval_batches = eval_loader(cfg, schema, built.table_sizes, info, built.vocabularies)
         run_dir = run.path
         uses = uses_checkpoints(cfg)
