@@ -24,8 +24,10 @@ train`` does); ``end_to_end_ratio`` is its rate over the in-memory one (1.0: the
 training), best over best; ``end_to_end_paired_median_ratio`` the median over rounds of the two measured
 one after the other (a 12 s side's rate moves by up to 20% on a 2-core VM); ``end_to_end_data_wait_fraction``
 the direct measure: the share of the training time the loop waited for its next batch (``data_wait_fraction``
-of the Trainer's metrics; 1.0-1.2% in runs whose ratio moved 0.89-1.16). Peak RSS per side is printed against the
-theoretical bytes of parameters, dense gradients and optimizer state. Last line: one JSON object.
+of the Trainer's metrics; 0.04-0.05% since the loader reads ahead, in runs whose ratio moved 0.96-1.06). The
+end-to-end side calls the loader's ``prefetch()`` before it builds the model, as ``terarec train`` does.
+Peak RSS per side is printed against the theoretical bytes of parameters, dense gradients and optimizer
+state. Last line: one JSON object.
 """
 
 from __future__ import annotations
