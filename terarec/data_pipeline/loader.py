@@ -33,8 +33,9 @@ batches will be read (``will_read``) opens the next epoch while the current one 
 window, so training waits for a window at no epoch start.
 
 Memory: each of a rank's ``W`` streams holds the window being yielded plus ``PREFETCH_WINDOWS``
-prepared ones (at an epoch's end: its last window and the next epoch's first ones), so a rank
-holds up to ``(1 + PREFETCH_WINDOWS) * W`` windows of about ``shuffle_buffer`` rows. With CUDA,
+prepared ones (at an epoch's end: its last window and the next epoch's first ones), and, until the
+batch that spans two windows is joined, the window before (its tail is a view of it): a rank holds
+up to ``(2 + PREFETCH_WINDOWS) * W`` windows of about ``shuffle_buffer`` rows. With CUDA,
 batches are pinned one at a time as they are handed out (a thread pins batch ``k + 1`` while ``k``
 is yielded): 2 pinned batches per rank, not a copy of each window.
 """

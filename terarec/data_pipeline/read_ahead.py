@@ -65,9 +65,11 @@ class EpochBatches(Iterator[Batch]):
     ) -> None:
         self.position = (epoch, start)
         self._windows = [windows for windows, _ in streams]
-        self._streams = [batches for _, batches in streams]
+        self._streams = stream_batches = [batches for _, batches in streams]
         workers = len(streams)
-        ordered = (next(self._streams[k % workers]) for k in range(start, end))
+        # reads a local, not ``self``: a reference from ``self._batches`` back to ``self`` would be a cycle,
+        # and an instance dropped unclosed would hold its windows and threads until a cyclic collection
+        ordered = (next(stream_batches[k % workers]) for k in range(start, end))
         self._batches = pin(ordered) if pin is not None else ordered
 
     @property

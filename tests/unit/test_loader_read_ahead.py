@@ -4,7 +4,9 @@ current one ends, a moved position drops what was prepared, and no thread outliv
 
 from __future__ import annotations
 
+import gc
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +130,22 @@ def test_close_stops_an_unused_read_ahead(dataset: Path) -> None:  # noqa: F811
     assert threading.active_count() > threads  # the next epoch's windows, in their threads
     loader.close()
     assert threading.active_count() == threads
+
+
+def test_a_dropped_loader_ends_its_read_ahead_without_a_garbage_collection(dataset: Path) -> None:  # noqa: F811
+    """A loader dropped with batches opened ahead (never closed: an exception left the trainer) frees
+    them when its last reference goes: no reference cycle keeps the windows and their threads alive
+    until the cyclic collector happens to run."""
+    loader = _loader(dataset)
+    loader.prefetch()
+    readers = [t for t in threading.enumerate() if t.name.startswith("terarec-window")]
+    assert len(readers) == PREFETCH_WINDOWS * WORKERS
+    gc.disable()
+    try:
+        del loader
+        deadline = time.monotonic() + 60
+        for thread in readers:  # each ends once its window in flight is done
+            thread.join(timeout=max(deadline - time.monotonic(), 0))
+        assert not any(thread.is_alive() for thread in readers)
+    finally:
+        gc.enable()
