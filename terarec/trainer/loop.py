@@ -308,17 +308,19 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress, unit="step", desc="train")
         self.train_loader.will_read(self.total_steps - self.step)  # so it prepares the next epoch ahead when one comes
         iterator = iter(self.train_loader)
-        while self.step < self.total_steps and not self._stopping:
-            target = self._next_stop()
-            if self._run_segment(iterator, bar) == 0 and self.step < target and not self._stopping:
-                if len(self.train_loader) == 0:
-                    raise RuntimeError(f"no training batches in {self.cfg.data.path}/{self.cfg.data.train_split}")
-                iterator = iter(self.train_loader)  # epoch finished: the next one reshuffles
-                self._reinit_embeddings()
-            elif self.step == target and not self._stopping:
-                self._at_stop()
+        try:
+            while self.step < self.total_steps and not self._stopping:
+                target = self._next_stop()
+                if self._run_segment(iterator, bar) == 0 and self.step < target and not self._stopping:
+                    if len(self.train_loader) == 0:
+                        raise RuntimeError(f"no training batches in {self.cfg.data.path}/{self.cfg.data.train_split}")
+                    iterator = iter(self.train_loader)  # epoch finished: the next one reshuffles
+                    self._reinit_embeddings()
+                elif self.step == target and not self._stopping:
+                    self._at_stop()
+        finally:  # a stop at an epoch's end (early stop, time, signal) or an error leaves windows prepared
+            self.train_loader.close()
         bar.close()
-        self.train_loader.close()  # a stop at an epoch's end (early stop, time, signal) leaves windows prepared
         self.samples = self._samples_before + sum_over_ranks(self._local_samples)
 
     def _reinit_embeddings(self) -> None:
