@@ -270,16 +270,16 @@ class ParquetBatchStream:
         """The rank's batches of ``epoch`` from batch ``start`` on: batch ``k`` is worker stream
         ``k % workers``'s. Each stream's first windows start being prepared now, by its own threads."""
         workers, streams = self.workers, []
+        per_stream = self.batches_per_stream(epoch)  # every stream's count: the shorter ones are padded to it
         for w in range(workers):
             stream = self.rank * workers + w
             skip = max(0, -(-(start - w) // workers))  # worker w's batches are the rank's w, w + W, ...
             row = skip * self.spec.batch_size  # stream rows already consumed (a batch boundary)
             plan, plan_end = self._plan(stream, epoch, row)
             windows = WindowPrefetch(plan, partial(self._prepare, stream, epoch, row))
-            streams.append((windows, self._stream_batches(windows, epoch, plan_end)))
-        end = self.batches_per_stream(epoch) * workers
+            streams.append((windows, self._stream_batches(windows, per_stream, plan_end)))
         pin = partial(pin_batches, pin_batch=pin_batch) if self.pin else None
-        return EpochBatches(epoch, start, end, streams, pin)
+        return EpochBatches(epoch, start, per_stream * workers, streams, pin)
 
     def _plan(self, stream: int, epoch: int, row: int) -> tuple[list[tuple[int, list[Unit], int]], int]:
         """(window index, units, first stream row) of the stream's windows that hold rows at or after
@@ -292,9 +292,9 @@ class ParquetBatchStream:
             window_start += window_rows
         return plan, window_start if plan else row
 
-    def _stream_batches(self, windows: WindowPrefetch, epoch: int, plan_end: int) -> Generator[Batch, None, None]:
+    def _stream_batches(self, windows: WindowPrefetch, count: int, plan_end: int) -> Generator[Batch, None, None]:
         """One stream's batches: its windows cut at batch boundaries, a batch that spans windows joined,
-        the last one padded, and all-padding batches up to the longest stream's count."""
+        the last one padded, and all-padding batches up to ``count`` (the longest stream's)."""
         bsz = self.spec.batch_size
         carry: list[Piece] = []  # a batch that spans windows
         for head, batches, tail in windows:
@@ -310,7 +310,7 @@ class ParquetBatchStream:
         if carry:
             yield self._assemble(carry)
             yielded += 1
-        for _ in range(self.batches_per_stream(epoch) - yielded):
+        for _ in range(count - yielded):
             yield self._assemble([])
 
     def _prepare(self, stream: int, epoch: int, row: int, w: int, units: list[Unit], start: int) -> _Cut:
