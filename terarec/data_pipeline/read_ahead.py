@@ -61,7 +61,7 @@ class EpochBatches(Iterator[Batch]):
         start: int,
         end: int,
         streams: list[tuple[WindowPrefetch, Generator[Batch, None, None]]],
-        pin: Callable[[Iterator[Batch]], Iterator[Batch]] | None,
+        pin: Callable[[Iterator[Batch]], Generator[Batch, None, None]] | None,
     ) -> None:
         self.position = (epoch, start)
         self._windows = [windows for windows, _ in streams]
@@ -75,7 +75,7 @@ class EpochBatches(Iterator[Batch]):
     @property
     def last_windows_handed_out(self) -> bool:
         """Every stream yields from its last window: the next epoch may start preparing its first ones
-        (a stream then holds 1 + ``PREFETCH_WINDOWS`` windows, as it does mid-epoch)."""
+        (a stream then holds that window and the next epoch's ``PREFETCH_WINDOWS``, no more than mid-epoch)."""
         return all(windows.last_handed_out for windows in self._windows)
 
     def __next__(self) -> Batch:
@@ -88,14 +88,12 @@ class EpochBatches(Iterator[Batch]):
     def close(self) -> None:
         """Stop early (or at the end): each stream waits for its windows in flight, then ends."""
         for generator in (self._batches, *self._streams):
-            close = getattr(generator, "close", None)
-            if close is not None:
-                close()
+            generator.close()
         for windows in self._windows:
             windows.close()
 
 
-def pin_batches(batches: Iterator[Batch], pin_batch: Callable[[Batch], Batch]) -> Iterator[Batch]:
+def pin_batches(batches: Iterator[Batch], pin_batch: Callable[[Batch], Batch]) -> Generator[Batch, None, None]:
     """``batches`` in page-locked memory, each pinned by one background thread while the one
     before it is yielded: the training thread does not copy, and a rank holds 2 pinned batches
     (pinning whole windows in the prefetch threads held a pinned copy of up to 3W windows)."""
